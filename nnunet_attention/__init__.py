@@ -1,0 +1,2 @@
+"""Attention-gated U-Nets for nnU-Net v2. Kept import-light: it runs at every interpreter start (see _discovery)."""
+__version__ = "0.1.0"

@@ -1,0 +1,53 @@
+"""A dynamic-network-architectures UNetDecoder whose skip connections pass through attention gates."""
+from typing import List, Tuple, Union
+
+import numpy as np
+import torch
+from dynamic_network_architectures.building_blocks.plain_conv_encoder import PlainConvEncoder
+from dynamic_network_architectures.building_blocks.residual_encoders import ResidualEncoder
+from dynamic_network_architectures.building_blocks.unet_decoder import UNetDecoder
+from torch import nn
+
+from nnunet_attention.gate import AttentionGate
+
+
+class AttentionUNetDecoder(UNetDecoder):
+    """UNetDecoder plus one gate per skip; every UNetDecoder module keeps its name, so plain weights load.
+
+    ``attention_gates[s]`` belongs to decoder stage s (coarsest first, like ``stages``): it gates the skip that stage
+    concatenates, with the features that stage is about to upsample (the bottleneck for s = 0) as gating signal,
+    and its theta stride is the encoder stride between those two levels.
+    """
+
+    def __init__(self, encoder: Union[PlainConvEncoder, ResidualEncoder], num_classes: int,
+                 n_conv_per_stage: Union[int, Tuple[int, ...], List[int]], deep_supervision: bool,
+                 nonlin_first: bool = False, gate_init: str = "paper"):
+        super().__init__(encoder, num_classes, n_conv_per_stage, deep_supervision, nonlin_first=nonlin_first)
+        self.attention_gates = nn.ModuleList(
+            AttentionGate(encoder.conv_op, encoder.output_channels[-(s + 2)], encoder.output_channels[-(s + 1)],
+                          encoder.strides[-(s + 1)], init=gate_init)
+            for s in range(len(self.stages))
+        )
+
+    def forward(self, skips):
+        lres_input = skips[-1]
+        seg_outputs = []
+        for s in range(len(self.stages)):
+            gated_skip = self.attention_gates[s](skips[-(s + 2)], lres_input)
+            x = torch.cat((self.transpconvs[s](lres_input), gated_skip), 1)
+            x = self.stages[s](x)
+            if self.deep_supervision:
+                seg_outputs.append(self.seg_layers[s](x))
+            elif s == len(self.stages) - 1:
+                seg_outputs.append(self.seg_layers[-1](x))
+            lres_input = x
+        seg_outputs = seg_outputs[::-1]
+        return seg_outputs if self.deep_supervision else seg_outputs[0]
+
+    def compute_conv_feature_map_size(self, input_size):
+        total = super().compute_conv_feature_map_size(input_size)
+        skip_size = list(input_size)
+        for level, stride in enumerate(self.encoder.strides[:-1]):
+            skip_size = [i // j for i, j in zip(skip_size, stride)]
+            total += self.attention_gates[-(level + 1)].compute_conv_feature_map_size(skip_size)
+        return np.int64(total)

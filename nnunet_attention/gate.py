@@ -1,0 +1,83 @@
+"""The additive attention gate of Oktay et al. 2018 (arXiv:1804.03999), for 1D, 2D and 3D alike."""
+import math
+from typing import Sequence, Type, Union
+
+import numpy as np
+import torch
+from dynamic_network_architectures.building_blocks.helper import convert_conv_op_to_dim
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.modules.conv import _ConvNd
+
+GATE_INITS = ("paper", "identity")
+_INTERPOLATION = {1: "linear", 2: "bilinear", 3: "trilinear"}
+
+
+class AttentionGate(nn.Module):
+    """Weights a skip connection x by coefficients alpha in (0, 1) computed from x and the coarser gating signal g.
+
+    theta brings x down to g's grid with a bias-free conv whose kernel equals the stride between the two levels
+    (the paper found downsampling x better than upsampling g), phi is a 1x1 conv of g, and psi maps
+    ReLU(theta(x) + phi(g)) to one channel; alpha = sigmoid(psi(.)) is resampled to x's exact size.
+
+    ``init="paper"`` returns x * alpha with nnU-Net's He initialisation of all three convs.
+    ``init="identity"`` returns x * 2 * alpha and starts at alpha = 1/2 exactly (theta and phi's weights at zero, phi's
+    bias at one, psi's weights distinct dyadic numbers summing to zero), so the gate is an exact pass-through at step
+    0 and yet every one of its parameters receives gradient from the first backward pass.
+    """
+
+    def __init__(self, conv_op: Type[_ConvNd], skip_channels: int, gating_channels: int,
+                 stride: Union[int, Sequence[int]], intermediate_channels: Union[int, None] = None,
+                 init: str = "paper"):
+        super().__init__()
+        if init not in GATE_INITS:
+            raise ValueError(f"gate init must be one of {GATE_INITS}, got {init!r}")
+        dim = convert_conv_op_to_dim(conv_op)
+        self.stride = tuple(stride) if isinstance(stride, (list, tuple)) else (stride,) * dim
+        intermediate_channels = intermediate_channels or max(1, skip_channels // 2)
+        self.theta = conv_op(skip_channels, intermediate_channels, kernel_size=self.stride, stride=self.stride,
+                             bias=False)
+        self.phi = conv_op(gating_channels, intermediate_channels, kernel_size=1, bias=True)
+        self.psi = conv_op(intermediate_channels, 1, kernel_size=1, bias=True)
+        self.init = init
+        self.gain = 2.0 if init == "identity" else 1.0
+        self.interpolation = _INTERPOLATION[dim]
+        self.record_coefficients = False
+        self.coefficients = None
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """Re-applies the identity start after a network-wide weight init (nnU-Net's He init covers 'paper')."""
+        if self.init != "identity":
+            return
+        n = self.psi.in_channels
+        psi_steps = torch.arange(n, dtype=torch.float64) * 2 - (n - 1)
+        psi_scale = 2.0 ** -(math.ceil(math.log2(max(n, 2))) + 3)
+        with torch.no_grad():
+            self.theta.weight.zero_()
+            self.phi.weight.zero_()
+            self.phi.bias.fill_(1.0)
+            self.psi.weight.copy_((psi_steps * psi_scale).view_as(self.psi.weight))
+            self.psi.bias.zero_()
+
+    def attention_coefficients(self, skip: torch.Tensor, gating: torch.Tensor) -> torch.Tensor:
+        """alpha on the gating grid, shape (b, 1, *theta(x).shape[2:])."""
+        theta_x = self.theta(skip)
+        phi_g = self.phi(gating)
+        if phi_g.shape[2:] != theta_x.shape[2:]:
+            # x's size is not a multiple of the stride (only off-plan inputs): meet theta's floor grid
+            phi_g = F.interpolate(phi_g, size=theta_x.shape[2:], mode=self.interpolation, align_corners=False)
+        return torch.sigmoid(self.psi(F.relu(theta_x + phi_g)))
+
+    def forward(self, skip: torch.Tensor, gating: torch.Tensor) -> torch.Tensor:
+        alpha = self.attention_coefficients(skip, gating)
+        if self.record_coefficients:
+            self.coefficients = alpha.detach()
+        scale = F.interpolate(alpha * self.gain, size=skip.shape[2:], mode=self.interpolation, align_corners=False)
+        return skip * scale
+
+    def compute_conv_feature_map_size(self, skip_size: Sequence[int]) -> np.int64:
+        """Feature map elements the gate adds, in the unit of nnU-Net's VRAM estimate (per sample)."""
+        coarse = np.prod([i // j for i, j in zip(skip_size, self.stride)], dtype=np.int64)
+        fine = np.prod(skip_size, dtype=np.int64)
+        return (2 * self.psi.in_channels + 1) * coarse + (1 + self.theta.in_channels) * fine

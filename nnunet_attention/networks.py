@@ -1,0 +1,105 @@
+"""Gated versions of the U-Nets nnU-Net plans name, built from exactly the plans' arch_kwargs."""
+import inspect
+from typing import Dict, List
+
+from dynamic_network_architectures.architectures.unet import PlainConvUNet, ResidualEncoderUNet
+from torch import nn
+from torch._dynamo import OptimizedModule
+from torch.nn.parallel import DistributedDataParallel
+
+from nnunet_attention.decoder import AttentionUNetDecoder
+from nnunet_attention.gate import AttentionGate
+
+
+class UnsupportedArchitectureError(ValueError):
+    pass
+
+
+def _gated_decoder(plain_class, network, args, kwargs, gate_init: str) -> AttentionUNetDecoder:
+    """The decoder plain_class.__init__ built, rebuilt with gates, from the same constructor arguments."""
+    arguments = inspect.signature(plain_class.__init__).bind(network, *args, **kwargs)
+    arguments.apply_defaults()
+    a = arguments.arguments
+    return AttentionUNetDecoder(network.encoder, a["num_classes"], a["n_conv_per_stage_decoder"],
+                                a["deep_supervision"], nonlin_first=a.get("nonlin_first", False),
+                                gate_init=gate_init)
+
+
+class AttentionPlainConvUNet(PlainConvUNet):
+    """PlainConvUNet (nnU-Net's default) with an attention gate on every skip connection."""
+
+    def __init__(self, *args, gate_init: str = "paper", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.decoder = _gated_decoder(PlainConvUNet, self, args, kwargs, gate_init)
+
+    @staticmethod
+    def initialize(module):
+        PlainConvUNet.initialize(module)
+        if isinstance(module, AttentionGate):
+            module.reset_parameters()
+
+
+class AttentionResidualEncoderUNet(ResidualEncoderUNet):
+    """ResidualEncoderUNet (nnU-Net's ResEnc M/L/XL presets) with an attention gate on every skip connection."""
+
+    def __init__(self, *args, gate_init: str = "paper", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.decoder = _gated_decoder(ResidualEncoderUNet, self, args, kwargs, gate_init)
+
+    @staticmethod
+    def initialize(module):
+        ResidualEncoderUNet.initialize(module)
+        if isinstance(module, AttentionGate):
+            module.reset_parameters()
+
+
+_DNA_PREFIX = "dynamic_network_architectures.architectures.unet."
+GATED_ARCHITECTURES: Dict[str, type] = {
+    _DNA_PREFIX + "PlainConvUNet": AttentionPlainConvUNet,
+    _DNA_PREFIX + "ResidualEncoderUNet": AttentionResidualEncoderUNet,
+}
+
+
+def gated_architecture(network_class_name: str) -> type:
+    """The gated class for a plans' network_class_name (dotted, or bare as nnU-Net also accepts)."""
+    full_name = network_class_name if "." in network_class_name else _DNA_PREFIX + network_class_name
+    if full_name not in GATED_ARCHITECTURES:
+        raise UnsupportedArchitectureError(
+            f"nnunet-attention cannot gate network_class_name '{network_class_name}' from the plans; supported: "
+            f"{', '.join(GATED_ARCHITECTURES)}. Train this plan with nnU-Net's own trainer or use a supported plan "
+            f"(nnUNetPlans or the ResEnc presets).")
+    return GATED_ARCHITECTURES[full_name]
+
+
+def unwrap(network: nn.Module) -> nn.Module:
+    """The bare network inside DDP and torch.compile wrappers."""
+    if isinstance(network, DistributedDataParallel):
+        network = network.module
+    if isinstance(network, OptimizedModule):
+        network = network._orig_mod
+    return network
+
+
+def attention_gates(network: nn.Module) -> List[AttentionGate]:
+    """The network's gates by resolution level: element 0 gates the finest skip."""
+    decoder = getattr(unwrap(network), "decoder", None)
+    if not isinstance(decoder, AttentionUNetDecoder):
+        return []
+    return list(decoder.attention_gates)[::-1]
+
+
+def build_gated_network(configuration_manager, num_input_channels: int, num_output_channels: int,
+                        enable_deep_supervision: bool = True, gate_init: str = "paper") -> nn.Module:
+    """nnU-Net's get_network_from_plans with the plans' architecture swapped for its gated version."""
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+    gated_class = gated_architecture(configuration_manager.network_arch_class_name)
+    return get_network_from_plans(
+        f"{gated_class.__module__}.{gated_class.__qualname__}",
+        {**configuration_manager.network_arch_init_kwargs, "gate_init": gate_init},
+        configuration_manager.network_arch_init_kwargs_req_import,
+        num_input_channels,
+        num_output_channels,
+        allow_init=True,
+        deep_supervision=enable_deep_supervision,
+    )
