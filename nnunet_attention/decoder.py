@@ -2,7 +2,6 @@
 from typing import List, Tuple, Union
 
 import numpy as np
-import torch
 from dynamic_network_architectures.building_blocks.plain_conv_encoder import PlainConvEncoder
 from dynamic_network_architectures.building_blocks.residual_encoders import ResidualEncoder
 from dynamic_network_architectures.building_blocks.unet_decoder import UNetDecoder
@@ -33,8 +32,7 @@ class AttentionUNetDecoder(UNetDecoder):
         lres_input = skips[-1]
         seg_outputs = []
         for s in range(len(self.stages)):
-            gated_skip = self.attention_gates[s](skips[-(s + 2)], lres_input)
-            x = torch.cat((self.transpconvs[s](lres_input), gated_skip), 1)
+            x = self.attention_gates[s].concat_gated(self.transpconvs[s](lres_input), skips[-(s + 2)], lres_input)
             x = self.stages[s](x)
             if self.deep_supervision:
                 seg_outputs.append(self.seg_layers[s](x))

@@ -67,17 +67,56 @@ class AttentionGate(nn.Module):
         if phi_g.shape[2:] != theta_x.shape[2:]:
             # x's size is not a multiple of the stride (only off-plan inputs): meet theta's floor grid
             phi_g = F.interpolate(phi_g, size=theta_x.shape[2:], mode=self.interpolation, align_corners=False)
-        return torch.sigmoid(self.psi(F.relu(theta_x + phi_g)))
+        return torch.sigmoid(self.psi(F.relu_(theta_x + phi_g)))
 
-    def forward(self, skip: torch.Tensor, gating: torch.Tensor) -> torch.Tensor:
+    def skip_scale(self, skip: torch.Tensor, gating: torch.Tensor) -> torch.Tensor:
+        """The factor x is multiplied by, at x's size: gain * alpha resampled (shape (b, 1, *x.shape[2:]))."""
         alpha = self.attention_coefficients(skip, gating)
         if self.record_coefficients:
             self.coefficients = alpha.detach()
-        scale = F.interpolate(alpha * self.gain, size=skip.shape[2:], mode=self.interpolation, align_corners=False)
-        return skip * scale
+        return F.interpolate(alpha * self.gain, size=skip.shape[2:], mode=self.interpolation, align_corners=False)
+
+    def forward(self, skip: torch.Tensor, gating: torch.Tensor) -> torch.Tensor:
+        """The gated skip x * alpha."""
+        return skip * self.skip_scale(skip, gating)
+
+    def concat_gated(self, upsampled: torch.Tensor, skip: torch.Tensor, gating: torch.Tensor) -> torch.Tensor:
+        """torch.cat((upsampled, self(skip, gating)), 1) without materialising the gated skip on its own."""
+        return ScaledConcat.apply(upsampled, skip, self.skip_scale(skip, gating))
 
     def compute_conv_feature_map_size(self, skip_size: Sequence[int]) -> np.int64:
-        """Feature map elements the gate adds, in the unit of nnU-Net's VRAM estimate (per sample)."""
+        """Feature map elements the gate keeps for backward (ReLU output and alpha on the coarse grid, the scale at
+        the skip's size), in the unit of nnU-Net's VRAM estimate."""
         coarse = np.prod([i // j for i, j in zip(skip_size, self.stride)], dtype=np.int64)
         fine = np.prod(skip_size, dtype=np.int64)
-        return (2 * self.psi.in_channels + 1) * coarse + (1 + self.theta.in_channels) * fine
+        return (self.psi.in_channels + 1) * coarse + fine
+
+
+class ScaledConcat(torch.autograd.Function):
+    """cat((upsampled, skip * scale), 1), with skip * scale written straight into the concatenation.
+
+    The plain version allocates skip * scale (as large as the skip) and then copies it into the concatenation; here
+    the only extra memory kept for backward is scale, one channel at the skip's size.
+    """
+
+    @staticmethod
+    def forward(ctx, upsampled, skip, scale):
+        dtype = torch.promote_types(upsampled.dtype, torch.promote_types(skip.dtype, scale.dtype))
+        split = upsampled.shape[1]
+        out = upsampled.new_empty((skip.shape[0], split + skip.shape[1], *skip.shape[2:]), dtype=dtype)
+        out[:, :split] = upsampled
+        torch.mul(skip, scale, out=out[:, split:])
+        ctx.save_for_backward(skip, scale)
+        ctx.split = split
+        ctx.dtypes = (upsampled.dtype, skip.dtype, scale.dtype)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        skip, scale = ctx.saved_tensors
+        grad_skipped = grad[:, ctx.split:]
+        grad_upsampled = grad[:, :ctx.split].to(ctx.dtypes[0]) if ctx.needs_input_grad[0] else None
+        grad_skip = (grad_skipped * scale).to(ctx.dtypes[1]) if ctx.needs_input_grad[1] else None
+        grad_scale = ((grad_skipped * skip).sum(1, keepdim=True).to(ctx.dtypes[2])
+                      if ctx.needs_input_grad[2] else None)
+        return grad_upsampled, grad_skip, grad_scale

@@ -1,0 +1,82 @@
+"""The gated trainers through nnU-Net's own CLIs on a tiny generated anisotropic 3D task, on the CPU."""
+import glob
+import json
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from conftest import DATASET_ID, DATASET_NAME, run
+
+TRAINER = "nnUNetTrainerAttentionTiny"
+
+
+def _train(root, env, configuration, fold, *extra):
+    result = run(["nnUNetv2_train", str(DATASET_ID), configuration, str(fold), "-tr", TRAINER, "-device", "cpu",
+                  *extra], {**env, "nnUNet_n_proc_DA": "0"})  # augment in-process: no worker start-up
+    return result, root / "nnUNet_results" / DATASET_NAME / f"{TRAINER}__nnUNetPlans__{configuration}" / f"fold_{fold}"
+
+
+def test_train_predict_and_warm_start_3d_fullres(preprocessed_task, tmp_path):
+    root, env = preprocessed_task
+    result, fold_dir = _train(root, env, "3d_fullres", 0)
+    log = open(glob.glob(str(fold_dir / "training_log_*.txt"))[0]).read()
+    assert "Attention gates (paper init) on" in log
+
+    checkpoint = torch.load(fold_dir / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert checkpoint["trainer_name"] == TRAINER
+    gate_keys = [k for k in checkpoint["network_weights"] if ".attention_gates." in k]
+    assert any(k.endswith("theta.weight") for k in gate_keys) and any(k.endswith("psi.weight") for k in gate_keys)
+
+    images = root / "nnUNet_raw" / DATASET_NAME / "imagesTs"
+    predictions = tmp_path / "predictions"
+    run(["nnUNetv2_predict", "-i", str(images), "-o", str(predictions), "-d", str(DATASET_ID), "-c", "3d_fullres",
+         "-f", "0", "-tr", TRAINER, "-device", "cpu", "-chk", "checkpoint_final.pth", "-npp", "1", "-nps", "1"], env)
+    inputs = sorted(images.glob("*_0000.nii.gz"))
+    assert len(inputs) == 2
+    for image_file in inputs:
+        image = sitk.ReadImage(str(image_file))
+        prediction = sitk.ReadImage(str(predictions / image_file.name.replace("_0000", "")))
+        assert prediction.GetSize() == image.GetSize()
+        np.testing.assert_allclose(prediction.GetSpacing(), image.GetSpacing(), rtol=1e-6)
+        np.testing.assert_allclose(prediction.GetOrigin(), image.GetOrigin(), atol=1e-6)
+        np.testing.assert_allclose(prediction.GetDirection(), image.GetDirection(), atol=1e-6)
+        assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= {0, 1, 2}
+
+    result, warm_dir = _train(root, env, "3d_fullres", 1, "-pretrained_weights",
+                              str(fold_dir / "checkpoint_final.pth"))
+    assert "Loading pretrained weights from file" in result.stdout
+    assert (warm_dir / "checkpoint_final.pth").is_file()
+
+
+def test_train_2d_configuration(preprocessed_task):
+    root, env = preprocessed_task
+    _, fold_dir = _train(root, env, "2d", 0)
+    checkpoint = torch.load(fold_dir / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    theta = [v for k, v in checkpoint["network_weights"].items() if k.endswith("theta.weight")]
+    assert theta and all(t.dim() == 4 for t in theta)
+    assert (fold_dir / "validation" / "summary.json").is_file()
+
+
+def test_lowres_and_cascade_configurations(preprocessed_task):
+    """The planner drops 3d_lowres for images this small, so the plans get the two configurations nnU-Net writes
+    for large images (same inheritance), then both train through the CLI: lowres on fold 'all' exports the
+    next-stage segmentations that the cascade reads as extra input channels."""
+    root, env = preprocessed_task
+    plans_file = root / "nnUNet_preprocessed" / DATASET_NAME / "nnUNetPlans.json"
+    plans = json.loads(plans_file.read_text())
+    fullres = plans["configurations"]["3d_fullres"]
+    plans["configurations"]["3d_lowres"] = {
+        "inherits_from": "3d_fullres", "data_identifier": "nnUNetPlans_3d_lowres",
+        "spacing": [fullres["spacing"][0], *(2 * s for s in fullres["spacing"][1:])],
+        "next_stage": "3d_cascade_fullres"}
+    plans["configurations"]["3d_cascade_fullres"] = {"inherits_from": "3d_fullres", "previous_stage": "3d_lowres"}
+    plans_file.write_text(json.dumps(plans, indent=2))
+    run(["nnUNetv2_preprocess", "-d", str(DATASET_ID), "-c", "3d_lowres", "-np", "1"], env)
+
+    _, lowres_dir = _train(root, env, "3d_lowres", "all")
+    assert list((lowres_dir.parent / "predicted_next_stage" / "3d_cascade_fullres").glob("*.b2nd"))
+    _, cascade_dir = _train(root, env, "3d_cascade_fullres", "all")
+    checkpoint = torch.load(cascade_dir / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    first_conv = checkpoint["network_weights"]["encoder.stages.0.0.convs.0.conv.weight"]
+    assert first_conv.shape[1] == 1 + 2  # image + one-hot of the two foreground classes from the lowres stage
+    assert any(".attention_gates." in k for k in checkpoint["network_weights"])

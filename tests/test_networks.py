@@ -1,0 +1,95 @@
+"""Gated networks built from real plans' configurations, next to the ungated networks nnU-Net builds from them."""
+import pytest
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
+
+from nnunet_attention.networks import (AttentionPlainConvUNet, AttentionResidualEncoderUNet,
+                                       UnsupportedArchitectureError, attention_gates, build_gated_network)
+from nnunet_attention.reference_plans import reference_configurations
+from nnunet_attention.trainers import nnUNetTrainerAttention
+
+CONFIGURATIONS = reference_configurations()
+# small inputs keep CPU time down; each is a multiple of the configuration's total stride
+SMALL_INPUT = {"hippocampus_3d_fullres": (16, 24, 16), "pancreas_3d_fullres": (8, 64, 64),
+               "pancreas_2d": (256, 256), "pancreas_resenc_m_3d_fullres": (8, 64, 64)}
+
+
+def _pair(name, deep_supervision):
+    cm = ConfigurationManager(CONFIGURATIONS[name])
+    torch.manual_seed(0)
+    plain = nnUNetTrainer.build_network_architecture(None, cm, 1, 3, deep_supervision)
+    gated = nnUNetTrainerAttention.build_network_architecture(None, cm, 1, 3, deep_supervision)
+    return cm, plain, gated
+
+
+@pytest.mark.parametrize("name", CONFIGURATIONS)
+def test_gated_network_matches_plain_outputs_keys_and_estimates(name):
+    cm, plain, gated = _pair(name, True)
+    n_stages = cm.network_arch_init_kwargs["n_stages"]
+    expected_class = AttentionResidualEncoderUNet if "resenc" in name else AttentionPlainConvUNet
+    assert isinstance(gated, expected_class)
+    assert len(attention_gates(gated)) == n_stages - 1
+
+    x = torch.randn(1, 1, *SMALL_INPUT[name])
+    with torch.no_grad():
+        plain_out, gated_out = plain(x), gated(x)
+    assert [o.shape for o in gated_out] == [o.shape for o in plain_out]
+    assert len(gated_out) == n_stages - 1
+
+    plain_keys, gated_keys = set(plain.state_dict()), set(gated.state_dict())
+    assert plain_keys <= gated_keys
+    assert all(".attention_gates." in k for k in gated_keys - plain_keys)
+
+    n_plain = sum(p.numel() for p in plain.parameters())
+    n_gated = sum(p.numel() for p in gated.parameters())
+    print(f"\n{name}: parameters {n_plain} -> {n_gated} (+{100 * (n_gated / n_plain - 1):.2f}%)")
+    assert n_gated > n_plain
+    assert gated.compute_conv_feature_map_size(cm.patch_size) > plain.compute_conv_feature_map_size(cm.patch_size)
+
+
+@pytest.mark.parametrize("name", ["hippocampus_3d_fullres", "pancreas_2d"])
+def test_state_dict_loads_with_deep_supervision_toggled(name):
+    _, _, with_ds = _pair(name, True)
+    _, _, without_ds = _pair(name, False)
+    without_ds.load_state_dict(with_ds.state_dict())
+    with_ds.load_state_dict(without_ds.state_dict())
+    x = torch.randn(1, 1, *SMALL_INPUT[name])
+    with torch.no_grad():
+        torch.testing.assert_close(with_ds(x)[0], without_ds(x))
+
+
+def test_deep_supervision_switch_reaches_the_gated_decoder():
+    _, _, gated = _pair("hippocampus_3d_fullres", True)
+    gated.decoder.deep_supervision = False
+    with torch.no_grad():
+        assert isinstance(gated(torch.randn(1, 1, 16, 24, 16)), torch.Tensor)
+
+
+def test_identity_init_network_reproduces_the_plain_network():
+    cm, plain, _ = _pair("hippocampus_3d_fullres", True)
+    gated = build_gated_network(cm, 1, 3, True, gate_init="identity")
+    missing, unexpected = gated.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(".attention_gates." in k for k in missing)
+    x = torch.randn(2, 1, 16, 24, 16)
+    with torch.no_grad():
+        for a, b in zip(plain(x), gated(x)):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("class_name", ["dynamic_network_architectures.architectures.unet.ResidualUNet",
+                                        "my_lab.nets.FancyUNet"])
+def test_unsupported_architecture_names_it_and_lists_the_supported(class_name):
+    configuration = reference_configurations()["hippocampus_3d_fullres"]
+    configuration["architecture"]["network_class_name"] = class_name
+    with pytest.raises(UnsupportedArchitectureError) as error:
+        nnUNetTrainerAttention.build_network_architecture(None, ConfigurationManager(configuration), 1, 3, True)
+    message = str(error.value)
+    assert class_name in message and "PlainConvUNet" in message and "ResidualEncoderUNet" in message
+
+
+def test_bare_class_names_in_plans_are_gated_too():
+    configuration = reference_configurations()["hippocampus_3d_fullres"]
+    configuration["architecture"]["network_class_name"] = "PlainConvUNet"
+    network = nnUNetTrainerAttention.build_network_architecture(None, ConfigurationManager(configuration), 1, 3)
+    assert len(attention_gates(network)) == 3
