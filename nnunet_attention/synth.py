@@ -2,9 +2,9 @@
 
 Each case is an anisotropic MR-like volume (zero outside an elliptic "body", so nnU-Net crops it) with smooth
 clutter, a few large bright "organs" (distractors, not labelled), small bright ellipsoids (label 1, "nodule") that
-look like the distractors but are small, and small rings (label 2, "cyst"). Telling targets from distractors takes
-context, which is what a gate computed from the coarser decoder level supplies. Spacing varies a little per case
-so that nnU-Net resamples. Deterministic for a seed.
+look like the distractors but are small, and small cysts with a brighter rim and a dim core (label 2). Telling
+targets from distractors takes context, which is what a gate computed from the coarser decoder level supplies.
+Spacing varies a little per case so that nnU-Net resamples. Deterministic for a seed.
 """
 import json
 import os
@@ -65,9 +65,9 @@ def synth_case(rng: np.random.Generator, shape: Tuple[int, int, int] = (24, 64, 
         r = rng.uniform(3.5, 5.5)
         center = _place(rng, (body_center, body_radii), r, taken, extent[0])
         d = _ellipsoid(grid, center, (max(r, 3.5), r, r))
-        ring = (d < 1) & (d > 0.3)
-        image[ring] += 1.0
-        label[ring] = 2
+        image[(d < 1) & (d > 0.35)] += 1.6
+        image[d <= 0.35] += 0.4
+        label[d < 1] = 2
     image = np.where(body, image + 1.0, 0.0).astype(np.float32)
     label[~body] = 0
     return image, label, spacing

@@ -46,3 +46,27 @@ def preprocessed_task(tmp_path_factory):
 
 def python_cmd(*code_lines) -> list:
     return [sys.executable, "-c", "\n".join(code_lines)]
+
+
+TINY_TRAINERS = ("nnUNetTrainerTiny", "nnUNetTrainerAttentionTiny")  # ungated, gated (ext_trainers/tiny_trainers.py)
+TRAINED_FOLDS = (0, 1)
+
+
+def train(env, trainer, configuration, fold, *extra) -> subprocess.CompletedProcess:
+    """nnUNetv2_train on the CPU, augmenting in-process (no worker start-up)."""
+    return run(["nnUNetv2_train", str(DATASET_ID), configuration, str(fold), "-tr", trainer, "-device", "cpu",
+                *extra], {**env, "nnUNet_n_proc_DA": "0"})
+
+
+def fold_dir(root: Path, trainer: str, configuration: str, fold) -> Path:
+    return root / "nnUNet_results" / DATASET_NAME / f"{trainer}__nnUNetPlans__{configuration}" / f"fold_{fold}"
+
+
+@pytest.fixture(scope="session")
+def trained_models(preprocessed_task):
+    """Both tiny trainers trained on folds 0 and 1 of 3d_fullres with --npz, as nnU-Net leaves them."""
+    root, env = preprocessed_task
+    for trainer in TINY_TRAINERS:
+        for fold in TRAINED_FOLDS:
+            train(env, trainer, "3d_fullres", fold, "--npz")
+    return root, env

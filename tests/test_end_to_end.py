@@ -5,24 +5,18 @@ import json
 import numpy as np
 import SimpleITK as sitk
 import torch
-from conftest import DATASET_ID, DATASET_NAME, run
+from conftest import DATASET_ID, DATASET_NAME, fold_dir, run, train
 
 TRAINER = "nnUNetTrainerAttentionTiny"
 
 
-def _train(root, env, configuration, fold, *extra):
-    result = run(["nnUNetv2_train", str(DATASET_ID), configuration, str(fold), "-tr", TRAINER, "-device", "cpu",
-                  *extra], {**env, "nnUNet_n_proc_DA": "0"})  # augment in-process: no worker start-up
-    return result, root / "nnUNet_results" / DATASET_NAME / f"{TRAINER}__nnUNetPlans__{configuration}" / f"fold_{fold}"
+def test_trained_gated_model_predicts_in_the_inputs_geometry(trained_models, tmp_path):
+    root, env = trained_models
+    trained = fold_dir(root, TRAINER, "3d_fullres", 0)
+    log = open(glob.glob(str(trained / "training_log_*.txt"))[0]).read()
+    assert "Attention gates (paper init) on 3 skip connections" in log
 
-
-def test_train_predict_and_warm_start_3d_fullres(preprocessed_task, tmp_path):
-    root, env = preprocessed_task
-    result, fold_dir = _train(root, env, "3d_fullres", 0)
-    log = open(glob.glob(str(fold_dir / "training_log_*.txt"))[0]).read()
-    assert "Attention gates (paper init) on" in log
-
-    checkpoint = torch.load(fold_dir / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    checkpoint = torch.load(trained / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert checkpoint["trainer_name"] == TRAINER
     gate_keys = [k for k in checkpoint["network_weights"] if ".attention_gates." in k]
     assert any(k.endswith("theta.weight") for k in gate_keys) and any(k.endswith("psi.weight") for k in gate_keys)
@@ -42,19 +36,23 @@ def test_train_predict_and_warm_start_3d_fullres(preprocessed_task, tmp_path):
         np.testing.assert_allclose(prediction.GetDirection(), image.GetDirection(), atol=1e-6)
         assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= {0, 1, 2}
 
-    result, warm_dir = _train(root, env, "3d_fullres", 1, "-pretrained_weights",
-                              str(fold_dir / "checkpoint_final.pth"))
+
+def test_warm_start_from_a_gated_checkpoint(trained_models):
+    root, env = trained_models
+    source = fold_dir(root, TRAINER, "3d_fullres", 0) / "checkpoint_final.pth"
+    result = train(env, TRAINER, "3d_fullres", 2, "-pretrained_weights", str(source))
     assert "Loading pretrained weights from file" in result.stdout
-    assert (warm_dir / "checkpoint_final.pth").is_file()
+    assert (fold_dir(root, TRAINER, "3d_fullres", 2) / "checkpoint_final.pth").is_file()
 
 
 def test_train_2d_configuration(preprocessed_task):
     root, env = preprocessed_task
-    _, fold_dir = _train(root, env, "2d", 0)
-    checkpoint = torch.load(fold_dir / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    train(env, TRAINER, "2d", 0)
+    trained = fold_dir(root, TRAINER, "2d", 0)
+    checkpoint = torch.load(trained / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     theta = [v for k, v in checkpoint["network_weights"].items() if k.endswith("theta.weight")]
     assert theta and all(t.dim() == 4 for t in theta)
-    assert (fold_dir / "validation" / "summary.json").is_file()
+    assert (trained / "validation" / "summary.json").is_file()
 
 
 def test_lowres_and_cascade_configurations(preprocessed_task):
@@ -73,10 +71,12 @@ def test_lowres_and_cascade_configurations(preprocessed_task):
     plans_file.write_text(json.dumps(plans, indent=2))
     run(["nnUNetv2_preprocess", "-d", str(DATASET_ID), "-c", "3d_lowres", "-np", "1"], env)
 
-    _, lowres_dir = _train(root, env, "3d_lowres", "all")
-    assert list((lowres_dir.parent / "predicted_next_stage" / "3d_cascade_fullres").glob("*.b2nd"))
-    _, cascade_dir = _train(root, env, "3d_cascade_fullres", "all")
-    checkpoint = torch.load(cascade_dir / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    train(env, TRAINER, "3d_lowres", "all")
+    lowres = fold_dir(root, TRAINER, "3d_lowres", "all")
+    assert list((lowres.parent / "predicted_next_stage" / "3d_cascade_fullres").glob("*.b2nd"))
+    train(env, TRAINER, "3d_cascade_fullres", "all")
+    checkpoint = torch.load(fold_dir(root, TRAINER, "3d_cascade_fullres", "all") / "checkpoint_final.pth",
+                            map_location="cpu", weights_only=False)
     first_conv = checkpoint["network_weights"]["encoder.stages.0.0.convs.0.conv.weight"]
     assert first_conv.shape[1] == 1 + 2  # image + one-hot of the two foreground classes from the lowres stage
     assert any(".attention_gates." in k for k in checkpoint["network_weights"])

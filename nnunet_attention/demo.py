@@ -1,0 +1,212 @@
+"""Gated vs ungated on one task, end to end, through nnU-Net's own commands; re-running resumes.
+
+synth -> nnUNetv2_convert_MSD_dataset -> nnUNetv2_plan_and_preprocess -> nnUNetv2_train (both trainers, same
+splits, matched schedules) -> nnUNetv2_find_best_configuration (across both) -> predict imagesTs with the chosen
+model or ensemble -> compare.
+"""
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from typing import List, Optional, Sequence
+
+from nnunet_attention.synth import DEFAULT_TASK_ID, write_msd_task
+
+SCHEDULES = (1, 5, 10, 20, 50, 100, 250, 500, 750, 1000, 2000, 4000, 8000)
+# what nnU-Net prints that is worth showing while a step runs; the rest goes to the step's log file
+_SHOWN = re.compile(r"Epoch \d+$|train_loss|val_loss|Pseudo dice|Epoch time|Mean Validation Dice|\*Best\*|"
+                    r"Error|error:|Traceback")
+SYNTH_CASES, SYNTH_TEST_CASES, SYNTH_SHAPE = 20, 4, (20, 48, 48)
+
+
+class DemoError(Exception):
+    pass
+
+
+def matched_trainers(epochs: int) -> List[str]:
+    """nnU-Net's ungated schedule variant and ours with the same number of epochs."""
+    if epochs not in SCHEDULES:
+        raise DemoError(f"--epochs must be one of nnU-Net's schedules {', '.join(map(str, SCHEDULES))}; got {epochs}")
+    if epochs == 1000:
+        return ["nnUNetTrainer", "nnUNetTrainerAttention"]
+    suffix = "1epoch" if epochs == 1 else f"{epochs}epochs"
+    return [f"nnUNetTrainer_{suffix}", f"nnUNetTrainerAttention_{suffix}"]
+
+
+def use_workdir_paths(workdir: str) -> dict:
+    """nnU-Net's three folders: the user's if set, else inside workdir. Returns what is used."""
+    paths = {}
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        if not os.environ.get(name):
+            os.environ[name] = os.path.join(os.path.abspath(workdir), name)
+        os.makedirs(os.environ[name], exist_ok=True)
+        paths[name] = os.environ[name]
+    return paths
+
+
+class Runner:
+    """Runs numbered steps, each an nnU-Net command with its log in workdir/logs; skips steps already done."""
+
+    def __init__(self, workdir: str, total: int):
+        self.logs = os.path.join(workdir, "logs")
+        os.makedirs(self.logs, exist_ok=True)
+        self.total, self.number = total, 0
+
+    def step(self, title: str, done: bool, command: Optional[List[str]] = None, env: Optional[dict] = None):
+        self.number += 1
+        header = f"[{self.number}/{self.total}] {title}"
+        if done:
+            print(f"{header}: done before, skipped", flush=True)
+            return
+        print(header, flush=True)
+        if command is None:
+            return
+        log_file = os.path.join(self.logs, f"{self.number:02d}_{re.sub(r'[^A-Za-z0-9]+', '_', title)}.log")
+        print(f"    $ {' '.join(command)}\n    log: {log_file}", flush=True)
+        start = time.time()
+        with open(log_file, "w") as log:
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                       env={**os.environ, **(env or {})})
+            for line in process.stdout:
+                log.write(line)
+                if _SHOWN.search(line):
+                    print(f"    {line.rstrip()}", flush=True)
+            process.wait()
+        if process.returncode != 0:
+            raise DemoError(f"step '{title}' failed (exit {process.returncode}); see {log_file}")
+        print(f"    finished in {time.time() - start:.0f} s", flush=True)
+
+
+def _dataset_folder(root: str, dataset_id: int) -> Optional[str]:
+    found = glob.glob(os.path.join(root, f"Dataset{dataset_id:03d}_*"))
+    return found[0] if found else None
+
+
+def _task_id(msd_folder: str) -> int:
+    name = os.path.basename(os.path.normpath(msd_folder))
+    match = re.fullmatch(r"Task(\d+)_[^_]+", name)
+    if not match or not os.path.isfile(os.path.join(msd_folder, "dataset.json")):
+        raise DemoError(f"-i must be an MSD task folder named TaskXX_Name with dataset.json, imagesTr, labelsTr "
+                        f"(e.g. Task04_Hippocampus); got {msd_folder}")
+    return int(match.group(1))
+
+
+def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] = None,
+             dataset_id: Optional[int] = None, configuration: str = "3d_fullres", device: Optional[str] = None,
+             folds: Sequence[int] = (0,), trainers: Optional[Sequence[str]] = None, epochs: Optional[int] = None,
+             synth_cases: int = SYNTH_CASES, synth_shape=SYNTH_SHAPE) -> str:
+    """Runs (or resumes) the whole comparison; returns the report folder."""
+    import torch
+
+    from nnunet_attention.compare import compare
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise DemoError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
+    if trainers is None:
+        trainers = matched_trainers(epochs if epochs is not None else (1 if device == "cpu" else 100))
+    elif epochs is not None:
+        raise DemoError("give either --trainers or --epochs, not both")
+    if len(trainers) != 2:
+        raise DemoError(f"--trainers takes two trainer names (ungated, gated); got {len(trainers)}")
+    paths = use_workdir_paths(workdir)
+    print("nnU-Net folders: " + ", ".join(f"{k}={v}" for k, v in paths.items()), flush=True)
+    runner = Runner(workdir, total=5 + 2 * len(folds))
+
+    if dataset_id is None:
+        if msd_folder is None:
+            msd_folder = os.path.join(workdir, "msd", f"Task{DEFAULT_TASK_ID:03d}_AttentionSynth")
+            done = os.path.isfile(os.path.join(msd_folder, "dataset.json"))
+            runner.step(f"synth: a generated MSD task in {msd_folder}", done)
+            if not done:
+                write_msd_task(os.path.dirname(msd_folder), DEFAULT_TASK_ID, synth_cases, SYNTH_TEST_CASES,
+                               shape=synth_shape)
+        else:
+            runner.step("synth: not needed, using the given MSD task", True)
+        dataset_id = _task_id(msd_folder)
+        runner.step("convert the MSD task", _dataset_folder(paths["nnUNet_raw"], dataset_id) is not None,
+                    ["nnUNetv2_convert_MSD_dataset", "-i", os.path.abspath(msd_folder), "-np", "2"])
+    else:
+        runner.step("synth: not needed, using the given dataset", True)
+        runner.step("convert: not needed, using the given dataset", True)
+    raw = _dataset_folder(paths["nnUNet_raw"], dataset_id)
+    if raw is None:
+        raise DemoError(f"no Dataset{dataset_id:03d}_* in nnUNet_raw={paths['nnUNet_raw']}")
+    dataset_name = os.path.basename(raw)
+
+    preprocessed = os.path.join(paths["nnUNet_preprocessed"], dataset_name)
+    plans_done = os.path.isfile(os.path.join(preprocessed, "nnUNetPlans.json")) and bool(
+        glob.glob(os.path.join(preprocessed, f"nnUNetPlans_{configuration}", "*")))
+    runner.step("plan and preprocess", plans_done,
+                ["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c", configuration, "-np", "2",
+                 "--verify_dataset_integrity"])
+
+    results = os.path.join(paths["nnUNet_results"], dataset_name)
+    for fold in folds:
+        for trainer in trainers:
+            fold_dir = os.path.join(results, f"{trainer}__nnUNetPlans__{configuration}", f"fold_{fold}")
+            finished = os.path.isfile(os.path.join(fold_dir, "checkpoint_final.pth")) and os.path.isfile(
+                os.path.join(fold_dir, "validation", "summary.json"))
+            resume = ["--c"] if os.path.isfile(os.path.join(fold_dir, "checkpoint_latest.pth")) else []
+            runner.step(f"train {trainer} fold {fold}{' (resuming)' if resume else ''}", finished,
+                        ["nnUNetv2_train", str(dataset_id), configuration, str(fold), "-tr", trainer, "-device",
+                         device, "--npz", *resume])
+
+    fold_args = [str(f) for f in folds]
+    runner.step("find the best configuration across both trainers",
+                os.path.isfile(os.path.join(results, "inference_information.json")) and _selected_trainers_match(
+                    results, trainers),
+                ["nnUNetv2_find_best_configuration", str(dataset_id), "-c", configuration, "-tr", *trainers,
+                 "-f", *fold_args, "-np", "2"])
+
+    test_images = os.path.join(raw, "imagesTs")
+    test_output = os.path.join(results, "nnunet_attention_demo_test_predictions")
+    has_test = os.path.isdir(test_images) and bool(os.listdir(test_images))
+    done = not has_test or os.path.isfile(os.path.join(test_output, "done.json"))
+    runner.step("predict imagesTs with the chosen model or ensemble" + ("" if has_test else ": no imagesTs"), done)
+    if not done:
+        _predict_with_best(results, dataset_id, test_images, test_output, device, fold_args)
+
+    report_dir = os.path.join(results, "nnunet_attention_compare")
+    runner.step("compare the two trainers", False)
+    compare(results, results, [configuration], trainers, "nnUNetPlans", list(folds), report_dir)
+    print(f"\nReport: {os.path.join(report_dir, 'report.md')}", flush=True)
+    if has_test:
+        print(f"Test predictions: {test_output}", flush=True)
+    return report_dir
+
+
+def _selected_trainers_match(results: str, trainers: Sequence[str]) -> bool:
+    with open(os.path.join(results, "inference_information.json")) as f:
+        considered = {m["trainer"] for m in json.load(f)["considered_models"]}
+    return considered == set(trainers)
+
+
+def _predict_with_best(results, dataset_id, images, output, device, folds):
+    with open(os.path.join(results, "inference_information.json")) as f:
+        best = json.load(f)["best_model_or_ensemble"]
+    models = best["selected_model_or_models"]
+    members = []
+    for i, model in enumerate(models):
+        member_output = output if len(models) == 1 else os.path.join(output, "members", f"model_{i + 1}")
+        members.append(member_output)
+        _run(["nnUNetv2_predict", "-i", images, "-o", member_output, "-d", str(dataset_id), "-c",
+              model["configuration"], "-tr", model["trainer"], "-p", model["plans_identifier"], "-f", *folds,
+              "-device", device, *(["--save_probabilities"] if len(models) > 1 else [])])
+    raw_output = output if len(models) == 1 else os.path.join(output, "ensemble")
+    if len(models) > 1:
+        _run(["nnUNetv2_ensemble", "-i", *members, "-o", raw_output, "-np", "2"])
+    _run(["nnUNetv2_apply_postprocessing", "-i", raw_output, "-o", os.path.join(output, "postprocessed"),
+          "-pp_pkl_file", best["postprocessing_file"], "-np", "2", "-plans_json", best["some_plans_file"]])
+    with open(os.path.join(output, "done.json"), "w") as f:
+        json.dump({"models": models, "final_predictions": os.path.join(output, "postprocessed")}, f, indent=2)
+
+
+def _run(command):
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.stderr.write(result.stdout[-3000:] + result.stderr[-3000:])
+        raise DemoError(f"{command[0]} failed (exit {result.returncode})")
