@@ -19,7 +19,7 @@ import torch
 from nnunet_attention.reference_plans import reference_configurations
 
 NUM_CLASSES = 3
-CPU_MAX_PATCH_VOXELS = {2: 256 * 256, 3: 32 * 96 * 96}
+CPU_MAX_PATCH_VOXELS = {2: 256 * 256, 3: 32 * 64 * 64}
 CPU_BATCH = 2
 
 
@@ -171,9 +171,11 @@ def bench_configuration(name: str, configuration: dict, device: str = "cpu", rep
 
     steps = {k: _TrainStep(torch.compile(n) if compile_networks else n, patch, batch, device, amp)
              for k, n in networks.items()}
+    _progress(name, "train step")
     times = _alternating(steps, repeats)
     result["train_step_seconds"] = _ratio_entry(times)
 
+    _progress(name, "peak memory")
     if device == "cuda":
         peaks = {k: [_peak_memory_cuda(s) for _ in range(memory_repeats)] for k, s in steps.items()}
     else:
@@ -184,14 +186,20 @@ def bench_configuration(name: str, configuration: dict, device: str = "cpu", rep
     result["train_peak_memory_bytes"] = _ratio_entry(peaks)
     del steps
 
-    volume = [int(p * f) for p, f in zip(patch, [1.5] + [2.0] * (len(patch) - 1))]
+    # larger than the patch along every axis; 2D plans predict a stack of slices
+    volume = [int(p * 1.5) for p in patch] if len(patch) == 3 else [2] + [int(p * 1.5) for p in patch]
     volume_data = torch.randn(1, *volume)
     predictors = {k: _predictor(n, {**configuration, "patch_size": patch}, device) for k, n in networks.items()}
     result["inference_volume"] = volume
+    _progress(name, "sliding-window inference")
     with torch.no_grad():
         inference = {k: (lambda p=p: p.predict_sliding_window_return_logits(volume_data)) for k, p in predictors.items()}
         result["inference_seconds"] = _ratio_entry(_alternating(inference, max(2, repeats // 2)))
     return result
+
+
+def _progress(name, phase):
+    print(f"    {name}: {phase}", file=sys.stderr, flush=True)
 
 
 def _ratio_entry(samples: Dict[str, List[float]]) -> dict:

@@ -135,6 +135,24 @@ def _maps(args):
     print(f"{len(cases)} case(s): segmentations and attention maps in {args.o}")
 
 
+def _retrofit(args):
+    from nnunet_attention.checkpoint import NotACheckpointError
+    from nnunet_attention.networks import UnsupportedArchitectureError
+    from nnunet_attention.retrofit import RetrofitError, retrofit_checkpoint
+
+    if not os.path.isfile(args.i):
+        raise UserError(f"checkpoint not found: {args.i}")
+    if os.path.dirname(os.path.abspath(args.o)) and not os.path.isdir(os.path.dirname(os.path.abspath(args.o))):
+        raise UserError(f"output folder does not exist: {os.path.dirname(os.path.abspath(args.o))}")
+    try:
+        summary = retrofit_checkpoint(args.i, args.o, args.tr)
+    except (NotACheckpointError, RetrofitError, UnsupportedArchitectureError) as e:
+        raise UserError(str(e)) from None
+    print(f"{args.o}: {summary['copied_tensors']} tensors copied, {summary['gates']} identity gates "
+          f"({summary['configuration']}). Train with: nnUNetv2_train DATASET {summary['configuration']} FOLD "
+          f"-tr {summary['trainer']} -pretrained_weights {args.o}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from nnunet_attention.synth import DEFAULT_TASK_ID
 
@@ -207,6 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_png", action="store_true", help="skip the PNG overviews")
     p.add_argument("--disable_progress_bar", action="store_true")
     p.set_defaults(func=_maps)
+
+    p = sub.add_parser("retrofit", help="turn an ungated nnU-Net checkpoint into gated pretrained weights that "
+                                        "compute exactly what it computes")
+    p.add_argument("-i", required=True, help="ungated checkpoint, e.g. .../fold_0/checkpoint_final.pth")
+    p.add_argument("-o", required=True, help="output .pth for nnUNetv2_train -pretrained_weights")
+    p.add_argument("-tr", default="nnUNetTrainerAttention", help="gated trainer to build for (default %(default)s)")
+    p.set_defaults(func=_retrofit)
     return parser
 
 

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from typing import List, Optional, Sequence
 
@@ -55,29 +54,33 @@ class Runner:
         os.makedirs(self.logs, exist_ok=True)
         self.total, self.number = total, 0
 
-    def step(self, title: str, done: bool, command: Optional[List[str]] = None, env: Optional[dict] = None):
+    def step(self, title: str, done: bool, *commands: List[str]):
+        """Prints the step's header; runs its commands unless done, each logged to workdir/logs."""
         self.number += 1
         header = f"[{self.number}/{self.total}] {title}"
         if done:
             print(f"{header}: done before, skipped", flush=True)
             return
         print(header, flush=True)
-        if command is None:
-            return
-        log_file = os.path.join(self.logs, f"{self.number:02d}_{re.sub(r'[^A-Za-z0-9]+', '_', title)}.log")
-        print(f"    $ {' '.join(command)}\n    log: {log_file}", flush=True)
         start = time.time()
+        for i, command in enumerate(commands):
+            self._run(command, f"{self.number:02d}{chr(ord('a') + i) if len(commands) > 1 else ''}_"
+                               f"{re.sub(r'[^A-Za-z0-9]+', '_', title)[:60]}.log")
+        if commands:
+            print(f"    finished in {time.time() - start:.0f} s", flush=True)
+
+    def _run(self, command: List[str], log_name: str):
+        log_file = os.path.join(self.logs, log_name)
+        print(f"    $ {' '.join(command)}\n    log: {log_file}", flush=True)
         with open(log_file, "w") as log:
-            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                       env={**os.environ, **(env or {})})
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             for line in process.stdout:
                 log.write(line)
                 if _SHOWN.search(line):
                     print(f"    {line.rstrip()}", flush=True)
             process.wait()
         if process.returncode != 0:
-            raise DemoError(f"step '{title}' failed (exit {process.returncode}); see {log_file}")
-        print(f"    finished in {time.time() - start:.0f} s", flush=True)
+            raise DemoError(f"{command[0]} failed (exit {process.returncode}); see {log_file}")
 
 
 def _dataset_folder(root: str, dataset_id: int) -> Optional[str]:
@@ -114,14 +117,14 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
         raise DemoError(f"--trainers takes two trainer names (ungated, gated); got {len(trainers)}")
     paths = use_workdir_paths(workdir)
     print("nnU-Net folders: " + ", ".join(f"{k}={v}" for k, v in paths.items()), flush=True)
-    runner = Runner(workdir, total=5 + 2 * len(folds))
+    runner = Runner(workdir, total=6 + 2 * len(folds))
 
     if dataset_id is None:
         if msd_folder is None:
             msd_folder = os.path.join(workdir, "msd", f"Task{DEFAULT_TASK_ID:03d}_AttentionSynth")
             done = os.path.isfile(os.path.join(msd_folder, "dataset.json"))
             runner.step(f"synth: a generated MSD task in {msd_folder}", done)
-            if not done:
+            if not done:  # in-process: it is ours, not an nnU-Net command
                 write_msd_task(os.path.dirname(msd_folder), DEFAULT_TASK_ID, synth_cases, SYNTH_TEST_CASES,
                                shape=synth_shape)
         else:
@@ -157,8 +160,7 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
 
     fold_args = [str(f) for f in folds]
     runner.step("find the best configuration across both trainers",
-                os.path.isfile(os.path.join(results, "inference_information.json")) and _selected_trainers_match(
-                    results, trainers),
+                _found_best_for(results, trainers, folds),
                 ["nnUNetv2_find_best_configuration", str(dataset_id), "-c", configuration, "-tr", *trainers,
                  "-f", *fold_args, "-np", "2"])
 
@@ -166,9 +168,15 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
     test_output = os.path.join(results, "nnunet_attention_demo_test_predictions")
     has_test = os.path.isdir(test_images) and bool(os.listdir(test_images))
     done = not has_test or os.path.isfile(os.path.join(test_output, "done.json"))
-    runner.step("predict imagesTs with the chosen model or ensemble" + ("" if has_test else ": no imagesTs"), done)
+    runner.step("predict imagesTs with the chosen model or ensemble" + ("" if has_test else ": no imagesTs"), done,
+                *([] if done else _best_prediction_commands(results, dataset_id, test_images, test_output, device,
+                                                            fold_args)))
     if not done:
-        _predict_with_best(results, dataset_id, test_images, test_output, device, fold_args)
+        with open(os.path.join(results, "inference_information.json")) as f:
+            models = json.load(f)["best_model_or_ensemble"]["selected_model_or_models"]
+        with open(os.path.join(test_output, "done.json"), "w") as f:
+            json.dump({"models": models, "final_predictions": os.path.join(test_output, "postprocessed")}, f,
+                      indent=2)
 
     report_dir = os.path.join(results, "nnunet_attention_compare")
     runner.step("compare the two trainers", False)
@@ -179,34 +187,33 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
     return report_dir
 
 
-def _selected_trainers_match(results: str, trainers: Sequence[str]) -> bool:
-    with open(os.path.join(results, "inference_information.json")) as f:
-        considered = {m["trainer"] for m in json.load(f)["considered_models"]}
-    return considered == set(trainers)
+def _found_best_for(results: str, trainers: Sequence[str], folds: Sequence[int]) -> bool:
+    """Whether inference_information.json is nnUNetv2_find_best_configuration's answer for these trainers and folds."""
+    info_file = os.path.join(results, "inference_information.json")
+    if not os.path.isfile(info_file):
+        return False
+    with open(info_file) as f:
+        info = json.load(f)
+    considered = {m["trainer"] for m in info["considered_models"]}
+    return considered == set(trainers) and [int(f) for f in info["folds"]] == [int(f) for f in folds]
 
 
-def _predict_with_best(results, dataset_id, images, output, device, folds):
+def _best_prediction_commands(results, dataset_id, images, output, device, folds) -> List[List[str]]:
+    """nnU-Net's inference instructions for the chosen model or ensemble, as commands."""
     with open(os.path.join(results, "inference_information.json")) as f:
         best = json.load(f)["best_model_or_ensemble"]
     models = best["selected_model_or_models"]
-    members = []
+    ensemble = len(models) > 1
+    commands, members = [], []
     for i, model in enumerate(models):
-        member_output = output if len(models) == 1 else os.path.join(output, "members", f"model_{i + 1}")
+        member_output = os.path.join(output, "members", f"model_{i + 1}") if ensemble else os.path.join(output, "raw")
         members.append(member_output)
-        _run(["nnUNetv2_predict", "-i", images, "-o", member_output, "-d", str(dataset_id), "-c",
-              model["configuration"], "-tr", model["trainer"], "-p", model["plans_identifier"], "-f", *folds,
-              "-device", device, *(["--save_probabilities"] if len(models) > 1 else [])])
-    raw_output = output if len(models) == 1 else os.path.join(output, "ensemble")
-    if len(models) > 1:
-        _run(["nnUNetv2_ensemble", "-i", *members, "-o", raw_output, "-np", "2"])
-    _run(["nnUNetv2_apply_postprocessing", "-i", raw_output, "-o", os.path.join(output, "postprocessed"),
-          "-pp_pkl_file", best["postprocessing_file"], "-np", "2", "-plans_json", best["some_plans_file"]])
-    with open(os.path.join(output, "done.json"), "w") as f:
-        json.dump({"models": models, "final_predictions": os.path.join(output, "postprocessed")}, f, indent=2)
-
-
-def _run(command):
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.stderr.write(result.stdout[-3000:] + result.stderr[-3000:])
-        raise DemoError(f"{command[0]} failed (exit {result.returncode})")
+        commands.append(["nnUNetv2_predict", "-i", images, "-o", member_output, "-d", str(dataset_id), "-c",
+                         model["configuration"], "-tr", model["trainer"], "-p", model["plans_identifier"], "-f",
+                         *folds, "-device", device, *(["--save_probabilities"] if ensemble else [])])
+    raw_output = os.path.join(output, "ensemble") if ensemble else members[0]
+    if ensemble:
+        commands.append(["nnUNetv2_ensemble", "-i", *members, "-o", raw_output, "-np", "2"])
+    commands.append(["nnUNetv2_apply_postprocessing", "-i", raw_output, "-o", os.path.join(output, "postprocessed"),
+                     "-pp_pkl_file", best["postprocessing_file"], "-np", "2", "-plans_json", best["some_plans_file"]])
+    return commands

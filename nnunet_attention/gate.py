@@ -21,9 +21,10 @@ class AttentionGate(nn.Module):
     ReLU(theta(x) + phi(g)) to one channel; alpha = sigmoid(psi(.)) is resampled to x's exact size.
 
     ``init="paper"`` returns x * alpha with nnU-Net's He initialisation of all three convs.
-    ``init="identity"`` returns x * 2 * alpha and starts at alpha = 1/2 exactly (theta and phi's weights at zero, phi's
-    bias at one, psi's weights distinct dyadic numbers summing to zero), so the gate is an exact pass-through at step
-    0 and yet every one of its parameters receives gradient from the first backward pass.
+    ``init="identity"`` returns x * 2 * alpha (the factor is the ``gain`` buffer, saved with the weights) and starts
+    at alpha = 1/2 exactly (theta and phi's weights at zero, phi's bias at one, psi's weights distinct dyadic numbers
+    summing to zero), so the gate is an exact pass-through at step 0 and yet every one of its parameters receives
+    gradient from the first backward pass.
     """
 
     def __init__(self, conv_op: Type[_ConvNd], skip_channels: int, gating_channels: int,
@@ -40,10 +41,17 @@ class AttentionGate(nn.Module):
         self.phi = conv_op(gating_channels, intermediate_channels, kernel_size=1, bias=True)
         self.psi = conv_op(intermediate_channels, 1, kernel_size=1, bias=True)
         self.init = init
-        self.gain = 2.0 if init == "identity" else 1.0
+        # part of the state_dict, so the parameterisation travels with the weights (retrofitted checkpoints)
+        self.register_buffer("gain", torch.tensor(2.0 if init == "identity" else 1.0))
         self.interpolation = _INTERPOLATION[dim]
         self.record_coefficients = False
         self.coefficients = None
+        self.reset_parameters()
+
+    def make_identity(self):
+        """Switches to the identity parameterisation and resets to an exact pass-through (keeps nothing learned)."""
+        self.init = "identity"
+        self.gain.fill_(2.0)
         self.reset_parameters()
 
     def reset_parameters(self):

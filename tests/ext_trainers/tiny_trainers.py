@@ -25,3 +25,12 @@ class nnUNetTrainerTiny(nnUNetTrainer, _Tiny):
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self._shorten()
+
+
+class nnUNetTrainerAttentionTinyFrozen(nnUNetTrainerAttentionTiny):
+    """Learning rate 0: the trained weights are exactly the weights training started from."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.initial_lr = 0.0

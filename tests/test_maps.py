@@ -1,0 +1,89 @@
+"""nnunet-attention maps on a 2-fold tiny gated model, against nnUNetv2_predict on the same model."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from conftest import DATASET_ID, DATASET_NAME, TINY_TRAINERS, run
+
+UNGATED, GATED = TINY_TRAINERS
+CLI = [sys.executable, "-m", "nnunet_attention.cli"]
+LEVELS = 3  # the tiny plan has 4 stages, so 3 gated skips
+
+
+def _maps(env, images, out, *extra, trainer=GATED, folds=("0", "1")):
+    return subprocess.run([*CLI, "maps", "-i", str(images), "-o", str(out), "-d", str(DATASET_ID), "-c", "3d_fullres",
+                           "-tr", trainer, "-f", *folds, "-device", "cpu", "--disable_tta", *extra],
+                          env=env, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def maps_output(trained_models, tmp_path_factory):
+    root, env = trained_models
+    images = root / "nnUNet_raw" / DATASET_NAME / "imagesTs"
+    out = tmp_path_factory.mktemp("maps")
+    result = _maps(env, images, out)
+    assert result.returncode == 0, result.stderr
+    return root, env, images, out
+
+
+def test_maps_have_the_input_geometry_and_values_in_unit_interval(maps_output):
+    _, _, images, out = maps_output
+    for image_file in sorted(images.glob("*_0000.nii.gz")):
+        case = image_file.name.replace("_0000.nii.gz", "")
+        image = sitk.ReadImage(str(image_file))
+        image_array = sitk.GetArrayFromImage(image)
+        nonzero = np.argwhere(image_array != 0)
+        low, high = nonzero.min(0), nonzero.max(0) + 1
+        files = sorted(out.glob(f"{case}_attention_level*.nii.gz"))
+        assert [f.name for f in files] == [f"{case}_attention_level{level}.nii.gz" for level in range(LEVELS)]
+        for f in files:
+            attention = sitk.ReadImage(str(f))
+            assert attention.GetSize() == image.GetSize()
+            np.testing.assert_allclose(attention.GetSpacing(), image.GetSpacing(), rtol=1e-6)
+            np.testing.assert_allclose(attention.GetOrigin(), image.GetOrigin(), atol=1e-6)
+            np.testing.assert_allclose(attention.GetDirection(), image.GetDirection(), atol=1e-6)
+            values = sitk.GetArrayFromImage(attention)
+            assert values.dtype == np.float32 and values.min() >= 0 and values.max() <= 1
+            inside = values[tuple(slice(a, b) for a, b in zip(low, high))]
+            assert inside.min() > 0  # sigmoid coefficients everywhere nnU-Net looked
+            outside = values.copy()
+            outside[tuple(slice(a, b) for a, b in zip(low, high))] = 0
+            assert not outside.any()  # nnU-Net cropped the zero border away: no attention there
+        assert (out / f"{case}_attention.png").stat().st_size > 0
+
+
+def test_segmentations_equal_nnunetv2_predict(maps_output, tmp_path):
+    _, env, images, out = maps_output
+    run(["nnUNetv2_predict", "-i", str(images), "-o", str(tmp_path), "-d", str(DATASET_ID), "-c", "3d_fullres",
+         "-tr", GATED, "-f", "0", "1", "-device", "cpu", "--disable_tta", "-npp", "1", "-nps", "1"], env)
+    for predicted in sorted(tmp_path.glob("*.nii.gz")):
+        ours = sitk.ReadImage(str(out / predicted.name))
+        theirs = sitk.ReadImage(str(predicted))
+        assert np.array_equal(sitk.GetArrayFromImage(ours), sitk.GetArrayFromImage(theirs))
+        assert ours.GetSpacing() == theirs.GetSpacing() and ours.GetOrigin() == theirs.GetOrigin()
+
+
+def test_two_fold_maps_are_the_average_of_the_single_fold_maps(maps_output, tmp_path):
+    _, env, images, out = maps_output
+    singles = []
+    for fold in ("0", "1"):
+        result = _maps(env, images, tmp_path / fold, "--levels", "0", "--no_png", folds=(fold,))
+        assert result.returncode == 0, result.stderr
+        singles.append(tmp_path / fold)
+    for averaged_file in sorted(out.glob("*_attention_level0.nii.gz")):
+        averaged = sitk.GetArrayFromImage(sitk.ReadImage(str(averaged_file)))
+        per_fold = [sitk.GetArrayFromImage(sitk.ReadImage(str(folder / averaged_file.name))) for folder in singles]
+        np.testing.assert_allclose(averaged, (per_fold[0] + per_fold[1]) / 2, atol=2e-3)
+        assert not (singles[0] / averaged_file.name.replace("level0", "level1")).exists()
+
+
+def test_ungated_model_and_missing_fold_are_one_line_errors(maps_output, tmp_path):
+    root, env, images, _ = maps_output
+    result = _maps(env, images, tmp_path, trainer=UNGATED, folds=("0",))
+    assert result.returncode == 2 and "has no attention gates" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    result = _maps(env, images, tmp_path, folds=("4",))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert str(root / "nnUNet_results" / DATASET_NAME / f"{GATED}__nnUNetPlans__3d_fullres" / "fold_4") in result.stderr
