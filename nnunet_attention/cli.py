@@ -20,7 +20,7 @@ def _trainers(args):
     names = sorted(name for name, obj in inspect.getmembers(trainers, inspect.isclass)
                    if issubclass(obj, nnUNetTrainer) and obj.__module__ == trainers.__name__)
     print("\n".join(names))
-    print(f"\nnnU-Net finds these through nnUNet_extTrainer={_discovery.os.environ.get('nnUNet_extTrainer', '')}",
+    print(f"\nnnU-Net finds these through nnUNet_extTrainer={os.environ.get('nnUNet_extTrainer', '')}",
           file=sys.stderr)
 
 
@@ -56,7 +56,7 @@ def _compare(args):
     results = _dataset_results(args.d)
     output = args.o or os.path.join(results, "nnunet_attention_compare")
     try:
-        report = compare(results, results, args.c, args.tr, args.p, args.f, output)
+        report = compare(results, args.c, args.tr, args.p, args.f, output)
     except (IncompleteResults, ValueError) as e:
         raise UserError(str(e)) from None
     for missing in report["missing"]:

@@ -110,13 +110,19 @@ def _labels(results: List[TrainerResults]) -> List[str]:
     return []
 
 
+def _trainers_in_identifier(identifier: str) -> List[str]:
+    """Trainer names in find_best_configuration's keys: TRAINER__PLANS__CONFIG or ensemble___M1___M2___FOLDS."""
+    models = identifier.split("___")[1:3] if identifier.startswith("ensemble___") else [identifier]
+    return [m.split("__")[0] for m in models]
+
+
 def _ensembles(dataset_results_dir: str, trainers: Sequence[str]) -> Optional[dict]:
     info_file = os.path.join(dataset_results_dir, "inference_information.json")
     if not os.path.isfile(info_file):
         return None
     with open(info_file) as f:
         info = json.load(f)
-    relevant = {k: v for k, v in info["all_results"].items() if any(f"{t}__" in k for t in trainers)}
+    relevant = {k: v for k, v in info["all_results"].items() if set(_trainers_in_identifier(k)) <= set(trainers)}
     per_class = {}
     for key in relevant:
         summary = os.path.join(dataset_results_dir, "ensembles", key, "summary.json")
@@ -130,9 +136,11 @@ def _ensembles(dataset_results_dir: str, trainers: Sequence[str]) -> Optional[di
                      "foreground_dice_postprocessed": best["result_on_crossval_post_pp"]}}
 
 
-def compare(results_dir: str, dataset_results_dir: str, configurations: Sequence[str], trainers: Sequence[str],
-            plans: str, folds: Sequence[int], output_dir: str, seed: int = 0) -> dict:
-    """Writes report.md, report.json, per_case.csv and plots to output_dir; returns the report dict."""
+def compare(results_dir: str, configurations: Sequence[str], trainers: Sequence[str], plans: str,
+            folds: Sequence[int], output_dir: str, seed: int = 0) -> dict:
+    """Writes report.md, report.json, per_case.csv and plots to output_dir; returns the report dict.
+
+    results_dir is the dataset's folder in nnUNet_results."""
     if len(trainers) != 2:
         raise ValueError(f"compare needs exactly two trainers (-tr A B), got {len(trainers)}")
     missing: List[str] = []
@@ -174,7 +182,7 @@ def compare(results_dir: str, dataset_results_dir: str, configurations: Sequence
         entry["paired_cases"] = common
         report["configurations"][configuration] = entry
         _plot(configuration, labels, rows, by_case, common, trainers, output_dir)
-    report["ensembles"] = _ensembles(dataset_results_dir, trainers)
+    report["ensembles"] = _ensembles(results_dir, trainers)
     _write_csv(all_rows, os.path.join(output_dir, "per_case.csv"))
     with open(os.path.join(output_dir, "report.json"), "w") as f:
         json.dump(report, f, indent=2)

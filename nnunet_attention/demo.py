@@ -180,7 +180,7 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
 
     report_dir = os.path.join(results, "nnunet_attention_compare")
     runner.step("compare the two trainers", False)
-    compare(results, results, [configuration], trainers, "nnUNetPlans", list(folds), report_dir)
+    compare(results, [configuration], trainers, "nnUNetPlans", list(folds), report_dir)
     print(f"\nReport: {os.path.join(report_dir, 'report.md')}", flush=True)
     if has_test:
         print(f"Test predictions: {test_output}", flush=True)

@@ -86,3 +86,24 @@ def test_identity_init_is_an_exact_pass_through_that_still_learns(conv_op, skip_
 def test_unknown_init_is_refused():
     with pytest.raises(ValueError, match="gate init"):
         AttentionGate(nn.Conv2d, 4, 4, 2, init="zeros")
+
+
+def test_gate_runs_under_bf16_autocast():
+    gate = AttentionGate(nn.Conv3d, 4, 8, (1, 2, 2))
+    skip, gating = _inputs((4, 8, 8), (1, 2, 2), 4, 8)
+    skip.requires_grad_(True)
+    upsampled = torch.randn(2, 4, 4, 8, 8, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = gate.concat_gated(upsampled.to(torch.bfloat16), skip, gating)
+    out.float().sum().backward()
+    assert upsampled.grad.dtype == torch.float32 and skip.grad.dtype == torch.float32
+    assert gate.theta.weight.grad is not None
+
+
+def test_gate_traces_into_one_graph_for_torch_compile():
+    gate = AttentionGate(nn.Conv3d, 4, 8, (1, 2, 2))
+    skip, gating = _inputs((4, 8, 8), (1, 2, 2), 4, 8)
+    upsampled = torch.randn(2, 4, 4, 8, 8)
+    explanation = torch._dynamo.explain(gate.concat_gated)(upsampled, skip, gating)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    torch._dynamo.reset()
