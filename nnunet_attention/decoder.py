@@ -1,7 +1,8 @@
 """A dynamic-network-architectures UNetDecoder whose skip connections pass through attention gates."""
-from typing import List, Tuple, Union
+from typing import Dict, List, Tuple, Union
 
 import numpy as np
+import torch
 from dynamic_network_architectures.building_blocks.plain_conv_encoder import PlainConvEncoder
 from dynamic_network_architectures.building_blocks.residual_encoders import ResidualEncoder
 from dynamic_network_architectures.building_blocks.unet_decoder import UNetDecoder
@@ -15,24 +16,33 @@ class AttentionUNetDecoder(UNetDecoder):
 
     ``attention_gates[s]`` belongs to decoder stage s (coarsest first, like ``stages``): it gates the skip that stage
     concatenates, with the features that stage is about to upsample (the bottleneck for s = 0) as gating signal,
-    and its theta stride is the encoder stride between those two levels.
+    and its theta stride is the encoder stride between those two levels. Like the paper's own code, the finest
+    (full-resolution) skip is not gated unless ``gate_finest_skip``: that gate alone costs more than all the others.
     """
 
     def __init__(self, encoder: Union[PlainConvEncoder, ResidualEncoder], num_classes: int,
                  n_conv_per_stage: Union[int, Tuple[int, ...], List[int]], deep_supervision: bool,
-                 nonlin_first: bool = False, gate_init: str = "paper"):
+                 nonlin_first: bool = False, gate_init: str = "paper", gate_finest_skip: bool = False):
         super().__init__(encoder, num_classes, n_conv_per_stage, deep_supervision, nonlin_first=nonlin_first)
+        n_gated = len(self.stages) if gate_finest_skip else len(self.stages) - 1
+        if n_gated < 1:
+            raise ValueError("this plan has a single skip connection, the finest; gate it with gate_finest_skip "
+                             "(nnUNetTrainerAttentionAllSkips)")
         self.attention_gates = nn.ModuleList(
             AttentionGate(encoder.conv_op, encoder.output_channels[-(s + 2)], encoder.output_channels[-(s + 1)],
                           encoder.strides[-(s + 1)], init=gate_init)
-            for s in range(len(self.stages))
+            for s in range(n_gated)
         )
 
     def forward(self, skips):
         lres_input = skips[-1]
         seg_outputs = []
         for s in range(len(self.stages)):
-            x = self.attention_gates[s].concat_gated(self.transpconvs[s](lres_input), skips[-(s + 2)], lres_input)
+            upsampled = self.transpconvs[s](lres_input)
+            if s < len(self.attention_gates):
+                x = self.attention_gates[s].concat_gated(upsampled, skips[-(s + 2)], lres_input)
+            else:
+                x = torch.cat((upsampled, skips[-(s + 2)]), 1)
             x = self.stages[s](x)
             if self.deep_supervision:
                 seg_outputs.append(self.seg_layers[s](x))
@@ -42,10 +52,16 @@ class AttentionUNetDecoder(UNetDecoder):
         seg_outputs = seg_outputs[::-1]
         return seg_outputs if self.deep_supervision else seg_outputs[0]
 
+    def gates_by_level(self) -> Dict[int, AttentionGate]:
+        """Resolution level of the gated skip (0 = full resolution) -> its gate, finest first."""
+        return {len(self.stages) - 1 - s: gate for s, gate in reversed(list(enumerate(self.attention_gates)))}
+
     def compute_conv_feature_map_size(self, input_size):
         total = super().compute_conv_feature_map_size(input_size)
+        gates = self.gates_by_level()
         skip_size = list(input_size)
         for level, stride in enumerate(self.encoder.strides[:-1]):
             skip_size = [i // j for i, j in zip(skip_size, stride)]
-            total += self.attention_gates[-(level + 1)].compute_conv_feature_map_size(skip_size)
+            if level in gates:
+                total += gates[level].compute_conv_feature_map_size(skip_size)
         return np.int64(total)

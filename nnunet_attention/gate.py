@@ -101,7 +101,7 @@ class AttentionGate(nn.Module):
 
 
 class ScaledConcat(torch.autograd.Function):
-    """cat((upsampled, skip * scale), 1), with skip * scale written straight into the concatenation.
+    """cat((upsampled, skip * scale), 1), with skip scaled in place inside the concatenation.
 
     The plain version allocates skip * scale (as large as the skip) and then copies it into the concatenation; here
     the only extra memory kept for backward is scale, one channel at the skip's size.
@@ -109,11 +109,9 @@ class ScaledConcat(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, upsampled, skip, scale):
-        dtype = torch.promote_types(upsampled.dtype, torch.promote_types(skip.dtype, scale.dtype))
         split = upsampled.shape[1]
-        out = upsampled.new_empty((skip.shape[0], split + skip.shape[1], *skip.shape[2:]), dtype=dtype)
-        out[:, :split] = upsampled
-        torch.mul(skip, scale, out=out[:, split:])
+        out = torch.cat((upsampled, skip), 1)
+        out[:, split:] *= scale
         ctx.save_for_backward(skip, scale)
         ctx.split = split
         ctx.dtypes = (upsampled.dtype, skip.dtype, scale.dtype)

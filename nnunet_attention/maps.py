@@ -18,7 +18,7 @@ from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from torch import nn
 from torch.nn import functional as F
 
-from nnunet_attention.networks import attention_gates
+from nnunet_attention.networks import gates_by_level
 
 
 class MapsError(Exception):
@@ -32,7 +32,7 @@ class LogitsWithAttentionMaps(nn.Module):
         super().__init__()
         self.network = network
         self.levels = list(levels)
-        self.gates = [attention_gates(network)[level] for level in self.levels]
+        self.gates = [gates_by_level(network)[level] for level in self.levels]
 
     def forward(self, x):
         for gate in self.gates:
@@ -66,16 +66,17 @@ class _ReservesMapChannels:
 class AttentionMapPredictor(nnUNetPredictor):
     def initialize_for_maps(self, model_folder: str, folds, checkpoint_name: str, levels: Optional[List[int]]):
         self.initialize_from_trained_model_folder(model_folder, folds, checkpoint_name)
-        gates = attention_gates(self.network)
+        gates = gates_by_level(self.network)
         if not gates:
             raise MapsError(f"the model in {model_folder} has no attention gates (trainer "
                             f"{self.trainer_name}); train it with nnUNetTrainerAttention or convert it with "
                             f"nnunet-attention retrofit")
         if self.configuration_manager.previous_stage_name is not None:
             raise MapsError("maps does not support cascade configurations; use 3d_fullres, 3d_lowres or 2d")
-        self.levels = list(range(len(gates))) if not levels else sorted(set(levels))
-        if any(not 0 <= level < len(gates) for level in self.levels):
-            raise MapsError(f"--levels must be between 0 (finest) and {len(gates) - 1}; got {levels}")
+        self.levels = sorted(gates) if not levels else sorted(set(levels))
+        if any(level not in gates for level in self.levels):
+            raise MapsError(f"--levels must be among this model's gated levels {sorted(gates)} (0 = full "
+                            f"resolution); got {levels}")
         self.segmentation_label_manager = self.label_manager
         self.label_manager = _ReservesMapChannels(self.label_manager, len(self.levels))
         self.network = LogitsWithAttentionMaps(self.network, self.levels)

@@ -1,6 +1,6 @@
 """Gated versions of the U-Nets nnU-Net plans name, built from exactly the plans' arch_kwargs."""
 import inspect
-from typing import Dict, List
+from typing import Dict
 
 from dynamic_network_architectures.architectures.unet import PlainConvUNet, ResidualEncoderUNet
 from torch import nn
@@ -15,22 +15,22 @@ class UnsupportedArchitectureError(ValueError):
     pass
 
 
-def _gated_decoder(plain_class, network, args, kwargs, gate_init: str) -> AttentionUNetDecoder:
+def _gated_decoder(plain_class, network, args, kwargs, gate_init: str, gate_finest_skip: bool) -> AttentionUNetDecoder:
     """The decoder plain_class.__init__ built, rebuilt with gates, from the same constructor arguments."""
     arguments = inspect.signature(plain_class.__init__).bind(network, *args, **kwargs)
     arguments.apply_defaults()
     a = arguments.arguments
     return AttentionUNetDecoder(network.encoder, a["num_classes"], a["n_conv_per_stage_decoder"],
                                 a["deep_supervision"], nonlin_first=a.get("nonlin_first", False),
-                                gate_init=gate_init)
+                                gate_init=gate_init, gate_finest_skip=gate_finest_skip)
 
 
 class AttentionPlainConvUNet(PlainConvUNet):
-    """PlainConvUNet (nnU-Net's default) with an attention gate on every skip connection."""
+    """PlainConvUNet (nnU-Net's default) with attention-gated skip connections (see AttentionUNetDecoder)."""
 
-    def __init__(self, *args, gate_init: str = "paper", **kwargs):
+    def __init__(self, *args, gate_init: str = "paper", gate_finest_skip: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
-        self.decoder = _gated_decoder(PlainConvUNet, self, args, kwargs, gate_init)
+        self.decoder = _gated_decoder(PlainConvUNet, self, args, kwargs, gate_init, gate_finest_skip)
 
     @staticmethod
     def initialize(module):
@@ -40,11 +40,11 @@ class AttentionPlainConvUNet(PlainConvUNet):
 
 
 class AttentionResidualEncoderUNet(ResidualEncoderUNet):
-    """ResidualEncoderUNet (nnU-Net's ResEnc M/L/XL presets) with an attention gate on every skip connection."""
+    """ResidualEncoderUNet (nnU-Net's ResEnc M/L/XL presets) with attention-gated skip connections."""
 
-    def __init__(self, *args, gate_init: str = "paper", **kwargs):
+    def __init__(self, *args, gate_init: str = "paper", gate_finest_skip: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
-        self.decoder = _gated_decoder(ResidualEncoderUNet, self, args, kwargs, gate_init)
+        self.decoder = _gated_decoder(ResidualEncoderUNet, self, args, kwargs, gate_init, gate_finest_skip)
 
     @staticmethod
     def initialize(module):
@@ -80,23 +80,22 @@ def unwrap(network: nn.Module) -> nn.Module:
     return network
 
 
-def attention_gates(network: nn.Module) -> List[AttentionGate]:
-    """The network's gates by resolution level: element 0 gates the finest skip."""
+def gates_by_level(network: nn.Module) -> Dict[int, AttentionGate]:
+    """Resolution level of each gated skip (0 = full resolution) -> its gate, finest first; {} if ungated."""
     decoder = getattr(unwrap(network), "decoder", None)
-    if not isinstance(decoder, AttentionUNetDecoder):
-        return []
-    return list(decoder.attention_gates)[::-1]
+    return decoder.gates_by_level() if isinstance(decoder, AttentionUNetDecoder) else {}
 
 
 def build_gated_network(configuration_manager, num_input_channels: int, num_output_channels: int,
-                        enable_deep_supervision: bool = True, gate_init: str = "paper") -> nn.Module:
+                        enable_deep_supervision: bool = True, gate_init: str = "paper",
+                        gate_finest_skip: bool = False) -> nn.Module:
     """nnU-Net's get_network_from_plans with the plans' architecture swapped for its gated version."""
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
     gated_class = gated_architecture(configuration_manager.network_arch_class_name)
     return get_network_from_plans(
         f"{gated_class.__module__}.{gated_class.__qualname__}",
-        {**configuration_manager.network_arch_init_kwargs, "gate_init": gate_init},
+        {**configuration_manager.network_arch_init_kwargs, "gate_init": gate_init, "gate_finest_skip": gate_finest_skip},
         configuration_manager.network_arch_init_kwargs_req_import,
         num_input_channels,
         num_output_channels,

@@ -14,7 +14,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from torch import nn
 
 from nnunet_attention.checkpoint import load_checkpoint
-from nnunet_attention.networks import attention_gates
+from nnunet_attention.networks import gates_by_level
 
 
 class RetrofitError(Exception):
@@ -27,7 +27,7 @@ def retrofit_network(plain: nn.Module, gated: nn.Module) -> nn.Module:
     if unexpected or any(".attention_gates." not in k for k in missing):
         raise RetrofitError(f"the gated network does not match the ungated one (missing {missing[:3]}, unexpected "
                             f"{unexpected[:3]})")
-    for gate in attention_gates(gated):
+    for gate in gates_by_level(gated).values():
         gate.make_identity()
     return gated
 
@@ -100,5 +100,5 @@ def retrofit_checkpoint(checkpoint_file: str, output_file: str, trainer_name: st
     init_args.update(plans=plans, configuration=configuration, dataset_json=dataset_json)
     torch.save({"network_weights": gated.state_dict(), "trainer_name": trainer_name, "init_args": init_args,
                 "retrofitted_from": os.path.abspath(checkpoint_file)}, output_file)
-    return {"configuration": configuration, "gates": len(attention_gates(gated)), "trainer": trainer_name,
+    return {"configuration": configuration, "gates": len(gates_by_level(gated)), "trainer": trainer_name,
             "copied_tensors": len(weights)}

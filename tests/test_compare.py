@@ -42,10 +42,13 @@ def test_report_numbers_are_nnunets_numbers(report):
     gated, ungated = (entry["trainers"][t]["parameters"] for t in reversed(TINY_TRAINERS))
     assert gated > ungated
 
+    validated = sum(len(json.loads((fold_dir(root, TINY_TRAINERS[0], "3d_fullres", f) / "validation" /
+                                    "summary.json").read_text())["metric_per_case"]) for f in TRAINED_FOLDS)
     rows = list(csv.DictReader(open(out / "per_case.csv")))
-    assert len(rows) == 2 * 6  # both trainers, every case validated once across the two folds... of 6 cases
+    assert len(rows) == 2 * validated  # both trainers, each validation case of the two folds
+    assert len(entry["paired_cases"]) == validated  # same splits: every case pairs up
     paired = entry["paired"]["1"]
-    assert paired["n_pairs"] <= 6 and paired["wins"] + paired["ties"] + paired["losses"] == paired["n_pairs"]
+    assert paired["n_pairs"] <= validated and paired["wins"] + paired["ties"] + paired["losses"] == paired["n_pairs"]
     if paired["bootstrap_ci95"]:
         low, high = paired["bootstrap_ci95"]
         assert low <= paired["mean_difference"] <= high

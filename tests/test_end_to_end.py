@@ -14,7 +14,7 @@ def test_trained_gated_model_predicts_in_the_inputs_geometry(trained_models, tmp
     root, env = trained_models
     trained = fold_dir(root, TRAINER, "3d_fullres", 0)
     log = open(glob.glob(str(trained / "training_log_*.txt"))[0]).read()
-    assert "Attention gates (paper init) on 3 skip connections" in log
+    assert "Attention gates (paper init) on the skip connections of levels [1, 2]" in log
 
     checkpoint = torch.load(trained / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert checkpoint["trainer_name"] == TRAINER

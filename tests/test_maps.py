@@ -9,7 +9,7 @@ from conftest import DATASET_ID, DATASET_NAME, TINY_TRAINERS, run
 
 UNGATED, GATED = TINY_TRAINERS
 CLI = [sys.executable, "-m", "nnunet_attention.cli"]
-LEVELS = 3  # the tiny plan has 4 stages, so 3 gated skips
+LEVELS = (1, 2)  # the tiny plan has 4 stages: skips at levels 0-2, the full-resolution one ungated
 
 
 def _maps(env, images, out, *extra, trainer=GATED, folds=("0", "1")):
@@ -37,7 +37,7 @@ def test_maps_have_the_input_geometry_and_values_in_unit_interval(maps_output):
         nonzero = np.argwhere(image_array != 0)
         low, high = nonzero.min(0), nonzero.max(0) + 1
         files = sorted(out.glob(f"{case}_attention_level*.nii.gz"))
-        assert [f.name for f in files] == [f"{case}_attention_level{level}.nii.gz" for level in range(LEVELS)]
+        assert [f.name for f in files] == [f"{case}_attention_level{level}.nii.gz" for level in LEVELS]
         for f in files:
             attention = sitk.ReadImage(str(f))
             assert attention.GetSize() == image.GetSize()
@@ -69,14 +69,14 @@ def test_two_fold_maps_are_the_average_of_the_single_fold_maps(maps_output, tmp_
     _, env, images, out = maps_output
     singles = []
     for fold in ("0", "1"):
-        result = _maps(env, images, tmp_path / fold, "--levels", "0", "--no_png", folds=(fold,))
+        result = _maps(env, images, tmp_path / fold, "--levels", "1", "--no_png", folds=(fold,))
         assert result.returncode == 0, result.stderr
         singles.append(tmp_path / fold)
-    for averaged_file in sorted(out.glob("*_attention_level0.nii.gz")):
+    for averaged_file in sorted(out.glob("*_attention_level1.nii.gz")):
         averaged = sitk.GetArrayFromImage(sitk.ReadImage(str(averaged_file)))
         per_fold = [sitk.GetArrayFromImage(sitk.ReadImage(str(folder / averaged_file.name))) for folder in singles]
         np.testing.assert_allclose(averaged, (per_fold[0] + per_fold[1]) / 2, atol=2e-3)
-        assert not (singles[0] / averaged_file.name.replace("level0", "level1")).exists()
+        assert not (singles[0] / averaged_file.name.replace("level1", "level2")).exists()
 
 
 def test_ungated_model_and_missing_fold_are_one_line_errors(maps_output, tmp_path):
@@ -87,3 +87,9 @@ def test_ungated_model_and_missing_fold_are_one_line_errors(maps_output, tmp_pat
     result = _maps(env, images, tmp_path, folds=("4",))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert str(root / "nnUNet_results" / DATASET_NAME / f"{GATED}__nnUNetPlans__3d_fullres" / "fold_4") in result.stderr
+
+
+def test_unknown_level_is_a_one_line_error(maps_output, tmp_path):
+    _, env, images, _ = maps_output
+    result = _maps(env, images, tmp_path, "--levels", "0", folds=("0",))
+    assert result.returncode == 2 and "gated levels [1, 2]" in result.stderr

@@ -5,7 +5,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from nnunet_attention.networks import (AttentionPlainConvUNet, AttentionResidualEncoderUNet,
-                                       UnsupportedArchitectureError, attention_gates, build_gated_network)
+                                       UnsupportedArchitectureError, build_gated_network, gates_by_level)
 from nnunet_attention.reference_plans import reference_configurations
 from nnunet_attention.trainers import nnUNetTrainerAttention
 
@@ -29,7 +29,7 @@ def test_gated_network_matches_plain_outputs_keys_and_estimates(name):
     n_stages = cm.network_arch_init_kwargs["n_stages"]
     expected_class = AttentionResidualEncoderUNet if "resenc" in name else AttentionPlainConvUNet
     assert isinstance(gated, expected_class)
-    assert len(attention_gates(gated)) == n_stages - 1
+    assert sorted(gates_by_level(gated)) == list(range(1, n_stages - 1))  # every skip but the full-resolution one
 
     x = torch.randn(1, 1, *SMALL_INPUT[name])
     with torch.no_grad():
@@ -92,4 +92,4 @@ def test_bare_class_names_in_plans_are_gated_too():
     configuration = reference_configurations()["hippocampus_3d_fullres"]
     configuration["architecture"]["network_class_name"] = "PlainConvUNet"
     network = nnUNetTrainerAttention.build_network_architecture(None, ConfigurationManager(configuration), 1, 3)
-    assert len(attention_gates(network)) == 3
+    assert sorted(gates_by_level(network)) == [1, 2]

@@ -9,7 +9,7 @@ from conftest import TINY_TRAINERS, fold_dir, train
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
-from nnunet_attention.networks import attention_gates
+from nnunet_attention.networks import gates_by_level
 from nnunet_attention.reference_plans import reference_configurations
 from nnunet_attention.retrofit import retrofit_network
 from nnunet_attention.trainers import nnUNetTrainerAttention
@@ -34,7 +34,7 @@ def test_retrofitted_network_reproduces_the_ungated_one_and_learns(name):
     for a, b in zip(outputs, expected):
         assert (a - b).abs().max().item() <= 1e-5
     sum((o * torch.randn_like(o)).sum() for o in outputs).backward()
-    for gate in attention_gates(gated):
+    for gate in gates_by_level(gated).values():
         for p_name, p in gate.named_parameters():
             assert p.grad is not None and p.grad.abs().sum() > 0, p_name
 
