@@ -23,14 +23,15 @@ CPU_MAX_PATCH_VOXELS = {2: 256 * 256, 3: 32 * 64 * 64}
 CPU_BATCH = 2
 
 
-def _networks(configuration_manager, deep_supervision=True):
+def _networks(configuration_manager, gated_trainer: str = "nnUNetTrainerAttention", deep_supervision=True):
+    """The ungated network nnUNetTrainer builds and the gated one gated_trainer builds, from the same plans."""
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-    from nnunet_attention.trainers import nnUNetTrainerAttention
+    from nnunet_attention import trainers
 
     args = (None, configuration_manager, 1, NUM_CLASSES, deep_supervision)
     return {"ungated": nnUNetTrainer.build_network_architecture(*args),
-            "gated": nnUNetTrainerAttention.build_network_architecture(*args)}
+            "gated": getattr(trainers, gated_trainer).build_network_architecture(*args)}
 
 
 def _total_strides(configuration_manager) -> np.ndarray:
@@ -126,7 +127,7 @@ def _predictor(network, configuration: dict, device):
     return predictor
 
 
-def _peak_memory_cpu(configuration: dict, variant: str, patch, batch) -> int:
+def _peak_memory_cpu(configuration: dict, gated_trainer: str, variant: str, patch, batch) -> int:
     """Peak RSS growth over one train step, in a fresh interpreter (CPU has no allocator statistics)."""
     code = (
         "import json, resource, sys, torch\n"
@@ -134,13 +135,14 @@ def _peak_memory_cpu(configuration: dict, variant: str, patch, batch) -> int:
         "from nnunet_attention.bench import _networks, _TrainStep\n"
         "torch.set_num_threads(1)\n"
         "c = json.loads(sys.argv[1])\n"
-        "step = _TrainStep(_networks(ConfigurationManager(c['configuration']))[c['variant']], c['patch'], "
-        "c['batch'], 'cpu', None)\n"
+        "network = _networks(ConfigurationManager(c['configuration']), c['trainer'])[c['variant']]\n"
+        "step = _TrainStep(network, c['patch'], c['batch'], 'cpu', None)\n"
         "before = int(open('/proc/self/statm').read().split()[1]) * resource.getpagesize()\n"
         "step()\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)\n"
     )
-    arguments = json.dumps({"configuration": configuration, "variant": variant, "patch": patch, "batch": batch})
+    arguments = json.dumps({"configuration": configuration, "trainer": gated_trainer, "variant": variant,
+                            "patch": patch, "batch": batch})
     result = subprocess.run([sys.executable, "-c", code, arguments], capture_output=True, text=True, check=True)
     return int(result.stdout.strip().splitlines()[-1])
 
@@ -154,14 +156,15 @@ def _peak_memory_cuda(step) -> int:
 
 
 def bench_configuration(name: str, configuration: dict, device: str = "cpu", repeats: int = 5,
-                        amp: Optional[str] = None, compile_networks: bool = False, memory_repeats: int = 2) -> dict:
+                        amp: Optional[str] = None, compile_networks: bool = False, memory_repeats: int = 2,
+                        gated_trainer: str = "nnUNetTrainerAttention") -> dict:
     from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
     cm = ConfigurationManager(configuration)
     patch, batch, reduced = bench_patch(cm, device)
     torch.manual_seed(0)
-    networks = _networks(cm)
-    result = {"name": name, "device": device, "patch_size": patch, "batch_size": batch,
+    networks = _networks(cm, gated_trainer)
+    result = {"name": name, "gated_trainer": gated_trainer, "device": device, "patch_size": patch, "batch_size": batch,
               "plan_patch_size": list(cm.patch_size), "plan_batch_size": cm.batch_size,
               "patch_reduced_for_cpu": reduced, "amp": amp, "compile": compile_networks}
     counts = {k: sum(p.numel() for p in n.parameters()) for k, n in networks.items()}
@@ -182,7 +185,7 @@ def bench_configuration(name: str, configuration: dict, device: str = "cpu", rep
         peaks = {k: [] for k in steps}
         for r in range(memory_repeats):
             for k in (list(steps) if r % 2 == 0 else list(steps)[::-1]):
-                peaks[k].append(_peak_memory_cpu(configuration, k, patch, batch))
+                peaks[k].append(_peak_memory_cpu(configuration, gated_trainer, k, patch, batch))
     result["train_peak_memory_bytes"] = _ratio_entry(peaks)
     del steps
 
@@ -193,7 +196,8 @@ def bench_configuration(name: str, configuration: dict, device: str = "cpu", rep
     result["inference_volume"] = volume
     _progress(name, "sliding-window inference")
     with torch.no_grad():
-        inference = {k: (lambda p=p: p.predict_sliding_window_return_logits(volume_data)) for k, p in predictors.items()}
+        inference = {k: (lambda p=p: p.predict_sliding_window_return_logits(volume_data))
+                     for k, p in predictors.items()}
         result["inference_seconds"] = _ratio_entry(_alternating(inference, max(2, repeats // 2)))
     return result
 

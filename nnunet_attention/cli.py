@@ -2,6 +2,7 @@
 import argparse
 import os
 import sys
+import warnings
 
 
 class UserError(Exception):
@@ -85,6 +86,11 @@ def _bench(args):
 
         if not torch.cuda.is_available():
             raise UserError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
+    from nnunet_attention import trainers
+
+    if not isinstance(getattr(trainers, args.tr, None), type) or not issubclass(getattr(trainers, args.tr),
+                                                                                trainers.nnUNetTrainerAttention):
+        raise UserError(f"-tr {args.tr} is not one of our gated trainers; see nnunet-attention trainers")
     if args.plans and not os.path.isfile(args.plans):
         raise UserError(f"plans file not found: {args.plans}")
     try:
@@ -94,7 +100,8 @@ def _bench(args):
     results = []
     for i, (name, configuration) in enumerate(configurations.items(), start=1):
         print(f"[{i}/{len(configurations)}] {name}", file=sys.stderr, flush=True)
-        results.append(bench_configuration(name, configuration, args.device, args.repeats, args.amp, args.compile))
+        results.append(bench_configuration(name, configuration, args.device, args.repeats, args.amp, args.compile,
+                                           gated_trainer=args.tr))
     print(format_table(results))
     if args.json:
         with open(args.json, "w") as f:
@@ -204,13 +211,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions per variant (default 5)")
     p.add_argument("--amp", choices=["fp16", "bf16"], help="autocast dtype for the train step (cuda)")
     p.add_argument("--compile", action="store_true", help="torch.compile both networks")
+    p.add_argument("-tr", default="nnUNetTrainerAttention",
+                   help="gated trainer whose network is measured (default %(default)s)")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.set_defaults(func=_bench)
 
     p = sub.add_parser("maps", help="predict like nnUNetv2_predict, plus each gate's attention map in the input's "
                                     "geometry and a PNG per case")
     p.add_argument("-i", required=True, help="input folder (nnU-Net naming: CASE_0000.nii.gz, ...)")
-    p.add_argument("-o", required=True, help="output folder: CASE.nii.gz, CASE_attention_levelL.nii.gz, CASE_attention.png")
+    p.add_argument("-o", required=True,
+                   help="output folder: CASE.nii.gz, CASE_attention_levelL.nii.gz, CASE_attention.png")
     p.add_argument("-d", required=True, help="dataset name or id")
     p.add_argument("-c", required=True, help="configuration")
     p.add_argument("-tr", default="nnUNetTrainerAttention", help="trainer (default %(default)s)")
@@ -236,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None):
+    # libraries' deprecation notices (torch.jit, timm) would bury our one-line messages
+    warnings.filterwarnings("ignore", category=FutureWarning)
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

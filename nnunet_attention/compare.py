@@ -93,7 +93,8 @@ def _paired_statistics(differences: np.ndarray, rng: np.random.Generator) -> dic
     n = differences.size
     stats = {"n_pairs": int(n), "mean_difference": float(differences.mean()) if n else None,
              "median_difference": float(np.median(differences)) if n else None,
-             "wins": int((differences > TIE_TOLERANCE).sum()), "ties": int((np.abs(differences) <= TIE_TOLERANCE).sum()),
+             "wins": int((differences > TIE_TOLERANCE).sum()),
+             "ties": int((np.abs(differences) <= TIE_TOLERANCE).sum()),
              "losses": int((differences < -TIE_TOLERANCE).sum()), "wilcoxon_p": None, "bootstrap_ci95": None}
     if n >= 2:
         resampled = differences[rng.integers(0, n, size=(BOOTSTRAP_SAMPLES, n))].mean(axis=1)

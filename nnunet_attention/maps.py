@@ -101,10 +101,11 @@ class AttentionMapPredictor(nnUNetPredictor):
                 os.remove(path)
             case = os.path.basename(ofile)
             print(f"[{i}/{len(inputs)}] {case}", flush=True)
-            combined = self.predict_logits_from_preprocessed_data(data).float().cpu()
+            combined = self.predict_logits_from_preprocessed_data(data).cpu()
+            # the logits in the dtype nnUNetv2_predict exports them in, so the segmentation is bit-identical
             export_prediction_from_logits(combined[:n_logits].numpy(), properties, self.configuration_manager,
                                           self.plans_manager, self.dataset_json, ofile, False)
-            maps = self._maps_in_input_geometry(combined[n_logits:].numpy(), properties)
+            maps = self._maps_in_input_geometry(combined[n_logits:].float().numpy(), properties)
             for level, level_map in zip(self.levels, maps):
                 _write_like_input(level_map, properties, f"{ofile}_attention_level{level}{ending}")
             if write_png:

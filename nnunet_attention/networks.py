@@ -95,7 +95,8 @@ def build_gated_network(configuration_manager, num_input_channels: int, num_outp
     gated_class = gated_architecture(configuration_manager.network_arch_class_name)
     return get_network_from_plans(
         f"{gated_class.__module__}.{gated_class.__qualname__}",
-        {**configuration_manager.network_arch_init_kwargs, "gate_init": gate_init, "gate_finest_skip": gate_finest_skip},
+        {**configuration_manager.network_arch_init_kwargs, "gate_init": gate_init,
+         "gate_finest_skip": gate_finest_skip},
         configuration_manager.network_arch_init_kwargs_req_import,
         num_input_channels,
         num_output_channels,

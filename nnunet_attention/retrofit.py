@@ -5,8 +5,6 @@ outputs equal the ungated network's at step 0 while all gate parameters receive 
 """
 import json
 import os
-from typing import Optional
-
 import torch
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels

@@ -28,7 +28,8 @@ def nnunet_env(root: Path, **extra) -> dict:
 def run(command, env, cwd=None) -> subprocess.CompletedProcess:
     """Runs a real CLI; on failure shows what it printed."""
     result = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
-    assert result.returncode == 0, f"{' '.join(map(str, command))} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    shown = f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    assert result.returncode == 0, f"{' '.join(map(str, command))} failed:\n{shown}"
     return result
 
 

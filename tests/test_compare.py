@@ -84,5 +84,6 @@ def test_nothing_to_compare_is_a_one_line_error(report, tmp_path):
            "nnUNet_raw": str(root / "nnUNet_raw"), "nnUNet_preprocessed": str(root / "nnUNet_preprocessed")}
     result = _compare(env, tmp_path, trainers=("nnUNetTrainerNope", "nnUNetTrainerNeither"))
     assert result.returncode == 2
-    assert len(result.stderr.strip().splitlines()) == 1 and "nnUNetTrainerNope__nnUNetPlans__3d_fullres" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "nnUNetTrainerNope__nnUNetPlans__3d_fullres" in result.stderr
     assert "Traceback" not in result.stderr
