@@ -160,14 +160,15 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
 
     fold_args = [str(f) for f in folds]
     runner.step("find the best configuration across both trainers",
-                _found_best_for(results, trainers, folds),
+                _found_best_for(results, trainers, folds, configuration),
                 ["nnUNetv2_find_best_configuration", str(dataset_id), "-c", configuration, "-tr", *trainers,
                  "-f", *fold_args, "-np", "2"])
 
     test_images = os.path.join(raw, "imagesTs")
     test_output = os.path.join(results, "nnunet_attention_demo_test_predictions")
     has_test = os.path.isdir(test_images) and bool(os.listdir(test_images))
-    done = not has_test or os.path.isfile(os.path.join(test_output, "done.json"))
+    done = not has_test or _newer_than(os.path.join(test_output, "done.json"),
+                                       [os.path.join(results, "inference_information.json")])
     runner.step("predict imagesTs with the chosen model or ensemble" + ("" if has_test else ": no imagesTs"), done,
                 *([] if done else _best_prediction_commands(results, dataset_id, test_images, test_output, device,
                                                             fold_args)))
@@ -187,10 +188,18 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
     return report_dir
 
 
-def _found_best_for(results: str, trainers: Sequence[str], folds: Sequence[int]) -> bool:
-    """Whether inference_information.json is nnUNetv2_find_best_configuration's answer for these trainers and folds."""
+def _newer_than(path: str, others: Sequence[str]) -> bool:
+    return os.path.isfile(path) and all(os.path.getmtime(path) > os.path.getmtime(o) for o in others
+                                        if os.path.isfile(o))
+
+
+def _found_best_for(results: str, trainers: Sequence[str], folds: Sequence[int], configuration: str) -> bool:
+    """Whether inference_information.json is nnUNetv2_find_best_configuration's answer for these trainers and folds,
+    written after their trainings finished."""
     info_file = os.path.join(results, "inference_information.json")
-    if not os.path.isfile(info_file):
+    checkpoints = [os.path.join(results, f"{t}__nnUNetPlans__{configuration}", f"fold_{f}", "checkpoint_final.pth")
+                   for t in trainers for f in folds]
+    if not _newer_than(info_file, checkpoints):
         return False
     with open(info_file) as f:
         info = json.load(f)

@@ -11,6 +11,7 @@ from torch.nn.modules.conv import _ConvNd
 
 GATE_INITS = ("paper", "identity")
 _INTERPOLATION = {1: "linear", 2: "bilinear", 3: "trilinear"}
+PAPER_PSI_BIAS = 3.0
 
 
 class AttentionGate(nn.Module):
@@ -20,7 +21,9 @@ class AttentionGate(nn.Module):
     (the paper found downsampling x better than upsampling g), phi is a 1x1 conv of g, and psi maps
     ReLU(theta(x) + phi(g)) to one channel; alpha = sigmoid(psi(.)) is resampled to x's exact size.
 
-    ``init="paper"`` returns x * alpha with nnU-Net's He initialisation of all three convs.
+    ``init="paper"`` returns x * alpha; nnU-Net's He initialisation of the three convs and, as in the authors'
+    released code, psi's bias at 3 so that the gates start mostly open (alpha around sigmoid(3) = 0.95): with a zero
+    bias the random gates would halve the skips on average and training starts far behind the ungated U-Net.
     ``init="identity"`` returns x * 2 * alpha (the factor is the ``gain`` buffer, saved with the weights) and starts
     at alpha = 1/2 exactly (theta and phi's weights at zero, phi's bias at one, psi's weights distinct dyadic numbers
     summing to zero), so the gate is an exact pass-through at step 0 and yet every one of its parameters receives
@@ -55,8 +58,10 @@ class AttentionGate(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self):
-        """Re-applies the identity start after a network-wide weight init (nnU-Net's He init covers 'paper')."""
-        if self.init != "identity":
+        """Re-applies the gate's own start after a network-wide weight init (nnU-Net's He init)."""
+        if self.init == "paper":
+            with torch.no_grad():
+                self.psi.bias.fill_(PAPER_PSI_BIAS)
             return
         n = self.psi.in_channels
         psi_steps = torch.arange(n, dtype=torch.float64) * 2 - (n - 1)
