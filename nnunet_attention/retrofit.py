@@ -3,6 +3,8 @@
 Every weight is copied; the gates get the identity parameterisation (see AttentionGate), so the gated network's
 outputs equal the ungated network's at step 0 while all gate parameters receive gradient.
 """
+import contextlib
+import io
 import json
 import os
 import torch
@@ -72,7 +74,8 @@ def retrofit_checkpoint(checkpoint_file: str, output_file: str, trainer_name: st
                             f"with -pretrained_weights")
     plans, configuration, dataset_json = _plans_and_configuration(checkpoint, checkpoint_file)
     try:
-        trainer_class = recursive_find_trainer_class_by_name(trainer_name)
+        with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net narrates its search
+            trainer_class = recursive_find_trainer_class_by_name(trainer_name)
     except RuntimeError:
         raise RetrofitError(f"trainer {trainer_name} not found; see nnunet-attention trainers") from None
     if not issubclass(trainer_class, nnUNetTrainerAttention):
