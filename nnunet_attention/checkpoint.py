@@ -12,11 +12,12 @@ class NotACheckpointError(ValueError):
     pass
 
 
-def load_checkpoint(path: str, map_location="cpu") -> dict:
-    """torch.load(weights_only=True), allowing just the numpy types nnU-Net writes; refuses anything else."""
+def load_checkpoint(path: str, map_location="cpu", mmap: bool = False) -> dict:
+    """torch.load(weights_only=True), allowing just the numpy types nnU-Net writes; refuses anything else.
+    mmap=True leaves the weights on disk until touched."""
     try:
         with torch.serialization.safe_globals(_NUMPY_GLOBALS):
-            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:
         raise NotACheckpointError(f"{path} is not a readable nnU-Net checkpoint ({type(e).__name__}: "
                                   f"{str(e).splitlines()[0][:200]})") from None

@@ -58,10 +58,11 @@ def _read_trainer(results_dir: str, trainer: str, plans: str, configuration: str
             found.folds[fold] = json.load(f)
         checkpoint_file = os.path.join(folder, f"fold_{fold}", "checkpoint_final.pth")
         if os.path.isfile(checkpoint_file):
-            checkpoint = load_checkpoint(checkpoint_file)
-            # the decoder keeps a reference to the encoder: count shared tensors once
-            found.parameters = int(sum({t.data_ptr(): t.numel() for t in checkpoint["network_weights"].values()
-                                        if t.is_floating_point() and t.dim() > 0}.values()))
+            checkpoint = load_checkpoint(checkpoint_file, mmap=True)  # only the logging is read from every fold
+            if found.parameters is None:
+                # the decoder keeps a reference to the encoder: count shared tensors once
+                found.parameters = int(sum({t.data_ptr(): t.numel() for t in checkpoint["network_weights"].values()
+                                            if t.is_floating_point() and t.dim() > 0}.values()))
             logging = checkpoint["logging"]
             epoch_times += [e - s for s, e in zip(logging["epoch_start_timestamps"], logging["epoch_end_timestamps"])]
             found.epochs = len(logging["epoch_end_timestamps"])

@@ -18,7 +18,7 @@ from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from torch import nn
 from torch.nn import functional as F
 
-from nnunet_attention.networks import gates_by_level
+from nnunet_attention.networks import gates_by_level, unwrap
 
 
 class MapsError(Exception):
@@ -49,7 +49,8 @@ class LogitsWithAttentionMaps(nn.Module):
         return torch.cat((logits, *[m.to(logits.dtype) for m in maps]), 1)
 
     def load_state_dict(self, state_dict, *args, **kwargs):
-        return self.network.load_state_dict(state_dict, *args, **kwargs)
+        """nnU-Net loads each fold's weights into the network it built (compiled or not) through this wrapper."""
+        return unwrap(self.network).load_state_dict(state_dict, *args, **kwargs)
 
 
 class _ReservesMapChannels:

@@ -9,14 +9,15 @@ def write_overview(image_file: str, segmentation_file: str, attention: np.ndarra
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    image = sitk.GetArrayFromImage(sitk.ReadImage(image_file)).astype(np.float32)
+    image_itk = sitk.ReadImage(image_file)
+    image = sitk.GetArrayFromImage(image_itk).astype(np.float32)
     segmentation = sitk.GetArrayFromImage(sitk.ReadImage(segmentation_file))
-    attention = attention.reshape(image.shape) if attention.size == image.size else attention
+    attention = attention.reshape(image.shape)
     if image.ndim == 2:
         image, segmentation, attention = image[None], segmentation[None], attention[None]
     foreground = (segmentation > 0).reshape(segmentation.shape[0], -1).sum(1)
     index = int(np.argmax(foreground)) if foreground.any() else len(image) // 2
-    spacing = sitk.ReadImage(image_file).GetSpacing()
+    spacing = image_itk.GetSpacing()
     aspect = spacing[1] / spacing[0] if len(spacing) > 1 else 1.0
 
     fig, axes = plt.subplots(1, 2, figsize=(8, 4.2))
