@@ -1,37 +1,71 @@
 """Gated vs ungated cost, as ratios measured in one process with alternating repetitions.
 
-For each configuration: parameters; train step time (forward + nnU-Net's deep-supervised Dice+CE loss + backward +
-SGD step); peak memory of a train step (CUDA: max_memory_allocated; CPU: peak RSS of a fresh subprocess per
-variant, minus its RSS just before the step); nnU-Net sliding-window inference time on a volume larger than the
-patch (nnUNetPredictor, no mirroring); and the planner's estimate (compute_conv_feature_map_size at the plan's patch).
+Both networks, their loss and their optimizer come from the trainers themselves (``nnUNetTrainer`` and the gated
+trainer, each initialised on the same plans), so a train step is nnU-Net's: forward, the plan's deep-supervised
+Dice+CE loss, backward, nnU-Net's SGD. Per configuration: parameters; activation memory, the exact bytes autograd
+keeps for backward after one training forward (unique tensor storages packed by
+``torch.autograd.graph.saved_tensors_hooks``, parameters excluded), at the plan's patch with batch size 1 (it is
+linear in the batch size); the planner's estimate for the same input (``compute_conv_feature_map_size``, elements);
+train step time; on CUDA the train step's ``max_memory_allocated``; nnU-Net sliding-window inference time.
 """
-import json
-import os
 import statistics
-import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
+from nnunet_attention.errors import NnUNetAttentionError
+from nnunet_attention.networks import unwrap
 from nnunet_attention.reference_plans import reference_configurations
 
 NUM_CLASSES = 3
 CPU_MAX_PATCH_VOXELS = {2: 256 * 256, 3: 32 * 64 * 64}
 CPU_BATCH = 2
+UNGATED_TRAINER = "nnUNetTrainer"
 
 
-def _networks(configuration_manager, gated_trainer: str = "nnUNetTrainerAttention", deep_supervision=True):
-    """The ungated network nnUNetTrainer builds and the gated one gated_trainer builds, from the same plans."""
-    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+def bench_plans(configuration: dict) -> dict:
+    """A plans dict around one configuration (named "bench"), as nnU-Net's trainer and predictor read plans."""
+    dim = len(configuration["patch_size"])
+    return {"dataset_name": "bench", "plans_name": "bench", "label_manager": "LabelManager",
+            "image_reader_writer": "SimpleITKIO", "transpose_forward": list(range(dim)),
+            "transpose_backward": list(range(dim)), "original_median_spacing_after_transp": [1.0] * dim,
+            "original_median_shape_after_transp": configuration["patch_size"],
+            "configurations": {"bench": configuration}, "experiment_planner_used": "bench",
+            "foreground_intensity_properties_per_channel": {}}
 
-    from nnunet_attention import trainers
 
-    args = (None, configuration_manager, 1, NUM_CLASSES, deep_supervision)
-    return {"ungated": nnUNetTrainer.build_network_architecture(*args),
-            "gated": getattr(trainers, gated_trainer).build_network_architecture(*args)}
+BENCH_DATASET_JSON = {"labels": {"background": 0, **{f"c{i}": i for i in range(1, NUM_CLASSES)}},
+                      "channel_names": {"0": "MR"}, "file_ending": ".nii.gz", "numTraining": 0}
+
+
+def gated_trainer_class(name: str) -> type:
+    """The trainer nnU-Net finds for -tr name (a user's own subclass too); refused unless it is gated."""
+    from nnunet_attention.nnunet_api import find_trainer_class
+    from nnunet_attention.trainers import nnUNetTrainerAttention
+
+    trainer_class = find_trainer_class(name)
+    if not issubclass(trainer_class, nnUNetTrainerAttention):
+        raise NnUNetAttentionError(f"-tr {name} is not a gated trainer (not a subclass of nnUNetTrainerAttention); "
+                                   f"see nnunet-attention trainers")
+    return trainer_class
+
+
+def trainer_parts(configuration: dict, gated_trainer: str, device: str) -> Dict[str, tuple]:
+    """{"ungated": parts of nnUNetTrainer, "gated": parts of gated_trainer}, (network, loss, optimizer) each, from
+    the same plans and seed."""
+    from nnunet_attention.nnunet_api import find_trainer_class, trainer_parts as parts_of
+
+    gated_class = gated_trainer_class(gated_trainer)
+    parts = {}
+    for variant, trainer_class in (("ungated", find_trainer_class(UNGATED_TRAINER)), ("gated", gated_class)):
+        torch.manual_seed(0)
+        parts[variant] = parts_of(trainer_class, bench_plans(configuration), "bench", BENCH_DATASET_JSON,
+                                  torch.device(device))
+    return parts
 
 
 def _total_strides(configuration_manager) -> np.ndarray:
@@ -55,24 +89,42 @@ def bench_patch(configuration_manager, device: str):
     return [int(p) for p in patch], min(batch, CPU_BATCH), reduced
 
 
-class _TrainStep:
-    def __init__(self, network, patch, batch, device, amp: Optional[str]):
-        from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
-        from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
-        from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+def activation_bytes(network: nn.Module, x: torch.Tensor) -> int:
+    """Exact bytes autograd keeps for backward after network(x) in training mode: the unique storages of every
+    tensor saved for backward, parameters (and buffers) excluded."""
+    excluded = {t.untyped_storage().data_ptr() for t in [*network.parameters(), *network.buffers()]}
+    storages = {}
 
-        self.network, self.device, self.amp = network.to(device), device, amp
-        self.optimizer = torch.optim.SGD(network.parameters(), 1e-2, momentum=0.99, nesterov=True)
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in excluded:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    network.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        output = network(x)
+    del output
+    return int(sum(storages.values()))
+
+
+class TrainStep:
+    """One nnU-Net train step with a trainer's (network, loss, optimizer) on a fixed random batch."""
+
+    def __init__(self, parts, patch, batch, device: str, amp: Optional[str], compile_network: bool = False):
+        network, self.loss, self.optimizer = parts
+        network = unwrap(network).to(device)
+        self.network = torch.compile(network) if compile_network else network
+        self.device, self.amp = device, amp
         self.data = torch.randn(batch, 1, *patch, device=device)
         with torch.no_grad():
-            shapes = [o.shape[2:] for o in network(self.data)]
+            outputs = network(self.data)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         generator = torch.Generator().manual_seed(0)
-        self.targets = [torch.randint(0, NUM_CLASSES, (batch, 1, *s), generator=generator).float().to(device)
-                        for s in shapes]
-        weights = np.array([1 / (2 ** i) for i in range(len(shapes))])
-        loss = DC_and_CE_loss({"batch_dice": False, "smooth": 1e-5, "do_bg": False, "ddp": False}, {},
-                              weight_ce=1, weight_dice=1, dice_class=MemoryEfficientSoftDiceLoss)
-        self.loss = DeepSupervisionWrapper(loss, weights / weights.sum())
+        self.targets = [torch.randint(0, NUM_CLASSES, (batch, 1, *o.shape[2:]), generator=generator).float()
+                        .to(device) for o in outputs]
+        if len(self.targets) == 1:
+            self.targets = self.targets[0]
         self.scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
 
     def __call__(self):
@@ -95,7 +147,7 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def _alternating(functions: Dict[str, callable], repeats: int) -> Dict[str, List[float]]:
+def _alternating(functions: Dict[str, Callable], repeats: int) -> Dict[str, List[float]]:
     """Times each function repeats times, alternating the order every round; one untimed warm-up call each."""
     for f in functions.values():
         f()
@@ -114,37 +166,12 @@ def _predictor(network, configuration: dict, device):
     from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
     network.decoder.deep_supervision = False  # as nnU-Net's predictor sets it
-    dim = len(configuration["patch_size"])
-    plans = PlansManager({"dataset_name": "bench", "plans_name": "bench", "label_manager": "LabelManager",
-                          "image_reader_writer": "SimpleITKIO", "transpose_forward": list(range(dim)),
-                          "transpose_backward": list(range(dim)), "configurations": {"bench": configuration}})
     predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
                                 perform_everything_on_device=device == "cuda", device=torch.device(device),
                                 verbose=False, verbose_preprocessing=False, allow_tqdm=False)
-    predictor.manual_initialization(network.eval(), plans, ConfigurationManager(configuration), None,
-                                    {"labels": {"background": 0, **{f"c{i}": i for i in range(1, NUM_CLASSES)}}},
-                                    "bench", None)
+    predictor.manual_initialization(network.eval(), PlansManager(bench_plans(configuration)),
+                                    ConfigurationManager(configuration), None, BENCH_DATASET_JSON, "bench", None)
     return predictor
-
-
-def _peak_memory_cpu(configuration: dict, gated_trainer: str, variant: str, patch, batch) -> int:
-    """Peak RSS growth over one train step, in a fresh interpreter (CPU has no allocator statistics)."""
-    code = (
-        "import json, resource, sys, torch\n"
-        "from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager\n"
-        "from nnunet_attention.bench import _networks, _TrainStep\n"
-        "torch.set_num_threads(1)\n"
-        "c = json.loads(sys.argv[1])\n"
-        "network = _networks(ConfigurationManager(c['configuration']), c['trainer'])[c['variant']]\n"
-        "step = _TrainStep(network, c['patch'], c['batch'], 'cpu', None)\n"
-        "before = int(open('/proc/self/statm').read().split()[1]) * resource.getpagesize()\n"
-        "step()\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)\n"
-    )
-    arguments = json.dumps({"configuration": configuration, "trainer": gated_trainer, "variant": variant,
-                            "patch": patch, "batch": batch})
-    result = subprocess.run([sys.executable, "-c", code, arguments], capture_output=True, text=True, check=True)
-    return int(result.stdout.strip().splitlines()[-1])
 
 
 def _peak_memory_cuda(step) -> int:
@@ -160,33 +187,37 @@ def bench_configuration(name: str, configuration: dict, device: str = "cpu", rep
                         gated_trainer: str = "nnUNetTrainerAttention") -> dict:
     from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
+    if repeats < 1:
+        raise NnUNetAttentionError(f"--repeats must be at least 1, got {repeats}")
     cm = ConfigurationManager(configuration)
     patch, batch, reduced = bench_patch(cm, device)
-    torch.manual_seed(0)
-    networks = _networks(cm, gated_trainer)
+    parts = trainer_parts(configuration, gated_trainer, device)
+    networks = {k: unwrap(p[0]) for k, p in parts.items()}
     result = {"name": name, "gated_trainer": gated_trainer, "device": device, "patch_size": patch, "batch_size": batch,
               "plan_patch_size": list(cm.patch_size), "plan_batch_size": cm.batch_size,
               "patch_reduced_for_cpu": reduced, "amp": amp, "compile": compile_networks}
     counts = {k: sum(p.numel() for p in n.parameters()) for k, n in networks.items()}
-    estimates = {k: int(n.compute_conv_feature_map_size(cm.patch_size)) for k, n in networks.items()}
     result["parameters"] = {**counts, "ratio": counts["gated"] / counts["ungated"]}
-    result["planner_estimate"] = {**estimates, "ratio": estimates["gated"] / estimates["ungated"]}
 
-    steps = {k: _TrainStep(torch.compile(n) if compile_networks else n, patch, batch, device, amp)
-             for k, n in networks.items()}
+    _progress(name, f"activation memory at the plan's patch {'x'.join(map(str, cm.patch_size))}, batch 1")
+    x = torch.randn(1, 1, *cm.patch_size, device=device)
+    kept = {k: activation_bytes(n, x) for k, n in networks.items()}
+    del x
+    estimates = {k: int(n.compute_conv_feature_map_size(cm.patch_size)) for k, n in networks.items()}
+    result["activation_memory"] = {"gated_bytes": kept["gated"], "ungated_bytes": kept["ungated"],
+                                   "ratio": kept["gated"] / kept["ungated"], "patch_size": list(cm.patch_size),
+                                   "batch_size": 1, "what": "exact bytes autograd keeps for backward after one "
+                                                            "training forward (saved-tensor storages, no parameters)"}
+    result["planner_estimate"] = {**estimates, "ratio": estimates["gated"] / estimates["ungated"],
+                                  "what": "compute_conv_feature_map_size at the same patch (elements, batch 1)"}
+
+    steps = {k: TrainStep(p, patch, batch, device, amp, compile_networks) for k, p in parts.items()}
     _progress(name, "train step")
-    times = _alternating(steps, repeats)
-    result["train_step_seconds"] = _ratio_entry(times)
-
-    _progress(name, "peak memory")
+    result["train_step_seconds"] = _ratio_entry(_alternating(steps, repeats))
     if device == "cuda":
+        _progress(name, "peak memory")
         peaks = {k: [_peak_memory_cuda(s) for _ in range(memory_repeats)] for k, s in steps.items()}
-    else:
-        peaks = {k: [] for k in steps}
-        for r in range(memory_repeats):
-            for k in (list(steps) if r % 2 == 0 else list(steps)[::-1]):
-                peaks[k].append(_peak_memory_cpu(configuration, gated_trainer, k, patch, batch))
-    result["train_peak_memory_bytes"] = _ratio_entry(peaks)
+        result["train_peak_memory_bytes"] = _ratio_entry(peaks)
     del steps
 
     # larger than the patch along every axis; 2D plans predict a stack of slices
@@ -213,25 +244,39 @@ def _ratio_entry(samples: Dict[str, List[float]]) -> dict:
 
 
 def load_configurations(plans_file: Optional[str], configurations: Optional[Sequence[str]]) -> Dict[str, dict]:
+    """The configurations to bench: the built-in reference plans, or configurations of a plans file."""
     if plans_file is None:
+        if configurations:
+            raise NnUNetAttentionError("-c selects configurations of --plans; without --plans the built-in plans "
+                                       f"are used ({', '.join(reference_configurations())})")
         return reference_configurations()
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     plans = PlansManager(plans_file)
     names = configurations or [c for c in plans.available_configurations if not c.startswith("3d_cascade")]
-    return {f"{os.path.basename(plans_file)}:{c}": plans.get_configuration(c).configuration for c in names}
+    unknown = [c for c in names if c not in plans.available_configurations]
+    if unknown:
+        raise NnUNetAttentionError(f"configuration {', '.join(unknown)} is not in {plans_file}; it has "
+                                   f"{', '.join(plans.available_configurations)}")
+    return {f"{plans_file.rsplit('/', 1)[-1]}:{c}": plans.get_configuration(c).configuration for c in names}
 
 
-METRICS = (("parameters", "params"), ("train_step_seconds", "train step"), ("train_peak_memory_bytes", "peak mem"),
-           ("inference_seconds", "inference"), ("planner_estimate", "planner est."))
+METRICS = (("parameters", "params"), ("activation_memory", "activations"), ("planner_estimate", "planner est."),
+           ("train_step_seconds", "train step"), ("train_peak_memory_bytes", "CUDA peak"),
+           ("inference_seconds", "inference"))
 
 
 def format_table(results: List[dict]) -> str:
-    header = f"{'configuration':<34} {'patch x batch':<22}" + "".join(f"{label:>14}" for _, label in METRICS)
+    metrics = [(key, label) for key, label in METRICS if any(key in r for r in results)]
+    header = f"{'configuration':<34} {'patch x batch':<22}" + "".join(f"{label:>14}" for _, label in metrics)
     lines = [header, "-" * len(header)]
     for r in results:
         shape = "x".join(map(str, r["patch_size"])) + f" x{r['batch_size']}" + (" (cpu)" if r["patch_reduced_for_cpu"]
                                                                                  else "")
-        lines.append(f"{r['name']:<34} {shape:<22}" + "".join(f"{r[key]['ratio']:>14.3f}" for key, _ in METRICS))
-    lines.append("ratios are gated / ungated (medians of alternating runs); (cpu): patch/batch reduced for the CPU")
+        lines.append(f"{r['name']:<34} {shape:<22}" + "".join(f"{r[key]['ratio']:>14.4f}" if key in r else
+                                                              f"{'n/a':>14}" for key, _ in metrics))
+    lines += ["ratios are gated / ungated; times are medians of alternating runs in one process; (cpu): patch/batch "
+              "reduced for the CPU for the timings",
+              "activations: exact bytes kept for backward, one training forward at the plan's full patch, batch 1; "
+              "planner est.: nnU-Net's compute_conv_feature_map_size for the same input"]
     return "\n".join(lines)

@@ -5,8 +5,43 @@ import sys
 import warnings
 
 
-class UserError(Exception):
-    """A problem the user can fix; printed as one line, no traceback."""
+from nnunet_attention.errors import NnUNetAttentionError as UserError
+
+
+def _writable(path: str):
+    """Refuses a path whose nearest existing folder cannot be written to."""
+    parent = os.path.abspath(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        raise UserError(f"cannot write {path}: {parent} is not a writable folder")
+
+
+def _inside(path: str, folder: str) -> bool:
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_output_folder(path: str, *input_folders: str):
+    """Refuses an output folder that is an existing file, is or lies inside an input folder, or is not writable."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"-o {path} is an existing file; give a folder")
+    for folder in input_folders:
+        if _inside(path, folder):
+            raise UserError(f"-o {path} is inside the input folder {folder}; write the results to another folder")
+    _writable(path)
+
+
+def check_output_file(path: str, inputs=(), overwrite: bool = False):
+    """Refuses an output file that is a folder, an input, an existing file (unless overwrite) or not writable."""
+    if os.path.isdir(path):
+        raise UserError(f"{path} is a folder; give a file name")
+    for i in inputs:
+        if os.path.exists(path) and os.path.samefile(path, i):
+            raise UserError(f"the output {path} is the input {i}; write to another file (the input stays as it is)")
+    if os.path.exists(path) and not overwrite:
+        raise UserError(f"{path} exists; pass --overwrite to replace it, or choose another name")
+    _writable(os.path.dirname(os.path.abspath(path)))
 
 
 def _trainers(args):
@@ -31,8 +66,10 @@ def _synth(args):
     def progress(done, total):
         print(f"\rsynth: {done}/{total} cases", end="" if done < total else "\n", file=sys.stderr)
 
+    check_output_folder(args.o)
     try:
-        task = write_msd_task(args.o, args.task_id, args.cases, args.test_cases, args.seed, progress=progress)
+        task = write_msd_task(args.o, args.task_id, args.cases, args.test_cases, args.seed, progress=progress,
+                              overwrite=args.overwrite)
     except ValueError as e:
         raise UserError(str(e)) from None
     print(task)
@@ -40,26 +77,26 @@ def _synth(args):
 
 def _dataset_results(dataset: str) -> str:
     from nnunetv2.paths import nnUNet_results
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    from nnunet_attention.nnunet_api import dataset_name
 
     if not nnUNet_results.is_set():
         raise UserError("nnUNet_results is not set; export it as for nnU-Net (documentation/setting_up_paths.md)")
-    try:
-        name = maybe_convert_to_dataset_name(dataset)
-    except RuntimeError as e:
-        raise UserError(str(e).splitlines()[0]) from None
-    return os.path.join(nnUNet_results.get(), name)
+    return os.path.join(nnUNet_results.get(), dataset_name(dataset))
 
 
 def _compare(args):
-    from nnunet_attention.compare import IncompleteResults, compare
+    from nnunet_attention.compare import compare
 
+    if args.tr[0] == args.tr[1]:
+        raise UserError(f"-tr names {args.tr[0]} twice; compare two different trainers (e.g. nnUNetTrainer "
+                        f"nnUNetTrainerAttention)")
     results = _dataset_results(args.d)
     output = args.o or os.path.join(results, "nnunet_attention_compare")
-    try:
-        report = compare(results, args.c, args.tr, args.p, args.f, output)
-    except (IncompleteResults, ValueError) as e:
-        raise UserError(str(e)) from None
+    check_output_folder(output)
+    report = compare(results, args.c, args.tr, args.p, args.f, output)
+    for warning in report["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
     for missing in report["missing"]:
         print(f"missing: {missing}", file=sys.stderr)
     if report["missing"]:
@@ -68,35 +105,30 @@ def _compare(args):
 
 
 def _demo(args):
-    from nnunet_attention.demo import DemoError, run_demo
+    from nnunet_attention.demo import run_demo
 
-    try:
-        run_demo(args.o, args.i, args.d, args.c, args.device, args.f, args.trainers, args.epochs)
-    except DemoError as e:
-        raise UserError(str(e)) from None
+    check_output_folder(args.o, *([args.i] if args.i else []))
+    run_demo(args.o, args.i, args.d, args.c, args.device, args.f, args.trainers, args.epochs)
 
 
 def _bench(args):
     import json
 
-    from nnunet_attention.bench import bench_configuration, format_table, load_configurations
+    from nnunet_attention.bench import bench_configuration, format_table, gated_trainer_class, load_configurations
 
     if args.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
-            raise UserError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
-    from nnunet_attention import trainers
-
-    if not isinstance(getattr(trainers, args.tr, None), type) or not issubclass(getattr(trainers, args.tr),
-                                                                                trainers.nnUNetTrainerAttention):
-        raise UserError(f"-tr {args.tr} is not one of our gated trainers; see nnunet-attention trainers")
+            raise UserError("-device cuda asked for, but torch sees no CUDA device; use -device cpu")
+    if args.repeats < 1:
+        raise UserError(f"--repeats must be at least 1, got {args.repeats}")
     if args.plans and not os.path.isfile(args.plans):
         raise UserError(f"plans file not found: {args.plans}")
-    try:
-        configurations = load_configurations(args.plans, args.c)
-    except KeyError as e:
-        raise UserError(f"configuration {e} is not in {args.plans}") from None
+    if args.json:
+        check_output_file(args.json, overwrite=True)
+    configurations = load_configurations(args.plans, args.c)
+    gated_trainer_class(args.tr)
     results = []
     for i, (name, configuration) in enumerate(configurations.items(), start=1):
         print(f"[{i}/{len(configurations)}] {name}", file=sys.stderr, flush=True)
@@ -104,8 +136,9 @@ def _bench(args):
                                            gated_trainer=args.tr))
     print(format_table(results))
     if args.json:
-        with open(args.json, "w") as f:
+        with open(args.json + ".partial", "w") as f:
             json.dump({"results": results}, f, indent=2)
+        os.replace(args.json + ".partial", args.json)
         print(f"JSON: {args.json}", file=sys.stderr)
 
 
@@ -115,17 +148,21 @@ def _folds(values):
 
 def _maps(args):
     import torch
-    from nnunetv2.utilities.file_path_utilities import get_output_folder
-
-    from nnunet_attention.maps import AttentionMapPredictor, MapsError
+    from nnunet_attention.maps import AttentionMapPredictor
+    from nnunet_attention.nnunet_api import model_folder as get_model_folder
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("-device cuda asked for, but torch sees no CUDA device; use -device cpu")
     if not os.path.isdir(args.i):
         raise UserError(f"input folder not found: {args.i}")
+    if args.npp < 1:
+        raise UserError(f"-npp must be at least 1, got {args.npp}")
+    if not 0 < args.step_size <= 1:
+        raise UserError(f"-step_size must be in (0, 1] (a fraction of the patch size), got {args.step_size}")
+    check_output_folder(args.o, args.i)
     _dataset_results(args.d)
-    model_folder = get_output_folder(args.d, args.tr, args.p, args.c)
+    model_folder = get_model_folder(args.d, args.tr, args.p, args.c)
     if not os.path.isdir(model_folder):
         raise UserError(f"no trained model at {model_folder}; check -d, -c, -tr and -p")
     predictor = AttentionMapPredictor(tile_step_size=args.step_size, use_gaussian=True,
@@ -133,37 +170,58 @@ def _maps(args):
                                       perform_everything_on_device=device == "cuda", device=torch.device(device),
                                       allow_tqdm=not args.disable_progress_bar)
     try:
-        predictor.initialize_for_maps(model_folder, _folds(args.f), args.chk, args.levels)
-        cases = predictor.predict_maps_from_folder(args.i, args.o, args.npp, write_png=not args.no_png)
+        predictor.initialize_for_maps(model_folder, _folds(args.f), args.chk, args.levels, args.trust_checkpoint)
+        cases, summary = predictor.predict_maps_from_folder(args.i, args.o, args.npp, write_png=not args.no_png)
     except FileNotFoundError as e:
         raise UserError(f"not found: {e.filename or e} (train that fold first, or pick -f / -chk)") from None
-    except MapsError as e:
-        raise UserError(str(e)) from None
-    print(f"{len(cases)} case(s): segmentations and attention maps in {args.o}")
+    for level in predictor.levels:
+        rows = [r for r in summary if r["level"] == level]
+        inside = [r["mean_alpha_foreground"] for r in rows if r["foreground_voxels"]]
+        elsewhere = [r["mean_alpha_elsewhere"] for r in rows]
+        print(f"level {level}: mean alpha {sum(inside) / len(inside) if inside else float('nan'):.3f} in the "
+              f"predicted foreground, {sum(elsewhere) / len(elsewhere):.3f} elsewhere (mean over cases)")
+    print(f"{len(cases)} case(s): segmentations, attention maps and attention_summary.csv in {args.o}")
 
 
 def _retrofit(args):
-    from nnunet_attention.checkpoint import NotACheckpointError
-    from nnunet_attention.networks import UnsupportedArchitectureError
-    from nnunet_attention.retrofit import RetrofitError, retrofit_checkpoint
+    from nnunet_attention.retrofit import retrofit_checkpoint
 
     if not os.path.isfile(args.i):
         raise UserError(f"checkpoint not found: {args.i}")
-    if os.path.dirname(os.path.abspath(args.o)) and not os.path.isdir(os.path.dirname(os.path.abspath(args.o))):
+    if not os.path.isdir(os.path.dirname(os.path.abspath(args.o))):
         raise UserError(f"output folder does not exist: {os.path.dirname(os.path.abspath(args.o))}")
-    try:
-        summary = retrofit_checkpoint(args.i, args.o, args.tr)
-    except (NotACheckpointError, RetrofitError, UnsupportedArchitectureError) as e:
-        raise UserError(str(e)) from None
+    check_output_file(args.o, [args.i], args.overwrite)
+    summary = retrofit_checkpoint(args.i, args.o, args.tr, trust_checkpoint=args.trust_checkpoint)
     print(f"{args.o}: {summary['copied_tensors']} tensors copied, {summary['gates']} identity gates "
           f"({summary['configuration']}). Train with: nnUNetv2_train DATASET {summary['configuration']} FOLD "
           f"-tr {summary['trainer']} -pretrained_weights {args.o}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Accepts every spelling of an option: nnU-Net's single-dash words (-device, -step_size) also with two dashes,
+    and snake_case / kebab-case pairs (--disable_tta, --disable-tta); help shows the first spelling."""
+
+    def add_argument(self, *names, **kwargs):
+        spellings = []
+        for name in names:
+            doubled = "-" + name if name.startswith("-") and not name.startswith("--") and len(name) > 4 else name
+            variants = [name, doubled]
+            if doubled.startswith("--"):
+                variants += ["--" + doubled[2:].replace("_", "-"), "--" + doubled[2:].replace("-", "_")]
+            spellings += [v for v in dict.fromkeys(variants) if v not in spellings]
+        if spellings[0].startswith("-") and "dest" not in kwargs:
+            kwargs["dest"] = spellings[0].lstrip("-").replace("-", "_")
+        return super().add_argument(*spellings, **kwargs)
+
+
+TRUST_HELP = ("load the checkpoint even if it holds pickled objects beyond what nnU-Net checkpoints contain; this "
+              "RUNS CODE FROM THE FILE: only for files whose origin you trust")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from nnunet_attention.synth import DEFAULT_TASK_ID
 
-    parser = argparse.ArgumentParser(prog="nnunet-attention",
+    parser = _Parser(prog="nnunet-attention",
                                      description="Attention-gated U-Nets for nnU-Net v2: tools around the trainers.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -177,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cases", type=int, default=24, help="training cases (default 24)")
     p.add_argument("--test-cases", type=int, default=4, help="test cases in imagesTs (default 4)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing task folder of the same name")
     p.set_defaults(func=_synth)
 
     p = sub.add_parser("compare", help="report two trainers side by side from nnUNet_results")
@@ -196,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("-i", help="an MSD task folder (e.g. Task04_Hippocampus) instead of the generated task")
     source.add_argument("-d", type=int, help="an nnU-Net dataset id already in nnUNet_raw")
     p.add_argument("-c", default="3d_fullres", help="configuration (default 3d_fullres)")
-    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
+    p.add_argument("-device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
     p.add_argument("-f", nargs="+", type=int, default=[0], help="folds to train (default 0)")
     p.add_argument("--trainers", nargs=2, metavar=("UNGATED", "GATED"), help="trainer pair (default: by --epochs)")
     p.add_argument("--epochs", type=int,
@@ -207,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="gated/ungated cost ratios: parameters, train step, memory, inference")
     p.add_argument("--plans", help="an nnUNetPlans.json (default: built-in plans shaped like real MSD plans)")
     p.add_argument("-c", nargs="+", help="configurations of --plans (default: all but the cascade)")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="default cpu")
+    p.add_argument("-device", choices=["cpu", "cuda"], default="cpu", help="default cpu")
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions per variant (default 5)")
     p.add_argument("--amp", choices=["fp16", "bf16"], help="autocast dtype for the train step (cuda)")
     p.add_argument("--compile", action="store_true", help="torch.compile both networks")
@@ -234,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-npp", type=int, default=2, help="preprocessing processes (default 2)")
     p.add_argument("--no_png", action="store_true", help="skip the PNG overviews")
     p.add_argument("--disable_progress_bar", action="store_true")
+    p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=_maps)
 
     p = sub.add_parser("retrofit", help="turn an ungated nnU-Net checkpoint into gated pretrained weights that "
@@ -241,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-i", required=True, help="ungated checkpoint, e.g. .../fold_0/checkpoint_final.pth")
     p.add_argument("-o", required=True, help="output .pth for nnUNetv2_train -pretrained_weights")
     p.add_argument("-tr", default="nnUNetTrainerAttention", help="gated trainer to build for (default %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing -o file (never the input)")
+    p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=_retrofit)
     return parser
 

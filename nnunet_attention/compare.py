@@ -13,12 +13,14 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from nnunet_attention.checkpoint import load_checkpoint
+from nnunet_attention.errors import NnUNetAttentionError
+from nnunet_attention.nnunet_api import model_identifier
 
 TIE_TOLERANCE = 1e-3  # |Dice difference| at or below this counts as a tie
 BOOTSTRAP_SAMPLES = 10000
 
 
-class IncompleteResults(Exception):
+class IncompleteResults(NnUNetAttentionError):
     """Nothing at all to compare."""
 
 
@@ -41,9 +43,26 @@ def _case_id(metric_entry: dict) -> str:
     return os.path.splitext(name)[0]
 
 
+def read_summary(path: str) -> dict:
+    """An nnU-Net validation summary.json; a corrupt or foreign file is a one-line error naming it."""
+    try:
+        with open(path) as f:
+            summary = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise NnUNetAttentionError(f"{path} is not readable JSON ({e}); re-run that fold's validation "
+                                   f"(nnUNetv2_train ... --val --npz)") from None
+    cases = summary.get("metric_per_case") if isinstance(summary, dict) else None
+    if not (isinstance(summary.get("mean") if isinstance(summary, dict) else None, dict) and isinstance(cases, list)
+            and all(isinstance(c, dict) and "prediction_file" in c and isinstance(c.get("metrics"), dict)
+                    for c in cases)):
+        raise NnUNetAttentionError(f"{path} is not an nnU-Net validation summary (needs 'mean' and "
+                                   f"'metric_per_case'); re-run that fold's validation (nnUNetv2_train ... --val)")
+    return summary
+
+
 def _read_trainer(results_dir: str, trainer: str, plans: str, configuration: str, folds: Sequence[int],
-                  missing: List[str]) -> TrainerResults:
-    folder = os.path.join(results_dir, f"{trainer}__{plans}__{configuration}")
+                  missing: List[str], warnings: List[str]) -> TrainerResults:
+    folder = os.path.join(results_dir, model_identifier(trainer, plans, configuration))
     found = TrainerResults(trainer, configuration, folder)
     if not os.path.isdir(folder):
         missing.append(folder)
@@ -54,17 +73,22 @@ def _read_trainer(results_dir: str, trainer: str, plans: str, configuration: str
         if not os.path.isfile(summary):
             missing.append(summary)
             continue
-        with open(summary) as f:
-            found.folds[fold] = json.load(f)
+        found.folds[fold] = read_summary(summary)
         checkpoint_file = os.path.join(folder, f"fold_{fold}", "checkpoint_final.pth")
         if os.path.isfile(checkpoint_file):
-            checkpoint = load_checkpoint(checkpoint_file, mmap=True)  # only the logging is read from every fold
+            try:  # only the logging is read from every fold
+                checkpoint = load_checkpoint(checkpoint_file, mmap=True)
+                logging = checkpoint["logging"]
+                times = [e - s for s, e in zip(logging["epoch_start_timestamps"], logging["epoch_end_timestamps"])]
+            except (NnUNetAttentionError, KeyError, TypeError) as e:
+                warnings.append(f"{checkpoint_file}: no parameter count or epoch times from it "
+                                f"({str(e) if isinstance(e, NnUNetAttentionError) else 'no training logging'})")
+                continue
             if found.parameters is None:
                 # the decoder keeps a reference to the encoder: count shared tensors once
                 found.parameters = int(sum({t.data_ptr(): t.numel() for t in checkpoint["network_weights"].values()
                                             if t.is_floating_point() and t.dim() > 0}.values()))
-            logging = checkpoint["logging"]
-            epoch_times += [e - s for s, e in zip(logging["epoch_start_timestamps"], logging["epoch_end_timestamps"])]
+            epoch_times += times
             found.epochs = len(logging["epoch_end_timestamps"])
     found.epoch_seconds = float(np.mean(epoch_times)) if epoch_times else None
     return found
@@ -145,16 +169,20 @@ def compare(results_dir: str, configurations: Sequence[str], trainers: Sequence[
 
     results_dir is the dataset's folder in nnUNet_results."""
     if len(trainers) != 2:
-        raise ValueError(f"compare needs exactly two trainers (-tr A B), got {len(trainers)}")
+        raise NnUNetAttentionError(f"compare needs exactly two trainers (-tr A B), got {len(trainers)}")
+    if trainers[0] == trainers[1]:
+        raise NnUNetAttentionError(f"-tr names {trainers[0]} twice; compare two different trainers")
     missing: List[str] = []
-    read = {c: [_read_trainer(results_dir, t, plans, c, folds, missing) for t in trainers] for c in configurations}
+    warnings: List[str] = []
+    read = {c: [_read_trainer(results_dir, t, plans, c, folds, missing, warnings) for t in trainers]
+            for c in configurations}
     if not any(r.folds for pair in read.values() for r in pair):
         raise IncompleteResults("no validation/summary.json found; missing: " + "; ".join(missing))
     rng = np.random.default_rng(seed)
     os.makedirs(output_dir, exist_ok=True)
     report = {"trainers": list(trainers), "plans": plans, "folds": list(folds),
               "difference": f"{trainers[1]} minus {trainers[0]}", "tie_tolerance": TIE_TOLERANCE,
-              "complete": not missing, "missing": missing, "configurations": {}}
+              "complete": not missing, "missing": missing, "warnings": warnings, "configurations": {}}
     all_rows = []
     for configuration, pair in read.items():
         labels = _labels(pair)
@@ -203,14 +231,12 @@ def _write_csv(rows: List[dict], path: str):
 
 
 def _plot(configuration, labels, rows, by_case, common, trainers, output_dir):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    from matplotlib.figure import Figure  # the object API: no pyplot, no backend switch
 
     if not labels:
         return
-    fig, axes = plt.subplots(1, len(labels), figsize=(3.2 * len(labels), 3.6), squeeze=False)
+    fig = Figure(figsize=(3.2 * len(labels), 3.6), layout="tight")
+    axes = fig.subplots(1, len(labels), squeeze=False)
     jitter = np.random.default_rng(0)
     for ax, label in zip(axes[0], labels):
         data = [[row[f"dice_{label}"] for row in rows[t] if not np.isnan(row[f"dice_{label}"])] for t in trainers]
@@ -222,11 +248,10 @@ def _plot(configuration, labels, rows, by_case, common, trainers, output_dir):
         ax.set_ylim(-0.02, 1.02)
     axes[0][0].set_ylabel("Dice (validation cases)")
     fig.suptitle(configuration)
-    fig.tight_layout()
     fig.savefig(os.path.join(output_dir, f"dice_{configuration}.png"), dpi=120)
-    plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(labels), 3.6))
+    fig = Figure(figsize=(1.6 + 1.4 * len(labels), 3.6), layout="tight")
+    ax = fig.subplots()
     for i, label in enumerate(labels, start=1):
         diffs = np.array([by_case[1][c][f"dice_{label}"] - by_case[0][c][f"dice_{label}"] for c in common])
         diffs = diffs[~np.isnan(diffs)]
@@ -237,9 +262,7 @@ def _plot(configuration, labels, rows, by_case, common, trainers, output_dir):
     ax.set_xticks(range(1, len(labels) + 1), [f"label {lb}" for lb in labels])
     ax.set_ylabel(f"Dice difference per case\n({trainers[1]} - {trainers[0]})", fontsize=7)
     ax.set_title(configuration)
-    fig.tight_layout()
     fig.savefig(os.path.join(output_dir, f"paired_differences_{configuration}.png"), dpi=120)
-    plt.close(fig)
 
 
 def _fmt(value, digits=4):

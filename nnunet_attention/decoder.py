@@ -1,5 +1,5 @@
 """A dynamic-network-architectures UNetDecoder whose skip connections pass through attention gates."""
-from typing import Dict, List, Tuple, Union
+from typing import Dict, List, Tuple, Type, Union
 
 import numpy as np
 import torch
@@ -7,6 +7,7 @@ from dynamic_network_architectures.building_blocks.plain_conv_encoder import Pla
 from dynamic_network_architectures.building_blocks.residual_encoders import ResidualEncoder
 from dynamic_network_architectures.building_blocks.unet_decoder import UNetDecoder
 from torch import nn
+from torch.nn.modules.dropout import _DropoutNd
 
 from nnunet_attention.gate import AttentionGate
 
@@ -16,21 +17,38 @@ class AttentionUNetDecoder(UNetDecoder):
 
     ``attention_gates[s]`` belongs to decoder stage s (coarsest first, like ``stages``): it gates the skip that stage
     concatenates, with the features that stage is about to upsample (the bottleneck for s = 0) as gating signal,
-    and its theta stride is the encoder stride between those two levels. Like the paper's own code, the finest
+    and its theta stride is the encoder stride between those two levels. Each gate is called as a module and returns
+    its alpha; the decoder builds the scaled concatenation from it. Like the paper's own code, the finest
     (full-resolution) skip is not gated unless ``gate_finest_skip``: that gate alone costs more than all the others.
+
+    Args (beyond UNetDecoder's, all of which are passed on unchanged):
+        gate_init: "paper" or "identity" (see AttentionGate).
+        gate_finest_skip: gate the full-resolution skip too.
+        gate_output_transform: add the authors' output transform W (1x1 conv + the decoder's norm) to every gate.
     """
 
     def __init__(self, encoder: Union[PlainConvEncoder, ResidualEncoder], num_classes: int,
                  n_conv_per_stage: Union[int, Tuple[int, ...], List[int]], deep_supervision: bool,
-                 nonlin_first: bool = False, gate_init: str = "paper", gate_finest_skip: bool = False):
-        super().__init__(encoder, num_classes, n_conv_per_stage, deep_supervision, nonlin_first=nonlin_first)
+                 nonlin_first: bool = False, norm_op: Union[None, Type[nn.Module]] = None,
+                 norm_op_kwargs: dict = None, dropout_op: Union[None, Type[_DropoutNd]] = None,
+                 dropout_op_kwargs: dict = None, nonlin: Union[None, Type[torch.nn.Module]] = None,
+                 nonlin_kwargs: dict = None, conv_bias: bool = None, *, gate_init: str = "paper",
+                 gate_finest_skip: bool = False, gate_output_transform: bool = False):
+        super().__init__(encoder, num_classes, n_conv_per_stage, deep_supervision, nonlin_first=nonlin_first,
+                         norm_op=norm_op, norm_op_kwargs=norm_op_kwargs, dropout_op=dropout_op,
+                         dropout_op_kwargs=dropout_op_kwargs, nonlin=nonlin, nonlin_kwargs=nonlin_kwargs,
+                         conv_bias=conv_bias)
         n_gated = len(self.stages) if gate_finest_skip else len(self.stages) - 1
         if n_gated < 1:
             raise ValueError("this plan has a single skip connection, the finest; gate it with gate_finest_skip "
                              "(nnUNetTrainerAttentionAllSkips)")
+        output_norm = None
+        if gate_output_transform:
+            output_norm = (encoder.norm_op if norm_op is None else norm_op,
+                           encoder.norm_op_kwargs if norm_op_kwargs is None else norm_op_kwargs)
         self.attention_gates = nn.ModuleList(
             AttentionGate(encoder.conv_op, encoder.output_channels[-(s + 2)], encoder.output_channels[-(s + 1)],
-                          encoder.strides[-(s + 1)], init=gate_init)
+                          encoder.strides[-(s + 1)], init=gate_init, output_norm=output_norm)
             for s in range(n_gated)
         )
 
@@ -39,10 +57,12 @@ class AttentionUNetDecoder(UNetDecoder):
         seg_outputs = []
         for s in range(len(self.stages)):
             upsampled = self.transpconvs[s](lres_input)
+            skip = skips[-(s + 2)]
             if s < len(self.attention_gates):
-                x = self.attention_gates[s].concat_gated(upsampled, skips[-(s + 2)], lres_input)
+                gate = self.attention_gates[s]
+                x = gate.concat(upsampled, skip, gate(skip, lres_input))
             else:
-                x = torch.cat((upsampled, skips[-(s + 2)]), 1)
+                x = torch.cat((upsampled, skip), 1)
             x = self.stages[s](x)
             if self.deep_supervision:
                 seg_outputs.append(self.seg_layers[s](x))

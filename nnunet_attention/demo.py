@@ -12,27 +12,28 @@ import subprocess
 import time
 from typing import List, Optional, Sequence
 
+from nnunet_attention.errors import NnUNetAttentionError
+from nnunet_attention.nnunet_api import model_folder, model_identifier
 from nnunet_attention.synth import DEFAULT_TASK_ID, write_msd_task
 
-SCHEDULES = (1, 5, 10, 20, 50, 100, 250, 500, 750, 1000, 2000, 4000, 8000)
 # what nnU-Net prints that is worth showing while a step runs; the rest goes to the step's log file
 _SHOWN = re.compile(r"Epoch \d+$|train_loss|val_loss|Pseudo dice|Epoch time|Mean Validation Dice|\*Best\*|"
                     r"Error|error:|Traceback")
+PLANS = "nnUNetPlans"
 SYNTH_CASES, SYNTH_TEST_CASES, SYNTH_SHAPE = 20, 4, (20, 48, 48)
 
 
-class DemoError(Exception):
+class DemoError(NnUNetAttentionError):
     pass
 
 
 def matched_trainers(epochs: int) -> List[str]:
     """nnU-Net's ungated schedule variant and ours with the same number of epochs."""
+    from nnunet_attention.trainers import SCHEDULES
+
     if epochs not in SCHEDULES:
         raise DemoError(f"--epochs must be one of nnU-Net's schedules {', '.join(map(str, SCHEDULES))}; got {epochs}")
-    if epochs == 1000:
-        return ["nnUNetTrainer", "nnUNetTrainerAttention"]
-    suffix = "1epoch" if epochs == 1 else f"{epochs}epochs"
-    return [f"nnUNetTrainer_{suffix}", f"nnUNetTrainerAttention_{suffix}"]
+    return list(SCHEDULES[epochs])
 
 
 def use_workdir_paths(workdir: str) -> dict:
@@ -126,7 +127,7 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
             runner.step(f"synth: a generated MSD task in {msd_folder}", done)
             if not done:  # in-process: it is ours, not an nnU-Net command
                 write_msd_task(os.path.dirname(msd_folder), DEFAULT_TASK_ID, synth_cases, SYNTH_TEST_CASES,
-                               shape=synth_shape)
+                               shape=synth_shape, overwrite=True)  # no dataset.json: not a finished task
         else:
             runner.step("synth: not needed, using the given MSD task", True)
         dataset_id = _task_id(msd_folder)
@@ -150,7 +151,7 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
     results = os.path.join(paths["nnUNet_results"], dataset_name)
     for fold in folds:
         for trainer in trainers:
-            fold_dir = os.path.join(results, f"{trainer}__nnUNetPlans__{configuration}", f"fold_{fold}")
+            fold_dir = model_folder(dataset_name, trainer, PLANS, configuration, fold)
             finished = os.path.isfile(os.path.join(fold_dir, "checkpoint_final.pth")) and os.path.isfile(
                 os.path.join(fold_dir, "validation", "summary.json"))
             resume = ["--c"] if os.path.isfile(os.path.join(fold_dir, "checkpoint_latest.pth")) else []
@@ -181,7 +182,7 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
 
     report_dir = os.path.join(results, "nnunet_attention_compare")
     runner.step("compare the two trainers", False)
-    compare(results, [configuration], trainers, "nnUNetPlans", list(folds), report_dir)
+    compare(results, [configuration], trainers, PLANS, list(folds), report_dir)
     print(f"\nReport: {os.path.join(report_dir, 'report.md')}", flush=True)
     if has_test:
         print(f"Test predictions: {test_output}", flush=True)
@@ -197,8 +198,8 @@ def _found_best_for(results: str, trainers: Sequence[str], folds: Sequence[int],
     """Whether inference_information.json is nnUNetv2_find_best_configuration's answer for these trainers and folds,
     written after their trainings finished."""
     info_file = os.path.join(results, "inference_information.json")
-    checkpoints = [os.path.join(results, f"{t}__nnUNetPlans__{configuration}", f"fold_{f}", "checkpoint_final.pth")
-                   for t in trainers for f in folds]
+    checkpoints = [os.path.join(results, model_identifier(t, PLANS, configuration), f"fold_{f}",
+                                "checkpoint_final.pth") for t in trainers for f in folds]
     if not _newer_than(info_file, checkpoints):
         return False
     with open(info_file) as f:

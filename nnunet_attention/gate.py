@@ -1,6 +1,6 @@
 """The additive attention gate of Oktay et al. 2018 (arXiv:1804.03999), for 1D, 2D and 3D alike."""
 import math
-from typing import Sequence, Type, Union
+from typing import Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 import torch
@@ -15,24 +15,34 @@ PAPER_PSI_BIAS = 3.0
 
 
 class AttentionGate(nn.Module):
-    """Weights a skip connection x by coefficients alpha in (0, 1) computed from x and the coarser gating signal g.
+    """Computes coefficients alpha in (0, 1) for a skip connection x from x and the coarser gating signal g.
 
     theta brings x down to g's grid with a bias-free conv whose kernel equals the stride between the two levels
     (the paper found downsampling x better than upsampling g), phi is a 1x1 conv of g, and psi maps
-    ReLU(theta(x) + phi(g)) to one channel; alpha = sigmoid(psi(.)) is resampled to x's exact size.
+    ReLU(theta(x) + phi(g)) to one channel: ``gate(x, g)`` returns alpha = sigmoid(psi(.)) on that coarse (gating)
+    grid, shape (b, 1, *theta(x).shape[2:]), so a forward hook on the gate receives alpha. ``concat`` then builds
+    the decoder's input cat(upsampled, x * gain * alpha), alpha resampled to x's exact size.
 
-    ``init="paper"`` returns x * alpha; nnU-Net's He initialisation of the three convs and, as in the authors'
-    released code, psi's bias at 3 so that the gates start mostly open (alpha around sigmoid(3) = 0.95): with a zero
-    bias the random gates would halve the skips on average and training starts far behind the ungated U-Net.
-    ``init="identity"`` returns x * 2 * alpha (the factor is the ``gain`` buffer, saved with the weights) and starts
-    at alpha = 1/2 exactly (theta and phi's weights at zero, phi's bias at one, psi's weights distinct dyadic numbers
-    summing to zero), so the gate is an exact pass-through at step 0 and yet every one of its parameters receives
-    gradient from the first backward pass.
+    ``init="paper"`` (gain 1): nnU-Net's He initialisation of the three convs and psi's bias at 3, as in the authors'
+    SonoNet grid-attention block (their segmentation gate leaves it at 0), so that the gates start mostly open
+    (alpha around sigmoid(3) = 0.95): with a zero bias the random gates would halve the skips on average.
+    ``init="identity"`` (gain 2, the ``gain`` buffer is saved with the weights) starts at alpha = 1/2 exactly (theta
+    and phi's weights at zero, phi's bias at one, psi's weights distinct dyadic numbers summing to zero), so the gate
+    is an exact pass-through at step 0 and yet every one of its parameters receives gradient from the first step.
+
+    Args:
+        conv_op: the plans' conv class; picks 1D, 2D or 3D.
+        skip_channels / gating_channels: channels of x and g.
+        stride: the encoder stride between x's level and g's level (per axis; anisotropic strides work).
+        intermediate_channels: F_int, default skip_channels // 2 as in the paper's code.
+        init: "paper" or "identity" (see above).
+        output_norm: (norm_op, norm_op_kwargs) to add the authors' output transform W (1x1 conv + norm) applied to
+            x * alpha; None (default) leaves the gated skip as it is.
     """
 
     def __init__(self, conv_op: Type[_ConvNd], skip_channels: int, gating_channels: int,
-                 stride: Union[int, Sequence[int]], intermediate_channels: Union[int, None] = None,
-                 init: str = "paper"):
+                 stride: Union[int, Sequence[int]], intermediate_channels: Optional[int] = None,
+                 init: str = "paper", output_norm: Optional[Tuple[Type[nn.Module], Optional[dict]]] = None):
         super().__init__()
         if init not in GATE_INITS:
             raise ValueError(f"gate init must be one of {GATE_INITS}, got {init!r}")
@@ -43,16 +53,21 @@ class AttentionGate(nn.Module):
                              bias=False)
         self.phi = conv_op(gating_channels, intermediate_channels, kernel_size=1, bias=True)
         self.psi = conv_op(intermediate_channels, 1, kernel_size=1, bias=True)
+        self.output_transform = None
+        if output_norm is not None:
+            norm_op, norm_kwargs = output_norm
+            self.output_transform = nn.Sequential(conv_op(skip_channels, skip_channels, kernel_size=1, bias=True),
+                                                  norm_op(skip_channels, **(norm_kwargs or {})))
         self.init = init
         # part of the state_dict, so the parameterisation travels with the weights (retrofitted checkpoints)
         self.register_buffer("gain", torch.tensor(2.0 if init == "identity" else 1.0))
         self.interpolation = _INTERPOLATION[dim]
-        self.record_coefficients = False
-        self.coefficients = None
         self.reset_parameters()
 
     def make_identity(self):
         """Switches to the identity parameterisation and resets to an exact pass-through (keeps nothing learned)."""
+        if self.output_transform is not None:
+            raise ValueError("a gate with an output transform cannot be an exact pass-through")
         self.init = "identity"
         self.gain.fill_(2.0)
         self.reset_parameters()
@@ -73,8 +88,8 @@ class AttentionGate(nn.Module):
             self.psi.weight.copy_((psi_steps * psi_scale).view_as(self.psi.weight))
             self.psi.bias.zero_()
 
-    def attention_coefficients(self, skip: torch.Tensor, gating: torch.Tensor) -> torch.Tensor:
-        """alpha on the gating grid, shape (b, 1, *theta(x).shape[2:])."""
+    def forward(self, skip: torch.Tensor, gating: torch.Tensor) -> torch.Tensor:
+        """alpha in (0, 1) on the gating grid, shape (b, 1, *theta(x).shape[2:])."""
         theta_x = self.theta(skip)
         phi_g = self.phi(gating)
         if phi_g.shape[2:] != theta_x.shape[2:]:
@@ -82,27 +97,32 @@ class AttentionGate(nn.Module):
             phi_g = F.interpolate(phi_g, size=theta_x.shape[2:], mode=self.interpolation, align_corners=False)
         return torch.sigmoid(self.psi(F.relu_(theta_x + phi_g)))
 
-    def skip_scale(self, skip: torch.Tensor, gating: torch.Tensor) -> torch.Tensor:
-        """The factor x is multiplied by, at x's size: gain * alpha resampled (shape (b, 1, *x.shape[2:]))."""
-        alpha = self.attention_coefficients(skip, gating)
-        if self.record_coefficients:
-            self.coefficients = alpha.detach()
-        return F.interpolate(alpha * self.gain, size=skip.shape[2:], mode=self.interpolation, align_corners=False)
+    def upsample(self, alpha: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        """alpha (or any map on the gating grid) resampled to the skip's size, as the gate applies it."""
+        return F.interpolate(alpha, size=tuple(size), mode=self.interpolation, align_corners=False)
 
-    def forward(self, skip: torch.Tensor, gating: torch.Tensor) -> torch.Tensor:
-        """The gated skip x * alpha."""
-        return skip * self.skip_scale(skip, gating)
+    def gated_skip(self, skip: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """x * gain * alpha (through the output transform when there is one), materialised on its own."""
+        gated = skip * self.upsample(alpha * self.gain, skip.shape[2:])
+        return gated if self.output_transform is None else self.output_transform(gated)
 
-    def concat_gated(self, upsampled: torch.Tensor, skip: torch.Tensor, gating: torch.Tensor) -> torch.Tensor:
-        """torch.cat((upsampled, self(skip, gating)), 1) without materialising the gated skip on its own."""
-        return ScaledConcat.apply(upsampled, skip, self.skip_scale(skip, gating))
+    def concat(self, upsampled: torch.Tensor, skip: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """torch.cat((upsampled, self.gated_skip(skip, alpha)), 1); without an output transform the skip is scaled
+        in place inside the concatenation, so the gated skip is never materialised on its own."""
+        if self.output_transform is not None:
+            return torch.cat((upsampled, self.gated_skip(skip, alpha)), 1)
+        return ScaledConcat.apply(upsampled, skip, self.upsample(alpha * self.gain, skip.shape[2:]))
 
     def compute_conv_feature_map_size(self, skip_size: Sequence[int]) -> np.int64:
         """Feature map elements the gate keeps for backward (ReLU output and alpha on the coarse grid, the scale at
-        the skip's size), in the unit of nnU-Net's VRAM estimate."""
+        the skip's size; with the output transform also x * alpha and the conv and norm outputs), in the unit of
+        nnU-Net's VRAM estimate."""
         coarse = np.prod([i // j for i, j in zip(skip_size, self.stride)], dtype=np.int64)
         fine = np.prod(skip_size, dtype=np.int64)
-        return (self.psi.in_channels + 1) * coarse + fine
+        size = (self.psi.in_channels + 1) * coarse + fine
+        if self.output_transform is not None:
+            size += 3 * self.theta.in_channels * fine
+        return np.int64(size)
 
 
 class ScaledConcat(torch.autograd.Function):

@@ -5,8 +5,10 @@ tile weighting, mirroring and fold averaging treat them exactly as they treat th
 nnU-Net's export (the segmentation nnUNetv2_predict writes); the maps go through the same resampling, crop reversal
 and transpose back to the input's grid.
 """
+import csv
 import os
-from typing import List, Optional, Sequence
+import re
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -18,34 +20,41 @@ from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from torch import nn
 from torch.nn import functional as F
 
+from nnunet_attention.checkpoint import load_checkpoint
+from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.networks import gates_by_level, unwrap
+from nnunet_attention.nnunet_api import predictor_inputs, preprocessed_cases
 
 
-class MapsError(Exception):
+class MapsError(NnUNetAttentionError):
     """A user-fixable problem: model without gates, unknown level, unsupported file type."""
 
 
 class LogitsWithAttentionMaps(nn.Module):
-    """Wraps a gated network: output = cat(logits, one map per selected gate at the input's size)."""
+    """Wraps a gated network: output = cat(logits, one map per selected gate at the input's size).
+
+    Each selected gate gets a forward hook that keeps the alpha it returns (on its gating grid), so the maps are
+    exactly what the gates computed in that forward pass."""
 
     def __init__(self, network: nn.Module, levels: Sequence[int]):
         super().__init__()
         self.network = network
         self.levels = list(levels)
-        self.gates = [gates_by_level(network)[level] for level in self.levels]
+        gates = gates_by_level(network)
+        self._alphas: Dict[int, torch.Tensor] = {}
+        self._hooks = [gates[level].register_forward_hook(self._keeper(level)) for level in self.levels]
+        self.interpolation = gates[self.levels[0]].interpolation
+
+    def _keeper(self, level: int):
+        def keep(gate, inputs, alpha):
+            self._alphas[level] = alpha.detach()
+        return keep
 
     def forward(self, x):
-        for gate in self.gates:
-            gate.record_coefficients = True
-        try:
-            logits = self.network(x)
-            mode = self.gates[0].interpolation
-            maps = [F.interpolate(g.coefficients, size=x.shape[2:], mode=mode, align_corners=False)
-                    for g in self.gates]
-        finally:
-            for gate in self.gates:
-                gate.record_coefficients = False
-                gate.coefficients = None
+        self._alphas.clear()
+        logits = self.network(x)
+        maps = [F.interpolate(self._alphas.pop(level), size=x.shape[2:], mode=self.interpolation,
+                              align_corners=False) for level in self.levels]
         return torch.cat((logits, *[m.to(logits.dtype) for m in maps]), 1)
 
     def load_state_dict(self, state_dict, *args, **kwargs):
@@ -65,7 +74,16 @@ class _ReservesMapChannels:
 
 
 class AttentionMapPredictor(nnUNetPredictor):
-    def initialize_for_maps(self, model_folder: str, folds, checkpoint_name: str, levels: Optional[List[int]]):
+    def initialize_for_maps(self, model_folder: str, folds, checkpoint_name: str, levels: Optional[List[int]],
+                            trust_checkpoint: bool = False):
+        """nnU-Net's initialize_from_trained_model_folder, after every fold's checkpoint has been read safely
+        (weights_only, see checkpoint.py): nnU-Net's own loader then only meets types that run no code."""
+        for fold in folds:
+            path = os.path.join(model_folder, f"fold_{fold}", checkpoint_name)
+            if not os.path.isfile(path):
+                raise MapsError(f"no checkpoint {path}; train that fold first, or pick -f / -chk")
+            if not trust_checkpoint:
+                load_checkpoint(path, mmap=True)
         self.initialize_from_trained_model_folder(model_folder, folds, checkpoint_name)
         gates = gates_by_level(self.network)
         if not gates:
@@ -83,18 +101,21 @@ class AttentionMapPredictor(nnUNetPredictor):
         self.network = LogitsWithAttentionMaps(self.network, self.levels)
 
     def predict_maps_from_folder(self, input_folder: str, output_folder: str, num_processes_preprocessing: int = 2,
-                                 write_png: bool = True) -> List[str]:
-        """Writes CASE<ending>, CASE_attention_level<L><ending> and CASE_attention.png; returns the case names."""
+                                 write_png: bool = True) -> Tuple[List[str], List[dict]]:
+        """Writes CASE<ending>, CASE_attention_level<L><ending>, CASE_attention.png and attention_summary.csv;
+        returns the case names and the summary rows."""
         if not issubclass(self.plans_manager.image_reader_writer_class, SimpleITKIO):
             raise MapsError(f"maps are written with SimpleITK; this dataset's reader "
                             f"({self.plans_manager.image_reader_writer_class.__name__}) is not SimpleITK-based")
+        check_input_folder(input_folder, self.dataset_json["file_ending"], len(self.dataset_json["channel_names"]
+                                                                              if "channel_names" in self.dataset_json
+                                                                              else self.dataset_json["modality"]))
         os.makedirs(output_folder, exist_ok=True)
-        inputs, outputs, _ = self._manage_input_and_output_lists(input_folder, output_folder, None, True, 0, 1, False)
+        inputs, outputs = predictor_inputs(self, input_folder, output_folder)
         ending = self.dataset_json["file_ending"]
         n_logits = self.segmentation_label_manager.num_segmentation_heads
-        iterator = self._internal_get_data_iterator_from_lists_of_filenames(inputs, None, outputs,
-                                                                           num_processes_preprocessing)
-        done = []
+        iterator = preprocessed_cases(self, inputs, outputs, num_processes_preprocessing)
+        done, summary = [], []
         for i, item in enumerate(iterator, start=1):
             data, properties, ofile = item["data"], item["data_properties"], item["ofile"]
             if isinstance(data, str):
@@ -106,18 +127,24 @@ class AttentionMapPredictor(nnUNetPredictor):
             # the logits in the dtype nnUNetv2_predict exports them in, so the segmentation is bit-identical
             export_prediction_from_logits(combined[:n_logits].numpy(), properties, self.configuration_manager,
                                           self.plans_manager, self.dataset_json, ofile, False)
-            maps = self._maps_in_input_geometry(combined[n_logits:].float().numpy(), properties)
+            maps, region = self._maps_in_input_geometry(combined[n_logits:].float().numpy(), properties)
             for level, level_map in zip(self.levels, maps):
                 _write_like_input(level_map, properties, f"{ofile}_attention_level{level}{ending}")
+            foreground = self.plans_manager.image_reader_writer_class().read_seg(ofile + ending)[0][0] > 0
+            summary += [attention_summary(case, level, level_map, foreground, region)
+                        for level, level_map in zip(self.levels, maps)]
             if write_png:
                 from nnunet_attention.maps_png import write_overview
 
-                write_overview(inputs[i - 1][0], ofile + ending, maps[0], self.levels[0], f"{ofile}_attention.png")
+                write_overview(inputs[i - 1][0], ofile + ending, dict(zip(self.levels, maps)),
+                               f"{ofile}_attention.png")
             done.append(case)
-        return done
+        _write_summary(summary, os.path.join(output_folder, SUMMARY_FILE))
+        return done, summary
 
-    def _maps_in_input_geometry(self, maps: np.ndarray, properties: dict) -> List[np.ndarray]:
-        """nnU-Net's path for probabilities: resample to the cropped original grid, revert crop, revert transpose."""
+    def _maps_in_input_geometry(self, maps: np.ndarray, properties: dict) -> Tuple[List[np.ndarray], np.ndarray]:
+        """nnU-Net's path for probabilities: resample to the cropped original grid, revert crop, revert transpose.
+        Also returns the region nnU-Net processed (its crop) in the same geometry, as a boolean mask."""
         transpose_forward = self.plans_manager.transpose_forward
         spacing = [properties["spacing"][i] for i in transpose_forward]
         shape = properties["shape_after_cropping_and_before_resampling"]
@@ -126,12 +153,56 @@ class AttentionMapPredictor(nnUNetPredictor):
             network_spacing = [spacing[0], *network_spacing]
         resampled = self.configuration_manager.resampling_fn_probabilities(maps, shape, network_spacing, spacing)
         resampled = np.clip(np.asarray(resampled, dtype=np.float32), 0, 1)
-        out = []
-        for level_map in resampled:
-            full = insert_crop_into_image(np.zeros(properties["shape_before_cropping"], dtype=np.float32), level_map,
+        def uncrop(array, dtype):
+            full = insert_crop_into_image(np.zeros(properties["shape_before_cropping"], dtype=dtype), array,
                                           properties["bbox_used_for_cropping"])
-            out.append(full.transpose(self.plans_manager.transpose_backward))
-        return out
+            return full.transpose(self.plans_manager.transpose_backward)
+
+        region = uncrop(np.ones(resampled.shape[1:], dtype=bool), bool)
+        return [uncrop(level_map, np.float32) for level_map in resampled], region
+
+
+def check_input_folder(folder: str, ending: str, channels: int):
+    """Refuses, in one line each, what nnU-Net's predictor would fail on later with a bare traceback: no images
+    with the dataset's file ending, names without the _XXXX channel suffix, cases with the wrong channel count."""
+    names = sorted(os.listdir(folder))
+    images = [n for n in names if n.endswith(ending)]
+    if not images:
+        endings = sorted({n[n.find("."):] for n in names if "." in n})
+        raise MapsError(f"no {ending} images in {folder} (found: {', '.join(endings) or 'nothing'}); nnU-Net expects "
+                        f"CASE_0000{ending}, one file per channel")
+    cases: Dict[str, List[str]] = {}
+    for name in images:
+        match = re.fullmatch(r"(.+)_(\d{4})" + re.escape(ending), name)
+        if not match:
+            raise MapsError(f"{os.path.join(folder, name)} lacks the channel suffix: name it CASE_0000{ending} "
+                            f"(CASE_0001{ending} for a second channel), as nnUNetv2_predict expects")
+        cases.setdefault(match.group(1), []).append(match.group(2))
+    for case, found in cases.items():
+        if sorted(found) != [f"{c:04d}" for c in range(channels)]:
+            raise MapsError(f"case {case} in {folder} has channel files {', '.join(sorted(found))}; this model takes "
+                            f"{channels} channel(s): {', '.join(f'{case}_{c:04d}{ending}' for c in range(channels))}")
+
+
+SUMMARY_FILE = "attention_summary.csv"
+SUMMARY_FIELDS = ("case", "level", "mean_alpha_foreground", "mean_alpha_elsewhere", "foreground_voxels",
+                  "region_voxels")
+
+
+def attention_summary(case: str, level: int, alpha: np.ndarray, foreground: np.ndarray, region: np.ndarray) -> dict:
+    """Mean alpha inside the predicted foreground and elsewhere in the processed region (NaN where empty)."""
+    inside, elsewhere = alpha[foreground & region], alpha[~foreground & region]
+    return {"case": case, "level": level,
+            "mean_alpha_foreground": float(inside.mean()) if inside.size else float("nan"),
+            "mean_alpha_elsewhere": float(elsewhere.mean()) if elsewhere.size else float("nan"),
+            "foreground_voxels": int(inside.size), "region_voxels": int(region.sum())}
+
+
+def _write_summary(rows: List[dict], path: str):
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=SUMMARY_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _write_like_input(array: np.ndarray, properties: dict, path: str):

@@ -8,49 +8,49 @@ from torch._dynamo import OptimizedModule
 from torch.nn.parallel import DistributedDataParallel
 
 from nnunet_attention.decoder import AttentionUNetDecoder
+from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.gate import AttentionGate
 
 
-class UnsupportedArchitectureError(ValueError):
+class UnsupportedArchitectureError(NnUNetAttentionError, ValueError):
     pass
 
 
-def _gated_decoder(plain_class, network, args, kwargs, gate_init: str, gate_finest_skip: bool) -> AttentionUNetDecoder:
-    """The decoder plain_class.__init__ built, rebuilt with gates, from the same constructor arguments."""
-    arguments = inspect.signature(plain_class.__init__).bind(network, *args, **kwargs)
-    arguments.apply_defaults()
-    a = arguments.arguments
-    return AttentionUNetDecoder(network.encoder, a["num_classes"], a["n_conv_per_stage_decoder"],
-                                a["deep_supervision"], nonlin_first=a.get("nonlin_first", False),
-                                gate_init=gate_init, gate_finest_skip=gate_finest_skip)
+class GatedUNetMixin:
+    """Turns a dynamic-network-architectures U-Net (listed second in the bases) into its gated version.
+
+    The U-Net builds itself from the plans' arguments as usual; then its decoder is rebuilt as an
+    AttentionUNetDecoder from the same arguments (DNA's decoder reads everything else from the encoder), so every
+    ungated module keeps its name and shape.
+
+    Args (beyond the U-Net's own):
+        gate_init, gate_finest_skip, gate_output_transform: see AttentionUNetDecoder.
+    """
+
+    def __init__(self, *args, gate_init: str = "paper", gate_finest_skip: bool = False,
+                 gate_output_transform: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        arguments = inspect.signature(super().__init__).bind(*args, **kwargs)
+        arguments.apply_defaults()
+        a = arguments.arguments
+        self.decoder = AttentionUNetDecoder(self.encoder, a["num_classes"], a["n_conv_per_stage_decoder"],
+                                            a["deep_supervision"], nonlin_first=a.get("nonlin_first", False),
+                                            gate_init=gate_init, gate_finest_skip=gate_finest_skip,
+                                            gate_output_transform=gate_output_transform)
+
+    def initialize(self, module):
+        """The U-Net's own weight init (nnU-Net applies it to every module), then the gates' own start."""
+        super().initialize(module)
+        if isinstance(module, AttentionGate):
+            module.reset_parameters()
 
 
-class AttentionPlainConvUNet(PlainConvUNet):
+class AttentionPlainConvUNet(GatedUNetMixin, PlainConvUNet):
     """PlainConvUNet (nnU-Net's default) with attention-gated skip connections (see AttentionUNetDecoder)."""
 
-    def __init__(self, *args, gate_init: str = "paper", gate_finest_skip: bool = False, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.decoder = _gated_decoder(PlainConvUNet, self, args, kwargs, gate_init, gate_finest_skip)
 
-    @staticmethod
-    def initialize(module):
-        PlainConvUNet.initialize(module)
-        if isinstance(module, AttentionGate):
-            module.reset_parameters()
-
-
-class AttentionResidualEncoderUNet(ResidualEncoderUNet):
+class AttentionResidualEncoderUNet(GatedUNetMixin, ResidualEncoderUNet):
     """ResidualEncoderUNet (nnU-Net's ResEnc M/L/XL presets) with attention-gated skip connections."""
-
-    def __init__(self, *args, gate_init: str = "paper", gate_finest_skip: bool = False, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.decoder = _gated_decoder(ResidualEncoderUNet, self, args, kwargs, gate_init, gate_finest_skip)
-
-    @staticmethod
-    def initialize(module):
-        ResidualEncoderUNet.initialize(module)
-        if isinstance(module, AttentionGate):
-            module.reset_parameters()
 
 
 _DNA_PREFIX = "dynamic_network_architectures.architectures.unet."
@@ -88,7 +88,7 @@ def gates_by_level(network: nn.Module) -> Dict[int, AttentionGate]:
 
 def build_gated_network(configuration_manager, num_input_channels: int, num_output_channels: int,
                         enable_deep_supervision: bool = True, gate_init: str = "paper",
-                        gate_finest_skip: bool = False) -> nn.Module:
+                        gate_finest_skip: bool = False, gate_output_transform: bool = False) -> nn.Module:
     """nnU-Net's get_network_from_plans with the plans' architecture swapped for its gated version."""
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
@@ -96,7 +96,7 @@ def build_gated_network(configuration_manager, num_input_channels: int, num_outp
     return get_network_from_plans(
         f"{gated_class.__module__}.{gated_class.__qualname__}",
         {**configuration_manager.network_arch_init_kwargs, "gate_init": gate_init,
-         "gate_finest_skip": gate_finest_skip},
+         "gate_finest_skip": gate_finest_skip, "gate_output_transform": gate_output_transform},
         configuration_manager.network_arch_init_kwargs_req_import,
         num_input_channels,
         num_output_channels,

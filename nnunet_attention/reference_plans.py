@@ -36,14 +36,14 @@ def _architecture(class_name: str, dim: int, features: List[int], kernel_sizes, 
 _CONFIGURATIONS: Dict[str, dict] = {
     # Task04_Hippocampus 3d_fullres: small isotropic patch, 4 stages
     "hippocampus_3d_fullres": {
-        "patch_size": [40, 56, 40], "batch_size": 9,
+        "patch_size": [40, 56, 40], "batch_size": 9, "batch_dice": False,  # no 3d_lowres: no batch Dice
         "architecture": _architecture("PlainConvUNet", 3, [32, 64, 128, 256], [[3, 3, 3]] * 4,
                                       [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]],
                                       "n_conv_per_stage", [2] * 4, [2] * 3),
     },
     # Task07_Pancreas 3d_fullres: 6 stages, anisotropic first downsampling [1, 2, 2]
     "pancreas_3d_fullres": {
-        "patch_size": [40, 224, 224], "batch_size": 2,
+        "patch_size": [40, 224, 224], "batch_size": 2, "batch_dice": True,
         "architecture": _architecture("PlainConvUNet", 3, [32, 64, 128, 256, 320, 320],
                                       [[1, 3, 3]] + [[3, 3, 3]] * 5,
                                       [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]],
@@ -51,13 +51,13 @@ _CONFIGURATIONS: Dict[str, dict] = {
     },
     # Task07_Pancreas 2d: 8 stages up to 512 features
     "pancreas_2d": {
-        "patch_size": [512, 512], "batch_size": 12,
+        "patch_size": [512, 512], "batch_size": 12, "batch_dice": True,
         "architecture": _architecture("PlainConvUNet", 2, [32, 64, 128, 256, 512, 512, 512, 512], [[3, 3]] * 8,
                                       [[1, 1]] + [[2, 2]] * 7, "n_conv_per_stage", [2] * 8, [2] * 7),
     },
     # nnUNetResEncUNetMPlans 3d_fullres for a pancreas-like task
     "pancreas_resenc_m_3d_fullres": {
-        "patch_size": [40, 224, 224], "batch_size": 2,
+        "patch_size": [40, 224, 224], "batch_size": 2, "batch_dice": True,
         "architecture": _architecture("ResidualEncoderUNet", 3, [32, 64, 128, 256, 320, 320],
                                       [[1, 3, 3]] + [[3, 3, 3]] * 5,
                                       [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]],

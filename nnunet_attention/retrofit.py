@@ -3,8 +3,6 @@
 Every weight is copied; the gates get the identity parameterisation (see AttentionGate), so the gated network's
 outputs equal the ungated network's at step 0 while all gate parameters receive gradient.
 """
-import contextlib
-import io
 import json
 import os
 import torch
@@ -14,10 +12,11 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from torch import nn
 
 from nnunet_attention.checkpoint import load_checkpoint
+from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.networks import gates_by_level
 
 
-class RetrofitError(Exception):
+class RetrofitError(NnUNetAttentionError):
     pass
 
 
@@ -61,25 +60,25 @@ def _plans_and_configuration(checkpoint: dict, checkpoint_file: str):
     return plans, configuration, dataset_json
 
 
-def retrofit_checkpoint(checkpoint_file: str, output_file: str, trainer_name: str = "nnUNetTrainerAttention") -> dict:
-    """Writes output_file for nnUNetv2_train -tr trainer_name -pretrained_weights; returns a summary."""
-    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
-
+def retrofit_checkpoint(checkpoint_file: str, output_file: str, trainer_name: str = "nnUNetTrainerAttention",
+                        trust_checkpoint: bool = False) -> dict:
+    """Writes output_file for nnUNetv2_train -tr trainer_name -pretrained_weights (through a temporary file moved
+    into place, so a failure leaves nothing half-written); returns a summary."""
+    from nnunet_attention.nnunet_api import find_trainer_class
     from nnunet_attention.trainers import nnUNetTrainerAttention
 
-    checkpoint = load_checkpoint(checkpoint_file)
+    checkpoint = load_checkpoint(checkpoint_file, trust=trust_checkpoint)
     weights = checkpoint["network_weights"]
     if any(".attention_gates." in k for k in weights):
         raise RetrofitError(f"{checkpoint_file} is already gated (it has attention_gates weights); use it directly "
                             f"with -pretrained_weights")
     plans, configuration, dataset_json = _plans_and_configuration(checkpoint, checkpoint_file)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net narrates its search
-            trainer_class = recursive_find_trainer_class_by_name(trainer_name)
-    except RuntimeError:
-        raise RetrofitError(f"trainer {trainer_name} not found; see nnunet-attention trainers") from None
+    trainer_class = find_trainer_class(trainer_name)
     if not issubclass(trainer_class, nnUNetTrainerAttention):
         raise RetrofitError(f"-tr {trainer_name} is not a gated trainer (not a subclass of nnUNetTrainerAttention)")
+    if trainer_class.gate_output_transform:
+        raise RetrofitError(f"-tr {trainer_name} has gate output transforms, which cannot start as an exact "
+                            f"pass-through; retrofit for a trainer without them (e.g. nnUNetTrainerAttention)")
 
     plans_manager = PlansManager(plans)
     configuration_manager = plans_manager.get_configuration(configuration)
@@ -99,7 +98,9 @@ def retrofit_checkpoint(checkpoint_file: str, output_file: str, trainer_name: st
     retrofit_network(plain, gated)
     init_args = {k: v for k, v in (checkpoint.get("init_args") or {}).items() if k != "device"}
     init_args.update(plans=plans, configuration=configuration, dataset_json=dataset_json)
+    partial = f"{output_file}.partial"
     torch.save({"network_weights": gated.state_dict(), "trainer_name": trainer_name, "init_args": init_args,
-                "retrofitted_from": os.path.abspath(checkpoint_file)}, output_file)
+                "retrofitted_from": os.path.abspath(checkpoint_file)}, partial)
+    os.replace(partial, output_file)
     return {"configuration": configuration, "gates": len(gates_by_level(gated)), "trainer": trainer_name,
             "copied_tensors": len(weights)}

@@ -8,6 +8,7 @@ Spacing varies a little per case so that nnU-Net resamples. Deterministic for a 
 """
 import json
 import os
+import shutil
 from typing import Tuple
 
 import numpy as np
@@ -81,13 +82,24 @@ def _write(array: np.ndarray, spacing, path: str):
 
 
 def write_msd_task(output_dir: str, task_id: int = DEFAULT_TASK_ID, cases: int = 24, test_cases: int = 4,
-                   seed: int = 0, shape: Tuple[int, int, int] = (24, 64, 64), progress=None) -> str:
-    """Writes TaskNNN_AttentionSynth/{imagesTr,labelsTr,imagesTs,dataset.json}; returns the task folder."""
+                   seed: int = 0, shape: Tuple[int, int, int] = (24, 64, 64), progress=None,
+                   overwrite: bool = False) -> str:
+    """Writes TaskNNN_AttentionSynth/{imagesTr,labelsTr,imagesTs,dataset.json}; returns the task folder.
+
+    The task is written into a staging folder beside it and moved into place when complete, so an interrupted run
+    leaves no half task; an existing task folder is replaced only with overwrite (then nothing of it is left)."""
     if not 1 <= task_id <= 999:
         raise ValueError(f"--task-id must be between 1 and 999 (nnU-Net dataset ids), got {task_id}")
     if cases < 2:
         raise ValueError(f"--cases must be at least 2 (nnU-Net needs two training cases), got {cases}")
-    task = os.path.join(output_dir, task_folder_name(task_id))
+    if test_cases < 0:
+        raise ValueError(f"--test-cases must be 0 or more, got {test_cases}")
+    final_task = os.path.join(output_dir, task_folder_name(task_id))
+    if os.path.exists(final_task) and not overwrite:
+        raise ValueError(f"{final_task} exists; pass --overwrite to replace it, or choose another -o / --task-id")
+    os.makedirs(output_dir, exist_ok=True)
+    task = os.path.join(output_dir, f".{task_folder_name(task_id)}.partial")
+    shutil.rmtree(task, ignore_errors=True)  # what an interrupted run left
     for sub in ("imagesTr", "labelsTr", "imagesTs"):
         os.makedirs(os.path.join(task, sub), exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -120,4 +132,7 @@ def write_msd_task(output_dir: str, task_id: int = DEFAULT_TASK_ID, cases: int =
     }
     with open(os.path.join(task, "dataset.json"), "w") as f:
         json.dump(dataset, f, indent=2)
-    return task
+    if os.path.exists(final_task):
+        shutil.rmtree(final_task)
+    os.replace(task, final_task)
+    return final_task

@@ -1,10 +1,18 @@
-"""nnU-Net trainers that train attention-gated networks; nnU-Net finds them through nnUNet_extTrainer."""
+"""nnU-Net trainers that train attention-gated networks; nnU-Net finds them through nnUNet_extTrainer.
+
+The schedule variants (``nnUNetTrainerAttention_1epoch`` ... ``_8000epochs``) are made from nnU-Net's own
+``nnUNetTrainer_Xepochs`` module, so they are exactly nnU-Net's list: ``SCHEDULES`` maps epochs to the
+(ungated, gated) trainer names that pair up.
+"""
+import re
+from typing import Dict, Tuple
+
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.training.nnUNetTrainer.variants.network_architecture.nnUNetTrainerNoDeepSupervision import (
     nnUNetTrainerNoDeepSupervision,
 )
-from nnunetv2.training.nnUNetTrainer.variants.training_length import nnUNetTrainer_Xepochs as schedules
+from nnunetv2.training.nnUNetTrainer.variants.training_length import nnUNetTrainer_Xepochs as nnunet_schedules
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
 from nnunet_attention.networks import build_gated_network, gates_by_level
@@ -16,6 +24,7 @@ class nnUNetTrainerAttention(nnUNetTrainer):
 
     gate_init = "paper"
     gate_finest_skip = False
+    gate_output_transform = False
 
     @classmethod
     def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
@@ -23,65 +32,20 @@ class nnUNetTrainerAttention(nnUNetTrainer):
                                    enable_deep_supervision: bool = True) -> torch.nn.Module:
         return build_gated_network(configuration_manager, num_input_channels, num_output_channels,
                                    enable_deep_supervision, gate_init=cls.gate_init,
-                                   gate_finest_skip=cls.gate_finest_skip)
+                                   gate_finest_skip=cls.gate_finest_skip,
+                                   gate_output_transform=cls.gate_output_transform)
 
     def initialize(self):
         super().initialize()
         gates = gates_by_level(self.network)
         gate_parameters = sum(p.numel() for gate in gates.values() for p in gate.parameters())
-        self.print_to_log_file(f"Attention gates ({self.gate_init} init) on the skip connections of levels "
-                               f"{sorted(gates)} (0 = full resolution), {gate_parameters} parameters.")
+        self.print_to_log_file(f"Attention gates ({self.gate_init} init"
+                               f"{', output transform' if self.gate_output_transform else ''}) on the skip "
+                               f"connections of levels {sorted(gates)} (0 = full resolution), {gate_parameters} "
+                               f"parameters.")
 
 
 class nnUNetTrainerAttentionNoDeepSupervision(nnUNetTrainerAttention, nnUNetTrainerNoDeepSupervision):
-    pass
-
-
-class nnUNetTrainerAttention_1epoch(nnUNetTrainerAttention, schedules.nnUNetTrainer_1epoch):
-    pass
-
-
-class nnUNetTrainerAttention_5epochs(nnUNetTrainerAttention, schedules.nnUNetTrainer_5epochs):
-    pass
-
-
-class nnUNetTrainerAttention_10epochs(nnUNetTrainerAttention, schedules.nnUNetTrainer_10epochs):
-    pass
-
-
-class nnUNetTrainerAttention_20epochs(nnUNetTrainerAttention, schedules.nnUNetTrainer_20epochs):
-    pass
-
-
-class nnUNetTrainerAttention_50epochs(nnUNetTrainerAttention, schedules.nnUNetTrainer_50epochs):
-    pass
-
-
-class nnUNetTrainerAttention_100epochs(nnUNetTrainerAttention, schedules.nnUNetTrainer_100epochs):
-    pass
-
-
-class nnUNetTrainerAttention_250epochs(nnUNetTrainerAttention, schedules.nnUNetTrainer_250epochs):
-    pass
-
-
-class nnUNetTrainerAttention_500epochs(nnUNetTrainerAttention, schedules.nnUNetTrainer_500epochs):
-    pass
-
-
-class nnUNetTrainerAttention_750epochs(nnUNetTrainerAttention, schedules.nnUNetTrainer_750epochs):
-    pass
-
-
-class nnUNetTrainerAttention_2000epochs(nnUNetTrainerAttention, schedules.nnUNetTrainer_2000epochs):
-    pass
-
-
-class nnUNetTrainerAttention_4000epochs(nnUNetTrainerAttention, schedules.nnUNetTrainer_4000epochs):
-    pass
-
-
-class nnUNetTrainerAttention_8000epochs(nnUNetTrainerAttention, schedules.nnUNetTrainer_8000epochs):
     pass
 
 
@@ -95,3 +59,33 @@ class nnUNetTrainerAttentionAllSkips(nnUNetTrainerAttention):
     """Gates the full-resolution skip too (the ablation; costs more than all other gates together)."""
 
     gate_finest_skip = True
+
+
+class nnUNetTrainerAttentionOutputTransform(nnUNetTrainerAttention):
+    """The authors' gate in full: x * alpha goes through W (1x1 conv + the plan's norm) before the concatenation."""
+
+    gate_output_transform = True
+
+
+def _schedule_variants() -> Dict[int, Tuple[type, type]]:
+    """epochs -> (nnU-Net's nnUNetTrainer_Xepochs class, our gated class composed with it), for every schedule in
+    nnU-Net's module, plus 1000 (nnU-Net's default) -> (nnUNetTrainer, nnUNetTrainerAttention)."""
+    variants = {1000: (nnUNetTrainer, nnUNetTrainerAttention)}
+    for name, ungated in vars(nnunet_schedules).items():
+        match = re.fullmatch(r"nnUNetTrainer_(\d+)epochs?", name)
+        if match and isinstance(ungated, type):
+            gated_name = name.replace("nnUNetTrainer", "nnUNetTrainerAttention", 1)
+            gated = type(gated_name, (nnUNetTrainerAttention, ungated),
+                         {"__module__": __name__, "__qualname__": gated_name,
+                          "__doc__": f"nnUNetTrainerAttention on nnU-Net's {name} schedule."})
+            variants[int(match.group(1))] = (ungated, gated)
+    return dict(sorted(variants.items()))
+
+
+_VARIANTS = _schedule_variants()
+SCHEDULES: Dict[int, Tuple[str, str]] = {epochs: (a.__name__, b.__name__) for epochs, (a, b) in _VARIANTS.items()}
+globals().update({gated.__name__: gated for epochs, (_, gated) in _VARIANTS.items() if epochs != 1000})
+
+__all__ = ["nnUNetTrainerAttention", "nnUNetTrainerAttentionNoDeepSupervision", "nnUNetTrainerAttentionIdentityInit",
+           "nnUNetTrainerAttentionAllSkips", "nnUNetTrainerAttentionOutputTransform",
+           *(gated for epochs, (_, gated) in SCHEDULES.items() if epochs != 1000)]

@@ -13,7 +13,7 @@ import time
 import torch
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
-from nnunet_attention.bench import _networks, _TrainStep, bench_patch
+from nnunet_attention.bench import TrainStep, bench_patch, trainer_parts
 from nnunet_attention.reference_plans import reference_configurations
 
 
@@ -29,9 +29,9 @@ def main():
     for name in args.c:
         cm = ConfigurationManager(reference_configurations()[name])
         patch, batch, _ = bench_patch(cm, args.device)
-        networks = _networks(cm)
+        parts = trainer_parts(reference_configurations()[name], "nnUNetTrainerAttention", args.device)
         x = torch.randn(batch, 1, *patch, device=args.device)
-        for variant, network in networks.items():
+        for variant, (network, _, _) in parts.items():
             network.to(args.device)
             explanation = torch._dynamo.explain(network)(x)
             reasons = sorted({str(b.reason).splitlines()[0] for b in explanation.break_reasons})
@@ -40,8 +40,8 @@ def main():
             torch._dynamo.reset()
         for amp in dtypes:
             times = {}
-            for variant, network in networks.items():
-                step = _TrainStep(torch.compile(network), patch, batch, args.device, amp)
+            for variant, variant_parts in parts.items():
+                step = TrainStep(variant_parts, patch, batch, args.device, amp, compile_network=True)
                 step()
                 start = time.perf_counter()
                 for _ in range(args.repeats):

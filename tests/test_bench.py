@@ -3,7 +3,10 @@ import json
 import subprocess
 import sys
 
-from conftest import DATASET_NAME
+import pytest
+from helpers import DATASET_NAME
+
+pytestmark = pytest.mark.slow  # plans, preprocesses or trains through nnU-Net's CLIs
 
 
 def test_bench_runs_and_writes_valid_json(preprocessed_task, tmp_path):
@@ -16,13 +19,16 @@ def test_bench_runs_and_writes_valid_json(preprocessed_task, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "train step" in result.stdout and "nnUNetPlans.json:3d_fullres" in result.stdout
     (entry,) = json.loads(out.read_text())["results"]
-    for key in ("parameters", "train_step_seconds", "train_peak_memory_bytes", "inference_seconds",
-                "planner_estimate"):
+    for key in ("parameters", "train_step_seconds", "inference_seconds", "planner_estimate"):
         assert entry[key]["ratio"] > 0 and entry[key]["gated"] > 0 and entry[key]["ungated"] > 0
     assert entry["parameters"]["gated"] > entry["parameters"]["ungated"]
+    memory = entry["activation_memory"]
+    assert memory["gated_bytes"] > memory["ungated_bytes"] > 0
+    assert memory["ratio"] == memory["gated_bytes"] / memory["ungated_bytes"]
 
 
 def test_bench_refuses_an_ungated_trainer():
     result = subprocess.run([sys.executable, "-m", "nnunet_attention.cli", "bench", "-tr", "nnUNetTrainer"],
                             capture_output=True, text=True)
-    assert result.returncode == 2 and "not one of our gated trainers" in result.stderr
+    assert result.returncode == 2 and "not a gated trainer" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

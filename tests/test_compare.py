@@ -5,8 +5,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import DATASET_ID, TINY_TRAINERS, TRAINED_FOLDS, fold_dir, run
+from helpers import DATASET_ID, TINY_TRAINERS, TRAINED_FOLDS, fold_dir, run
 
+pytestmark = pytest.mark.slow  # plans, preprocesses or trains through nnU-Net's CLIs
 CLI = [sys.executable, "-m", "nnunet_attention.cli"]
 
 

@@ -1,27 +1,49 @@
-"""A fast smoke run of the demo with the tiny trainers: every step through nnU-Net's commands, then a resume."""
+"""The demo with tiny trainers: every step through nnU-Net's commands; killed mid-training, it resumes."""
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
-from conftest import TEST_TRAINERS, TINY_SHAPE, TINY_TRAINERS
+import pytest
+from helpers import TEST_TRAINERS, TINY_SHAPE, python_cmd
 
 from nnunet_attention.demo import run_demo
 
+pytestmark = pytest.mark.slow  # plans, preprocesses or trains through nnU-Net's CLIs
 
-def test_demo_runs_every_step_and_resumes(tmp_path, monkeypatch, capsys):
+TRAINERS = ["nnUNetTrainerTiny", "nnUNetTrainerAttentionTinyResumable"]
+
+
+def test_demo_runs_every_step_and_resumes_after_a_kill(tmp_path, monkeypatch, capsys):
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("nnUNet_extTrainer", str(TEST_TRAINERS))
     monkeypatch.setenv("nnUNet_def_n_proc", "1")
     monkeypatch.setenv("nnUNet_compile", "f")
     workdir = tmp_path / "demo"
-    report_dir = run_demo(str(workdir), device="cpu", trainers=list(TINY_TRAINERS), synth_cases=6,
-                          synth_shape=TINY_SHAPE)
-    first = capsys.readouterr().out
-    assert "[1/8] synth" in first and "[8/8] compare" in first and "skipped" not in first
+    gated_fold = (workdir / "nnUNet_results" / "Dataset990_AttentionSynth" /
+                  f"{TRAINERS[1]}__nnUNetPlans__3d_fullres" / "fold_0")
+    first = subprocess.Popen(python_cmd("from nnunet_attention.demo import run_demo",
+                                        f"run_demo({str(workdir)!r}, device='cpu', trainers={TRAINERS!r}, "
+                                        f"synth_cases=6, synth_shape={TINY_SHAPE!r})"),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 900
+    while time.time() < deadline and not any("Epoch 2" in log.read_text()
+                                             for log in gated_fold.glob("training_log_*.txt")):
+        assert first.poll() is None, "the demo ended before it could be killed"
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    assert (gated_fold / "checkpoint_latest.pth").is_file()
 
+    report_dir = run_demo(str(workdir), device="cpu", trainers=TRAINERS)
+    resumed = capsys.readouterr().out
+    assert f"[6/8] train {TRAINERS[1]} fold 0 (resuming)" in resumed and "--c" in resumed
+    assert resumed.count("done before, skipped") == 4  # synth, convert, plan, the finished ungated training
     report = json.loads(open(f"{report_dir}/report.json").read())
-    assert report["complete"] and report["trainers"] == list(TINY_TRAINERS)
+    assert report["complete"] and report["trainers"] == TRAINERS
     assert report["ensembles"]["best"]["models"]
     results = workdir / "nnUNet_results" / "Dataset990_AttentionSynth"
     done = json.loads((results / "nnunet_attention_demo_test_predictions" / "done.json").read_text())
@@ -29,9 +51,9 @@ def test_demo_runs_every_step_and_resumes(tmp_path, monkeypatch, capsys):
     assert done["models"]
     assert list((workdir / "logs").glob("*train*.log"))
 
-    run_demo(str(workdir), device="cpu", trainers=list(TINY_TRAINERS))
-    second = capsys.readouterr().out
-    assert second.count("done before, skipped") == 7 and "Report:" in second
+    run_demo(str(workdir), device="cpu", trainers=TRAINERS)
+    again = capsys.readouterr().out
+    assert again.count("done before, skipped") == 7 and "Report:" in again
 
 
 def test_demo_rejects_an_unknown_schedule():

@@ -3,7 +3,7 @@ import os
 import subprocess
 import sys
 
-from conftest import TEST_TRAINERS, python_cmd
+from helpers import TEST_TRAINERS, python_cmd
 
 from nnunet_attention import _discovery
 

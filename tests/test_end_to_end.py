@@ -3,9 +3,12 @@ import glob
 import json
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 import torch
-from conftest import DATASET_ID, DATASET_NAME, fold_dir, run, train
+from helpers import DATASET_ID, DATASET_NAME, fold_dir, run, train
+
+pytestmark = pytest.mark.slow  # plans, preprocesses or trains through nnU-Net's CLIs
 
 TRAINER = "nnUNetTrainerAttentionTiny"
 

@@ -26,11 +26,10 @@ def test_gate_shapes_coefficients_and_gradients(conv_op, skip_size, stride):
     gate = AttentionGate(conv_op, 6, 10, stride)
     skip, gating = _inputs(skip_size, stride)
     skip.requires_grad_(True)
-    gate.record_coefficients = True
-    out = gate(skip, gating)
+    alpha = gate(skip, gating)
+    out = gate.gated_skip(skip, alpha)
 
     assert out.shape == skip.shape
-    alpha = gate.coefficients
     assert alpha.shape[:2] == (2, 1)
     assert list(alpha.shape[2:]) == [s // st for s, st in zip(skip_size, stride)]
     assert torch.all(alpha > 0) and torch.all(alpha < 1)
@@ -52,8 +51,8 @@ def test_fused_concat_matches_plain_concat_in_values_and_gradients(conv_op, skip
     gate = AttentionGate(conv_op, 3, 4, stride).double()
     skip, gating = (t.double().requires_grad_(True) for t in _inputs(skip_size, stride, 3, 4, 1))
     upsampled = torch.randn(1, 3, *skip_size, dtype=torch.double, requires_grad=True)
-    fused = gate.concat_gated(upsampled, skip, gating)
-    plain = torch.cat((upsampled, gate(skip, gating)), 1)
+    fused = gate.concat(upsampled, skip, gate(skip, gating))
+    plain = torch.cat((upsampled, gate.gated_skip(skip, gate(skip, gating))), 1)
     assert torch.equal(fused, plain)
     weights = torch.randn_like(plain)
     grads_fused = torch.autograd.grad((fused * weights).sum(), (upsampled, skip, gating, *gate.parameters()))
@@ -65,7 +64,7 @@ def test_fused_concat_matches_plain_concat_in_values_and_gradients(conv_op, skip
 def test_fused_concat_promotes_dtypes_like_torch_cat():
     gate = AttentionGate(nn.Conv2d, 4, 4, (2, 2))
     skip, gating = _inputs((8, 8), (2, 2), 4, 4)
-    out = gate.concat_gated(torch.randn(2, 4, 8, 8, dtype=torch.bfloat16), skip, gating)
+    out = gate.concat(torch.randn(2, 4, 8, 8, dtype=torch.bfloat16), skip, gate(skip, gating))
     assert out.dtype == torch.float32
 
 
@@ -74,9 +73,9 @@ def test_identity_init_is_an_exact_pass_through_that_still_learns(conv_op, skip_
     torch.manual_seed(0)
     gate = AttentionGate(conv_op, 6, 10, stride, init="identity")
     skip, gating = _inputs(skip_size, stride)
-    gate.record_coefficients = True
-    out = gate(skip, gating)
-    assert torch.all(gate.coefficients == 0.5)
+    alpha = gate(skip, gating)
+    out = gate.gated_skip(skip, alpha)
+    assert torch.all(alpha == 0.5)
     torch.testing.assert_close(out, skip, rtol=1e-6, atol=1e-6)
     (out * torch.randn_like(out)).sum().backward()
     for name, p in gate.named_parameters():
@@ -94,7 +93,7 @@ def test_gate_runs_under_bf16_autocast():
     skip.requires_grad_(True)
     upsampled = torch.randn(2, 4, 4, 8, 8, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = gate.concat_gated(upsampled.to(torch.bfloat16), skip, gating)
+        out = gate.concat(upsampled.to(torch.bfloat16), skip, gate(skip, gating))
     out.float().sum().backward()
     assert upsampled.grad.dtype == torch.float32 and skip.grad.dtype == torch.float32
     assert gate.theta.weight.grad is not None
@@ -104,6 +103,21 @@ def test_gate_traces_into_one_graph_for_torch_compile():
     gate = AttentionGate(nn.Conv3d, 4, 8, (1, 2, 2))
     skip, gating = _inputs((4, 8, 8), (1, 2, 2), 4, 8)
     upsampled = torch.randn(2, 4, 4, 8, 8)
-    explanation = torch._dynamo.explain(gate.concat_gated)(upsampled, skip, gating)
+    explanation = torch._dynamo.explain(lambda u, x, g: gate.concat(u, x, gate(x, g)))(upsampled, skip, gating)
     assert explanation.graph_break_count == 0, explanation.break_reasons
     torch._dynamo.reset()
+
+
+def test_output_transform_is_a_1x1_conv_and_norm_on_the_gated_skip():
+    torch.manual_seed(0)
+    gate = AttentionGate(nn.Conv3d, 4, 8, (1, 2, 2), output_norm=(nn.InstanceNorm3d, {"affine": True}))
+    skip, gating = _inputs((4, 8, 8), (1, 2, 2), 4, 8)
+    upsampled = torch.randn(2, 4, 4, 8, 8)
+    alpha = gate(skip, gating)
+    out = gate.concat(upsampled, skip, alpha)
+    expected = gate.output_transform(skip * gate.upsample(alpha, skip.shape[2:]))
+    torch.testing.assert_close(out[:, 4:], expected)
+    assert tuple(gate.output_transform[0].kernel_size) == (1, 1, 1)
+    assert isinstance(gate.output_transform[1], nn.InstanceNorm3d)
+    with pytest.raises(ValueError, match="pass-through"):
+        gate.make_identity()

@@ -1,11 +1,14 @@
 """nnunet-attention maps on a 2-fold tiny gated model, against nnUNetv2_predict on the same model."""
+import csv
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import DATASET_ID, DATASET_NAME, TINY_TRAINERS, run
+from helpers import DATASET_ID, DATASET_NAME, TINY_TRAINERS, run
+
+pytestmark = pytest.mark.slow  # plans, preprocesses or trains through nnU-Net's CLIs
 
 UNGATED, GATED = TINY_TRAINERS
 CLI = [sys.executable, "-m", "nnunet_attention.cli"]
@@ -93,3 +96,36 @@ def test_unknown_level_is_a_one_line_error(maps_output, tmp_path):
     _, env, images, _ = maps_output
     result = _maps(env, images, tmp_path, "--levels", "0", folds=("0",))
     assert result.returncode == 2 and "gated levels [1, 2]" in result.stderr
+
+
+def test_attention_summary_numbers_come_from_the_written_maps(maps_output):
+    _, _, images, out = maps_output
+    rows = list(csv.DictReader(open(out / "attention_summary.csv")))
+    cases = sorted(f.name.replace("_0000.nii.gz", "") for f in images.glob("*_0000.nii.gz"))
+    assert sorted((r["case"], int(r["level"])) for r in rows) == [(c, lv) for c in cases for lv in LEVELS]
+    for row in rows:
+        alpha = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{row['case']}_attention_level{row['level']}.nii.gz")))
+        foreground = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{row['case']}.nii.gz"))) > 0
+        assert int(row["foreground_voxels"]) == foreground.sum()
+        if foreground.any():
+            assert float(row["mean_alpha_foreground"]) == pytest.approx(alpha[foreground].mean(), abs=1e-5)
+        assert 0 <= float(row["mean_alpha_elsewhere"]) <= 1
+
+
+@pytest.mark.parametrize("files, expected", [
+    ({}, "no .nii.gz images"),
+    ({"case_0000.mha": None}, "found: .mha"),
+    ({"case.nii.gz": "copy"}, "lacks the channel suffix"),
+    ({"case_0000.nii.gz": "copy", "case_0001.nii.gz": "copy"}, "takes 1 channel"),
+])
+def test_everyday_input_mistakes_are_one_line_errors(maps_output, tmp_path, files, expected):
+    _, env, images, _ = maps_output
+    source = sorted(images.glob("*_0000.nii.gz"))[0]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, content in files.items():
+        (folder / name).write_bytes(source.read_bytes() if content == "copy" else b"x")
+    result = _maps(env, folder, tmp_path / "out", folds=("0",))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and expected in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 import torch
-from conftest import TINY_TRAINERS, fold_dir, train
+from helpers import TINY_TRAINERS, fold_dir, train
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
@@ -39,6 +39,7 @@ def test_retrofitted_network_reproduces_the_ungated_one_and_learns(name):
             assert p.grad is not None and p.grad.abs().sum() > 0, p_name
 
 
+@pytest.mark.slow
 def test_retrofit_cli_output_starts_nnunet_training(trained_models, tmp_path):
     root, env = trained_models
     source = fold_dir(root, UNGATED, "3d_fullres", 0) / "checkpoint_final.pth"
@@ -69,6 +70,7 @@ def _refused(env, source, tmp_path, *extra):
     return result.stderr
 
 
+@pytest.mark.slow
 def test_retrofit_refuses_bad_inputs(trained_models, tmp_path):
     root, env = trained_models
     not_a_checkpoint = tmp_path / "notes.pth"

@@ -34,3 +34,13 @@ class nnUNetTrainerAttentionTinyFrozen(nnUNetTrainerAttentionTiny):
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.initial_lr = 0.0
+
+
+class nnUNetTrainerAttentionTinyResumable(nnUNetTrainerAttentionTiny):
+    """More epochs, and checkpoint_latest.pth after every one: something to kill and resume with --c."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 5
+        self.save_every = 1

@@ -1,0 +1,102 @@
+"""Everything we take from nnU-Net beyond its command-line tools, in one place.
+
+Public helpers are used as they are. Where nnU-Net has no public API for what we need (the predictor's input
+listing and preprocessing iterator, the trainer's loss), the private method is called here only, with keyword
+arguments. Checked against nnunetv2 2.8.1 (pyproject pins >=2.8.1,<2.9; the test suite is the check for a new
+minor version: see the README).
+"""
+import contextlib
+import io
+import os
+import tempfile
+from typing import List, Optional, Tuple
+
+from nnunet_attention.errors import NnUNetAttentionError
+
+
+class TrainerNotFoundError(NnUNetAttentionError):
+    pass
+
+
+def find_trainer_class(name: str) -> type:
+    """The trainer class nnU-Net's own commands would use for -tr name (its folder, then nnUNet_extTrainer)."""
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net narrates its search
+            return recursive_find_trainer_class_by_name(name)
+    except RuntimeError:
+        raise TrainerNotFoundError(
+            f"trainer {name} not found by nnU-Net (its own trainers, then nnUNet_extTrainer="
+            f"{os.environ.get('nnUNet_extTrainer', '')!r}); check the name or list yours with nnunet-attention "
+            f"trainers") from None
+
+
+def model_folder(dataset: str, trainer: str, plans: str, configuration: str, fold=None) -> str:
+    """nnUNet_results/DatasetX/TRAINER__PLANS__CONFIG[/fold_F], as nnU-Net names it."""
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
+
+    return get_output_folder(dataset, trainer, plans, configuration, fold)
+
+
+def model_identifier(trainer: str, plans: str, configuration: str) -> str:
+    from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
+
+    return convert_trainer_plans_config_to_identifier(trainer, plans, configuration)
+
+
+def predictor_inputs(predictor, input_folder: str, output_folder: str) -> Tuple[List[List[str]], List[str]]:
+    """(files per case, output file names without ending) for the cases in input_folder, as nnUNetv2_predict
+    lists them (nnUNetPredictor._manage_input_and_output_lists, 2.8.1)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        inputs, outputs, _ = predictor._manage_input_and_output_lists(
+            list_of_lists_or_source_folder=input_folder,
+            output_folder_or_list_of_truncated_output_files=output_folder, folder_with_segs_from_prev_stage=None,
+            overwrite=True, part_id=0, num_parts=1, save_probabilities=False)
+    return inputs, outputs
+
+
+def preprocessed_cases(predictor, inputs: List[List[str]], outputs: List[str], num_processes: int):
+    """nnU-Net's background preprocessing of the input cases, yielding dicts with data, data_properties and ofile
+    (nnUNetPredictor._internal_get_data_iterator_from_lists_of_filenames, 2.8.1)."""
+    return predictor._internal_get_data_iterator_from_lists_of_filenames(
+        input_list_of_lists=inputs, seg_from_prev_stage_files=None, output_filenames_truncated=outputs,
+        num_processes=num_processes)
+
+
+def trainer_parts(trainer_class: type, plans: dict, configuration: str, dataset_json: dict, device):
+    """(network, loss, optimizer) exactly as trainer_class trains them on these plans, for in-process measurement.
+
+    The network comes from the public build_network_architecture, the optimizer from configure_optimizers, the loss
+    (the plan's deep-supervision weights and batch_dice) from the trainer's _build_loss (2.8.1): initialize() would
+    also need preprocessed data. nnU-Net's trainer constructor creates a log folder under nnUNet_results: it gets a
+    temporary one, removed afterwards, and the variable is restored as it was."""
+    previous = os.environ.get("nnUNet_results")
+    with tempfile.TemporaryDirectory(prefix="nnunet_attention_") as results:
+        os.environ["nnUNet_results"] = results
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                trainer = trainer_class({**plans, "continue_training": False}, configuration, 0, dataset_json,
+                                        device)
+        finally:
+            if previous is None:
+                os.environ.pop("nnUNet_results", None)
+            else:
+                os.environ["nnUNet_results"] = previous
+    trainer.network = trainer_class.build_network_architecture(
+        plans_manager=trainer.plans_manager, configuration_manager=trainer.configuration_manager,
+        num_input_channels=len(dataset_json["channel_names"]),
+        num_output_channels=trainer.label_manager.num_segmentation_heads,
+        enable_deep_supervision=trainer.enable_deep_supervision).to(device)
+    loss = trainer._build_loss()
+    optimizer, _ = trainer.configure_optimizers()
+    return trainer.network, loss, optimizer
+
+
+def dataset_name(dataset: str) -> Optional[str]:
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    try:
+        return maybe_convert_to_dataset_name(dataset)
+    except RuntimeError as e:
+        raise NnUNetAttentionError(str(e).splitlines()[0]) from None

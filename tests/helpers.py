@@ -1,0 +1,46 @@
+"""Shared test helpers: nnU-Net environments for a tiny generated task, running real CLIs, where results land."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+TESTS = Path(__file__).parent
+TEST_TRAINERS = TESTS / "ext_trainers"
+DATASET_ID = 990
+DATASET_NAME = "Dataset990_AttentionSynth"
+# small volumes, anisotropic spacing (about 3 x 1 x 1 mm): planning gives [1, 2, 2] strides
+TINY_SHAPE = (16, 48, 48)
+TINY_TRAINERS = ("nnUNetTrainerTiny", "nnUNetTrainerAttentionTiny")  # ungated, gated (ext_trainers/tiny_trainers.py)
+TRAINED_FOLDS = (0, 1)
+CLI = [sys.executable, "-m", "nnunet_attention.cli"]
+
+
+def nnunet_env(root: Path, **extra) -> dict:
+    env = dict(os.environ)
+    env.update(nnUNet_raw=str(root / "nnUNet_raw"), nnUNet_preprocessed=str(root / "nnUNet_preprocessed"),
+               nnUNet_results=str(root / "nnUNet_results"), nnUNet_extTrainer=str(TEST_TRAINERS),
+               nnUNet_def_n_proc="1", nnUNet_compile="f")
+    env.update(extra)
+    return env
+
+
+def run(command, env, cwd=None) -> subprocess.CompletedProcess:
+    """Runs a real CLI; on failure shows what it printed."""
+    result = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
+    shown = f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    assert result.returncode == 0, f"{' '.join(map(str, command))} failed:\n{shown}"
+    return result
+
+
+def python_cmd(*code_lines) -> list:
+    return [sys.executable, "-c", "\n".join(code_lines)]
+
+
+def train(env, trainer, configuration, fold, *extra) -> subprocess.CompletedProcess:
+    """nnUNetv2_train on the CPU, augmenting in-process (no worker start-up)."""
+    return run(["nnUNetv2_train", str(DATASET_ID), configuration, str(fold), "-tr", trainer, "-device", "cpu",
+                *extra], {**env, "nnUNet_n_proc_DA": "0"})
+
+
+def fold_dir(root: Path, trainer: str, configuration: str, fold) -> Path:
+    return root / "nnUNet_results" / DATASET_NAME / f"{trainer}__nnUNetPlans__{configuration}" / f"fold_{fold}"

@@ -1,0 +1,94 @@
+"""Gates seen by standard hooks, the decoder's pass-through of DNA's options, the trainers nnU-Net's search sees."""
+import inspect
+
+import pytest
+import torch
+from dynamic_network_architectures.building_blocks.unet_decoder import UNetDecoder
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
+from torch import nn
+
+from nnunet_attention import trainers
+from nnunet_attention.decoder import AttentionUNetDecoder
+from nnunet_attention.gate import AttentionGate
+from nnunet_attention.networks import gates_by_level
+from nnunet_attention.reference_plans import reference_configurations
+
+SMALL_INPUT = {"hippocampus_3d_fullres": (16, 24, 16), "pancreas_3d_fullres": (8, 64, 64),
+               "pancreas_2d": (256, 256), "pancreas_resenc_m_3d_fullres": (8, 64, 64)}
+
+
+@pytest.mark.parametrize("name", SMALL_INPUT)
+def test_a_forward_hook_on_every_gate_fires_once_per_forward_with_alpha(name):
+    cm = ConfigurationManager(reference_configurations()[name])
+    network = trainers.nnUNetTrainerAttention.build_network_architecture(None, cm, 1, 3, True)
+    seen = {}
+    gates = gates_by_level(network)
+    for level, gate in gates.items():
+        gate.register_forward_hook(lambda module, inputs, alpha, level=level: seen.setdefault(level, []).append(
+            (inputs[0].shape, alpha)))
+    x = torch.randn(1, 1, *SMALL_INPUT[name])
+    for passes in (1, 2):
+        network(x)
+        assert sorted(seen) == sorted(gates) and all(len(calls) == passes for calls in seen.values())
+    for level, calls in seen.items():
+        skip_shape, alpha = calls[-1]
+        stride = gates[level].stride
+        assert alpha.shape == (1, 1, *[s // st for s, st in zip(skip_shape[2:], stride)])
+        assert alpha.min() >= 0 and alpha.max() <= 1
+
+
+def test_decoder_takes_and_passes_on_every_option_of_dna_decoder():
+    ours = inspect.signature(AttentionUNetDecoder.__init__).parameters
+    theirs = inspect.signature(UNetDecoder.__init__).parameters
+    dropped = [p for p in theirs if p not in ours]
+    assert not dropped, f"AttentionUNetDecoder drops UNetDecoder options {dropped}"
+
+    cm = ConfigurationManager(reference_configurations()["hippocampus_3d_fullres"])
+    encoder = trainers.nnUNetTrainerAttention.build_network_architecture(None, cm, 1, 3, True).encoder
+    decoder = AttentionUNetDecoder(encoder, 3, 2, True, norm_op=nn.BatchNorm3d, norm_op_kwargs={"eps": 1e-3},
+                                   dropout_op=nn.Dropout3d, dropout_op_kwargs={"p": 0.1}, nonlin=nn.ReLU,
+                                   nonlin_kwargs={"inplace": False}, conv_bias=False, gate_output_transform=True)
+    norms = [m for m in decoder.stages.modules() if isinstance(m, (nn.BatchNorm3d, nn.InstanceNorm3d))]
+    assert norms and all(isinstance(m, nn.BatchNorm3d) for m in norms)
+    assert any(isinstance(m, nn.Dropout3d) for m in decoder.stages.modules())
+    assert not any(isinstance(m, nn.LeakyReLU) for m in decoder.stages.modules())
+    assert all(t.bias is None for t in decoder.transpconvs)
+    assert all(isinstance(g.output_transform[1], nn.BatchNorm3d) for g in decoder.attention_gates)
+
+
+def test_trainer_module_exports_only_our_trainers_and_every_schedule_pairs_with_nnunets():
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.training.nnUNetTrainer.variants.training_length import nnUNetTrainer_Xepochs as nnunet_schedules
+
+    exported = [getattr(trainers, name) for name in trainers.__all__]
+    assert all(issubclass(t, trainers.nnUNetTrainerAttention) for t in exported)
+    assert "nnUNetTrainer" not in trainers.__all__
+    nnunet_names = {n for n in vars(nnunet_schedules) if n.startswith("nnUNetTrainer_")}
+    assert {ungated for ungated, _ in trainers.SCHEDULES.values()} == nnunet_names | {"nnUNetTrainer"}
+    for epochs, (ungated, gated) in trainers.SCHEDULES.items():
+        gated_class = getattr(trainers, gated)
+        assert issubclass(gated_class, trainers.nnUNetTrainerAttention)
+        ungated_class = getattr(nnunet_schedules, ungated, nnUNetTrainer)
+        assert issubclass(gated_class, ungated_class)
+
+
+def test_output_transform_trainer_builds_gates_with_the_plans_norm():
+    cm = ConfigurationManager(reference_configurations()["pancreas_3d_fullres"])
+    network = trainers.nnUNetTrainerAttentionOutputTransform.build_network_architecture(None, cm, 1, 3, True)
+    gates = gates_by_level(network)
+    assert gates and all(isinstance(g.output_transform[1], nn.InstanceNorm3d) for g in gates.values())
+    outputs = network(torch.randn(1, 1, 8, 64, 64))
+    assert outputs[0].shape == (1, 3, 8, 64, 64)
+
+
+def test_library_code_sets_no_matplotlib_backend_or_warning_filter():
+    import pathlib
+
+    import nnunet_attention
+
+    package = pathlib.Path(nnunet_attention.__file__).parent
+    for source in package.rglob("*.py"):
+        text = source.read_text()
+        assert "matplotlib.use(" not in text, source
+        if source.name != "cli.py":
+            assert "filterwarnings" not in text, source

@@ -1,0 +1,190 @@
+"""Hostile and mistaken input: checkpoints that would run code are refused, every bad input is one line with exit
+status 2, and no input file changes."""
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import CLI, python_cmd
+
+from nnunet_attention import cli
+
+MARKER_NAME = "pwned"
+
+
+class _RunsCode:
+    """Unpickling this creates the marker file: what a malicious checkpoint would do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mknod, (str(self.marker),))
+
+
+def write_evil_checkpoint(path: Path, marker: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"network_weights": {"w": torch.zeros(1)}, "trainer_name": "nnUNetTrainerAttention",
+                "init_args": {"configuration": "3d_fullres"}, "logging": {"payload": _RunsCode(marker)}}, path)
+
+
+def _checksums(folder: Path) -> dict:
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _cli(capsys, *argv) -> tuple:
+    """The real CLI entry point, in-process (as the console script calls it): (exit status, stderr)."""
+    try:
+        cli.main([str(a) for a in argv])
+        status = 0
+    except SystemExit as e:
+        status = e.code
+    return status, capsys.readouterr().err
+
+
+@pytest.fixture
+def inputs(tmp_path, monkeypatch):
+    """A folder of inputs the commands must never change: a results tree, a bad checkpoint, JSON, images."""
+    root = tmp_path / "inputs"
+    results = root / "nnUNet_results" / "Dataset991_Hostile"
+    for name in ("nnUNet_raw", "nnUNet_preprocessed"):
+        (root / name).mkdir(parents=True)
+        monkeypatch.setenv(name, str(root / name))
+    monkeypatch.setenv("nnUNet_results", str(root / "nnUNet_results"))
+    model = results / "nnUNetTrainerAttention__nnUNetPlans__3d_fullres"
+    write_evil_checkpoint(model / "fold_0" / "checkpoint_final.pth", tmp_path / MARKER_NAME)
+    summary = {"mean": {"1": {"Dice": 0.5}}, "foreground_mean": {"Dice": 0.5},
+               "metric_per_case": [{"prediction_file": "a.nii.gz", "reference_file": "a.nii.gz",
+                                    "metrics": {"1": {"Dice": 0.5}}}]}
+    (model / "fold_0" / "validation").mkdir(parents=True)
+    (model / "fold_0" / "validation" / "summary.json").write_text(json.dumps(summary))
+    corrupt = results / "nnUNetTrainer__nnUNetPlans__3d_fullres" / "fold_0" / "validation" / "summary.json"
+    corrupt.parent.mkdir(parents=True)
+    corrupt.write_text("{'not': json")
+    foreign = results / "nnUNetTrainer__nnUNetPlans__2d" / "fold_0" / "validation" / "summary.json"
+    foreign.parent.mkdir(parents=True)
+    foreign.write_text(json.dumps({"results": []}))
+    images = root / "images"
+    images.mkdir()
+    (images / "case_0000.nii.gz").write_bytes(b"not really an image")
+    (root / "notes.pth").write_text("hello")
+    (root / "existing_file").write_text("keep me")
+    (root / "plans.json").write_text(json.dumps({"configurations": {"3d_fullres": {}}}))
+    return root
+
+
+BAD_INPUTS = {  # name: (argv with {root} for the inputs folder, part of the expected message)
+    "synth negative test cases": (["synth", "-o", "{out}", "--test-cases", "-1"], "--test-cases must be 0 or more"),
+    "synth one case": (["synth", "-o", "{out}", "--cases", "1"], "--cases must be at least 2"),
+    "synth into a file": (["synth", "-o", "{root}/existing_file"], "is an existing file"),
+    "bench zero repeats": (["bench", "--repeats", "0"], "--repeats must be at least 1"),
+    "bench -c without plans": (["bench", "-c", "2d"], "without --plans"),
+    "bench unknown configuration": (["bench", "--plans", "{root}/plans.json", "-c", "nope"], "nope is not in"),
+    "bench missing plans": (["bench", "--plans", "{root}/missing.json"], "plans file not found"),
+    "bench json to a folder": (["bench", "--json", "{root}"], "is a folder"),
+    "bench ungated trainer": (["bench", "-tr", "nnUNetTrainer"], "not a gated trainer"),
+    "bench unknown trainer": (["bench", "-tr", "NoSuchTrainer"], "not found by nnU-Net"),
+    "retrofit onto its input": (["retrofit", "-i", "{model}/fold_0/checkpoint_final.pth", "-o",
+                                 "{model}/fold_0/checkpoint_final.pth", "--overwrite"], "is the input"),
+    "retrofit onto an existing file": (["retrofit", "-i", "{root}/notes.pth", "-o", "{root}/existing_file"],
+                                       "exists; pass --overwrite"),
+    "retrofit not a checkpoint": (["retrofit", "-i", "{root}/notes.pth", "-o", "{out}.pth"], "not a readable"),
+    "retrofit code in checkpoint": (["retrofit", "-i", "{model}/fold_0/checkpoint_final.pth", "-o", "{out}.pth"],
+                                    "posix.mknod"),
+    "retrofit missing checkpoint": (["retrofit", "-i", "{root}/missing.pth", "-o", "{out}.pth"], "not found"),
+    "maps into its input": (["maps", "-i", "{root}/images", "-o", "{root}/images", "-d", "991", "-c", "3d_fullres",
+                             "-f", "0"], "inside the input folder"),
+    "maps below its input": (["maps", "-i", "{root}/images", "-o", "{root}/images/out", "-d", "991", "-c",
+                              "3d_fullres", "-f", "0"], "inside the input folder"),
+    "maps into a file": (["maps", "-i", "{root}/images", "-o", "{root}/existing_file", "-d", "991", "-c",
+                          "3d_fullres", "-f", "0"], "is an existing file"),
+    "maps zero processes": (["maps", "-i", "{root}/images", "-o", "{out}", "-d", "991", "-c", "3d_fullres",
+                             "-npp", "0"], "-npp must be at least 1"),
+    "maps zero step": (["maps", "-i", "{root}/images", "-o", "{out}", "-d", "991", "-c", "3d_fullres",
+                        "-step_size", "0"], "-step_size must be in (0, 1]"),
+    "maps code in checkpoint": (["maps", "-i", "{root}/images", "-o", "{out}", "-d", "991", "-c", "3d_fullres",
+                                 "-f", "0", "-device", "cpu"], "posix.mknod"),
+    "maps fold not trained": (["maps", "-i", "{root}/images", "-o", "{out}", "-d", "991", "-c", "3d_fullres",
+                               "-f", "3", "-device", "cpu"], "fold_3"),
+    "maps unknown dataset": (["maps", "-i", "{root}/images", "-o", "{out}", "-d", "555", "-c", "3d_fullres"],
+                             "555"),
+    "compare a trainer with itself": (["compare", "-d", "991", "-c", "3d_fullres", "-tr", "A", "A"], "twice"),
+    "compare corrupt summary": (["compare", "-d", "991", "-c", "3d_fullres", "-tr", "nnUNetTrainer",
+                                 "nnUNetTrainerAttention", "-f", "0", "-o", "{out}"],
+                                "nnUNetTrainer__nnUNetPlans__3d_fullres/fold_0/validation/summary.json is not "
+                                "readable JSON"),
+    "compare foreign summary": (["compare", "-d", "991", "-c", "2d", "-tr", "nnUNetTrainer",
+                                 "nnUNetTrainerAttention", "-f", "0", "-o", "{out}"],
+                                "is not an nnU-Net validation summary"),
+    "compare into a file": (["compare", "-d", "991", "-c", "3d_fullres", "-tr", "nnUNetTrainer",
+                             "nnUNetTrainerAttention", "-o", "{root}/existing_file"], "is an existing file"),
+    "compare unknown dataset": (["compare", "-d", "555", "-c", "3d_fullres", "-tr", "A", "B"], "555"),
+    "demo unknown schedule": (["demo", "-o", "{out}", "--epochs", "7"], "--epochs must be one of"),
+    "demo into a file": (["demo", "-o", "{root}/existing_file"], "is an existing file"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, inputs, tmp_path, capsys):
+    argv, expected = BAD_INPUTS[case]
+    model = inputs / "nnUNet_results" / "Dataset991_Hostile" / "nnUNetTrainerAttention__nnUNetPlans__3d_fullres"
+    argv = [a.format(root=inputs, out=tmp_path / "out", model=model) for a in argv]
+    before = _checksums(inputs)
+    status, err = _cli(capsys, *argv)
+    assert status == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert expected in lines[0], lines[0]
+    assert _checksums(inputs) == before
+    assert not (tmp_path / MARKER_NAME).exists()
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.pth").exists()
+
+
+def test_compare_reads_no_code_from_checkpoints_and_says_which_it_skipped(inputs, tmp_path, capsys):
+    status, err = _cli(capsys, "compare", "-d", "991", "-c", "3d_fullres", "-tr", "nnUNetTrainerTiny",
+                       "nnUNetTrainerAttention", "-f", "0", "-o", tmp_path / "report")
+    assert status in (0, None), err
+    assert "posix.mknod" in err and "checkpoint_final.pth" in err
+    assert (tmp_path / "report" / "report.json").is_file()
+    assert not (tmp_path / MARKER_NAME).exists()
+
+
+def test_trust_checkpoint_is_the_only_way_to_load_such_a_file(inputs, tmp_path, capsys):
+    model = inputs / "nnUNet_results" / "Dataset991_Hostile" / "nnUNetTrainerAttention__nnUNetPlans__3d_fullres"
+    status, _ = _cli(capsys, "retrofit", "-i", model / "fold_0" / "checkpoint_final.pth", "-o", tmp_path / "o.pth",
+                     "--trust-checkpoint")
+    assert status == 2  # not a usable model either, but it was loaded, and loading ran the code
+    assert (tmp_path / MARKER_NAME).exists()
+
+
+def test_synth_replaces_a_task_only_when_asked_and_then_completely(tmp_path, capsys):
+    assert _cli(capsys, "synth", "-o", tmp_path, "--cases", "3", "--test-cases", "1")[0] in (0, None)
+    task = next(tmp_path.glob("Task*"))
+    assert _cli(capsys, "synth", "-o", tmp_path, "--cases", "2", "--test-cases", "0")[0] == 2
+    assert len(list((task / "imagesTr").iterdir())) == 3
+    assert _cli(capsys, "synth", "-o", tmp_path, "--cases", "2", "--test-cases", "0", "--overwrite")[0] in (0, None)
+    assert len(list((task / "imagesTr").iterdir())) == 2 and not list((task / "imagesTs").iterdir())
+    assert json.loads((task / "dataset.json").read_text())["numTraining"] == 2
+    assert [p.name for p in tmp_path.iterdir()] == [task.name]  # no staging folder left
+
+
+def test_a_moved_editable_checkout_costs_one_warning_line_not_a_traceback(tmp_path):
+    import subprocess
+
+    pth = Path(__file__).parents[1] / "nnunet_attention_discovery.pth"
+    line = pth.read_text().strip().splitlines()[-1]
+    # -S: no site-packages, so nnunet_attention cannot be found, as after the checkout moved
+    result = subprocess.run([*python_cmd(line)[:1], "-S", "-c", line], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert "pip uninstall nnunet-attention" in result.stderr
+
+
+def test_cli_spot_check_in_a_fresh_process(tmp_path):
+    import subprocess
+
+    result = subprocess.run([*CLI, "synth", "-o", str(tmp_path), "--test-cases", "-1"], capture_output=True,
+                            text=True)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
