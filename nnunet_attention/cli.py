@@ -86,19 +86,48 @@ def _dataset_results(dataset: str) -> str:
 
 
 def _compare(args):
-    from nnunet_attention.compare import compare
+    from nnunetv2.paths import nnUNet_preprocessed, nnUNet_results
+
+    from nnunet_attention.compare import DatasetSource, compare
+    from nnunet_attention.nnunet_api import dataset_name
 
     if args.tr[0] == args.tr[1]:
         raise UserError(f"-tr names {args.tr[0]} twice; compare two different trainers (e.g. nnUNetTrainer "
                         f"nnUNetTrainerAttention)")
-    results = _dataset_results(args.d)
-    output = args.o or os.path.join(results, "nnunet_attention_compare")
+    if any(t <= 0 for t in args.nsd_tolerance):
+        raise UserError(f"--nsd-tolerance must be positive (mm), got {args.nsd_tolerance}")
+    if args.np < 1:
+        raise UserError(f"-np must be at least 1, got {args.np}")
+    for name, variable in (("nnUNet_results", nnUNet_results), ("nnUNet_preprocessed", nnUNet_preprocessed)):
+        if not variable.is_set():
+            raise UserError(f"{name} is not set; export it as for nnU-Net (documentation/setting_up_paths.md)")
+    sources, missing = [], []
+    for dataset in dict.fromkeys(args.d):
+        try:
+            name = dataset_name(dataset)
+        except UserError as e:
+            if len(args.d) == 1:
+                raise
+            missing.append(f"{dataset} ({e})")
+            continue
+        sources.append(DatasetSource(name, os.path.join(nnUNet_results.get(), name),
+                                     os.path.join(nnUNet_preprocessed.get(), name)))
+    if not sources:
+        raise UserError("none of the datasets was found: " + "; ".join(missing))
+    default = (os.path.join(sources[0].results, "nnunet_attention_compare") if len(args.d) == 1 else
+               os.path.join(nnUNet_results.get(), "nnunet_attention_compare"))
+    output = args.o or default
     check_output_folder(output)
-    report = compare(results, args.c, args.tr, args.p, args.f, output)
+
+    def log(message, final):
+        print(f"\r{message}", end="\n" if final else "", file=sys.stderr, flush=True)
+
+    report = compare(sources, args.c, args.tr, args.p, args.f, output, args.nsd_tolerance, args.np, missing,
+                     log=log)
     for warning in report["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
-    for missing in report["missing"]:
-        print(f"missing: {missing}", file=sys.stderr)
+    for item in report["missing"]:
+        print(f"missing: {item}", file=sys.stderr)
     if report["missing"]:
         print("the report is incomplete: it covers the results that exist", file=sys.stderr)
     print(os.path.join(output, "report.md"))
@@ -214,6 +243,12 @@ class _Parser(argparse.ArgumentParser):
         return super().add_argument(*spellings, **kwargs)
 
 
+def _default_processes() -> int:
+    from nnunetv2.configuration import default_num_processes
+
+    return default_num_processes
+
+
 TRUST_HELP = ("load the checkpoint even if it holds pickled objects beyond what nnU-Net checkpoints contain; this "
               "RUNS CODE FROM THE FILE: only for files whose origin you trust")
 
@@ -238,14 +273,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing task folder of the same name")
     p.set_defaults(func=_synth)
 
-    p = sub.add_parser("compare", help="report two trainers side by side from nnUNet_results")
-    p.add_argument("-d", required=True, help="dataset name or id")
+    p = sub.add_parser("compare", help="report two trainers side by side from nnUNet_results (Dice, NSD, HD95; "
+                                       "one or several datasets)")
+    p.add_argument("-d", nargs="+", required=True, help="dataset name(s) or id(s); several give one report")
     p.add_argument("-c", nargs="+", required=True, help="configuration(s), e.g. 3d_fullres")
     p.add_argument("-tr", nargs=2, required=True, metavar=("TRAINER_A", "TRAINER_B"),
                    help="the two trainers; differences are B minus A (e.g. nnUNetTrainer nnUNetTrainerAttention)")
     p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
     p.add_argument("-f", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="folds (default 0 1 2 3 4)")
-    p.add_argument("-o", help="output folder (default nnUNet_results/DATASET/nnunet_attention_compare)")
+    p.add_argument("-o", help="output folder (default nnUNet_results/DATASET/nnunet_attention_compare; with "
+                              "several datasets nnUNet_results/nnunet_attention_compare)")
+    p.add_argument("--nsd-tolerance", nargs="+", type=float, default=[1.0], metavar="MM",
+                   help="NSD tolerance in mm: one value, or one per class in dataset.json's order (default 1.0)")
+    p.add_argument("-np", type=int, default=_default_processes(),
+                   help="processes for the boundary metrics (default: nnU-Net's default_num_processes, %(default)s)")
     p.set_defaults(func=_compare)
 
     p = sub.add_parser("demo", help="gated vs ungated end to end through nnU-Net's commands (resumable)")

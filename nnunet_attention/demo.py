@@ -105,7 +105,7 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
     """Runs (or resumes) the whole comparison; returns the report folder."""
     import torch
 
-    from nnunet_attention.compare import compare
+    from nnunet_attention.compare import DatasetSource, compare
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
@@ -182,7 +182,8 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
 
     report_dir = os.path.join(results, "nnunet_attention_compare")
     runner.step("compare the two trainers", False)
-    compare(results, [configuration], trainers, PLANS, list(folds), report_dir)
+    source = DatasetSource(dataset_name, results, os.path.join(paths["nnUNet_preprocessed"], dataset_name))
+    compare([source], [configuration], trainers, PLANS, list(folds), report_dir, num_processes=2)
     print(f"\nReport: {os.path.join(report_dir, 'report.md')}", flush=True)
     if has_test:
         print(f"Test predictions: {test_output}", flush=True)

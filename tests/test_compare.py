@@ -1,88 +1,135 @@
-"""nnunet-attention compare on a results tree from real (tiny) nnU-Net trainings of two trainers on two folds."""
+"""nnunet-attention compare on results from real (tiny) nnU-Net trainings: two trainers, two datasets."""
 import csv
 import json
+import os
 import subprocess
 import sys
 
 import pytest
-from helpers import DATASET_ID, TINY_TRAINERS, TRAINED_FOLDS, fold_dir, run
+from helpers import DATASET_ID, DATASET_NAME, TINY_SHAPE, TINY_TRAINERS, TRAINED_FOLDS, fold_dir, run, train
+
+from nnunet_attention.synth import write_msd_task
 
 pytestmark = pytest.mark.slow  # plans, preprocesses or trains through nnU-Net's CLIs
 CLI = [sys.executable, "-m", "nnunet_attention.cli"]
+SECOND_ID, SECOND_NAME = 991, "Dataset991_AttentionSynth"
+LABELS = ["nodule", "cyst"]
 
 
-def _compare(env, out, folds=TRAINED_FOLDS, trainers=TINY_TRAINERS):
-    return subprocess.run([*CLI, "compare", "-d", str(DATASET_ID), "-c", "3d_fullres", "-tr", *trainers,
-                           "-f", *map(str, folds), "-o", str(out)], env=env, capture_output=True, text=True)
+def _compare(env, out, datasets=(DATASET_ID,), folds=TRAINED_FOLDS, trainers=TINY_TRAINERS, *extra):
+    return subprocess.run([*CLI, "compare", "-d", *map(str, datasets), "-c", "3d_fullres", "-tr", *trainers,
+                           "-f", *map(str, folds), "-o", str(out), *extra], env=env, capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
-def report(trained_models, tmp_path_factory):
+def results(trained_models):
+    """Dataset990 (two folds, find_best_configuration run) and Dataset991 (fold 0 only), both trainers."""
     root, env = trained_models
+    task = write_msd_task(str(root / "msd2"), task_id=SECOND_ID, cases=5, test_cases=0, seed=2, shape=TINY_SHAPE)
+    run(["nnUNetv2_convert_MSD_dataset", "-i", task, "-np", "1"], env)
+    run(["nnUNetv2_plan_and_preprocess", "-d", str(SECOND_ID), "-c", "3d_fullres", "-np", "1"], env)
+    for trainer in TINY_TRAINERS:
+        run(["nnUNetv2_train", str(SECOND_ID), "3d_fullres", "0", "-tr", trainer, "-device", "cpu", "--npz"],
+            {**env, "nnUNet_n_proc_DA": "0"})
     run(["nnUNetv2_find_best_configuration", str(DATASET_ID), "-c", "3d_fullres", "-tr", *TINY_TRAINERS,
          "-f", *map(str, TRAINED_FOLDS), "-np", "1"], env)
+    return root, env
+
+
+@pytest.fixture(scope="module")
+def report(results, tmp_path_factory):
+    root, env = results
     out = tmp_path_factory.mktemp("compare")
-    result = _compare(env, out)
+    result = _compare(env, out, datasets=(DATASET_ID, SECOND_ID, 555))
     assert result.returncode == 0, result.stderr
-    return root, out, json.loads((out / "report.json").read_text())
+    return root, out, json.loads((out / "report.json").read_text()), result.stderr
 
 
-def test_report_numbers_are_nnunets_numbers(report):
-    root, out, data = report
-    entry = data["configurations"]["3d_fullres"]
-    assert data["complete"] and entry["labels"] == ["1", "2"]
+def test_two_datasets_in_one_report_with_holm_over_every_row(report):
+    root, out, data, stderr = report
+    assert set(data["datasets"]) == {DATASET_NAME, SECOND_NAME}
+    assert data["missing_datasets"] and "555" in data["missing_datasets"][0] and "555" in stderr
+    rows = data["summary"]
+    assert {(r["dataset"], r["class"]) for r in rows} == {(d, c) for d in (DATASET_NAME, SECOND_NAME)
+                                                           for c in LABELS}
+    for metric in ("dice", "nsd", "hd95"):
+        for row in rows:
+            s = row["metrics"][metric]
+            assert "p_holm" in s
+            if s["wilcoxon_p"] is not None:
+                assert s["wilcoxon_p"] <= s["p_holm"] <= 1
+    assert "MONAI" in data["boundary_metrics"]["implementation"]
+    markdown = (out / "report.md").read_text()
+    assert "Holm" in markdown and "MONAI" in markdown and "nodule" in markdown and "label 1" not in markdown
+    # Dataset991 has fold 0 only: the missing fold 1 is named, the report says so
+    missing = fold_dir(root, TINY_TRAINERS[0], "3d_fullres", 1).parent.parent.parent / SECOND_NAME
+    assert not data["complete"] and any(SECOND_NAME in m and "fold_1" in m for m in data["missing"])
+    assert str(missing) in " ".join(data["missing"])
+
+
+def test_dice_numbers_are_nnunets_and_boundary_metrics_are_per_case_and_class(report):
+    root, out, data, _ = report
+    entry = data["datasets"][DATASET_NAME]["configurations"]["3d_fullres"]
+    assert entry["labels"] == LABELS and entry["label_keys"] == {"nodule": "1", "cyst": "2"}
     for trainer in TINY_TRAINERS:
         for fold in TRAINED_FOLDS:
             summary = json.loads((fold_dir(root, trainer, "3d_fullres", fold) / "validation" / "summary.json")
                                  .read_text())
-            for label in ("1", "2"):
-                assert entry["trainers"][trainer]["per_fold"][str(fold)][label]["mean"] == pytest.approx(
-                    summary["mean"][label]["Dice"], abs=1e-12)
-        assert entry["trainers"][trainer]["parameters"] > 0
-        assert entry["trainers"][trainer]["epochs"] == 2 and entry["trainers"][trainer]["mean_epoch_seconds"] > 0
+            for name, key in entry["label_keys"].items():
+                assert entry["trainers"][trainer]["per_fold"][str(fold)][name]["dice"]["mean"] == pytest.approx(
+                    summary["mean"][key]["Dice"], abs=1e-12)
+            assert (fold_dir(root, trainer, "3d_fullres", fold) / "validation" /
+                    "nnunet_attention_boundary_metrics.json").is_file()
+        rows = entry["per_case"][trainer]
+        assert rows and all(0 <= r[f"nsd_{c}"] <= 1 and r[f"hd95_{c}"] >= 0 for r in rows for c in LABELS)
+        assert entry["trainers"][trainer]["parameters"] > 0 and entry["trainers"][trainer]["epochs"] == 2
     gated, ungated = (entry["trainers"][t]["parameters"] for t in reversed(TINY_TRAINERS))
     assert gated > ungated
-
+    csv_rows = list(csv.DictReader(open(out / "per_case.csv")))
+    assert {"dice_nodule", "nsd_nodule", "hd95_nodule", "dice_cyst", "nsd_cyst", "hd95_cyst"} <= set(csv_rows[0])
     validated = sum(len(json.loads((fold_dir(root, TINY_TRAINERS[0], "3d_fullres", f) / "validation" /
                                     "summary.json").read_text())["metric_per_case"]) for f in TRAINED_FOLDS)
-    rows = list(csv.DictReader(open(out / "per_case.csv")))
-    assert len(rows) == 2 * validated  # both trainers, each validation case of the two folds
     assert len(entry["paired_cases"]) == validated  # same splits: every case pairs up
-    paired = entry["paired"]["1"]
-    assert paired["n_pairs"] <= validated and paired["wins"] + paired["ties"] + paired["losses"] == paired["n_pairs"]
-    if paired["bootstrap_ci95"]:
-        low, high = paired["bootstrap_ci95"]
-        assert low <= paired["mean_difference"] <= high
+    for metric in ("dice", "nsd", "hd95"):
+        paired = entry["paired"]["nodule"][metric]
+        assert paired["wins"] + paired["ties"] + paired["losses"] == paired["n_pairs"]
 
 
-def test_report_has_the_ensemble_and_plots(report):
-    _, out, data = report
-    ensembles = data["ensembles"]
-    assert any(k.startswith("ensemble___") for k in ensembles["foreground_dice"])
+def test_learning_curves_per_trainer_and_fold_and_their_plot(report):
+    _, out, data, _ = report
+    curves = data["curves"][DATASET_NAME]["3d_fullres"]
+    for trainer in TINY_TRAINERS:
+        assert sorted(curves[trainer]) == [str(f) for f in TRAINED_FOLDS]
+        for fold_curves in curves[trainer].values():
+            assert all(len(fold_curves[s]) == 2 for s in ("train_losses", "val_losses", "mean_fg_dice",
+                                                          "ema_fg_dice"))
+    for prefix in (f"{DATASET_NAME}_3d_fullres", f"{SECOND_NAME}_3d_fullres"):
+        for kind in ("curves", "metrics", "paired_differences"):
+            assert (out / f"{kind}_{prefix}.png").stat().st_size > 0
+
+
+def test_ensemble_gets_boundary_metrics_too(report):
+    _, _, data, _ = report
+    ensembles = data["datasets"][DATASET_NAME]["ensembles"]
     assert ensembles["best"]["models"]
-    for name in ("report.md", "dice_3d_fullres.png", "paired_differences_3d_fullres.png"):
-        assert (out / name).stat().st_size > 0
-    markdown = (out / "report.md").read_text()
-    assert "Wilcoxon" in markdown and "Chosen:" in markdown and "Incomplete" not in markdown
+    per_class = ensembles["ensemble_per_class"]
+    assert per_class and all(set(v) == set(LABELS) for v in per_class.values())
+    assert all(0 <= c["nsd"] <= 1 for v in per_class.values() for c in v.values())
+    assert data["datasets"][SECOND_NAME]["ensembles"] is None
 
 
-def test_missing_fold_is_named_and_the_report_says_incomplete(report, tmp_path):
-    root, _, _ = report
-    env = {**__import__("os").environ, "nnUNet_results": str(root / "nnUNet_results"),
-           "nnUNet_raw": str(root / "nnUNet_raw"), "nnUNet_preprocessed": str(root / "nnUNet_preprocessed")}
-    result = _compare(env, tmp_path, folds=(0, 1, 4))
-    assert result.returncode == 0
-    missing = fold_dir(root, TINY_TRAINERS[0], "3d_fullres", 4) / "validation" / "summary.json"
-    assert f"missing: {missing}" in result.stderr
-    data = json.loads((tmp_path / "report.json").read_text())
-    assert not data["complete"] and str(missing) in data["missing"]
-    assert "Incomplete" in (tmp_path / "report.md").read_text()
+def test_second_compare_reads_the_cache(results, report, tmp_path):
+    root, env = results
+    result = _compare(env, tmp_path, datasets=(DATASET_ID,))
+    assert result.returncode == 0 and "boundary metrics" not in result.stderr  # nothing recomputed
+    single = json.loads((tmp_path / "report.json").read_text())
+    first = report[2]["datasets"][DATASET_NAME]["configurations"]["3d_fullres"]["per_case"]
+    assert single["datasets"][DATASET_NAME]["configurations"]["3d_fullres"]["per_case"] == first
+    assert single["complete"]
 
 
-def test_nothing_to_compare_is_a_one_line_error(report, tmp_path):
-    root, _, _ = report
-    env = {**__import__("os").environ, "nnUNet_results": str(root / "nnUNet_results"),
-           "nnUNet_raw": str(root / "nnUNet_raw"), "nnUNet_preprocessed": str(root / "nnUNet_preprocessed")}
+def test_nothing_to_compare_is_a_one_line_error(results, tmp_path):
+    _, env = results
     result = _compare(env, tmp_path, trainers=("nnUNetTrainerNope", "nnUNetTrainerNeither"))
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1

@@ -44,7 +44,7 @@ def test_demo_runs_every_step_and_resumes_after_a_kill(tmp_path, monkeypatch, ca
     assert resumed.count("done before, skipped") == 4  # synth, convert, plan, the finished ungated training
     report = json.loads(open(f"{report_dir}/report.json").read())
     assert report["complete"] and report["trainers"] == TRAINERS
-    assert report["ensembles"]["best"]["models"]
+    assert report["datasets"]["Dataset990_AttentionSynth"]["ensembles"]["best"]["models"]
     results = workdir / "nnUNet_results" / "Dataset990_AttentionSynth"
     done = json.loads((results / "nnunet_attention_demo_test_predictions" / "done.json").read_text())
     assert len(list((results / "nnunet_attention_demo_test_predictions" / "postprocessed").glob("*.nii.gz"))) == 4

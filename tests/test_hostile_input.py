@@ -5,7 +5,9 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 from helpers import CLI, python_cmd
 
@@ -66,6 +68,15 @@ def inputs(tmp_path, monkeypatch):
     foreign = results / "nnUNetTrainer__nnUNetPlans__2d" / "fold_0" / "validation" / "summary.json"
     foreign.parent.mkdir(parents=True)
     foreign.write_text(json.dumps({"results": []}))
+    preprocessed = root / "nnUNet_preprocessed" / "Dataset991_Hostile"
+    (preprocessed / "gt_segmentations").mkdir(parents=True)
+    (preprocessed / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "lesion": 1},
+                                                           "channel_names": {"0": "CT"}, "file_ending": ".nii.gz",
+                                                           "numTraining": 1}))
+    mask = np.zeros((4, 8, 8), np.uint8)
+    mask[1:3, 2:6, 2:6] = 1
+    for folder in (preprocessed / "gt_segmentations", model / "fold_0" / "validation"):
+        sitk.WriteImage(sitk.GetImageFromArray(mask), str(folder / "a.nii.gz"))
     images = root / "images"
     images.mkdir()
     (images / "case_0000.nii.gz").write_bytes(b"not really an image")

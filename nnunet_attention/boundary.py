@@ -1,0 +1,158 @@
+"""Boundary metrics per case and class, in physical spacing, from the files nnU-Net already wrote.
+
+NSD (normalised surface Dice) at a tolerance in mm and HD95 (95th-percentile Hausdorff distance) in mm, computed
+with MONAI: maintained, on PyPI, both metrics in physical spacing, and its surface Dice with ``use_subvoxels=True``
+is DeepMind's surfel-based NSD (the ``surface-distance`` code most MSD-era papers used, which is not maintained as a
+package). HD95 is MONAI's ``compute_hausdorff_distance(percentile=95, directed=False)``: the larger of the two
+directed 95th percentiles of the surface distances. Hausdorff implementations disagree, so the report names this one
+(``IMPLEMENTATION``).
+
+Empty masks (Metrics Reloaded asks to state it): reference and prediction both empty -> NSD 1, HD95 0; exactly one
+of them empty -> NSD 0, HD95 = the image's diagonal in mm (the largest distance possible in that image), so a missed
+or hallucinated structure stays in the statistics with the worst value. The report counts such cases per class.
+
+Per fold, the results are cached in ``nnunet_attention_boundary_metrics.json`` beside nnU-Net's ``summary.json``;
+a case is recomputed when its prediction or reference file changes (size or modification time), or the tolerance or
+the implementation does.
+"""
+import json
+import multiprocessing
+import os
+import warnings
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from nnunet_attention.errors import NnUNetAttentionError
+
+CACHE_FILE = "nnunet_attention_boundary_metrics.json"
+EMPTY_CONVENTION = ("both empty: NSD 1, HD95 0 mm; exactly one empty: NSD 0, HD95 = the image diagonal in mm")
+LabelOrRegion = Union[int, Tuple[int, ...]]
+
+
+def implementation() -> str:
+    import monai
+
+    return (f"MONAI {monai.__version__}: compute_surface_dice(use_subvoxels=True) for NSD, "
+            f"compute_hausdorff_distance(percentile=95, directed=False) for HD95")
+
+
+def _crop_to_union(a: np.ndarray, b: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Both masks cropped to their union's bounding box plus one voxel: distances stay the same, work shrinks."""
+    where = np.argwhere(a | b)
+    low = np.maximum(where.min(0) - 1, 0)
+    high = np.minimum(where.max(0) + 2, a.shape)
+    box = tuple(slice(lo, hi) for lo, hi in zip(low, high))
+    return a[box], b[box]
+
+
+def mask_metrics(prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[float], tolerance: float) -> dict:
+    """{"nsd", "hd95", "empty"} for two boolean masks of the same shape; spacing in mm per array axis; empty is
+    None, "both", "reference" or "prediction" (see the module's convention)."""
+    import torch
+    from monai.metrics import compute_hausdorff_distance, compute_surface_dice
+
+    has_prediction, has_reference = bool(prediction.any()), bool(reference.any())
+    if not has_prediction and not has_reference:
+        return {"nsd": 1.0, "hd95": 0.0, "empty": "both"}
+    if not (has_prediction and has_reference):
+        diagonal = float(np.sqrt(np.sum((np.array(prediction.shape) * np.array(spacing, dtype=float)) ** 2)))
+        return {"nsd": 0.0, "hd95": diagonal, "empty": "prediction" if has_reference else "reference"}
+    prediction, reference = _crop_to_union(prediction, reference)
+    p = torch.from_numpy(np.ascontiguousarray(prediction[None, None], dtype=np.float32))
+    r = torch.from_numpy(np.ascontiguousarray(reference[None, None], dtype=np.float32))
+    spacing = [float(s) for s in spacing]
+    with warnings.catch_warnings():  # MONAI's own deprecation notices, not about these inputs
+        warnings.simplefilter("ignore", FutureWarning)
+        nsd = compute_surface_dice(p, r, [float(tolerance)], include_background=True, spacing=spacing,
+                                   use_subvoxels=True)
+        hd95 = compute_hausdorff_distance(p, r, include_background=True, percentile=95, spacing=spacing)
+    return {"nsd": float(nsd.item()), "hd95": float(hd95.item()), "empty": None}
+
+
+def case_metrics(prediction_file: str, reference_file: str, reader_class: type, labels: Sequence[LabelOrRegion],
+                 tolerances: Dict[str, float]) -> Dict[str, dict]:
+    """Per label or region key (nnU-Net's key, e.g. "1" or "(1, 2)"): mask_metrics of one case."""
+    from nnunetv2.evaluation.evaluate_predictions import label_or_region_to_key, region_or_label_to_mask
+
+    reader = reader_class()
+    reference, properties = reader.read_seg(reference_file)
+    prediction, _ = reader.read_seg(prediction_file)
+    spacing = properties["spacing"]
+    reference, prediction = reference[0], prediction[0]
+    if len(spacing) != reference.ndim:  # 2D images are read as one slice
+        spacing = [1.0] * (reference.ndim - len(spacing)) + list(spacing)
+    results = {}
+    for label in labels:
+        key = label_or_region_to_key(label)
+        results[key] = mask_metrics(region_or_label_to_mask(prediction, label),
+                                    region_or_label_to_mask(reference, label), spacing, tolerances[key])
+    return results
+
+
+def _fingerprint(*files: str) -> List[int]:
+    return [v for f in files for v in (os.stat(f).st_size, os.stat(f).st_mtime_ns)]
+
+
+def _case_job(arguments):
+    case, prediction_file, reference_file, reader_class, labels, tolerances = arguments
+    return case, case_metrics(prediction_file, reference_file, reader_class, labels, tolerances)
+
+
+def folder_metrics(prediction_folder: str, reference_folder: str, cases: Sequence[str], file_ending: str,
+                   reader_class: type, labels: Sequence[LabelOrRegion], tolerances: Dict[str, float],
+                   num_processes: int = 1, progress: Optional[Callable[[int, int], None]] = None) -> Dict[str, dict]:
+    """case -> key -> {"nsd", "hd95", "empty"} for the cases' predictions in prediction_folder against
+    reference_folder (nnUNet_preprocessed/DatasetX/gt_segmentations), cached in prediction_folder/CACHE_FILE."""
+    cache_file = os.path.join(prediction_folder, CACHE_FILE)
+    version = implementation()
+    cached = {}
+    if os.path.isfile(cache_file):
+        try:
+            with open(cache_file) as f:
+                stored = json.load(f)
+            if stored.get("implementation") == version:
+                cached = stored.get("cases", {})
+        except (OSError, ValueError):
+            cached = {}  # a damaged cache is recomputed, never trusted
+    results, jobs, fingerprints = {}, [], {}
+    for case in cases:
+        prediction_file = os.path.join(prediction_folder, case + file_ending)
+        reference_file = os.path.join(reference_folder, case + file_ending)
+        for f in (prediction_file, reference_file):
+            if not os.path.isfile(f):
+                raise NnUNetAttentionError(f"{f} not found: boundary metrics need every validation prediction and "
+                                           f"its reference (re-run validation with nnUNetv2_train ... --val)")
+        fingerprints[case] = _fingerprint(prediction_file, reference_file)
+        entry = cached.get(case)
+        if entry and entry.get("fingerprint") == fingerprints[case] and entry.get("tolerances") == tolerances:
+            results[case] = entry["metrics"]
+        else:
+            jobs.append((case, prediction_file, reference_file, reader_class, list(labels), tolerances))
+    if jobs:
+        done = 0
+        if num_processes > 1 and len(jobs) > 1:
+            with multiprocessing.get_context("spawn").Pool(min(num_processes, len(jobs))) as pool:
+                for case, metrics in pool.imap_unordered(_case_job, jobs):
+                    results[case] = metrics
+                    done += 1
+                    if progress:
+                        progress(done, len(jobs))
+        else:
+            for job in jobs:
+                case, metrics = _case_job(job)
+                results[case] = metrics
+                done += 1
+                if progress:
+                    progress(done, len(jobs))
+        payload = {"implementation": version, "cases": {
+            case: {"fingerprint": fingerprints[case], "tolerances": tolerances, "metrics": results[case]}
+            for case in cases}}
+        partial = cache_file + ".partial"
+        try:
+            with open(partial, "w") as f:
+                json.dump(payload, f, indent=1)
+            os.replace(partial, cache_file)
+        except OSError:
+            pass  # a read-only results folder: the metrics are right, only the next run recomputes them
+    return {case: results[case] for case in cases}

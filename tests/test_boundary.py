@@ -1,0 +1,84 @@
+"""Boundary metrics against geometry with known answers, and the stated conventions for empty masks."""
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from nnunet_attention import boundary
+
+SPACING = (3.0, 1.0, 1.0)  # anisotropic, as MSD MR/CT: z is coarse
+SHAPE = (40, 100, 100)
+RADIUS = 30.0
+
+
+def sphere(center_mm) -> np.ndarray:
+    grids = np.meshgrid(*[np.arange(n) * s for n, s in zip(SHAPE, SPACING)], indexing="ij")
+    return sum((g - c) ** 2 for g, c in zip(grids, center_mm)) <= RADIUS ** 2
+
+
+@pytest.mark.parametrize("axis, voxels", [(2, 10), (0, 4)])  # 10 mm along a fine axis, 12 mm along the coarse one
+def test_shifted_sphere_gives_the_analytic_nsd_and_hd95(axis, voxels):
+    # For a sphere against itself shifted by d, the distance from a surface point to the other surface is uniform
+    # on [0, d] (Archimedes): NSD at tolerance t is t / d, HD95 is 0.95 d.
+    center = np.array([60.0, 45.0, 45.0])
+    shifted = center.copy()
+    shifted[axis] += voxels * SPACING[axis]
+    d = voxels * SPACING[axis]
+    a, b = sphere(center), sphere(shifted)
+    for fraction in (0.25, 0.5, 0.75):
+        measured = boundary.mask_metrics(b, a, SPACING, fraction * d)
+        assert measured["nsd"] == pytest.approx(fraction, abs=0.12), fraction
+        assert measured["empty"] is None
+    assert measured["hd95"] == pytest.approx(0.95 * d, rel=0.1)
+    assert boundary.mask_metrics(b, a, SPACING, 1.05 * d)["nsd"] == pytest.approx(1.0)
+    identical = boundary.mask_metrics(a, a, SPACING, 1.0)
+    assert identical["nsd"] == pytest.approx(1.0) and identical["hd95"] == pytest.approx(0.0)
+
+
+def test_empty_masks_follow_the_stated_convention():
+    empty, full = np.zeros((4, 5, 6), bool), np.zeros((4, 5, 6), bool)
+    full[1:3, 1:3, 1:3] = True
+    diagonal = float(np.sqrt((4 * 3.0) ** 2 + 5 ** 2 + 6 ** 2))
+    assert boundary.mask_metrics(empty, empty, SPACING, 1.0) == {"nsd": 1.0, "hd95": 0.0, "empty": "both"}
+    assert boundary.mask_metrics(full, empty, SPACING, 1.0) == {"nsd": 0.0, "hd95": pytest.approx(diagonal),
+                                                                "empty": "reference"}
+    assert boundary.mask_metrics(empty, full, SPACING, 1.0) == {"nsd": 0.0, "hd95": pytest.approx(diagonal),
+                                                                "empty": "prediction"}
+
+
+def test_folder_metrics_read_files_in_physical_spacing_and_cache_per_case(tmp_path):
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+    predictions, references = tmp_path / "pred", tmp_path / "ref"
+    predictions.mkdir()
+    references.mkdir()
+    center = np.array([60.0, 45.0, 45.0])
+    shifted = center + np.array([0, 0, 10.0])
+    for name, (p, r) in {"a": (sphere(shifted), sphere(center)), "b": (sphere(center), sphere(center))}.items():
+        for folder, mask in ((predictions, p), (references, r)):
+            image = sitk.GetImageFromArray(mask.astype(np.uint8))
+            image.SetSpacing(SPACING[::-1])  # SimpleITK: x, y, z
+            sitk.WriteImage(image, str(folder / f"{name}.nii.gz"))
+    tolerances = {"1": 5.0}
+    first = boundary.folder_metrics(str(predictions), str(references), ["a", "b"], ".nii.gz", SimpleITKIO, [1],
+                                    tolerances)
+    assert first["a"]["1"]["nsd"] == pytest.approx(0.5, abs=0.12)
+    assert first["b"]["1"]["nsd"] == pytest.approx(1.0) and first["b"]["1"]["hd95"] == pytest.approx(0.0)
+    cache = json.loads((predictions / boundary.CACHE_FILE).read_text())
+    assert set(cache["cases"]) == {"a", "b"} and "MONAI" in cache["implementation"]
+
+    cache["cases"]["b"]["metrics"]["1"]["nsd"] = 0.123  # proves the second call reads the cache
+    (predictions / boundary.CACHE_FILE).write_text(json.dumps(cache))
+    again = boundary.folder_metrics(str(predictions), str(references), ["a", "b"], ".nii.gz", SimpleITKIO, [1],
+                                    tolerances)
+    assert again["b"]["1"]["nsd"] == 0.123
+    image = sitk.GetImageFromArray(sphere(center).astype(np.uint8))
+    image.SetSpacing(SPACING[::-1])
+    sitk.WriteImage(image, str(predictions / "a.nii.gz"))  # a changed prediction is recomputed
+    changed = boundary.folder_metrics(str(predictions), str(references), ["a", "b"], ".nii.gz", SimpleITKIO, [1],
+                                      tolerances)
+    assert changed["a"]["1"]["nsd"] == pytest.approx(1.0) and changed["b"]["1"]["nsd"] == 0.123
+    other_tolerance = boundary.folder_metrics(str(predictions), str(references), ["b"], ".nii.gz", SimpleITKIO,
+                                              [1], {"1": 2.0})
+    assert other_tolerance["b"]["1"]["nsd"] == pytest.approx(1.0)
