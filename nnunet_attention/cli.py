@@ -86,11 +86,6 @@ def _dataset_results(dataset: str) -> str:
 
 
 def _compare(args):
-    from nnunetv2.paths import nnUNet_preprocessed, nnUNet_results
-
-    from nnunet_attention.compare import DatasetSource, compare
-    from nnunet_attention.nnunet_api import dataset_name
-
     if args.tr[0] == args.tr[1]:
         raise UserError(f"-tr names {args.tr[0]} twice; compare two different trainers (e.g. nnUNetTrainer "
                         f"nnUNetTrainerAttention)")
@@ -98,31 +93,43 @@ def _compare(args):
         raise UserError(f"--nsd-tolerance must be positive (mm), got {args.nsd_tolerance}")
     if args.np < 1:
         raise UserError(f"-np must be at least 1, got {args.np}")
-    for name, variable in (("nnUNet_results", nnUNet_results), ("nnUNet_preprocessed", nnUNet_preprocessed)):
-        if not variable.is_set():
+    _run_compare(args.d, args.c, args.tr, args.p, args.f, args.o, args.nsd_tolerance, args.np)
+
+
+def _require_nnunet_paths(*names):
+    for name in names:
+        if not os.environ.get(name):
             raise UserError(f"{name} is not set; export it as for nnU-Net (documentation/setting_up_paths.md)")
+
+
+def _run_compare(datasets, configurations, trainers, plans, folds, output, nsd_tolerance, processes) -> dict:
+    """compare over the datasets that exist (the others named as missing); prints where the report is."""
+    from nnunet_attention.compare import DatasetSource, compare
+    from nnunet_attention.nnunet_api import dataset_name
+
+    _require_nnunet_paths("nnUNet_results", "nnUNet_preprocessed")
     sources, missing = [], []
-    for dataset in dict.fromkeys(args.d):
+    for dataset in dict.fromkeys(datasets):
         try:
             name = dataset_name(dataset)
         except UserError as e:
-            if len(args.d) == 1:
+            if len(datasets) == 1:
                 raise
             missing.append(f"{dataset} ({e})")
             continue
-        sources.append(DatasetSource(name, os.path.join(nnUNet_results.get(), name),
-                                     os.path.join(nnUNet_preprocessed.get(), name)))
+        sources.append(DatasetSource(name, os.path.join(os.environ["nnUNet_results"], name),
+                                     os.path.join(os.environ["nnUNet_preprocessed"], name)))
     if not sources:
         raise UserError("none of the datasets was found: " + "; ".join(missing))
-    default = (os.path.join(sources[0].results, "nnunet_attention_compare") if len(args.d) == 1 else
-               os.path.join(nnUNet_results.get(), "nnunet_attention_compare"))
-    output = args.o or default
+    default = (os.path.join(sources[0].results, "nnunet_attention_compare") if len(datasets) == 1 else
+               os.path.join(os.environ["nnUNet_results"], "nnunet_attention_compare"))
+    output = output or default
     check_output_folder(output)
 
     def log(message, final):
         print(f"\r{message}", end="\n" if final else "", file=sys.stderr, flush=True)
 
-    report = compare(sources, args.c, args.tr, args.p, args.f, output, args.nsd_tolerance, args.np, missing,
+    report = compare(sources, configurations, trainers, plans, folds, output, nsd_tolerance, processes, missing,
                      log=log)
     for warning in report["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
@@ -131,6 +138,86 @@ def _compare(args):
     if report["missing"]:
         print("the report is incomplete: it covers the results that exist", file=sys.stderr)
     print(os.path.join(output, "report.md"))
+    return report
+
+
+def _grid(args):
+    from nnunet_attention.grid import ExecutorOptions, Grid, GridSpec, log_tail, plan_steps
+    from nnunet_attention.nnunet_api import dataset_name
+
+    _require_nnunet_paths("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+    if len(set(args.tr)) < 2:
+        raise UserError("-tr needs at least two different trainers (e.g. nnUNetTrainer nnUNetTrainerAttention)")
+    if args.max_parallel < 0:
+        raise UserError(f"--max-parallel must be 0 (automatic) or more, got {args.max_parallel}")
+    if args.executor == "local" and any(v for v in (args.slurm_partition, args.slurm_gpus_per_job,
+                                                    args.slurm_cpus_per_job, args.slurm_mem, args.slurm_time,
+                                                    args.slurm_setup)):
+        raise UserError("--slurm-* options need --executor slurm")
+    for name in ("slurm_gpus_per_job", "slurm_cpus_per_job"):
+        if getattr(args, name) is not None and getattr(args, name) < 0:
+            raise UserError(f"--{name.replace('_', '-')} must be 0 or more")
+    if args.executor == "slurm" and not args.status:
+        from shutil import which
+
+        if which("sbatch") is None or which("squeue") is None:
+            raise UserError("--executor slurm needs SLURM's sbatch and squeue on PATH; run the grid on a login "
+                            "node, or use --executor local")
+    if args.device == "cuda" and args.executor == "local" and not args.status and not args.dry_run:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("-device cuda, but torch sees no CUDA device here; use -device cpu, or --executor slurm")
+    datasets = [dataset_name(d) for d in dict.fromkeys(args.d)]
+    spec = GridSpec(datasets, args.c, [str(f) for f in args.f], list(dict.fromkeys(args.tr)), args.p, args.device,
+                    args.npz)
+    options = ExecutorOptions(args.executor, args.max_parallel, args.slurm_partition, args.slurm_gpus_per_job,
+                              args.slurm_cpus_per_job, args.slurm_mem, args.slurm_time, args.slurm_setup or ())
+    grid = Grid(spec, options, log=lambda line: print(line, flush=True), poll_seconds=args.poll_seconds)
+    steps = plan_steps(spec)
+    if args.status:
+        _print_status(grid.status_rows(steps))
+        return
+    if args.dry_run:
+        for step in steps:
+            print(f"{'done' if step.done else 'todo'}  {step.key}" + ("" if step.done else
+                                                                       f"\n      $ {' '.join(step.command)}"))
+        print("(the find_best commands run once their dataset's trainings are done; then compare)")
+        return
+    failed = grid.run_steps([s for s in steps if s.kind == "plan"])
+    if not failed:
+        steps = plan_steps(spec)  # train commands depend on what exists now (--c, --val)
+        failed = grid.run_steps([s for s in steps if s.kind == "train"])
+        steps = plan_steps(spec)
+        trained = {d for d in datasets if all(s.done for s in steps if s.kind == "train" and s.dataset == d)}
+        failed += grid.run_steps([s for s in steps if s.kind == "find_best" and s.dataset in trained])
+    steps = plan_steps(spec)
+    if any(s.done for s in steps if s.kind == "train"):
+        pairs = [(spec.trainers[0], t) for t in spec.trainers[1:]]
+        for a, b in pairs:
+            output = None if len(pairs) == 1 else os.path.join(os.environ["nnUNet_results"],
+                                                               f"nnunet_attention_compare_{a}_vs_{b}")
+            _run_compare(args.d, args.c, [a, b], args.p, [int(f) if f != "all" else f for f in spec.folds], output,
+                         [1.0], args.np)
+    missing = [s for s in steps if not s.done]
+    if missing or failed:
+        for step in failed:
+            job = grid.state["jobs"].get(step.key, {})
+            print(f"\nFAILED {step.key} (job {job.get('job_id')}), log {job.get('log')}:\n{log_tail(job.get('log'))}",
+                  file=sys.stderr)
+        print(f"\nthe grid is incomplete: {len(missing)} step(s) not done "
+              f"({', '.join(s.key for s in missing[:5])}{' ...' if len(missing) > 5 else ''}); run the same command "
+              f"again to continue where it stands", file=sys.stderr)
+        sys.exit(1)
+    print("grid complete: every run trained and validated")
+
+
+def _print_status(rows):
+    header = ("step", "dataset", "configuration", "fold", "trainer", "state", "epoch", "job", "log")
+    table = [header] + [tuple("" if r[k] is None else str(r[k]) for k in header) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
 
 
 def _demo(args):
@@ -288,6 +375,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-np", type=int, default=_default_processes(),
                    help="processes for the boundary metrics (default: nnU-Net's default_num_processes, %(default)s)")
     p.set_defaults(func=_compare)
+
+    p = sub.add_parser("grid", help="the datasets x configurations x folds x trainers study, locally or on SLURM "
+                                    "(submitit), resumable; ends with compare")
+    p.add_argument("-d", nargs="+", required=True, help="dataset names or ids (already in nnUNet_raw)")
+    p.add_argument("-c", nargs="+", default=["3d_fullres"], help="configurations (default 3d_fullres)")
+    p.add_argument("-f", nargs="+", default=["0", "1", "2", "3", "4"], help="folds (default 0 1 2 3 4)")
+    p.add_argument("-tr", nargs="+", default=["nnUNetTrainer", "nnUNetTrainerAttention"],
+                   help="trainers; the first is the reference of the comparison (default %(default)s)")
+    p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default %(default)s)")
+    p.add_argument("-device", choices=["cuda", "cpu"], default="cuda", help="training device (default cuda)")
+    p.add_argument("--npz", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep validation softmax for find_best_configuration's ensembles (default on)")
+    p.add_argument("--executor", choices=["local", "slurm"], default="local", help="default local")
+    p.add_argument("--max-parallel", type=int, default=0,
+                   help="at most this many jobs at once (default: local one per visible GPU or 1; slurm no limit)")
+    p.add_argument("--slurm-partition", help="sbatch --partition")
+    p.add_argument("--slurm-gpus-per-job", type=int, help="GPUs per job (sbatch --gpus-per-node)")
+    p.add_argument("--slurm-cpus-per-job", type=int, help="CPUs per job (sbatch --cpus-per-task)")
+    p.add_argument("--slurm-mem", help="memory per job, e.g. 32G (sbatch --mem)")
+    p.add_argument("--slurm-time", help="time limit per job, minutes or D-HH:MM:SS (sbatch --time)")
+    p.add_argument("--slurm-setup", action="append", metavar="COMMAND",
+                   help="a shell line run before each job, e.g. \"module load cuda\" (repeatable)")
+    p.add_argument("--status", action="store_true", help="print the grid's table (state, epoch, log) and exit")
+    p.add_argument("--dry-run", action="store_true", help="print what would run and what is done, run nothing")
+    p.add_argument("-np", type=int, default=_default_processes(), help="processes for compare's boundary metrics")
+    p.add_argument("--poll-seconds", type=float, default=10.0, help="how often job states are checked (default 10)")
+    p.set_defaults(func=_grid)
 
     p = sub.add_parser("demo", help="gated vs ungated end to end through nnU-Net's commands (resumable)")
     p.add_argument("-o", default="nnunet_attention_demo",

@@ -13,7 +13,8 @@ import time
 from typing import List, Optional, Sequence
 
 from nnunet_attention.errors import NnUNetAttentionError
-from nnunet_attention.nnunet_api import model_folder, model_identifier
+from nnunet_attention.nnunet_api import model_folder
+from nnunet_attention.progress_files import RESUME, TRAINED, VALIDATE, found_best_for, newer_than, training_state
 from nnunet_attention.synth import DEFAULT_TASK_ID, write_msd_task
 
 # what nnU-Net prints that is worth showing while a step runs; the rest goes to the step's log file
@@ -151,24 +152,24 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
     results = os.path.join(paths["nnUNet_results"], dataset_name)
     for fold in folds:
         for trainer in trainers:
-            fold_dir = model_folder(dataset_name, trainer, PLANS, configuration, fold)
-            finished = os.path.isfile(os.path.join(fold_dir, "checkpoint_final.pth")) and os.path.isfile(
-                os.path.join(fold_dir, "validation", "summary.json"))
-            resume = ["--c"] if os.path.isfile(os.path.join(fold_dir, "checkpoint_latest.pth")) else []
-            runner.step(f"train {trainer} fold {fold}{' (resuming)' if resume else ''}", finished,
+            state = training_state(model_folder(dataset_name, trainer, PLANS, configuration, fold))
+            finished = state == TRAINED
+            resume = {RESUME: ["--c"], VALIDATE: ["--val"]}.get(state, [])
+            note = {RESUME: " (resuming)", VALIDATE: " (validating)"}.get(state, "")
+            runner.step(f"train {trainer} fold {fold}{note}", finished,
                         ["nnUNetv2_train", str(dataset_id), configuration, str(fold), "-tr", trainer, "-device",
                          device, "--npz", *resume])
 
     fold_args = [str(f) for f in folds]
     runner.step("find the best configuration across both trainers",
-                _found_best_for(results, trainers, folds, configuration),
+                found_best_for(results, trainers, folds, [configuration], PLANS),
                 ["nnUNetv2_find_best_configuration", str(dataset_id), "-c", configuration, "-tr", *trainers,
                  "-f", *fold_args, "-np", "2"])
 
     test_images = os.path.join(raw, "imagesTs")
     test_output = os.path.join(results, "nnunet_attention_demo_test_predictions")
     has_test = os.path.isdir(test_images) and bool(os.listdir(test_images))
-    done = not has_test or _newer_than(os.path.join(test_output, "done.json"),
+    done = not has_test or newer_than(os.path.join(test_output, "done.json"),
                                        [os.path.join(results, "inference_information.json")])
     runner.step("predict imagesTs with the chosen model or ensemble" + ("" if has_test else ": no imagesTs"), done,
                 *([] if done else _best_prediction_commands(results, dataset_id, test_images, test_output, device,
@@ -188,25 +189,6 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
     if has_test:
         print(f"Test predictions: {test_output}", flush=True)
     return report_dir
-
-
-def _newer_than(path: str, others: Sequence[str]) -> bool:
-    return os.path.isfile(path) and all(os.path.getmtime(path) > os.path.getmtime(o) for o in others
-                                        if os.path.isfile(o))
-
-
-def _found_best_for(results: str, trainers: Sequence[str], folds: Sequence[int], configuration: str) -> bool:
-    """Whether inference_information.json is nnUNetv2_find_best_configuration's answer for these trainers and folds,
-    written after their trainings finished."""
-    info_file = os.path.join(results, "inference_information.json")
-    checkpoints = [os.path.join(results, model_identifier(t, PLANS, configuration), f"fold_{f}",
-                                "checkpoint_final.pth") for t in trainers for f in folds]
-    if not _newer_than(info_file, checkpoints):
-        return False
-    with open(info_file) as f:
-        info = json.load(f)
-    considered = {m["trainer"] for m in info["considered_models"]}
-    return considered == set(trainers) and [int(f) for f in info["folds"]] == [int(f) for f in folds]
 
 
 def _best_prediction_commands(results, dataset_id, images, output, device, folds) -> List[List[str]]:

@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.modules.conv import _ConvNd
 
-GATE_INITS = ("paper", "identity")
+GATE_INITS = ("paper", "identity", "uniform")
 _INTERPOLATION = {1: "linear", 2: "bilinear", 3: "trilinear"}
 PAPER_PSI_BIAS = 3.0
 
@@ -29,13 +29,16 @@ class AttentionGate(nn.Module):
     ``init="identity"`` (gain 2, the ``gain`` buffer is saved with the weights) starts at alpha = 1/2 exactly (theta
     and phi's weights at zero, phi's bias at one, psi's weights distinct dyadic numbers summing to zero), so the gate
     is an exact pass-through at step 0 and yet every one of its parameters receives gradient from the first step.
+    ``init="uniform"`` (gain 1) is the paper's start with psi's weights at zero: alpha = sigmoid(3) everywhere at
+    step 0, the same for every position, while theta and phi keep nnU-Net's He initialisation (they receive
+    gradient once psi's weights have moved off zero, after the first step).
 
     Args:
         conv_op: the plans' conv class; picks 1D, 2D or 3D.
         skip_channels / gating_channels: channels of x and g.
         stride: the encoder stride between x's level and g's level (per axis; anisotropic strides work).
         intermediate_channels: F_int, default skip_channels // 2 as in the paper's code.
-        init: "paper" or "identity" (see above).
+        init: "paper", "identity" or "uniform" (see above).
         output_norm: (norm_op, norm_op_kwargs) to add the authors' output transform W (1x1 conv + norm) applied to
             x * alpha; None (default) leaves the gated skip as it is.
     """
@@ -74,9 +77,11 @@ class AttentionGate(nn.Module):
 
     def reset_parameters(self):
         """Re-applies the gate's own start after a network-wide weight init (nnU-Net's He init)."""
-        if self.init == "paper":
+        if self.init in ("paper", "uniform"):
             with torch.no_grad():
                 self.psi.bias.fill_(PAPER_PSI_BIAS)
+                if self.init == "uniform":
+                    self.psi.weight.zero_()
             return
         n = self.psi.in_channels
         psi_steps = torch.arange(n, dtype=torch.float64) * 2 - (n - 1)

@@ -55,6 +55,12 @@ class nnUNetTrainerAttentionIdentityInit(nnUNetTrainerAttention):
     gate_init = "identity"
 
 
+class nnUNetTrainerAttentionUniformInit(nnUNetTrainerAttention):
+    """Gates that start at the same alpha = sigmoid(3) everywhere (psi's weights zero), for the initialisation study."""
+
+    gate_init = "uniform"
+
+
 class nnUNetTrainerAttentionAllSkips(nnUNetTrainerAttention):
     """Gates the full-resolution skip too (the ablation; costs more than all other gates together)."""
 
@@ -87,5 +93,5 @@ SCHEDULES: Dict[int, Tuple[str, str]] = {epochs: (a.__name__, b.__name__) for ep
 globals().update({gated.__name__: gated for epochs, (_, gated) in _VARIANTS.items() if epochs != 1000})
 
 __all__ = ["nnUNetTrainerAttention", "nnUNetTrainerAttentionNoDeepSupervision", "nnUNetTrainerAttentionIdentityInit",
-           "nnUNetTrainerAttentionAllSkips", "nnUNetTrainerAttentionOutputTransform",
+           "nnUNetTrainerAttentionUniformInit", "nnUNetTrainerAttentionAllSkips", "nnUNetTrainerAttentionOutputTransform",
            *(gated for epochs, (_, gated) in SCHEDULES.items() if epochs != 1000)]

@@ -1,13 +1,14 @@
 """The demo with tiny trainers: every step through nnU-Net's commands; killed mid-training, it resumes."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
-from helpers import TEST_TRAINERS, TINY_SHAPE, python_cmd
+from helpers import TEST_TRAINERS, TINY_SHAPE, python_cmd, run
 
 from nnunet_attention.demo import run_demo
 
@@ -40,8 +41,20 @@ def test_demo_runs_every_step_and_resumes_after_a_kill(tmp_path, monkeypatch, ca
 
     report_dir = run_demo(str(workdir), device="cpu", trainers=TRAINERS)
     resumed = capsys.readouterr().out
-    assert f"[6/8] train {TRAINERS[1]} fold 0 (resuming)" in resumed and "--c" in resumed
+    assert f"[5/8] train {TRAINERS[1]} fold 0 (resuming)" in resumed and "--c" in resumed
     assert resumed.count("done before, skipped") == 4  # synth, convert, plan, the finished ungated training
+    # kill -9 then --c: the gated training continued from its saved epoch (nnU-Net's log), it did not restart
+    first_log, second_log = sorted(gated_fold.glob("training_log_*.txt"), key=lambda p: p.stat().st_mtime)
+    epochs = [[int(e) for e in re.findall(r": Epoch (\d+)\s*$", log.read_text(), re.MULTILINE)]
+              for log in (first_log, second_log)]
+    assert epochs[0][0] == 0 and epochs[1][0] >= 2 and epochs[1][-1] == 4
+    assert (gated_fold / "checkpoint_final.pth").is_file() and not (gated_fold / "checkpoint_latest.pth").exists()
+    raw = workdir / "nnUNet_raw" / "Dataset990_AttentionSynth"
+    predicted = tmp_path / "gated_predictions"
+    env = {**os.environ, **{k: str(workdir / k) for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}}
+    run(["nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(predicted), "-d", "990", "-c", "3d_fullres",
+         "-tr", TRAINERS[1], "-f", "0", "-device", "cpu", "--disable_tta", "-npp", "1", "-nps", "1"], env)
+    assert len(list(predicted.glob("*.nii.gz"))) == 4
     report = json.loads(open(f"{report_dir}/report.json").read())
     assert report["complete"] and report["trainers"] == TRAINERS
     assert report["datasets"]["Dataset990_AttentionSynth"]["ensembles"]["best"]["models"]

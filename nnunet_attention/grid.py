@@ -1,0 +1,345 @@
+"""The datasets x configurations x folds x trainers grid of a gated-vs-ungated study, as jobs submitted with submitit
+(its local executor, or SLURM through sbatch), resumable.
+
+Done-ness comes only from the files nnU-Net writes (progress_files.py), never from job states, so a re-run after a
+failure, ``scancel``, a lost node or Ctrl-C submits exactly what is missing: planning per dataset when its plans or
+preprocessed data are missing, one ``nnUNetv2_train`` per run (with ``--c`` after an interruption, ``--val`` when only
+the validation is missing), then per dataset ``nnUNetv2_find_best_configuration`` over the trainers; the caller then
+compares. A state file in nnUNet_results/nnunet_attention_grid keeps job ids, commands and log paths, for
+``--status`` and so that a re-run waits for jobs that are still queued or running instead of submitting them twice.
+"""
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable, Dict, List, Optional, Sequence
+
+from nnunet_attention.errors import NnUNetAttentionError
+from nnunet_attention.nnunet_api import model_folder
+from nnunet_attention.progress_files import (NEW, RESUME, TRAINED, VALIDATE, epoch_reached, found_best_for,
+                                             training_state)
+
+GRID_FOLDER = "nnunet_attention_grid"
+PASSED_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer", "nnUNet_def_n_proc",
+                    "nnUNet_n_proc_DA", "nnUNet_compile", "nnUNet_USE_TRITON")
+LOCAL_TIMEOUT_MIN = 60 * 24 * 30  # submitit's local executor kills jobs after timeout_min (default 2 minutes)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One job of the grid: kind plan / train / find_best; what it runs; how to tell from the files it is done."""
+    kind: str
+    dataset: str
+    command: tuple
+    configuration: str = ""
+    fold: str = ""
+    trainer: str = ""
+    state: str = NEW  # for train steps: progress_files' state; else NEW or TRAINED (done)
+    check: Callable[[], str] = field(default=lambda: NEW, compare=False, repr=False)  # reads the state again
+
+    @property
+    def key(self) -> str:
+        return "/".join(p for p in (self.kind, self.dataset, self.configuration, self.fold and f"fold_{self.fold}",
+                                    self.trainer) if p)
+
+    @property
+    def done(self) -> bool:
+        return self.state == TRAINED
+
+    def refreshed(self) -> "Step":
+        """The step with its state read again from nnU-Net's files."""
+        return replace(self, state=self.check())
+
+
+@dataclass
+class GridSpec:
+    datasets: Sequence[str]  # dataset names (DatasetXXX_Name)
+    configurations: Sequence[str]
+    folds: Sequence[str]
+    trainers: Sequence[str]
+    plans: str = "nnUNetPlans"
+    device: str = "cuda"
+    npz: bool = True
+
+
+def run_job(command: List[str], variables: Dict[str, str]) -> None:
+    """What a grid job runs on its node: the command, with the submitting user's nnU-Net variables on top of the
+    node's environment; its output goes to the job's log. A non-zero exit fails the job."""
+    print("$ " + " ".join(shlex.quote(c) for c in command), flush=True)
+    subprocess.run(command, env={**os.environ, **variables}, check=True)
+
+
+def _dataset_id(name: str) -> str:
+    return str(int(name[len("Dataset"):len("Dataset") + 3]))
+
+
+def _preprocessed(spec: GridSpec, dataset: str) -> bool:
+    from nnunetv2.paths import nnUNet_preprocessed
+
+    plans_file = os.path.join(str(nnUNet_preprocessed), dataset, f"{spec.plans}.json")
+    if not os.path.isfile(plans_file):
+        return False
+    with open(plans_file) as f:
+        plans = json.load(f)
+    for configuration in spec.configurations:
+        if configuration not in plans["configurations"]:
+            raise NnUNetAttentionError(f"configuration {configuration} is not in {plans_file} (it has "
+                                       f"{', '.join(plans['configurations'])})")
+        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+        identifier = PlansManager(plans).get_configuration(configuration).data_identifier
+        data = os.path.join(str(nnUNet_preprocessed), dataset, identifier)
+        if not (os.path.isdir(data) and os.listdir(data)):
+            return False
+    return True
+
+
+def plan_steps(spec: GridSpec) -> List[Step]:
+    """Every step of the grid in order, each with its state read from nnU-Net's files now."""
+    from nnunetv2.paths import nnUNet_results
+
+    steps = []
+    for dataset in spec.datasets:
+        def planned(dataset=dataset):
+            return TRAINED if _preprocessed(spec, dataset) else NEW
+
+        if planned() == NEW and spec.plans != "nnUNetPlans":
+            raise NnUNetAttentionError(f"{dataset} has no {spec.plans} plans and data yet; plan and preprocess it "
+                                       f"yourself with the matching planner (-pl), then run the grid")
+        to_preprocess = sorted({"3d_fullres" if c == "3d_cascade_fullres" else c for c in spec.configurations})
+        steps.append(Step("plan", dataset, ("nnUNetv2_plan_and_preprocess", "-d", _dataset_id(dataset), "-c",
+                                            *to_preprocess, "--verify_dataset_integrity"),
+                          state=planned(), check=planned))
+        for configuration in spec.configurations:
+            for fold in spec.folds:
+                for trainer in spec.trainers:
+                    folder = model_folder(dataset, trainer, spec.plans, configuration, fold)
+                    state = training_state(folder)
+                    extra = {RESUME: ["--c"], VALIDATE: ["--val"]}.get(state, [])
+                    steps.append(Step("train", dataset, (
+                        "nnUNetv2_train", _dataset_id(dataset), configuration, str(fold), "-tr", trainer, "-p",
+                        spec.plans, "-device", spec.device, *(["--npz"] if spec.npz else []), *extra),
+                        configuration, str(fold), trainer, state, check=lambda folder=folder: training_state(folder)))
+
+        def best_found(results=os.path.join(str(nnUNet_results), dataset)):
+            return TRAINED if found_best_for(results, spec.trainers, spec.folds, spec.configurations,
+                                             spec.plans) else NEW
+
+        steps.append(Step("find_best", dataset, ("nnUNetv2_find_best_configuration", _dataset_id(dataset), "-c",
+                                                 *spec.configurations, "-tr", *spec.trainers, "-p", spec.plans,
+                                                 "-f", *map(str, spec.folds)),
+                          state=best_found(), check=best_found))
+    return steps
+
+
+@dataclass
+class ExecutorOptions:
+    kind: str = "local"  # local | slurm
+    max_parallel: int = 0  # 0: local -> one per visible GPU (or 1), slurm -> no limit
+    partition: Optional[str] = None
+    gpus_per_job: Optional[int] = None
+    cpus_per_job: Optional[int] = None
+    mem: Optional[str] = None
+    time: Optional[str] = None
+    setup: Sequence[str] = ()
+
+
+class Grid:
+    """Submits the missing steps of a GridSpec through submitit and waits for them, recording every job."""
+
+    def __init__(self, spec: GridSpec, options: ExecutorOptions, log: Callable[[str], None] = print,
+                 poll_seconds: float = 5.0):
+        from nnunetv2.paths import nnUNet_results
+
+        self.spec, self.options, self.log, self.poll_seconds = spec, options, log, poll_seconds
+        self.folder = os.path.join(str(nnUNet_results), GRID_FOLDER)
+        self.logs = os.path.join(self.folder, "grid_logs")
+        self.state_file = os.path.join(self.folder, "state.json")
+        self.state = self._read_state()
+        self._gpus = _visible_gpus()
+        self._local_jobs = {}  # key -> submitit job submitted by this process (polled through submitit)
+
+    # --- the state file ---------------------------------------------------------------------------------------
+    def _read_state(self) -> dict:
+        if not os.path.isfile(self.state_file):
+            return {"jobs": {}}
+        try:
+            with open(self.state_file) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            raise NnUNetAttentionError(f"{self.state_file} is damaged; delete it (done-ness comes from nnU-Net's "
+                                       f"files, nothing is lost) and run the grid again") from None
+
+    def _write_state(self):
+        os.makedirs(self.folder, exist_ok=True)
+        with open(self.state_file + ".partial", "w") as f:
+            json.dump(self.state, f, indent=1)
+        os.replace(self.state_file + ".partial", self.state_file)
+
+    # --- job states --------------------------------------------------------------------------------------------
+    def job_states(self, keys: Sequence[str]) -> Dict[str, str]:
+        """key -> "pending" / "running" / "ended" / "none" for the last job recorded for each step."""
+        jobs = {k: self.state["jobs"].get(k) for k in keys}
+        slurm_ids = [j["job_id"] for j in jobs.values() if j and j["executor"] == "slurm"]
+        queued = _squeue(slurm_ids) if slurm_ids else {}
+        states = {}
+        for key, job in jobs.items():
+            if not job:
+                states[key] = "none"
+            elif job["executor"] == "slurm":
+                states[key] = queued.get(job["job_id"], "ended")
+            elif key in self._local_jobs:
+                states[key] = "ended" if self._local_jobs[key].done() else "running"
+            else:
+                states[key] = "running" if _pid_alive(int(job["job_id"])) else "ended"
+        return states
+
+    # --- submission --------------------------------------------------------------------------------------------
+    def _executor(self, step: Step, gpu: Optional[int]):
+        import submitit
+
+        variables = {k: os.environ[k] for k in PASSED_VARIABLES if k in os.environ}
+        if self.options.kind == "slurm":
+            executor = submitit.SlurmExecutor(folder=os.path.join(self.logs, "%j"), python=sys.executable)
+            parameters = {"job_name": f"nnunet_attention:{step.key}", "setup": list(self.options.setup),
+                          "partition": self.options.partition, "gpus_per_node": self.options.gpus_per_job,
+                          "cpus_per_task": self.options.cpus_per_job, "mem": self.options.mem,
+                          "time": self.options.time}
+            executor.update_parameters(**{k: v for k, v in parameters.items() if v not in (None, [])})
+        else:
+            executor = submitit.LocalExecutor(folder=os.path.join(self.logs, "%j"))
+            executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN,
+                                       **({"gpus_per_node": 1, "visible_gpus": [gpu]} if gpu is not None else {}))
+        return executor, variables
+
+    def submit(self, step: Step, gpu: Optional[int] = None) -> str:
+        executor, variables = self._executor(step, gpu)
+        job = executor.submit(run_job, list(step.command), variables)
+        if self.options.kind == "local":
+            self._local_jobs[step.key] = job
+        self.state["jobs"][step.key] = {"job_id": str(job.job_id), "executor": self.options.kind,
+                                        "command": " ".join(shlex.quote(c) for c in step.command),
+                                        "log": str(job.paths.stdout), "submitted": time.time(), "gpu": gpu}
+        self._write_state()
+        self.log(f"submitted {step.key} as job {job.job_id}: {' '.join(step.command)}")
+        return str(job.job_id)
+
+    def _limit(self) -> int:
+        if self.options.max_parallel > 0:
+            return self.options.max_parallel
+        return 10 ** 6 if self.options.kind == "slurm" else max(1, len(self._gpus))
+
+    def run_steps(self, steps: Sequence[Step]) -> List[Step]:
+        """Runs steps not done (jobs of an earlier invocation still queued or running are waited for, not
+        resubmitted), at most _limit() at once; returns the steps that ended without their files saying done."""
+        todo = [s for s in steps if not s.done]
+        if not todo:
+            return []
+        waiting = {s.key: s for s in todo}
+        states = self.job_states(list(waiting))
+        active = {k for k, st in states.items() if st in ("pending", "running")}
+        for key in sorted(active):
+            self.log(f"{key}: job {self.state['jobs'][key]['job_id']} of an earlier run is {states[key]}; waiting "
+                     f"for it")
+        queue = [s for s in todo if s.key not in active]
+        failed, last_line = [], None
+        while queue or active:
+            free_gpus = [g for g in self._gpus if g not in {self.state["jobs"][k].get("gpu") for k in active}]
+            while queue and len(active) < self._limit():
+                step = queue.pop(0)
+                self.submit(step, free_gpus.pop(0) if (self.options.kind == "local" and free_gpus) else None)
+                active.add(step.key)
+            states = self.job_states(sorted(active))
+            for key, st in states.items():
+                if st == "ended":
+                    active.discard(key)
+                    if not waiting[key].refreshed().done:
+                        failed.append(waiting[key])
+                        self.log(f"FAILED {key}: job {self.state['jobs'][key]['job_id']}; log "
+                                 f"{self.state['jobs'][key]['log']}")
+                    else:
+                        self.log(f"done {key}")
+            counts = {st: sum(1 for k in active if states.get(k) == st) for st in ("pending", "running")}
+            line = (f"grid: {len(todo) - len(queue) - len(active) - len(failed)} done, {counts['running']} running, "
+                    f"{counts['pending'] + len(queue)} pending, {len(failed)} failed")
+            if line != last_line:
+                self.log(line)
+                last_line = line
+            if active:
+                time.sleep(self.poll_seconds)
+        return failed
+
+    # --- status ------------------------------------------------------------------------------------------------
+    def status_rows(self, steps: Sequence[Step]) -> List[dict]:
+        states = self.job_states([s.key for s in steps])
+        rows = []
+        for step in steps:
+            job = self.state["jobs"].get(step.key) or {}
+            if step.done:
+                state = "done"
+            elif states[step.key] in ("pending", "running"):
+                state = states[step.key]
+            elif job:
+                state = "failed" if step.state in (NEW, VALIDATE) else "interrupted"
+            else:
+                state = {RESUME: "interrupted", VALIDATE: "validation missing"}.get(step.state, "not started")
+            epoch = None
+            if step.kind == "train":
+                epoch = epoch_reached(model_folder(step.dataset, step.trainer, self.spec.plans, step.configuration,
+                                                  step.fold))
+            rows.append({"step": step.kind, "dataset": step.dataset, "configuration": step.configuration,
+                         "fold": step.fold, "trainer": step.trainer, "state": state, "epoch": epoch,
+                         "job": job.get("job_id"), "log": job.get("log")})
+        return rows
+
+
+def _squeue(job_ids: Sequence[str]) -> Dict[str, str]:
+    """job id -> "pending" / "running" for the given jobs SLURM still has queued or running."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-o", "%i %T", "-j", ",".join(job_ids)], capture_output=True,
+                             text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise NnUNetAttentionError(f"squeue failed ({e}); is SLURM reachable from here?") from None
+    states = {}
+    for line in out.stdout.splitlines():
+        job_id, state = line.split()
+        states[job_id] = "pending" if state in ("PENDING", "CONFIGURING") else "running"
+    return states
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:  # a zombie has ended
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _visible_gpus() -> List[int]:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [int(g) for g in visible.split(",") if g.strip().isdigit()]
+    try:
+        import torch
+
+        return list(range(torch.cuda.device_count()))
+    except Exception:
+        return []
+
+
+def log_tail(path: Optional[str], lines: int = 15) -> str:
+    """The last lines of a job's log (stdout, then stderr beside it), for the failure report."""
+    if not path:
+        return "(no log)"
+    text = []
+    for p in (path, path.replace("_log.out", "_log.err")):
+        if os.path.isfile(p):
+            text += open(p, errors="replace").read().splitlines()[-lines:]
+    return "\n".join(text[-lines:]) or "(empty log)"

@@ -1,0 +1,53 @@
+"""What the files nnU-Net writes say about how far a study is: the one source of done-ness for demo and grid."""
+import glob
+import json
+import os
+import re
+from typing import Optional, Sequence
+
+from nnunet_attention.nnunet_api import model_identifier
+
+TRAINED, VALIDATE, RESUME, NEW = "trained", "validate", "resume", "new"
+
+
+def training_state(fold_folder: str) -> str:
+    """TRAINED (checkpoint_final.pth and validation/summary.json), VALIDATE (final checkpoint, no validation: run
+    nnUNetv2_train --val), RESUME (checkpoint_latest.pth of an interrupted run: --c) or NEW."""
+    final = os.path.isfile(os.path.join(fold_folder, "checkpoint_final.pth"))
+    if final and os.path.isfile(os.path.join(fold_folder, "validation", "summary.json")):
+        return TRAINED
+    if final:
+        return VALIDATE
+    if os.path.isfile(os.path.join(fold_folder, "checkpoint_latest.pth")):
+        return RESUME
+    return NEW
+
+
+def epoch_reached(fold_folder: str) -> Optional[int]:
+    """The last epoch nnU-Net's newest training log announced (None without a log)."""
+    logs = sorted(glob.glob(os.path.join(fold_folder, "training_log_*.txt")), key=os.path.getmtime)
+    if not logs:
+        return None
+    epochs = re.findall(r": Epoch (\d+)\s*$", open(logs[-1], errors="replace").read(), flags=re.MULTILINE)
+    return int(epochs[-1]) if epochs else None
+
+
+def newer_than(path: str, others: Sequence[str]) -> bool:
+    return os.path.isfile(path) and all(os.path.getmtime(path) > os.path.getmtime(o) for o in others
+                                        if os.path.isfile(o))
+
+
+def found_best_for(results: str, trainers: Sequence[str], folds: Sequence, configurations: Sequence[str],
+                   plans: str) -> bool:
+    """Whether inference_information.json is nnUNetv2_find_best_configuration's answer for these trainers, folds and
+    configurations, written after their trainings finished."""
+    info_file = os.path.join(results, "inference_information.json")
+    checkpoints = [os.path.join(results, model_identifier(t, plans, c), f"fold_{f}", "checkpoint_final.pth")
+                   for t in trainers for c in configurations for f in folds]
+    if not newer_than(info_file, checkpoints):
+        return False
+    with open(info_file) as f:
+        info = json.load(f)
+    considered = {(m["trainer"], m["configuration"]) for m in info["considered_models"]}
+    return considered == {(t, c) for t in trainers for c in configurations} and \
+        [str(f) for f in info["folds"]] == [str(f) for f in folds]

@@ -1,0 +1,88 @@
+"""nnunet-attention grid through a real single-node SLURM cluster (sbatch via submitit): one job scancel-ed, the grid
+re-run resumes exactly that fold with --c; then the local executor on the same grid has nothing left to do."""
+import json
+import shutil
+import subprocess
+import time
+
+import pytest
+import slurm_cluster
+from helpers import CLI, DATASET_ID, DATASET_NAME, nnunet_env, run
+
+pytestmark = pytest.mark.slow  # plans and trains through nnU-Net's CLIs
+
+DATASET = DATASET_NAME
+TRAINERS = ("nnUNetTrainerTiny", "nnUNetTrainerAttentionTinyResumable")
+GRID = ["grid", "-d", str(DATASET_ID), "-c", "3d_fullres", "-f", "0", "1", "-tr", *TRAINERS, "-device", "cpu",
+        "--poll-seconds", "1", "-np", "1"]
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    missing = slurm_cluster.missing_binaries()
+    if missing:
+        pytest.fail(f"SLURM is not installed here (no {', '.join(missing)}); .ci/run installs slurm-wlm and munge")
+    folder = tmp_path_factory.mktemp("slurm")
+    yield slurm_cluster.start(folder)
+    slurm_cluster.stop(folder)
+
+
+@pytest.fixture(scope="module")
+def study(slurm, trained_models, tmp_path_factory):
+    """A copy of the session's Dataset990 (raw, preprocessed, the ungated tiny trainer's two finished folds): the
+    grid finds planning and those runs done and trains the gated folds."""
+    source, _ = trained_models
+    root = tmp_path_factory.mktemp("grid")
+    for folder in ("nnUNet_raw", "nnUNet_preprocessed"):
+        shutil.copytree(source / folder, root / folder)
+    ungated = f"{TRAINERS[0]}__nnUNetPlans__3d_fullres"
+    shutil.copytree(source / "nnUNet_results" / DATASET / ungated, root / "nnUNet_results" / DATASET / ungated)
+    return root, {**nnunet_env(root), **slurm, "nnUNet_n_proc_DA": "0"}
+
+
+def _state(root) -> dict:
+    return json.loads((root / "nnUNet_results" / "nnunet_attention_grid" / "state.json").read_text())["jobs"]
+
+
+def test_grid_on_slurm_survives_scancel_and_resumes_with_continue(study):
+    root, env = study
+    dry = run([*CLI, *GRID, "--executor", "slurm", "--dry-run"], env).stdout
+    # planned and the ungated folds trained already: two gated trainings and find_best to run
+    lines = dry.splitlines()
+    assert sum(line.startswith("todo ") for line in lines) == 2 + 1 and "--c" not in dry
+    assert sum(line.startswith("done ") for line in lines) == 1 + 2
+
+    first = subprocess.Popen([*CLI, *GRID, "--executor", "slurm"], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    target = f"train/{DATASET}/3d_fullres/fold_0/{TRAINERS[1]}"
+    folder = root / "nnUNet_results" / DATASET / f"{TRAINERS[1]}__nnUNetPlans__3d_fullres" / "fold_0"
+    deadline = time.time() + 900
+    while time.time() < deadline and not any("Epoch 2" in log.read_text()
+                                             for log in folder.glob("training_log_*.txt")):
+        assert first.poll() is None, first.stdout.read()
+        time.sleep(0.5)
+    job_id = _state(root)[target]["job_id"]
+    subprocess.run(["scancel", job_id], env=env, check=True)
+    output = first.communicate(timeout=900)[0]
+    assert first.returncode == 1, output
+    assert f"FAILED {target}" in output and "the grid is incomplete" in output
+    assert (folder / "checkpoint_latest.pth").is_file() and not (folder / "checkpoint_final.pth").exists()
+    finished = {k: v["job_id"] for k, v in _state(root).items() if k != target}
+
+    second = run([*CLI, *GRID, "--executor", "slurm"], env)
+    assert "grid complete" in second.stdout
+    state = _state(root)
+    assert state[target]["job_id"] != job_id and state[target]["command"].endswith("--c")
+    assert all(state[k]["job_id"] == v for k, v in finished.items() if k.startswith("train/"))  # not retrained
+    assert not any(TRAINERS[0] in k for k in state)  # the runs that were done before were never submitted
+    assert (folder / "checkpoint_final.pth").is_file()
+    report = root / "nnUNet_results" / DATASET / "nnunet_attention_compare" / "report.json"
+    assert json.loads(report.read_text())["complete"]
+
+    status = run([*CLI, *GRID, "--executor", "slurm", "--status"], env).stdout
+    rows = [line for line in status.splitlines() if line.startswith("train")]
+    assert len(rows) == 4 and all(" done " in row for row in rows)
+    assert " 4 " in [r for r in rows if TRAINERS[1] in r][0]  # epoch reached: the last of 5
+
+    local = run([*CLI, *GRID, "--executor", "local"], env)
+    assert "submitted" not in local.stdout and "grid complete" in local.stdout
