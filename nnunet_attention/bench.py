@@ -5,10 +5,12 @@ trainer, each initialised on the same plans), so a train step is nnU-Net's: forw
 Dice+CE loss, backward, nnU-Net's SGD. Per configuration: parameters; activation memory, the exact bytes autograd
 keeps for backward after one training forward (unique tensor storages packed by
 ``torch.autograd.graph.saved_tensors_hooks``, parameters excluded), at the plan's patch with batch size 1 (it is
-linear in the batch size); the planner's estimate for the same input (``compute_conv_feature_map_size``, elements);
+linear in the batch size), each network in a fresh process; the planner's estimate for the same input (``compute_conv_feature_map_size``, elements);
 train step time; on CUDA the train step's ``max_memory_allocated``; nnU-Net sliding-window inference time.
 """
+import json
 import statistics
+import subprocess
 import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence
@@ -57,14 +59,11 @@ def gated_trainer_class(name: str) -> type:
 def trainer_parts(configuration: dict, gated_trainer: str, device: str) -> Dict[str, tuple]:
     """{"ungated": parts of nnUNetTrainer, "gated": parts of gated_trainer}, (network, loss, optimizer) each, from
     the same plans and seed."""
-    from nnunet_attention.nnunet_api import find_trainer_class, trainer_parts as parts_of
-
-    gated_class = gated_trainer_class(gated_trainer)
+    gated_trainer_class(gated_trainer)
     parts = {}
-    for variant, trainer_class in (("ungated", find_trainer_class(UNGATED_TRAINER)), ("gated", gated_class)):
+    for variant, trainer in (("ungated", UNGATED_TRAINER), ("gated", gated_trainer)):
         torch.manual_seed(0)
-        parts[variant] = parts_of(trainer_class, bench_plans(configuration), "bench", BENCH_DATASET_JSON,
-                                  torch.device(device))
+        parts[variant] = trainer_parts_of(configuration, trainer, device)
     return parts
 
 
@@ -106,6 +105,32 @@ def activation_bytes(network: nn.Module, x: torch.Tensor) -> int:
         output = network(x)
     del output
     return int(sum(storages.values()))
+
+
+def activation_bytes_in_fresh_process(configuration: dict, trainer: str, device: str) -> int:
+    """activation_bytes of trainer's network at the plan's full patch, batch 1, in a fresh interpreter: the whole
+    graph stays alive while it is counted (several GB at real patches), and a separate process returns it all."""
+    code = ("import json, sys, torch\n"
+            "from nnunet_attention.bench import activation_bytes, trainer_parts_of\n"
+            "c = json.loads(sys.argv[1])\n"
+            "torch.manual_seed(0)\n"
+            "network = trainer_parts_of(c['configuration'], c['trainer'], c['device'])[0]\n"
+            "x = torch.randn(1, 1, *c['configuration']['patch_size'], device=c['device'])\n"
+            "print(activation_bytes(network, x))\n")
+    arguments = json.dumps({"configuration": configuration, "trainer": trainer, "device": device})
+    result = subprocess.run([sys.executable, "-c", code, arguments], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise NnUNetAttentionError(f"counting the activation memory of {trainer} failed: "
+                                   f"{(result.stderr.strip().splitlines() or ['no output'])[-1]}")
+    return int(result.stdout.strip().splitlines()[-1])
+
+
+def trainer_parts_of(configuration: dict, trainer: str, device: str) -> tuple:
+    """(network, loss, optimizer) of one trainer (found as nnU-Net finds it) on a configuration's bench plans."""
+    from nnunet_attention.nnunet_api import find_trainer_class, trainer_parts as parts_of
+
+    return parts_of(find_trainer_class(trainer), bench_plans(configuration), "bench", BENCH_DATASET_JSON,
+                    torch.device(device))
 
 
 class TrainStep:
@@ -200,9 +225,8 @@ def bench_configuration(name: str, configuration: dict, device: str = "cpu", rep
     result["parameters"] = {**counts, "ratio": counts["gated"] / counts["ungated"]}
 
     _progress(name, f"activation memory at the plan's patch {'x'.join(map(str, cm.patch_size))}, batch 1")
-    x = torch.randn(1, 1, *cm.patch_size, device=device)
-    kept = {k: activation_bytes(n, x) for k, n in networks.items()}
-    del x
+    kept = {k: activation_bytes_in_fresh_process(configuration, trainer, device)
+            for k, trainer in (("ungated", UNGATED_TRAINER), ("gated", gated_trainer))}
     estimates = {k: int(n.compute_conv_feature_map_size(cm.patch_size)) for k, n in networks.items()}
     result["activation_memory"] = {"gated_bytes": kept["gated"], "ungated_bytes": kept["ungated"],
                                    "ratio": kept["gated"] / kept["ungated"], "patch_size": list(cm.patch_size),

@@ -57,6 +57,7 @@ def main():
     work = Path(args.o).resolve()
     (work / "logs").mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "nnUNet_raw": str(work / "nnUNet_raw"), "nnUNet_preprocessed": str(work / "nnUNet_preprocessed"),
+           "nnUNet_results": str(work / "results_run0"),
            "nnUNet_extTrainer": os.pathsep.join(p for p in (os.environ.get("nnUNet_extTrainer"), str(STUDY_TRAINERS))
                                                 if p),
            "nnUNet_compile": os.environ.get("nnUNet_compile", "f"),

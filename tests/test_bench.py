@@ -27,8 +27,4 @@ def test_bench_runs_and_writes_valid_json(preprocessed_task, tmp_path):
     assert memory["ratio"] == memory["gated_bytes"] / memory["ungated_bytes"]
 
 
-def test_bench_refuses_an_ungated_trainer():
-    result = subprocess.run([sys.executable, "-m", "nnunet_attention.cli", "bench", "-tr", "nnUNetTrainer"],
-                            capture_output=True, text=True)
-    assert result.returncode == 2 and "not a gated trainer" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+

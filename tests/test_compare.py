@@ -1,12 +1,11 @@
 """nnunet-attention compare on results from real (tiny) nnU-Net trainings: two trainers, two datasets."""
 import csv
 import json
-import os
 import subprocess
 import sys
 
 import pytest
-from helpers import DATASET_ID, DATASET_NAME, TINY_SHAPE, TINY_TRAINERS, TRAINED_FOLDS, fold_dir, run, train
+from helpers import DATASET_ID, DATASET_NAME, TINY_SHAPE, TINY_TRAINERS, TRAINED_FOLDS, fold_dir, run
 
 from nnunet_attention.synth import write_msd_task
 

@@ -82,7 +82,7 @@ def test_grid_on_slurm_survives_scancel_and_resumes_with_continue(study):
     status = run([*CLI, *GRID, "--executor", "slurm", "--status"], env).stdout
     rows = [line for line in status.splitlines() if line.startswith("train")]
     assert len(rows) == 4 and all(" done " in row for row in rows)
-    assert " 4 " in [r for r in rows if TRAINERS[1] in r][0]  # epoch reached: the last of 5
+    assert " 3 " in [r for r in rows if TRAINERS[1] in r][0]  # epoch reached: the last of 4
 
     local = run([*CLI, *GRID, "--executor", "local"], env)
     assert "submitted" not in local.stdout and "grid complete" in local.stdout

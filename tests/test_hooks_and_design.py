@@ -9,7 +9,6 @@ from torch import nn
 
 from nnunet_attention import trainers
 from nnunet_attention.decoder import AttentionUNetDecoder
-from nnunet_attention.gate import AttentionGate
 from nnunet_attention.networks import gates_by_level
 from nnunet_attention.reference_plans import reference_configurations
 
@@ -92,3 +91,15 @@ def test_library_code_sets_no_matplotlib_backend_or_warning_filter():
         assert "matplotlib.use(" not in text, source
         if source.name != "cli.py":
             assert "filterwarnings" not in text, source
+
+
+def test_bench_finds_a_users_own_trainer_as_nnunet_does(monkeypatch):
+    from helpers import TEST_TRAINERS
+
+    from nnunet_attention.bench import gated_trainer_class
+    from nnunet_attention.errors import NnUNetAttentionError
+
+    monkeypatch.setenv("nnUNet_extTrainer", str(TEST_TRAINERS))
+    assert gated_trainer_class("nnUNetTrainerAttentionTiny").__name__ == "nnUNetTrainerAttentionTiny"
+    with pytest.raises(NnUNetAttentionError, match="not a gated trainer"):
+        gated_trainer_class("nnUNetTrainerTiny")

@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from helpers import CLI, python_cmd
-
-from nnunet_attention import cli
+from helpers import CLI, cli_in_process, python_cmd
 
 MARKER_NAME = "pwned"
 
@@ -37,13 +35,7 @@ def _checksums(folder: Path) -> dict:
 
 
 def _cli(capsys, *argv) -> tuple:
-    """The real CLI entry point, in-process (as the console script calls it): (exit status, stderr)."""
-    try:
-        cli.main([str(a) for a in argv])
-        status = 0
-    except SystemExit as e:
-        status = e.code
-    return status, capsys.readouterr().err
+    return cli_in_process(capsys, *argv)
 
 
 @pytest.fixture

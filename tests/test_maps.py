@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from helpers import DATASET_ID, DATASET_NAME, TINY_TRAINERS, run
+from helpers import DATASET_ID, DATASET_NAME, TINY_TRAINERS, cli_in_process, run
 
 pytestmark = pytest.mark.slow  # plans, preprocesses or trains through nnU-Net's CLIs
 
@@ -82,20 +82,25 @@ def test_two_fold_maps_are_the_average_of_the_single_fold_maps(maps_output, tmp_
         assert not (singles[0] / averaged_file.name.replace("level1", "level2")).exists()
 
 
-def test_ungated_model_and_missing_fold_are_one_line_errors(maps_output, tmp_path):
+def _maps_in_process(capsys, monkeypatch, env, images, out, *extra, trainer=GATED, folds=("0",)):
+    return cli_in_process(capsys, "maps", "-i", images, "-o", out, "-d", DATASET_ID, "-c", "3d_fullres", "-tr",
+                          trainer, "-f", *folds, "-device", "cpu", "--disable_tta", *extra, monkeypatch=monkeypatch,
+                          env=env)
+
+
+def test_ungated_model_and_missing_fold_are_one_line_errors(maps_output, tmp_path, capsys, monkeypatch):
     root, env, images, _ = maps_output
-    result = _maps(env, images, tmp_path, trainer=UNGATED, folds=("0",))
-    assert result.returncode == 2 and "has no attention gates" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-    result = _maps(env, images, tmp_path, folds=("4",))
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert str(root / "nnUNet_results" / DATASET_NAME / f"{GATED}__nnUNetPlans__3d_fullres" / "fold_4") in result.stderr
+    status, err = _maps_in_process(capsys, monkeypatch, env, images, tmp_path / "a", trainer=UNGATED)
+    assert status == 2 and "has no attention gates" in err and len(err.strip().splitlines()) == 1
+    status, err = _maps_in_process(capsys, monkeypatch, env, images, tmp_path / "b", folds=("4",))
+    assert status == 2 and "Traceback" not in err
+    assert str(root / "nnUNet_results" / DATASET_NAME / f"{GATED}__nnUNetPlans__3d_fullres" / "fold_4") in err
 
 
-def test_unknown_level_is_a_one_line_error(maps_output, tmp_path):
+def test_unknown_level_is_a_one_line_error(maps_output, tmp_path, capsys, monkeypatch):
     _, env, images, _ = maps_output
-    result = _maps(env, images, tmp_path, "--levels", "0", folds=("0",))
-    assert result.returncode == 2 and "gated levels [1, 2]" in result.stderr
+    status, err = _maps_in_process(capsys, monkeypatch, env, images, tmp_path, "--levels", "0")
+    assert status == 2 and "gated levels [1, 2]" in err
 
 
 def test_attention_summary_numbers_come_from_the_written_maps(maps_output):
@@ -118,14 +123,14 @@ def test_attention_summary_numbers_come_from_the_written_maps(maps_output):
     ({"case.nii.gz": "copy"}, "lacks the channel suffix"),
     ({"case_0000.nii.gz": "copy", "case_0001.nii.gz": "copy"}, "takes 1 channel"),
 ])
-def test_everyday_input_mistakes_are_one_line_errors(maps_output, tmp_path, files, expected):
+def test_everyday_input_mistakes_are_one_line_errors(maps_output, tmp_path, files, expected, capsys, monkeypatch):
     _, env, images, _ = maps_output
     source = sorted(images.glob("*_0000.nii.gz"))[0]
     folder = tmp_path / "in"
     folder.mkdir()
     for name, content in files.items():
         (folder / name).write_bytes(source.read_bytes() if content == "copy" else b"x")
-    result = _maps(env, folder, tmp_path / "out", folds=("0",))
-    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 and expected in result.stderr
+    status, err = _maps_in_process(capsys, monkeypatch, env, folder, tmp_path / "out")
+    assert status == 2 and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1 and expected in err
     assert not (tmp_path / "out").exists()

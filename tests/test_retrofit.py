@@ -5,7 +5,7 @@ import sys
 
 import pytest
 import torch
-from helpers import TINY_TRAINERS, fold_dir, train
+from helpers import TINY_TRAINERS, cli_in_process, fold_dir, train
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
@@ -61,18 +61,17 @@ def test_retrofit_cli_output_starts_nnunet_training(trained_models, tmp_path):
             assert torch.equal(trained[key], value), key
 
 
-def _refused(env, source, tmp_path, *extra):
-    result = subprocess.run([*CLI, "-i", str(source), "-o", str(tmp_path / "out.pth"), *extra], env=env,
-                            capture_output=True, text=True)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "out.pth").exists()
-    return result.stderr
-
-
 @pytest.mark.slow
-def test_retrofit_refuses_bad_inputs(trained_models, tmp_path):
+def test_retrofit_refuses_bad_inputs(trained_models, tmp_path, capsys, monkeypatch):
     root, env = trained_models
+
+    def _refused(env, source, tmp_path, *extra):
+        status, err = cli_in_process(capsys, "retrofit", "-i", source, "-o", tmp_path / "out.pth", *extra,
+                                     monkeypatch=monkeypatch, env=env)
+        assert status == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "out.pth").exists()
+        return err
+
     not_a_checkpoint = tmp_path / "notes.pth"
     not_a_checkpoint.write_text("hello")
     assert "not a readable nnU-Net checkpoint" in _refused(env, not_a_checkpoint, tmp_path)
