@@ -253,7 +253,7 @@ def bench_configuration(name: str, configuration: dict, device: str = "cpu", rep
     with torch.no_grad():
         inference = {k: (lambda p=p: p.predict_sliding_window_return_logits(volume_data))
                      for k, p in predictors.items()}
-        result["inference_seconds"] = _ratio_entry(_alternating(inference, max(2, repeats // 2)))
+        result["inference_seconds"] = _ratio_entry(_alternating(inference, repeats))
     return result
 
 

@@ -313,7 +313,7 @@ def _ensembles(dataset: _Dataset, trainers: Sequence[str], num_processes: int, l
 def compare(datasets: Sequence[DatasetSource], configurations: Sequence[str], trainers: Sequence[str], plans: str,
             folds: Sequence[int], output_dir: str, nsd_tolerance: Sequence[float] = (DEFAULT_NSD_TOLERANCE_MM,),
             num_processes: int = 1, missing_datasets: Sequence[str] = (), seed: int = 0,
-            log: Optional[Callable[[str, bool], None]] = None) -> dict:
+            log: Optional[Callable[[str, bool], None]] = None, note: Optional[str] = None) -> dict:
     """Writes report.md, report.json, per_case.csv and the plots to output_dir; returns the report dict.
 
     Args:
@@ -322,6 +322,7 @@ def compare(datasets: Sequence[DatasetSource], configurations: Sequence[str], tr
         num_processes: processes for the boundary metrics (nnU-Net's default_num_processes on the CLI).
         missing_datasets: datasets asked for but not found, named in the report and left out of everything.
         log: called with (message, final) for progress.
+        note: one line shown under the report's title (the demo says there what a short run can show).
     """
     if len(trainers) != 2:
         raise NnUNetAttentionError(f"compare needs exactly two trainers (-tr A B), got {len(trainers)}")
@@ -348,7 +349,7 @@ def compare(datasets: Sequence[DatasetSource], configurations: Sequence[str], tr
                                    "empty_convention": boundary.EMPTY_CONVENTION + "; Dice: both empty = NaN, left "
                                                        "out of Dice statistics as nnU-Net does"},
               "complete": not missing, "missing": missing, "missing_datasets": list(missing_datasets),
-              "warnings": warnings, "summary": [], "datasets": {}, "curves": {}}
+              "warnings": warnings, "note": note, "summary": [], "datasets": {}, "curves": {}}
     all_rows = []
     for name, (dataset, by_configuration) in read.items():
         section = {"configurations": {}, "ensembles": _ensembles(dataset, trainers, num_processes, log)}
@@ -479,6 +480,8 @@ def render_markdown(report: dict) -> str:
              f"case, paired by case. Boundary metrics: {bm['implementation']}. Empty masks: {bm['empty_convention']}.",
              "Wins count the cases where B is better (higher Dice/NSD, lower HD95); ties are |difference| <= "
              + ", ".join(f"{m['title']} {m['tie_tolerance']}" for m in report["metrics"].values()) + ".", ""]
+    if report.get("note"):
+        lines += [f"> {report['note']}", ""]
     if report["missing_datasets"]:
         lines += ["**Datasets not found** (left out of the table and the correction): "
                   + ", ".join(f"`{d}`" for d in report["missing_datasets"]), ""]

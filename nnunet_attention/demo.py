@@ -21,6 +21,10 @@ from nnunet_attention.synth import DEFAULT_TASK_ID, write_msd_task
 _SHOWN = re.compile(r"Epoch \d+$|train_loss|val_loss|Pseudo dice|Epoch time|Mean Validation Dice|\*Best\*|"
                     r"Error|error:|Traceback")
 PLANS = "nnUNetPlans"
+SHORT_RUN_NOTE = ("A short run shows that both networks learn and that every step of the comparison works through "
+                  "nnU-Net's commands; it cannot show which one is better after nnU-Net's 1000-epoch schedule. "
+                  "See the README's initialisation study (scripts/init_study.py) for how the gated and ungated "
+                  "nets compare over the first 1000 iterations across seeds.")
 SYNTH_CASES, SYNTH_TEST_CASES, SYNTH_SHAPE = 20, 4, (20, 48, 48)
 
 
@@ -184,7 +188,8 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
     report_dir = os.path.join(results, "nnunet_attention_compare")
     runner.step("compare the two trainers", False)
     source = DatasetSource(dataset_name, results, os.path.join(paths["nnUNet_preprocessed"], dataset_name))
-    compare([source], [configuration], trainers, PLANS, list(folds), report_dir, num_processes=2)
+    compare([source], [configuration], trainers, PLANS, list(folds), report_dir, num_processes=2,
+            note=SHORT_RUN_NOTE)
     print(f"\nReport: {os.path.join(report_dir, 'report.md')}", flush=True)
     if has_test:
         print(f"Test predictions: {test_output}", flush=True)

@@ -51,8 +51,9 @@ def main():
     parser.add_argument("--shape", type=int, nargs=3, default=(20, 48, 48), help="volume shape (default 20 48 48)")
     parser.add_argument("-device", "--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
-    if min(args.runs, args.epochs, args.iterations, args.val_iterations, args.cases - 1) < 1:
-        sys.exit("init_study: --runs, --epochs, --iterations and --val-iterations must be >= 1, --cases >= 2")
+    if min(args.runs, args.epochs, args.iterations, args.val_iterations) < 1 or args.cases < 5:
+        sys.exit("init_study: --runs, --epochs, --iterations and --val-iterations must be >= 1, --cases >= 5 "
+                 "(nnU-Net splits the cases into 5 folds)")
 
     work = Path(args.o).resolve()
     (work / "logs").mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Shared fixtures: a tiny generated MSD task taken through nnU-Net's real conversion, planning and preprocessing."""
 import pytest
-from helpers import DATASET_ID, TINY_SHAPE, TINY_TRAINERS, TRAINED_FOLDS, nnunet_env, run, train
+from helpers import DATASET_ID, TINY_SHAPE, TINY_TRAINERS, TRAINED_FOLDS, nnunet_env, run, train_in_parallel
 
 from nnunet_attention.synth import write_msd_task
 
@@ -21,7 +21,6 @@ def preprocessed_task(tmp_path_factory):
 def trained_models(preprocessed_task):
     """Both tiny trainers trained on folds 0 and 1 of 3d_fullres with --npz, as nnU-Net leaves them."""
     root, env = preprocessed_task
-    for trainer in TINY_TRAINERS:
-        for fold in TRAINED_FOLDS:
-            train(env, trainer, "3d_fullres", fold, "--npz")
+    train_in_parallel(env, [(trainer, "3d_fullres", fold, "--npz") for trainer in TINY_TRAINERS
+                            for fold in TRAINED_FOLDS])
     return root, env

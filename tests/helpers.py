@@ -42,6 +42,23 @@ def train(env, trainer, configuration, fold, *extra) -> subprocess.CompletedProc
                 *extra], {**env, "nnUNet_n_proc_DA": "0"})
 
 
+def train_in_parallel(env, runs, dataset: int = DATASET_ID, processes: int = 2):
+    """nnUNetv2_train for each (trainer, configuration, fold, *extra) in runs, two at a time: a tiny training spends
+    most of its time single-threaded (start-up, validation export), so two share the CPU well."""
+    pending = list(runs)
+    active = []
+    while pending or active:
+        while pending and len(active) < processes:
+            trainer, configuration, fold, *extra = pending.pop(0)
+            command = ["nnUNetv2_train", str(dataset), configuration, str(fold), "-tr", trainer, "-device", "cpu",
+                       *extra]
+            active.append((command, subprocess.Popen(command, env={**env, "nnUNet_n_proc_DA": "0"},
+                                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)))
+        command, process = active.pop(0)
+        output = process.communicate()[0]
+        assert process.returncode == 0, f"{' '.join(command)} failed:\n{output[-4000:]}"
+
+
 def fold_dir(root: Path, trainer: str, configuration: str, fold) -> Path:
     return root / "nnUNet_results" / DATASET_NAME / f"{trainer}__nnUNetPlans__{configuration}" / f"fold_{fold}"
 

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import DATASET_ID, DATASET_NAME, TINY_SHAPE, TINY_TRAINERS, TRAINED_FOLDS, fold_dir, run
+from helpers import DATASET_ID, DATASET_NAME, TINY_SHAPE, TINY_TRAINERS, TRAINED_FOLDS, fold_dir, run, train_in_parallel
 
 from nnunet_attention.synth import write_msd_task
 
@@ -27,9 +27,7 @@ def results(trained_models):
     task = write_msd_task(str(root / "msd2"), task_id=SECOND_ID, cases=5, test_cases=0, seed=2, shape=TINY_SHAPE)
     run(["nnUNetv2_convert_MSD_dataset", "-i", task, "-np", "1"], env)
     run(["nnUNetv2_plan_and_preprocess", "-d", str(SECOND_ID), "-c", "3d_fullres", "-np", "1"], env)
-    for trainer in TINY_TRAINERS:
-        run(["nnUNetv2_train", str(SECOND_ID), "3d_fullres", "0", "-tr", trainer, "-device", "cpu", "--npz"],
-            {**env, "nnUNet_n_proc_DA": "0"})
+    train_in_parallel(env, [(trainer, "3d_fullres", 0, "--npz") for trainer in TINY_TRAINERS], dataset=SECOND_ID)
     run(["nnUNetv2_find_best_configuration", str(DATASET_ID), "-c", "3d_fullres", "-tr", *TINY_TRAINERS,
          "-f", *map(str, TRAINED_FOLDS), "-np", "1"], env)
     return root, env

@@ -13,7 +13,7 @@ SCRIPT = Path(__file__).parents[1] / "scripts" / "init_study.py"
 
 def test_init_study_script_trains_collects_and_resumes(tmp_path):
     command = [sys.executable, str(SCRIPT), "-o", str(tmp_path), "--runs", "1", "--epochs", "2", "--iterations", "2",
-               "--val-iterations", "1", "--cases", "4", "--shape", "16", "48", "48", "--variants", "uniform",
+               "--val-iterations", "1", "--cases", "5", "--shape", "16", "48", "48", "--variants", "uniform",
                "--tasks", "3d"]
     first = subprocess.run(command, capture_output=True, text=True)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
