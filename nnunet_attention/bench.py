@@ -56,7 +56,7 @@ def gated_trainer_class(name: str) -> type:
     return trainer_class
 
 
-def trainer_parts(configuration: dict, gated_trainer: str, device: str) -> Dict[str, tuple]:
+def paired_trainer_parts(configuration: dict, gated_trainer: str, device: str) -> Dict[str, tuple]:
     """{"ungated": parts of nnUNetTrainer, "gated": parts of gated_trainer}, (network, loss, optimizer) each, from
     the same plans and seed."""
     gated_trainer_class(gated_trainer)
@@ -216,7 +216,7 @@ def bench_configuration(name: str, configuration: dict, device: str = "cpu", rep
         raise NnUNetAttentionError(f"--repeats must be at least 1, got {repeats}")
     cm = ConfigurationManager(configuration)
     patch, batch, reduced = bench_patch(cm, device)
-    parts = trainer_parts(configuration, gated_trainer, device)
+    parts = paired_trainer_parts(configuration, gated_trainer, device)
     networks = {k: unwrap(p[0]) for k, p in parts.items()}
     result = {"name": name, "gated_trainer": gated_trainer, "device": device, "patch_size": patch, "batch_size": batch,
               "plan_patch_size": list(cm.patch_size), "plan_batch_size": cm.batch_size,

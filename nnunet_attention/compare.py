@@ -88,12 +88,13 @@ def _logging_of(folder: str, warnings: List[str]) -> Optional[dict]:
         try:
             checkpoint = load_checkpoint(path, mmap=True)
             logging = checkpoint["logging"]
-            [float(v) for v in logging["epoch_end_timestamps"]]
+            epoch_seconds = [float(e) - float(s) for s, e in zip(logging["epoch_start_timestamps"],
+                                                                 logging["epoch_end_timestamps"])]
         except (NnUNetAttentionError, KeyError, TypeError, ValueError) as e:
             warnings.append(f"{path}: no parameter count, epoch times or learning curves from it "
                             f"({str(e) if isinstance(e, NnUNetAttentionError) else 'no training logging'})")
             return None
-        return {"logging": logging, "weights": checkpoint["network_weights"]}
+        return {"logging": logging, "epoch_seconds": epoch_seconds, "weights": checkpoint["network_weights"]}
     return None
 
 
@@ -177,9 +178,8 @@ def _read_trainer(dataset: _Dataset, trainer: str, plans: str, configuration: st
             # the decoder keeps a reference to the encoder: count shared tensors once
             found.parameters = int(sum({t.data_ptr(): t.numel() for t in logged["weights"].values()
                                         if t.is_floating_point() and t.dim() > 0}.values()))
-        epoch_times += [float(e) - float(s) for s, e in zip(logging["epoch_start_timestamps"],
-                                                            logging["epoch_end_timestamps"])]
-        found.epochs = len(logging["epoch_end_timestamps"])
+        epoch_times += logged["epoch_seconds"]
+        found.epochs = len(logged["epoch_seconds"])
         found.curves[fold] = {k: [float(v) for v in logging.get(k, [])][:found.epochs] for k in CURVE_SERIES}
     found.epoch_seconds = float(np.mean(epoch_times)) if epoch_times else None
     return found

@@ -106,9 +106,13 @@ class AttentionGate(nn.Module):
         """alpha (or any map on the gating grid) resampled to the skip's size, as the gate applies it."""
         return F.interpolate(alpha, size=tuple(size), mode=self.interpolation, align_corners=False)
 
+    def skip_scale(self, skip: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """The factor x is multiplied by: gain * alpha at x's size (gain applied on the coarse grid, cheaper)."""
+        return self.upsample(alpha * self.gain, skip.shape[2:])
+
     def gated_skip(self, skip: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         """x * gain * alpha (through the output transform when there is one), materialised on its own."""
-        gated = skip * self.upsample(alpha * self.gain, skip.shape[2:])
+        gated = skip * self.skip_scale(skip, alpha)
         return gated if self.output_transform is None else self.output_transform(gated)
 
     def concat(self, upsampled: torch.Tensor, skip: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
@@ -116,7 +120,7 @@ class AttentionGate(nn.Module):
         in place inside the concatenation, so the gated skip is never materialised on its own."""
         if self.output_transform is not None:
             return torch.cat((upsampled, self.gated_skip(skip, alpha)), 1)
-        return ScaledConcat.apply(upsampled, skip, self.upsample(alpha * self.gain, skip.shape[2:]))
+        return ScaledConcat.apply(upsampled, skip, self.skip_scale(skip, alpha))
 
     def compute_conv_feature_map_size(self, skip_size: Sequence[int]) -> np.int64:
         """Feature map elements the gate keeps for backward (ReLU output and alpha on the coarse grid, the scale at

@@ -14,9 +14,10 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 from acvl_utils.cropping_and_padding.bounding_boxes import insert_crop_into_image
-from nnunetv2.inference.export_prediction import export_prediction_from_logits
+from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
 from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 from torch import nn
 from torch.nn import functional as F
 
@@ -107,9 +108,9 @@ class AttentionMapPredictor(nnUNetPredictor):
         if not issubclass(self.plans_manager.image_reader_writer_class, SimpleITKIO):
             raise MapsError(f"maps are written with SimpleITK; this dataset's reader "
                             f"({self.plans_manager.image_reader_writer_class.__name__}) is not SimpleITK-based")
-        check_input_folder(input_folder, self.dataset_json["file_ending"], len(self.dataset_json["channel_names"]
-                                                                              if "channel_names" in self.dataset_json
-                                                                              else self.dataset_json["modality"]))
+        check_input_folder(input_folder, self.dataset_json["file_ending"],
+                           determine_num_input_channels(self.plans_manager, self.configuration_manager,
+                                                        self.dataset_json))
         os.makedirs(output_folder, exist_ok=True)
         inputs, outputs = predictor_inputs(self, input_folder, output_folder)
         ending = self.dataset_json["file_ending"]
@@ -124,19 +125,21 @@ class AttentionMapPredictor(nnUNetPredictor):
             case = os.path.basename(ofile)
             print(f"[{i}/{len(inputs)}] {case}", flush=True)
             combined = self.predict_logits_from_preprocessed_data(data).cpu()
-            # the logits in the dtype nnUNetv2_predict exports them in, so the segmentation is bit-identical
-            export_prediction_from_logits(combined[:n_logits].numpy(), properties, self.configuration_manager,
-                                          self.plans_manager, self.dataset_json, ofile, False)
+            # the two steps of nnU-Net's export_prediction_from_logits, keeping the segmentation for the summary and
+            # the PNG; the logits in the dtype nnUNetv2_predict exports them in, so the file is bit-identical
+            segmentation = convert_predicted_logits_to_segmentation_with_correct_shape(
+                combined[:n_logits].numpy(), self.plans_manager, self.configuration_manager,
+                self.segmentation_label_manager, properties, return_probabilities=False)
+            self.plans_manager.image_reader_writer_class().write_seg(segmentation, ofile + ending, properties)
             maps, region = self._maps_in_input_geometry(combined[n_logits:].float().numpy(), properties)
             for level, level_map in zip(self.levels, maps):
                 _write_like_input(level_map, properties, f"{ofile}_attention_level{level}{ending}")
-            foreground = self.plans_manager.image_reader_writer_class().read_seg(ofile + ending)[0][0] > 0
-            summary += [attention_summary(case, level, level_map, foreground, region)
+            summary += [attention_summary(case, level, level_map, segmentation > 0, region)
                         for level, level_map in zip(self.levels, maps)]
             if write_png:
                 from nnunet_attention.maps_png import write_overview
 
-                write_overview(inputs[i - 1][0], ofile + ending, dict(zip(self.levels, maps)),
+                write_overview(inputs[i - 1][0], segmentation, dict(zip(self.levels, maps)),
                                f"{ofile}_attention.png")
             done.append(case)
         _write_summary(summary, os.path.join(output_folder, SUMMARY_FILE))

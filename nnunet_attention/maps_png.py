@@ -6,13 +6,14 @@ import numpy as np
 import SimpleITK as sitk
 
 
-def write_overview(image_file: str, segmentation_file: str, attention_by_level: Dict[int, np.ndarray],
+def write_overview(image_file: str, segmentation: np.ndarray, attention_by_level: Dict[int, np.ndarray],
                    png_file: str):
+    """image_file: the case's first channel; segmentation and attention maps: arrays in the input's geometry."""
     from matplotlib.figure import Figure  # the object API: no pyplot, no backend switch
 
     image_itk = sitk.ReadImage(image_file)
     image = sitk.GetArrayFromImage(image_itk).astype(np.float32)
-    segmentation = sitk.GetArrayFromImage(sitk.ReadImage(segmentation_file))
+    segmentation = segmentation.reshape(image.shape)
     maps = {level: a.reshape(image.shape) for level, a in attention_by_level.items()}
     if image.ndim == 2:
         image, segmentation = image[None], segmentation[None]

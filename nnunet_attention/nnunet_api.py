@@ -9,7 +9,7 @@ import contextlib
 import io
 import os
 import tempfile
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 from nnunet_attention.errors import NnUNetAttentionError
 
@@ -83,9 +83,12 @@ def trainer_parts(trainer_class: type, plans: dict, configuration: str, dataset_
                 os.environ.pop("nnUNet_results", None)
             else:
                 os.environ["nnUNet_results"] = previous
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+
     trainer.network = trainer_class.build_network_architecture(
         plans_manager=trainer.plans_manager, configuration_manager=trainer.configuration_manager,
-        num_input_channels=len(dataset_json["channel_names"]),
+        num_input_channels=determine_num_input_channels(trainer.plans_manager, trainer.configuration_manager,
+                                                        dataset_json),
         num_output_channels=trainer.label_manager.num_segmentation_heads,
         enable_deep_supervision=trainer.enable_deep_supervision).to(device)
     loss = trainer._build_loss()
@@ -93,7 +96,8 @@ def trainer_parts(trainer_class: type, plans: dict, configuration: str, dataset_
     return trainer.network, loss, optimizer
 
 
-def dataset_name(dataset: str) -> Optional[str]:
+def dataset_name(dataset: str) -> str:
+    """DatasetXXX_Name for a name or id, as nnU-Net resolves it; an unknown one is a one-line error."""
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
     try:

@@ -13,7 +13,7 @@ import time
 import torch
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
-from nnunet_attention.bench import TrainStep, bench_patch, trainer_parts
+from nnunet_attention.bench import TrainStep, bench_patch, paired_trainer_parts
 from nnunet_attention.reference_plans import reference_configurations
 
 
@@ -29,7 +29,7 @@ def main():
     for name in args.c:
         cm = ConfigurationManager(reference_configurations()[name])
         patch, batch, _ = bench_patch(cm, args.device)
-        parts = trainer_parts(reference_configurations()[name], "nnUNetTrainerAttention", args.device)
+        parts = paired_trainer_parts(reference_configurations()[name], "nnUNetTrainerAttention", args.device)
         x = torch.randn(batch, 1, *patch, device=args.device)
         for variant, (network, _, _) in parts.items():
             network.to(args.device)
