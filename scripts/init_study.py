@@ -1,127 +1,193 @@
-"""Learning-speed study of the gates' initialisation, through nnU-Net's own commands; re-running resumes.
+"""Run-to-run study of the gates' start and of the demo's budget, through nnU-Net's own commands; re-running resumes.
 
-    python scripts/init_study.py -o study_work                  # the full study: ~hours on a CPU, minutes on a GPU
-    python scripts/init_study.py -o study_work --runs 1 --epochs 1 --iterations 5 --cases 6   # a smoke run
+    python scripts/init_study.py -o study_work --report-dir docs          # the committed study (2 cores: ~1.5 h)
+    python scripts/init_study.py -o tmp --runs 1 --arm 3d:5:uniform --cases 5   # a smoke run
 
-On the generated task (nnunet-attention synth) it trains, for each task kind (3d: 3d_fullres; 2d: the 2d
-configuration of the same data) and each variant (ungated nnUNetTrainer; gated with the paper's, the identity and
-the uniform initialisation), --runs independent runs (seeds 0, 1, ...) of --epochs epochs of --iterations iterations,
-fold 0, a checkpoint after every epoch. Per epoch it reads nnU-Net's pseudo Dice (mean foreground Dice on the
-validation patches of that epoch, from the checkpoint's logging), and at the end nnU-Net's validation Dice on the
-fold's validation cases (summary.json). It writes WORK/study.json, WORK/study.md (mean ± sd over runs per variant and
-checkpoint) and WORK/study_curves.png.
+On the generated task (nnunet-attention synth, the demo's data) it trains every arm
+(``TASK:ITERATIONS:VARIANT[,VARIANT...]``; task 3d = 3d_fullres, 2d = the 2d configuration of the same data;
+iterations in whole epochs of --iterations-per-epoch) --runs times, fold 0, each run with its own seed (torch, numpy,
+random, in-process augmentation), at most --parallel trainings at a time, each pinned to --threads torch threads.
+Variants: ungated (nnUNetTrainer), paper, identity and uniform (nnUNetTrainerAttention with that gate start).
+Per run it keeps nnU-Net's validation Dice per class (summary.json of fold 0's validation cases) and the pseudo Dice
+per epoch (the checkpoint's logging). It writes REPORT_DIR/init_study.json (one record per run), init_study.md (per
+arm: each run, mean ± sd, how many runs lost a class: Dice < 0.1) and init_study_curves.png.
 """
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from nnunet_attention.checkpoint import load_checkpoint
 from nnunet_attention.progress_files import RESUME, TRAINED, VALIDATE, training_state
-from nnunet_attention.synth import DEFAULT_TASK_ID, task_folder_name, write_msd_task
+from nnunet_attention.synth import DEFAULT_TASK_ID, LABELS, task_folder_name, write_msd_task
+from nnunet_attention.trainers import nnUNetTrainerAttention
 
 VARIANTS = {"ungated": "nnUNetTrainerStudy", "paper": "nnUNetTrainerAttentionStudy",
             "identity": "nnUNetTrainerAttentionIdentityInitStudy", "uniform": "nnUNetTrainerAttentionUniformInitStudy"}
 TASKS = {"3d": "3d_fullres", "2d": "2d"}
+DEFAULT_ARMS = ["2d:250:ungated,paper,identity,uniform", "3d:250:ungated,paper", "3d:500:ungated,paper",
+                "3d:250:identity,uniform"]
+LOST = 0.1  # a class whose validation Dice stays below this was not learned
 STUDY_TRAINERS = Path(__file__).parent / "study_trainers"
+_print_lock = threading.Lock()
 
 
-def _run(command, env, log_file: Path):
-    print(f"    $ {' '.join(map(str, command))}  (log: {log_file})", flush=True)
-    with open(log_file, "w") as log:
-        result = subprocess.run(list(map(str, command)), env=env, stdout=log, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
-        sys.exit(f"init_study: {command[0]} failed (exit {result.returncode}); see {log_file}")
+def say(text: str):
+    with _print_lock:
+        print(text, flush=True)
+
+
+def parse_arm(text: str, per_epoch: int):
+    """'3d:500:ungated,paper' -> [('3d', 500, 'ungated'), ('3d', 500, 'paper')]."""
+    try:
+        task, iterations, variants = text.split(":")
+        iterations = int(iterations)
+    except ValueError:
+        raise SystemExit(f"init_study: --arm takes TASK:ITERATIONS:VARIANT[,VARIANT], e.g. 3d:500:ungated,paper; "
+                         f"got {text}")
+    variants = variants.split(",")
+    if task not in TASKS or iterations < 1 or iterations % per_epoch and iterations > per_epoch or \
+            any(v not in VARIANTS for v in variants):
+        raise SystemExit(f"init_study: bad --arm {text}: task one of {list(TASKS)}, iterations a multiple of "
+                         f"--iterations-per-epoch ({per_epoch}), variants from {list(VARIANTS)}")
+    return [(task, iterations, v) for v in variants]
+
+
+class Study:
+    def __init__(self, work: Path, args):
+        self.work, self.args = work, args
+        self.dataset = f"Dataset{DEFAULT_TASK_ID:03d}_{task_folder_name(DEFAULT_TASK_ID).split('_', 1)[1]}"
+        extra = [os.environ.get("nnUNet_extTrainer"), str(STUDY_TRAINERS)]
+        self.env = {**os.environ, "nnUNet_raw": str(work / "nnUNet_raw"),
+                    "nnUNet_preprocessed": str(work / "nnUNet_preprocessed"),
+                    "nnUNet_results": str(work / "results"),
+                    "nnUNet_extTrainer": os.pathsep.join(p for p in extra if p),
+                    "nnUNet_compile": os.environ.get("nnUNet_compile", "f"),
+                    # nnU-Net's default of 8 export workers spends most of a small validation starting them
+                    "nnUNet_def_n_proc": os.environ.get("nnUNet_def_n_proc", str(min(8, os.cpu_count() or 1)))}
+
+    def prepare(self, configurations):
+        (self.work / "logs").mkdir(parents=True, exist_ok=True)
+        task = self.work / "msd" / task_folder_name(DEFAULT_TASK_ID)
+        if not (task / "dataset.json").is_file():
+            say("synth")
+            write_msd_task(str(task.parent), DEFAULT_TASK_ID, self.args.cases, 0, seed=0,
+                           shape=tuple(self.args.shape), overwrite=True)
+        if not (self.work / "nnUNet_raw" / self.dataset).is_dir():
+            self.run_logged(["nnUNetv2_convert_MSD_dataset", "-i", task, "-np", "2"], self.env, "convert.log")
+        preprocessed = self.work / "nnUNet_preprocessed" / self.dataset
+        if not all((preprocessed / f"nnUNetPlans_{c}").is_dir() for c in configurations):
+            self.run_logged(["nnUNetv2_plan_and_preprocess", "-d", DEFAULT_TASK_ID, "-c", *configurations, "-np", "2"],
+                            self.env, "plan.log")
+
+    def run_logged(self, command, env, log_name: str):
+        log_file = self.work / "logs" / log_name
+        say(f"    $ {' '.join(map(str, command))}  (log: {log_file})")
+        with open(log_file, "w") as log:
+            result = subprocess.run(list(map(str, command)), env=env, stdout=log, stderr=subprocess.STDOUT)
+        if result.returncode != 0:
+            raise RuntimeError(f"{command[0]} failed (exit {result.returncode}); see {log_file}")
+
+    def fold_folder(self, task: str, iterations: int, variant: str, run: int) -> Path:
+        return (self.work / "results" / f"it{iterations}_run{run}" / self.dataset /
+                f"{VARIANTS[variant]}__nnUNetPlans__{TASKS[task]}" / "fold_0")
+
+    def train(self, job):
+        task, iterations, variant, run = job
+        folder = self.fold_folder(task, iterations, variant, run)
+        state = training_state(str(folder))
+        name = f"{task} {iterations} it {variant} run {run}"
+        if state == TRAINED:
+            say(f"[done before] {name}")
+            return
+        say(f"[start {time.strftime('%H:%M:%S')}] {name}")
+        per_epoch = min(iterations, self.args.iterations_per_epoch)
+        env = {**self.env, "nnUNet_results": str(folder.parents[2]), "NNUNET_ATTENTION_STUDY_SEED": str(run),
+               "NNUNET_ATTENTION_STUDY_EPOCHS": str(iterations // per_epoch),
+               "NNUNET_ATTENTION_STUDY_ITERATIONS": str(per_epoch),
+               "NNUNET_ATTENTION_STUDY_VAL_ITERATIONS": str(self.args.val_iterations),
+               "NNUNET_ATTENTION_STUDY_THREADS": str(self.args.threads),
+               "nnUNet_n_proc_DA": "0"}  # augmentation in the training process: seeded with the run
+        extra = {RESUME: ["--c"], VALIDATE: ["--val"]}.get(state, [])
+        start = time.time()
+        self.run_logged(["nnUNetv2_train", DEFAULT_TASK_ID, TASKS[task], "0", "-tr", VARIANTS[variant], "-device",
+                         self.args.device, *extra], env, f"{task}_it{iterations}_{variant}_run{run}.log")
+        say(f"[done  {time.strftime('%H:%M:%S')}] {name} in {time.time() - start:.0f} s")
+
+    def record(self, job) -> dict:
+        task, iterations, variant, run = job
+        folder = self.fold_folder(task, iterations, variant, run)
+        logging = load_checkpoint(str(folder / "checkpoint_final.pth"), mmap=True)["logging"]
+        summary = json.loads((folder / "validation" / "summary.json").read_text())
+        names = json.loads((self.work / "nnUNet_raw" / self.dataset / "dataset.json").read_text())["labels"]
+        label_name = {str(v): k for k, v in names.items()}
+        dice = {label_name[str(k)]: float(v["Dice"]) for k, v in summary["mean"].items()}
+        return {"task": task, "configuration": TASKS[task], "variant": variant, "trainer": VARIANTS[variant],
+                "iterations": iterations, "run": run, "seed": run, "validation_dice": dice,
+                "validation_mean_dice": float(summary["foreground_mean"]["Dice"]),
+                "validation_cases": len(summary["metric_per_case"]),
+                "pseudo_dice_per_epoch": [float(v) for v in logging["mean_fg_dice"]],
+                "epoch_seconds": [float(e - s) for s, e in zip(logging["epoch_start_timestamps"],
+                                                               logging["epoch_end_timestamps"])]}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-o", required=True, help="work folder (nnU-Net folders, logs, results)")
-    parser.add_argument("--runs", type=int, default=3, help="independent runs (seeds) per variant (default 3)")
-    parser.add_argument("--epochs", type=int, default=4, help="epochs per run (default 4)")
-    parser.add_argument("--iterations", type=int, default=250, help="iterations per epoch (default 250)")
+    parser.add_argument("-o", required=True, help="work folder (nnU-Net folders, logs)")
+    parser.add_argument("--report-dir", help="where init_study.json/.md/_curves.png go (default: -o)")
+    parser.add_argument("--arm", action="append", help=f"TASK:ITERATIONS:VARIANT[,VARIANT] (repeatable; default "
+                                                       f"{' '.join(DEFAULT_ARMS)})")
+    parser.add_argument("--runs", type=int, default=3, help="independent runs (seeds 0..runs-1) per arm (default 3)")
+    parser.add_argument("--iterations-per-epoch", type=int, default=250, help="nnU-Net's 250 (default)")
     parser.add_argument("--val-iterations", type=int, default=50, help="validation batches per epoch (default 50)")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--cases", type=int, default=20, help="training cases of the generated task (default 20)")
     parser.add_argument("--shape", type=int, nargs=3, default=(20, 48, 48), help="volume shape (default 20 48 48)")
+    parser.add_argument("--parallel", type=int, default=2, help="trainings at a time (default 2)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per training (default 1)")
     parser.add_argument("-device", "--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
-    if min(args.runs, args.epochs, args.iterations, args.val_iterations) < 1 or args.cases < 5:
-        sys.exit("init_study: --runs, --epochs, --iterations and --val-iterations must be >= 1, --cases >= 5 "
-                 "(nnU-Net splits the cases into 5 folds)")
-
+    if min(args.runs, args.iterations_per_epoch, args.val_iterations, args.parallel, args.threads) < 1 or \
+            args.cases < 5:
+        sys.exit("init_study: --runs, --iterations-per-epoch, --val-iterations, --parallel and --threads must be "
+                 ">= 1, --cases >= 5 (nnU-Net splits the cases into 5 folds)")
+    arms = [a for text in (args.arm or DEFAULT_ARMS) for a in parse_arm(text, args.iterations_per_epoch)]
+    jobs = [(*arm, run) for arm in arms for run in range(args.runs)]
     work = Path(args.o).resolve()
-    (work / "logs").mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "nnUNet_raw": str(work / "nnUNet_raw"), "nnUNet_preprocessed": str(work / "nnUNet_preprocessed"),
-           "nnUNet_results": str(work / "results_run0"),
-           "nnUNet_extTrainer": os.pathsep.join(p for p in (os.environ.get("nnUNet_extTrainer"), str(STUDY_TRAINERS))
-                                                if p),
-           "nnUNet_compile": os.environ.get("nnUNet_compile", "f"),
-           "NNUNET_ATTENTION_STUDY_EPOCHS": str(args.epochs), "NNUNET_ATTENTION_STUDY_ITERATIONS": str(args.iterations),
-           "NNUNET_ATTENTION_STUDY_VAL_ITERATIONS": str(args.val_iterations)}
-    task = work / "msd" / task_folder_name(DEFAULT_TASK_ID)
-    if not (task / "dataset.json").is_file():
-        print("synth", flush=True)
-        write_msd_task(str(task.parent), DEFAULT_TASK_ID, args.cases, 0, seed=0, shape=tuple(args.shape),
-                       overwrite=True)
-    dataset = f"Dataset{DEFAULT_TASK_ID:03d}_{task.name.split('_', 1)[1]}"
-    if not (work / "nnUNet_raw" / dataset).is_dir():
-        _run(["nnUNetv2_convert_MSD_dataset", "-i", task, "-np", "2"], env, work / "logs" / "convert.log")
-    configurations = [TASKS[t] for t in args.tasks]
-    if not all((work / "nnUNet_preprocessed" / dataset / f"nnUNetPlans_{c}").is_dir() for c in configurations):
-        _run(["nnUNetv2_plan_and_preprocess", "-d", DEFAULT_TASK_ID, "-c", *configurations, "-np", "2"], env,
-             work / "logs" / "plan.log")
+    report_dir = Path(args.report_dir or work).resolve()
+    study = Study(work, args)
+    study.prepare(sorted({TASKS[task] for task, _, _ in arms}))
+    failures = []
 
-    total = args.runs * len(args.tasks) * len(args.variants)
-    number = 0
-    for run in range(args.runs):
-        results = work / f"results_run{run}"
-        for task_kind in args.tasks:
-            for variant in args.variants:
-                number += 1
-                trainer = VARIANTS[variant]
-                folder = results / dataset / f"{trainer}__nnUNetPlans__{TASKS[task_kind]}" / "fold_0"
-                state = training_state(str(folder))
-                print(f"[{number}/{total}] run {run} {task_kind} {variant}: "
-                      f"{'done before' if state == TRAINED else 'training'}", flush=True)
-                if state == TRAINED:
-                    continue
-                extra = {RESUME: ["--c"], VALIDATE: ["--val"]}.get(state, [])
-                _run(["nnUNetv2_train", DEFAULT_TASK_ID, TASKS[task_kind], "0", "-tr", trainer, "-device",
-                      args.device, *extra],
-                     {**env, "nnUNet_results": str(results), "NNUNET_ATTENTION_STUDY_SEED": str(run),
-                      "nnUNet_n_proc_DA": os.environ.get("nnUNet_n_proc_DA", "0")},  # augment in-process: seeded
-                     work / "logs" / f"run{run}_{task_kind}_{variant}.log")
-    study = collect(work, dataset, args)
-    (work / "study.json").write_text(json.dumps(study, indent=2))
-    (work / "study.md").write_text(render(study))
-    plot(study, work / "study_curves.png")
-    print(render(study))
-    print(f"\n{work / 'study.md'}, {work / 'study.json'}, {work / 'study_curves.png'}")
+    def attempt(job):
+        try:
+            study.train(job)
+        except RuntimeError as error:
+            failures.append(str(error))
+            say(f"[failed] {error}")
 
-
-def collect(work: Path, dataset: str, args) -> dict:
-    """Per task and variant: pseudo Dice per epoch and final validation Dice of every run."""
-    study = {"iterations_per_epoch": args.iterations, "epochs": args.epochs, "runs": args.runs,
-             "validation_cases_of": "fold 0", "tasks": {}}
-    for task_kind in args.tasks:
-        study["tasks"][task_kind] = {}
-        for variant in args.variants:
-            pseudo, final = [], []
-            for run in range(args.runs):
-                folder = (work / f"results_run{run}" / dataset /
-                          f"{VARIANTS[variant]}__nnUNetPlans__{TASKS[task_kind]}" / "fold_0")
-                logging = load_checkpoint(str(folder / "checkpoint_final.pth"), mmap=True)["logging"]
-                pseudo.append([float(v) for v in logging["mean_fg_dice"]][:args.epochs])
-                summary = json.loads((folder / "validation" / "summary.json").read_text())
-                final.append(float(summary["foreground_mean"]["Dice"]))
-            study["tasks"][task_kind][variant] = {"pseudo_dice_per_epoch": pseudo, "validation_dice": final}
-    return study
+    with ThreadPoolExecutor(args.parallel) as pool:
+        list(pool.map(attempt, jobs))
+    records = [study.record(job) for job in jobs if training_state(str(study.fold_folder(*job))) == TRAINED]
+    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.device}",
+              "command": " ".join(["python", "scripts/init_study.py", *sys.argv[1:]]),
+              "default": nnUNetTrainerAttention.gate_init, "lost_class_below": LOST,
+              "data": {"cases": args.cases, "shape": list(args.shape), "fold": 0}, "runs": records}
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / "init_study.json").write_text(json.dumps(result, indent=1))
+    (report_dir / "init_study.md").write_text(render(result))
+    plot(result, report_dir / "init_study_curves.png")
+    print(render(result))
+    print(f"\n{report_dir / 'init_study.md'}, {report_dir / 'init_study.json'}, {report_dir / 'init_study_curves.png'}")
+    if failures:
+        sys.exit(f"init_study: {len(failures)} training(s) failed; re-run the same command to resume")
 
 
 def _mean_sd(values) -> str:
@@ -129,38 +195,65 @@ def _mean_sd(values) -> str:
     return f"{values.mean():.3f} ± {values.std(ddof=1) if values.size > 1 else 0:.3f}"
 
 
-def render(study: dict) -> str:
-    per_epoch = study["iterations_per_epoch"]
-    lines = [f"Pseudo Dice (nnU-Net's mean foreground Dice on the epoch's validation patches) after N iterations and "
-             f"the final validation Dice (fold 0's validation cases), mean ± sd over {study['runs']} runs (seeds).",
-             ""]
-    for task_kind, variants in study["tasks"].items():
-        checkpoints = [(e + 1) * per_epoch for e in range(study["epochs"])]
-        lines += [f"### {task_kind} ({TASKS[task_kind]})", "",
-                  "| variant | " + " | ".join(f"{n} it" for n in checkpoints) + " | validation Dice |",
-                  "|---|" + "---|" * (len(checkpoints) + 1)]
-        for variant, v in variants.items():
-            cells = [_mean_sd([run[e] for run in v["pseudo_dice_per_epoch"]]) for e in range(study["epochs"])]
-            lines.append(f"| {variant} | " + " | ".join(cells) + f" | {_mean_sd(v['validation_dice'])} |")
-        lines.append("")
-    return "\n".join(lines)
+def arms_of(result: dict) -> dict:
+    """(task, iterations, variant) -> that arm's runs, in run order."""
+    arms = {}
+    for record in sorted(result["runs"], key=lambda r: r["run"]):
+        arms.setdefault((record["task"], record["iterations"], record["variant"]), []).append(record)
+    return arms
 
 
-def plot(study: dict, path: Path):
+def render(result: dict) -> str:
+    classes = [n for n in LABELS.values() if n != "background"]
+    lines = ["# Initialisation and budget study", "",
+             f"Machine: {result['machine']}. Command: `{result['command']}`. Data: the demo's generated task "
+             f"({result['data']['cases']} cases of {'x'.join(map(str, result['data']['shape']))} voxels), fold "
+             f"{result['data']['fold']}; one run = one nnU-Net training with its own seed. Default gate start of "
+             f"`nnUNetTrainerAttention`: **{result['default']}**.", "",
+             f"Validation Dice is nnU-Net's (summary.json, the fold's validation cases); a run *lost* a class when its "
+             f"validation Dice for that class is below {result['lost_class_below']}. Pseudo Dice is nnU-Net's mean "
+             f"foreground Dice on the epoch's validation patches.", "",
+             "| task | iterations | variant | runs: validation mean Dice (" + ", ".join(classes) + ") | mean ± sd | "
+             + " | ".join(f"{c} mean ± sd" for c in classes) + " | runs that lost a class | pseudo Dice per epoch "
+             "(mean over runs) |",
+             "|---|---|---|---|---|" + "---|" * len(classes) + "---|---|"]
+    for (task, iterations, variant), runs in sorted(arms_of(result).items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        cells = ", ".join(f"{r['validation_mean_dice']:.3f} (" + "/".join(f"{r['validation_dice'][c]:.2f}"
+                                                                         for c in classes) + ")" for r in runs)
+        lost = sum(min(r["validation_dice"][c] for c in classes) < result["lost_class_below"] for r in runs)
+        epochs = min(len(r["pseudo_dice_per_epoch"]) for r in runs)
+        pseudo = " → ".join(f"{np.mean([r['pseudo_dice_per_epoch'][e] for r in runs]):.2f}" for e in range(epochs))
+        lines.append(f"| {task} | {iterations} | {variant} | {cells} | {_mean_sd([r['validation_mean_dice'] for r in runs])}"
+                     f" | " + " | ".join(_mean_sd([r["validation_dice"][c] for r in runs]) for c in classes)
+                     + f" | {lost} of {len(runs)} | {pseudo} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: Path):
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(5 * len(study["tasks"]), 4), layout="tight")
-    axes = fig.subplots(1, len(study["tasks"]), squeeze=False)[0]
-    for ax, (task_kind, variants) in zip(axes, study["tasks"].items()):
-        for colour, (variant, v) in zip(("black", "tab:blue", "tab:orange", "tab:green"), variants.items()):
-            x = [(e + 1) * study["iterations_per_epoch"] for e in range(study["epochs"])]
-            runs = np.array(v["pseudo_dice_per_epoch"])
-            for run in runs:
-                ax.plot(x, run, color=colour, lw=0.6, alpha=0.4)
-            ax.plot(x, runs.mean(0), color=colour, lw=2, marker="o", label=variant)
-        ax.set_title(f"{task_kind}: pseudo Dice")
-        ax.set_xlabel("iterations")
-        ax.legend(fontsize=8)
+    colours = {"ungated": "black", "paper": "tab:blue", "identity": "tab:orange", "uniform": "tab:green"}
+    tasks = sorted({r["task"] for r in result["runs"]})
+    fig = Figure(figsize=(6 * max(1, len(tasks)), 4.5), layout="constrained")
+    axes = fig.subplots(1, max(1, len(tasks)), squeeze=False)[0]
+    for ax, task in zip(axes, tasks):
+        arms = {k: v for k, v in arms_of(result).items() if k[0] == task}
+        budgets = sorted({k[1] for k in arms})
+        variants = [v for v in colours if any(k[2] == v for k in arms)]
+        for i, (budget, variant) in enumerate((b, v) for b in budgets for v in variants):
+            runs = arms.get((task, budget, variant), [])
+            x = budgets.index(budget) + (variants.index(variant) - (len(variants) - 1) / 2) * 0.15
+            values = [r["validation_mean_dice"] for r in runs]
+            ax.scatter([x] * len(values), values, color=colours[variant], s=22,
+                       label=variant if budget == budgets[0] else None)
+            if values:
+                ax.hlines(np.mean(values), x - 0.06, x + 0.06, color=colours[variant], lw=2)
+        ax.set_xticks(range(len(budgets)), [f"{b} iterations" for b in budgets])
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("validation mean Dice (fold 0), one dot per run")
+        ax.set_title(f"{task} ({TASKS[task]}): each run and the mean")
+        ax.axhline(result["lost_class_below"], color="grey", lw=0.6, ls=":")
+        ax.legend(fontsize=8, loc="lower right")
     fig.savefig(path, dpi=110)
 
 
