@@ -8,10 +8,14 @@ keeps for backward after one training forward (unique tensor storages packed by
 linear in the batch size), each network in a fresh process; the planner's estimate for the same input (``compute_conv_feature_map_size``, elements);
 train step time; on CUDA the train step's ``max_memory_allocated``; nnU-Net sliding-window inference time.
 """
+import contextlib
+import io
 import json
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -30,8 +34,10 @@ UNGATED_TRAINER = "nnUNetTrainer"
 
 
 def bench_plans(configuration: dict) -> dict:
-    """A plans dict around one configuration (named "bench"), as nnU-Net's trainer and predictor read plans."""
+    """A plans dict around one configuration (named "bench"), as nnU-Net's trainer and predictor read plans (the
+    trainer's constructor reads the data_identifier whenever nnUNet_preprocessed is set)."""
     dim = len(configuration["patch_size"])
+    configuration = {"data_identifier": "bench", **configuration}
     return {"dataset_name": "bench", "plans_name": "bench", "label_manager": "LabelManager",
             "image_reader_writer": "SimpleITKIO", "transpose_forward": list(range(dim)),
             "transpose_backward": list(range(dim)), "original_median_spacing_after_transp": [1.0] * dim,
@@ -107,6 +113,16 @@ def activation_bytes(network: nn.Module, x: torch.Tensor) -> int:
     return int(sum(storages.values()))
 
 
+def _fresh_process(code: str, arguments: dict, what: str, results_folder: str) -> str:
+    """Runs code in a fresh interpreter (argv[1] = arguments as JSON) whose nnUNet_results is results_folder: nnU-Net's
+    trainer constructor writes a log folder there. Returns its stdout; a failure is a one-line error."""
+    result = subprocess.run([sys.executable, "-c", code, json.dumps(arguments)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "nnUNet_results": results_folder})
+    if result.returncode != 0:
+        raise NnUNetAttentionError(f"{what} failed (exit {result.returncode}; its error is printed above)")
+    return result.stdout
+
+
 def activation_bytes_in_fresh_process(configuration: dict, trainer: str, device: str) -> int:
     """activation_bytes of trainer's network at the plan's full patch, batch 1, in a fresh interpreter: the whole
     graph stays alive while it is counted (several GB at real patches), and a separate process returns it all."""
@@ -117,12 +133,9 @@ def activation_bytes_in_fresh_process(configuration: dict, trainer: str, device:
             "network = trainer_parts_of(c['configuration'], c['trainer'], c['device'])[0]\n"
             "x = torch.randn(1, 1, *c['configuration']['patch_size'], device=c['device'])\n"
             "print(activation_bytes(network, x))\n")
-    arguments = json.dumps({"configuration": configuration, "trainer": trainer, "device": device})
-    result = subprocess.run([sys.executable, "-c", code, arguments], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise NnUNetAttentionError(f"counting the activation memory of {trainer} failed: "
-                                   f"{(result.stderr.strip().splitlines() or ['no output'])[-1]}")
-    return int(result.stdout.strip().splitlines()[-1])
+    output = _fresh_process(code, {"configuration": configuration, "trainer": trainer, "device": device},
+                            f"counting the activation memory of {trainer}", os.environ["nnUNet_results"])
+    return int(output.strip().splitlines()[-1])
 
 
 def trainer_parts_of(configuration: dict, trainer: str, device: str) -> tuple:
@@ -134,7 +147,9 @@ def trainer_parts_of(configuration: dict, trainer: str, device: str) -> tuple:
 
 
 class TrainStep:
-    """One nnU-Net train step with a trainer's (network, loss, optimizer) on a fixed random batch."""
+    """One train step as nnUNetTrainer.train_step (2.8.1) runs it, with a trainer's (network, loss, optimizer) on a
+    fixed random batch: autocast (nnU-Net: fp16 on CUDA; here the --amp dtype), the GradScaler for fp16, unscale,
+    gradient clipping at norm 12, step."""
 
     def __init__(self, parts, patch, batch, device: str, amp: Optional[str], compile_network: bool = False):
         network, self.loss, self.optimizer = parts
@@ -159,10 +174,13 @@ class TrainStep:
             loss = self.loss(self.network(self.data), self.targets)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
             self.optimizer.step()
         _sync(self.device)
 
@@ -191,9 +209,10 @@ def _predictor(network, configuration: dict, device):
     from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
     network.decoder.deep_supervision = False  # as nnU-Net's predictor sets it
-    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
-                                perform_everything_on_device=device == "cuda", device=torch.device(device),
-                                verbose=False, verbose_preprocessing=False, allow_tqdm=False)
+    with contextlib.redirect_stdout(io.StringIO()):  # its notice that everything-on-device needs CUDA
+        predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+                                    perform_everything_on_device=device == "cuda", device=torch.device(device),
+                                    verbose=False, verbose_preprocessing=False, allow_tqdm=False)
     predictor.manual_initialization(network.eval(), PlansManager(bench_plans(configuration)),
                                     ConfigurationManager(configuration), None, BENCH_DATASET_JSON, "bench", None)
     return predictor
@@ -265,6 +284,47 @@ def _ratio_entry(samples: Dict[str, List[float]]) -> dict:
     medians = {k: statistics.median(v) for k, v in samples.items()}
     return {"ungated": medians["ungated"], "gated": medians["gated"], "ratio": medians["gated"] / medians["ungated"],
             "samples": samples}
+
+
+def bench_in_fresh_process(name: str, configuration: dict, device: str, repeats: int, amp: Optional[str],
+                           compile_networks: bool, gated_trainer: str) -> dict:
+    """bench_configuration in a fresh interpreter whose nnUNet_results is a temporary folder (removed afterwards):
+    the user's results and this process's environment stay as they are."""
+    code = ("import json, sys\n"
+            "from nnunet_attention.bench import bench_configuration\n"
+            "a = json.loads(sys.argv[1])\n"
+            "print(json.dumps(bench_configuration(**a)))\n")
+    arguments = {"name": name, "configuration": configuration, "device": device, "repeats": repeats, "amp": amp,
+                 "compile_networks": compile_networks, "gated_trainer": gated_trainer}
+    with tempfile.TemporaryDirectory(prefix="nnunet_attention_bench_") as results:
+        output = _fresh_process(code, arguments, f"bench of {name}", results)
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def run_bench(plans_file: Optional[str], configurations: Optional[Sequence[str]], device: str, repeats: int,
+              amp: Optional[str], compile_networks: bool, gated_trainer: str,
+              json_file: Optional[str] = None) -> List[dict]:
+    """The bench command: checks its inputs, benches each configuration (progress on stderr), writes json_file."""
+    from nnunet_attention.devices import resolve_device
+    from nnunet_attention.files import check_output_file, write_text
+
+    resolve_device(device)
+    if repeats < 1:
+        raise NnUNetAttentionError(f"--repeats must be at least 1, got {repeats}")
+    if plans_file and not os.path.isfile(plans_file):
+        raise NnUNetAttentionError(f"plans file not found: {plans_file}")
+    if json_file:
+        check_output_file(json_file, overwrite=True)
+    chosen = load_configurations(plans_file, configurations)
+    gated_trainer_class(gated_trainer)
+    results = []
+    for i, (name, configuration) in enumerate(chosen.items(), start=1):
+        print(f"[{i}/{len(chosen)}] {name}", file=sys.stderr, flush=True)
+        results.append(bench_in_fresh_process(name, configuration, device, repeats, amp, compile_networks,
+                                              gated_trainer))
+    if json_file:
+        write_text(json_file, json.dumps({"results": results}, indent=2))
+    return results
 
 
 def load_configurations(plans_file: Optional[str], configurations: Optional[Sequence[str]]) -> Dict[str, dict]:

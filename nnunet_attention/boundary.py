@@ -11,6 +11,10 @@ Empty masks (Metrics Reloaded asks to state it): reference and prediction both e
 of them empty -> NSD 0, HD95 = the image's diagonal in mm (the largest distance possible in that image), so a missed
 or hallucinated structure stays in the statistics with the worst value. The report counts such cases per class.
 
+nnU-Net's ignore label: voxels the reference marks as ignore are taken out of both masks before measuring, as
+nnU-Net's Dice leaves them out of TP, FP and FN; a prediction that differs from the reference only there scores
+NSD 1 and HD95 0. Each case also records the reference structure's volume in mm^3 (compare groups cases by it).
+
 Per fold, the results are cached in ``nnunet_attention_boundary_metrics.json`` beside nnU-Net's ``summary.json``;
 a case is recomputed when its prediction or reference file changes (size or modification time), or the tolerance or
 the implementation does.
@@ -24,8 +28,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from nnunet_attention.errors import NnUNetAttentionError
+from nnunet_attention.files import write_text
 
 CACHE_FILE = "nnunet_attention_boundary_metrics.json"
+CACHE_FORMAT = 2  # 2: ignore label honoured, reference volume recorded
 EMPTY_CONVENTION = ("both empty: NSD 1, HD95 0 mm; exactly one empty: NSD 0, HD95 = the image diagonal in mm")
 LabelOrRegion = Union[int, Tuple[int, ...]]
 
@@ -71,8 +77,9 @@ def mask_metrics(prediction: np.ndarray, reference: np.ndarray, spacing: Sequenc
 
 
 def case_metrics(prediction_file: str, reference_file: str, reader_class: type, labels: Sequence[LabelOrRegion],
-                 tolerances: Dict[str, float]) -> Dict[str, dict]:
-    """Per label or region key (nnU-Net's key, e.g. "1" or "(1, 2)"): mask_metrics of one case."""
+                 tolerances: Dict[str, float], ignore_label: Optional[int] = None) -> Dict[str, dict]:
+    """Per label or region key (nnU-Net's key, e.g. "1" or "(1, 2)"): mask_metrics of one case plus the reference's
+    volume in mm^3 ("reference_mm3"), voxels under ignore_label left out of both masks."""
     from nnunetv2.evaluation.evaluate_predictions import label_or_region_to_key, region_or_label_to_mask
 
     reader = reader_class()
@@ -82,11 +89,15 @@ def case_metrics(prediction_file: str, reference_file: str, reader_class: type, 
     reference, prediction = reference[0], prediction[0]
     if len(spacing) != reference.ndim:  # 2D images are read as one slice
         spacing = [1.0] * (reference.ndim - len(spacing)) + list(spacing)
+    counted = reference != ignore_label if ignore_label is not None else np.ones(reference.shape, dtype=bool)
+    voxel_mm3 = float(np.prod(np.asarray(spacing, dtype=float)))
     results = {}
     for label in labels:
         key = label_or_region_to_key(label)
-        results[key] = mask_metrics(region_or_label_to_mask(prediction, label),
-                                    region_or_label_to_mask(reference, label), spacing, tolerances[key])
+        reference_mask = region_or_label_to_mask(reference, label) & counted
+        results[key] = {**mask_metrics(region_or_label_to_mask(prediction, label) & counted, reference_mask,
+                                       spacing, tolerances[key]),
+                        "reference_mm3": float(reference_mask.sum()) * voxel_mm3}
     return results
 
 
@@ -95,17 +106,18 @@ def _fingerprint(*files: str) -> List[int]:
 
 
 def _case_job(arguments):
-    case, prediction_file, reference_file, reader_class, labels, tolerances = arguments
-    return case, case_metrics(prediction_file, reference_file, reader_class, labels, tolerances)
+    case, prediction_file, reference_file, reader_class, labels, tolerances, ignore_label = arguments
+    return case, case_metrics(prediction_file, reference_file, reader_class, labels, tolerances, ignore_label)
 
 
 def folder_metrics(prediction_folder: str, reference_folder: str, cases: Sequence[str], file_ending: str,
                    reader_class: type, labels: Sequence[LabelOrRegion], tolerances: Dict[str, float],
-                   num_processes: int = 1, progress: Optional[Callable[[int, int], None]] = None) -> Dict[str, dict]:
-    """case -> key -> {"nsd", "hd95", "empty"} for the cases' predictions in prediction_folder against
+                   num_processes: int = 1, progress: Optional[Callable[[int, int], None]] = None,
+                   ignore_label: Optional[int] = None) -> Dict[str, dict]:
+    """case -> key -> {"nsd", "hd95", "empty", "reference_mm3"} for the cases' predictions in prediction_folder against
     reference_folder (nnUNet_preprocessed/DatasetX/gt_segmentations), cached in prediction_folder/CACHE_FILE."""
     cache_file = os.path.join(prediction_folder, CACHE_FILE)
-    version = implementation()
+    version = f"{implementation()}; format {CACHE_FORMAT}; ignore label {ignore_label}"
     cached = {}
     if os.path.isfile(cache_file):
         try:
@@ -128,7 +140,8 @@ def folder_metrics(prediction_folder: str, reference_folder: str, cases: Sequenc
         if entry and entry.get("fingerprint") == fingerprints[case] and entry.get("tolerances") == tolerances:
             results[case] = entry["metrics"]
         else:
-            jobs.append((case, prediction_file, reference_file, reader_class, list(labels), tolerances))
+            jobs.append((case, prediction_file, reference_file, reader_class, list(labels), tolerances,
+                         ignore_label))
     if jobs:
         done = 0
         if num_processes > 1 and len(jobs) > 1:
@@ -148,11 +161,8 @@ def folder_metrics(prediction_folder: str, reference_folder: str, cases: Sequenc
         payload = {"implementation": version, "cases": {
             case: {"fingerprint": fingerprints[case], "tolerances": tolerances, "metrics": results[case]}
             for case in cases}}
-        partial = cache_file + ".partial"
         try:
-            with open(partial, "w") as f:
-                json.dump(payload, f, indent=1)
-            os.replace(partial, cache_file)
+            write_text(cache_file, json.dumps(payload, indent=1))
         except OSError:
             pass  # a read-only results folder: the metrics are right, only the next run recomputes them
     return {case: results[case] for case in cases}

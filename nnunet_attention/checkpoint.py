@@ -20,14 +20,6 @@ TRUST_HINT = ("pass --trust-checkpoint only if you trust where the file comes fr
               "stored in it)")
 
 
-class NotACheckpointError(NnUNetAttentionError):
-    pass
-
-
-class UntrustedCheckpointError(NotACheckpointError):
-    """The file holds a pickled object outside what nnU-Net checkpoints contain; loading it could run code."""
-
-
 def _foreign_type(error: Exception) -> str:
     found = re.search(r"GLOBAL ([\w.]+)", str(error))
     return found.group(1) if found else "an object of a type nnU-Net checkpoints do not hold"
@@ -35,7 +27,7 @@ def _foreign_type(error: Exception) -> str:
 
 def load_checkpoint(path: str, map_location="cpu", mmap: bool = False, trust: bool = False) -> dict:
     """The checkpoint's dict, read with weights_only=True and the allow-list above (unless trust); mmap=True leaves
-    the weights on disk until touched. Raises NotACheckpointError / UntrustedCheckpointError (one line each)."""
+    the weights on disk until touched. Raises NnUNetAttentionError (one line)."""
     try:
         if trust:
             checkpoint = torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
@@ -44,13 +36,13 @@ def load_checkpoint(path: str, map_location="cpu", mmap: bool = False, trust: bo
                 checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         if "GLOBAL" in str(e):
-            raise UntrustedCheckpointError(f"{path} holds {_foreign_type(e)}, which is not part of an nnU-Net "
+            raise NnUNetAttentionError(f"{path} holds {_foreign_type(e)}, which is not part of an nnU-Net "
                                            f"checkpoint; refused without running it; {TRUST_HINT}") from None
-        raise NotACheckpointError(f"{path} is not a readable nnU-Net checkpoint (UnpicklingError)") from None
+        raise NnUNetAttentionError(f"{path} is not a readable nnU-Net checkpoint (UnpicklingError)") from None
     except Exception as e:
-        raise NotACheckpointError(f"{path} is not a readable nnU-Net checkpoint ({type(e).__name__}: "
+        raise NnUNetAttentionError(f"{path} is not a readable nnU-Net checkpoint ({type(e).__name__}: "
                                   f"{(str(e).splitlines() or [''])[0][:200]})") from None
     if not isinstance(checkpoint, dict) or "network_weights" not in checkpoint:
-        raise NotACheckpointError(f"{path} is not an nnU-Net checkpoint (no 'network_weights'); pass a "
+        raise NnUNetAttentionError(f"{path} is not an nnU-Net checkpoint (no 'network_weights'); pass a "
                                   f"checkpoint_final.pth or checkpoint_best.pth from nnUNet_results")
     return checkpoint

@@ -13,23 +13,35 @@ import time
 from typing import List, Optional, Sequence
 
 from nnunet_attention.errors import NnUNetAttentionError
-from nnunet_attention.nnunet_api import model_folder
-from nnunet_attention.progress_files import RESUME, TRAINED, VALIDATE, found_best_for, newer_than, training_state
+from nnunet_attention.files import write_text
+from nnunet_attention.nnunet_api import model_identifier
+from nnunet_attention.progress_files import (RESUME, TRAINED, VALIDATE, found_best_for, newer_than, train_command,
+                                             training_state)
 from nnunet_attention.synth import DEFAULT_TASK_ID, write_msd_task
 
 # what nnU-Net prints that is worth showing while a step runs; the rest goes to the step's log file
 _SHOWN = re.compile(r"Epoch \d+$|train_loss|val_loss|Pseudo dice|Epoch time|Mean Validation Dice|\*Best\*|"
                     r"Error|error:|Traceback")
 PLANS = "nnUNetPlans"
-SHORT_RUN_NOTE = ("A short run shows that both networks learn and that every step of the comparison works through "
-                  "nnU-Net's commands; it cannot show which one is better after nnU-Net's 1000-epoch schedule. "
-                  "See the README's initialisation study (scripts/init_study.py) for how the gated and ungated "
-                  "nets compare over the first 1000 iterations across seeds.")
 SYNTH_CASES, SYNTH_TEST_CASES, SYNTH_SHAPE = 20, 4, (20, 48, 48)
+# the demo's settings on the CPU, chosen with the study in docs/init_study.md
+DEMO_CONFIGURATION, DEMO_FOLDS, DEMO_CPU_EPOCHS = "3d_fullres", (0,), 1
+# what docs/init_study.json measured at exactly these settings (fold 0, one run per seed): validation mean Dice
+STUDY_AT_DEMO_SETTINGS = {"iterations": 250, "configuration": "3d_fullres", "ungated": [], "gated": []}
 
 
-class DemoError(NnUNetAttentionError):
-    pass
+def demo_note(default_settings: bool, configuration: str, trainers: Sequence[str], folds: Sequence) -> str:
+    """The report's line on run-to-run spread: measured at the demo's settings, or a warning that it was not."""
+    study = STUDY_AT_DEMO_SETTINGS
+    if not (default_settings and configuration == study["configuration"] and list(trainers) == list(
+            matched_trainers(DEMO_CPU_EPOCHS))):
+        return ("These settings were not part of the study in docs/init_study.md: how much one training differs "
+                "from the next here is not known; read the verdict's fold warnings.")
+    spread = "; ".join(f"{name}: " + ", ".join(f"{v:.3f}" for v in study[name]) +
+                       f" (range {max(study[name]) - min(study[name]):.3f})" for name in ("ungated", "gated"))
+    return (f"Run-to-run spread at the demo's settings ({study['configuration']}, {study['iterations']} iterations, "
+            f"the same data; docs/init_study.md): validation mean Dice of independent runs of fold 0, {spread}. "
+            f"A difference between the trainers smaller than this spread is not a finding.")
 
 
 def matched_trainers(epochs: int) -> List[str]:
@@ -37,28 +49,29 @@ def matched_trainers(epochs: int) -> List[str]:
     from nnunet_attention.trainers import SCHEDULES
 
     if epochs not in SCHEDULES:
-        raise DemoError(f"--epochs must be one of nnU-Net's schedules {', '.join(map(str, SCHEDULES))}; got {epochs}")
+        raise NnUNetAttentionError(f"--epochs must be one of nnU-Net's schedules {', '.join(map(str, SCHEDULES))}; got {epochs}")
     return list(SCHEDULES[epochs])
 
 
-def use_workdir_paths(workdir: str) -> dict:
-    """nnU-Net's three folders: the user's if set, else inside workdir. Returns what is used."""
-    paths = {}
+def demo_environment(workdir: str) -> dict:
+    """The environment the demo's nnU-Net commands run in (this process's stays as it is): nnU-Net's three folders
+    the user's if set, else inside workdir; nnUNet_def_n_proc, unless set, at most the CPU count (nnU-Net's default
+    of 8 export workers spends most of a small validation starting them)."""
+    env = dict(os.environ)
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        if not os.environ.get(name):
-            os.environ[name] = os.path.join(os.path.abspath(workdir), name)
-        os.makedirs(os.environ[name], exist_ok=True)
-        paths[name] = os.environ[name]
-    return paths
+        env[name] = env.get(name) or os.path.join(os.path.abspath(workdir), name)
+        os.makedirs(env[name], exist_ok=True)
+    env.setdefault("nnUNet_def_n_proc", str(min(8, os.cpu_count() or 1)))
+    return env
 
 
 class Runner:
     """Runs numbered steps, each an nnU-Net command with its log in workdir/logs; skips steps already done."""
 
-    def __init__(self, workdir: str, total: int):
+    def __init__(self, workdir: str, total: int, env: dict):
         self.logs = os.path.join(workdir, "logs")
         os.makedirs(self.logs, exist_ok=True)
-        self.total, self.number = total, 0
+        self.total, self.number, self.env = total, 0, env
 
     def step(self, title: str, done: bool, *commands: List[str]):
         """Prints the step's header; runs its commands unless done, each logged to workdir/logs."""
@@ -79,14 +92,15 @@ class Runner:
         log_file = os.path.join(self.logs, log_name)
         print(f"    $ {' '.join(command)}\n    log: {log_file}", flush=True)
         with open(log_file, "w") as log:
-            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                       env=self.env)
             for line in process.stdout:
                 log.write(line)
                 if _SHOWN.search(line):
                     print(f"    {line.rstrip()}", flush=True)
             process.wait()
         if process.returncode != 0:
-            raise DemoError(f"{command[0]} failed (exit {process.returncode}); see {log_file}")
+            raise NnUNetAttentionError(f"{command[0]} failed (exit {process.returncode}); see {log_file}")
 
 
 def _dataset_folder(root: str, dataset_id: int) -> Optional[str]:
@@ -98,32 +112,32 @@ def _task_id(msd_folder: str) -> int:
     name = os.path.basename(os.path.normpath(msd_folder))
     match = re.fullmatch(r"Task(\d+)_[^_]+", name)
     if not match or not os.path.isfile(os.path.join(msd_folder, "dataset.json")):
-        raise DemoError(f"-i must be an MSD task folder named TaskXX_Name with dataset.json, imagesTr, labelsTr "
+        raise NnUNetAttentionError(f"-i must be an MSD task folder named TaskXX_Name with dataset.json, imagesTr, labelsTr "
                         f"(e.g. Task04_Hippocampus); got {msd_folder}")
     return int(match.group(1))
 
 
 def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] = None,
-             dataset_id: Optional[int] = None, configuration: str = "3d_fullres", device: Optional[str] = None,
-             folds: Sequence[int] = (0,), trainers: Optional[Sequence[str]] = None, epochs: Optional[int] = None,
+             dataset_id: Optional[int] = None, configuration: str = DEMO_CONFIGURATION, device: Optional[str] = None,
+             folds: Sequence = DEMO_FOLDS, trainers: Optional[Sequence[str]] = None, epochs: Optional[int] = None,
              synth_cases: int = SYNTH_CASES, synth_shape=SYNTH_SHAPE) -> str:
     """Runs (or resumes) the whole comparison; returns the report folder."""
-    import torch
+    from nnunet_attention.compare import DatasetSource, compare, print_summary
+    from nnunet_attention.devices import resolve_device
+    from nnunet_attention.files import check_output_folder
 
-    from nnunet_attention.compare import DatasetSource, compare
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise DemoError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
+    check_output_folder(workdir, *([msd_folder] if msd_folder else []))
+    device = resolve_device(device)
     if trainers is None:
-        trainers = matched_trainers(epochs if epochs is not None else (1 if device == "cpu" else 100))
+        trainers = matched_trainers(epochs if epochs is not None else (DEMO_CPU_EPOCHS if device == "cpu" else 100))
     elif epochs is not None:
-        raise DemoError("give either --trainers or --epochs, not both")
+        raise NnUNetAttentionError("give either --trainers or --epochs, not both")
     if len(trainers) != 2:
-        raise DemoError(f"--trainers takes two trainer names (ungated, gated); got {len(trainers)}")
-    paths = use_workdir_paths(workdir)
-    print("nnU-Net folders: " + ", ".join(f"{k}={v}" for k, v in paths.items()), flush=True)
-    runner = Runner(workdir, total=6 + 2 * len(folds))
+        raise NnUNetAttentionError(f"--trainers takes two trainer names (ungated, gated); got {len(trainers)}")
+    env = demo_environment(workdir)
+    print("nnU-Net folders: " + ", ".join(f"{k}={env[k]}" for k in ("nnUNet_raw", "nnUNet_preprocessed",
+                                                                      "nnUNet_results")), flush=True)
+    runner = Runner(workdir, 6 + 2 * len(folds), env)
 
     if dataset_id is None:
         if msd_folder is None:
@@ -136,33 +150,32 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
         else:
             runner.step("synth: not needed, using the given MSD task", True)
         dataset_id = _task_id(msd_folder)
-        runner.step("convert the MSD task", _dataset_folder(paths["nnUNet_raw"], dataset_id) is not None,
+        runner.step("convert the MSD task", _dataset_folder(env["nnUNet_raw"], dataset_id) is not None,
                     ["nnUNetv2_convert_MSD_dataset", "-i", os.path.abspath(msd_folder), "-np", "2"])
     else:
         runner.step("synth: not needed, using the given dataset", True)
         runner.step("convert: not needed, using the given dataset", True)
-    raw = _dataset_folder(paths["nnUNet_raw"], dataset_id)
+    raw = _dataset_folder(env["nnUNet_raw"], dataset_id)
     if raw is None:
-        raise DemoError(f"no Dataset{dataset_id:03d}_* in nnUNet_raw={paths['nnUNet_raw']}")
+        raise NnUNetAttentionError(f"no Dataset{dataset_id:03d}_* in nnUNet_raw={env['nnUNet_raw']}")
     dataset_name = os.path.basename(raw)
 
-    preprocessed = os.path.join(paths["nnUNet_preprocessed"], dataset_name)
+    preprocessed = os.path.join(env["nnUNet_preprocessed"], dataset_name)
     plans_done = os.path.isfile(os.path.join(preprocessed, "nnUNetPlans.json")) and bool(
         glob.glob(os.path.join(preprocessed, f"nnUNetPlans_{configuration}", "*")))
     runner.step("plan and preprocess", plans_done,
                 ["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c", configuration, "-np", "2",
                  "--verify_dataset_integrity"])
 
-    results = os.path.join(paths["nnUNet_results"], dataset_name)
+    results = os.path.join(env["nnUNet_results"], dataset_name)
     for fold in folds:
         for trainer in trainers:
-            state = training_state(model_folder(dataset_name, trainer, PLANS, configuration, fold))
-            finished = state == TRAINED
-            resume = {RESUME: ["--c"], VALIDATE: ["--val"]}.get(state, [])
+            # find_best ensembles the validation's .npz files: a fold trained without --npz is validated again
+            state = training_state(os.path.join(results, model_identifier(trainer, PLANS, configuration),
+                                                f"fold_{fold}"), need_npz=True)
             note = {RESUME: " (resuming)", VALIDATE: " (validating)"}.get(state, "")
-            runner.step(f"train {trainer} fold {fold}{note}", finished,
-                        ["nnUNetv2_train", str(dataset_id), configuration, str(fold), "-tr", trainer, "-device",
-                         device, "--npz", *resume])
+            runner.step(f"train {trainer} fold {fold}{note}", state == TRAINED,
+                        train_command(dataset_id, configuration, fold, trainer, state, device=device, npz=True))
 
     fold_args = [str(f) for f in folds]
     runner.step("find the best configuration across both trainers",
@@ -181,15 +194,17 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
     if not done:
         with open(os.path.join(results, "inference_information.json")) as f:
             models = json.load(f)["best_model_or_ensemble"]["selected_model_or_models"]
-        with open(os.path.join(test_output, "done.json"), "w") as f:
-            json.dump({"models": models, "final_predictions": os.path.join(test_output, "postprocessed")}, f,
-                      indent=2)
+        write_text(os.path.join(test_output, "done.json"),
+                   json.dumps({"models": models, "final_predictions": os.path.join(test_output, "postprocessed")},
+                              indent=2))
 
     report_dir = os.path.join(results, "nnunet_attention_compare")
     runner.step("compare the two trainers", False)
-    source = DatasetSource(dataset_name, results, os.path.join(paths["nnUNet_preprocessed"], dataset_name))
-    compare([source], [configuration], trainers, PLANS, list(folds), report_dir, num_processes=2,
-            note=SHORT_RUN_NOTE)
+    source = DatasetSource(dataset_name, results, preprocessed)
+    report = compare([source], [configuration], trainers, PLANS, list(folds), report_dir, num_processes=2,
+                     note=demo_note(msd_folder is None and dataset_id == DEFAULT_TASK_ID, configuration, trainers,
+                                    folds))
+    print_summary(report, report_dir)
     print(f"\nReport: {os.path.join(report_dir, 'report.md')}", flush=True)
     if has_test:
         print(f"Test predictions: {test_output}", flush=True)

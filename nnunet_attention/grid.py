@@ -18,9 +18,10 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Sequence
 
 from nnunet_attention.errors import NnUNetAttentionError
+from nnunet_attention.files import write_text
 from nnunet_attention.nnunet_api import model_folder
 from nnunet_attention.progress_files import (NEW, RESUME, TRAINED, VALIDATE, epoch_reached, found_best_for,
-                                             training_state)
+                                             train_command, training_state)
 
 GRID_FOLDER = "nnunet_attention_grid"
 PASSED_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer", "nnUNet_def_n_proc",
@@ -58,11 +59,16 @@ class Step:
 class GridSpec:
     datasets: Sequence[str]  # dataset names (DatasetXXX_Name)
     configurations: Sequence[str]
-    folds: Sequence[str]
+    folds: Sequence  # nnU-Net's: ints or "all"
     trainers: Sequence[str]
     plans: str = "nnUNetPlans"
     device: str = "cuda"
     npz: bool = True
+
+    def __post_init__(self):
+        if len(set(self.trainers)) < 2:
+            raise NnUNetAttentionError("-tr needs at least two different trainers (e.g. nnUNetTrainer "
+                                       "nnUNetTrainerAttention)")
 
 
 def run_job(command: List[str], variables: Dict[str, str]) -> None:
@@ -73,7 +79,9 @@ def run_job(command: List[str], variables: Dict[str, str]) -> None:
 
 
 def _dataset_id(name: str) -> str:
-    return str(int(name[len("Dataset"):len("Dataset") + 3]))
+    from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id
+
+    return str(convert_dataset_name_to_id(name))
 
 
 def _preprocessed(spec: GridSpec, dataset: str) -> bool:
@@ -117,12 +125,14 @@ def plan_steps(spec: GridSpec) -> List[Step]:
             for fold in spec.folds:
                 for trainer in spec.trainers:
                     folder = model_folder(dataset, trainer, spec.plans, configuration, fold)
-                    state = training_state(folder)
-                    extra = {RESUME: ["--c"], VALIDATE: ["--val"]}.get(state, [])
-                    steps.append(Step("train", dataset, (
-                        "nnUNetv2_train", _dataset_id(dataset), configuration, str(fold), "-tr", trainer, "-p",
-                        spec.plans, "-device", spec.device, *(["--npz"] if spec.npz else []), *extra),
-                        configuration, str(fold), trainer, state, check=lambda folder=folder: training_state(folder)))
+
+                    def state_now(folder=folder):  # find_best ensembles the .npz files: a fold without them
+                        return training_state(folder, need_npz=spec.npz)  # is validated again (--val --npz)
+
+                    state = state_now()
+                    steps.append(Step("train", dataset, tuple(train_command(
+                        _dataset_id(dataset), configuration, fold, trainer, state, spec.plans, spec.device, spec.npz)),
+                        configuration, str(fold), trainer, state, check=state_now))
 
         def best_found(results=os.path.join(str(nnUNet_results), dataset)):
             return TRAINED if found_best_for(results, spec.trainers, spec.folds, spec.configurations,
@@ -145,6 +155,28 @@ class ExecutorOptions:
     mem: Optional[str] = None
     time: Optional[str] = None
     setup: Sequence[str] = ()
+
+    def __post_init__(self):
+        if self.max_parallel < 0:
+            raise NnUNetAttentionError(f"--max-parallel must be 0 (automatic) or more, got {self.max_parallel}")
+        slurm_only = (self.partition, self.gpus_per_job, self.cpus_per_job, self.mem, self.time, self.setup)
+        if self.kind == "local" and any(v for v in slurm_only):
+            raise NnUNetAttentionError("--slurm-* options need --executor slurm")
+        for name in ("gpus_per_job", "cpus_per_job"):
+            if (getattr(self, name) or 0) < 0:
+                raise NnUNetAttentionError(f"--slurm-{name.replace('_', '-')} must be 0 or more")
+
+    def check_runnable(self, device: str):
+        """What submitting needs here: sbatch and squeue for SLURM; a CUDA device for local CUDA jobs."""
+        from shutil import which
+
+        if self.kind == "slurm" and (which("sbatch") is None or which("squeue") is None):
+            raise NnUNetAttentionError("--executor slurm needs SLURM's sbatch and squeue on PATH; run the grid on a "
+                                       "login node, or use --executor local")
+        if self.kind == "local" and device == "cuda":
+            from nnunet_attention.devices import resolve_device
+
+            resolve_device("cuda")
 
 
 class Grid:
@@ -175,9 +207,7 @@ class Grid:
 
     def _write_state(self):
         os.makedirs(self.folder, exist_ok=True)
-        with open(self.state_file + ".partial", "w") as f:
-            json.dump(self.state, f, indent=1)
-        os.replace(self.state_file + ".partial", self.state_file)
+        write_text(self.state_file, json.dumps(self.state, indent=1))
 
     # --- job states --------------------------------------------------------------------------------------------
     def job_states(self, keys: Sequence[str]) -> Dict[str, str]:
@@ -343,3 +373,58 @@ def log_tail(path: Optional[str], lines: int = 15) -> str:
         if os.path.isfile(p):
             text += open(p, errors="replace").read().splitlines()[-lines:]
     return "\n".join(text[-lines:]) or "(empty log)"
+
+
+def run_grid(spec: GridSpec, options: ExecutorOptions, compare_processes: int, poll_seconds: float = 10.0,
+             log: Callable[[str], None] = print) -> bool:
+    """The whole grid: plan, train, find_best per dataset whose trainings are done, then compare the first trainer
+    with each other one; returns whether every step is done (a re-run continues where it stands)."""
+    from nnunet_attention.compare import compare_datasets
+
+    options.check_runnable(spec.device)
+    grid = Grid(spec, options, log=log, poll_seconds=poll_seconds)
+    failed = grid.run_steps([s for s in plan_steps(spec) if s.kind == "plan"])
+    if not failed:  # train commands depend on what exists now (--c, --val)
+        failed = grid.run_steps([s for s in plan_steps(spec) if s.kind == "train"])
+        steps = plan_steps(spec)
+        trained = {d for d in spec.datasets if all(s.done for s in steps if s.kind == "train" and s.dataset == d)}
+        failed += grid.run_steps([s for s in steps if s.kind == "find_best" and s.dataset in trained])
+    steps = plan_steps(spec)
+    if any(s.done for s in steps if s.kind == "train"):
+        from nnunetv2.paths import nnUNet_results
+
+        pairs = [(spec.trainers[0], t) for t in spec.trainers[1:]]
+        for a, b in pairs:
+            output = None if len(pairs) == 1 else os.path.join(str(nnUNet_results),
+                                                               f"nnunet_attention_compare_{a}_vs_{b}")
+            compare_datasets(spec.datasets, spec.configurations, [a, b], spec.plans, spec.folds, output,
+                             processes=compare_processes)
+    missing = [s for s in steps if not s.done]
+    for step in failed:
+        job = grid.state["jobs"].get(step.key, {})
+        log(f"\nFAILED {step.key} (job {job.get('job_id')}), log {job.get('log')}:\n{log_tail(job.get('log'))}")
+    if missing or failed:
+        log(f"\nthe grid is incomplete: {len(missing)} step(s) not done ({', '.join(s.key for s in missing[:5])}"
+            f"{' ...' if len(missing) > 5 else ''}); run the same command again to continue where it stands")
+        return False
+    log("grid complete: every run trained and validated")
+    return True
+
+
+def status_table(spec: GridSpec, options: ExecutorOptions) -> str:
+    """--status: one row per step (state, epoch, job, log)."""
+    rows = Grid(spec, options).status_rows(plan_steps(spec))
+    header = ("step", "dataset", "configuration", "fold", "trainer", "state", "epoch", "job", "log")
+    table = [header] + [tuple("" if r[k] is None else str(r[k]) for k in header) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in table)
+
+
+def dry_run(spec: GridSpec) -> str:
+    """--dry-run: what is done and what would run."""
+    lines = []
+    for step in plan_steps(spec):
+        lines.append(f"{'done' if step.done else 'todo'}  {step.key}")
+        if not step.done:
+            lines.append(f"      $ {' '.join(step.command)}")
+    return "\n".join(lines + ["(the find_best commands run once their dataset's trainings are done; then compare)"])

@@ -27,10 +27,6 @@ from nnunet_attention.networks import gates_by_level, unwrap
 from nnunet_attention.nnunet_api import predictor_inputs, preprocessed_cases
 
 
-class MapsError(NnUNetAttentionError):
-    """A user-fixable problem: model without gates, unknown level, unsupported file type."""
-
-
 class LogitsWithAttentionMaps(nn.Module):
     """Wraps a gated network: output = cat(logits, one map per selected gate at the input's size).
 
@@ -82,20 +78,20 @@ class AttentionMapPredictor(nnUNetPredictor):
         for fold in folds:
             path = os.path.join(model_folder, f"fold_{fold}", checkpoint_name)
             if not os.path.isfile(path):
-                raise MapsError(f"no checkpoint {path}; train that fold first, or pick -f / -chk")
+                raise NnUNetAttentionError(f"no checkpoint {path}; train that fold first, or pick -f / -chk")
             if not trust_checkpoint:
                 load_checkpoint(path, mmap=True)
         self.initialize_from_trained_model_folder(model_folder, folds, checkpoint_name)
         gates = gates_by_level(self.network)
         if not gates:
-            raise MapsError(f"the model in {model_folder} has no attention gates (trainer "
+            raise NnUNetAttentionError(f"the model in {model_folder} has no attention gates (trainer "
                             f"{self.trainer_name}); train it with nnUNetTrainerAttention or convert it with "
                             f"nnunet-attention retrofit")
         if self.configuration_manager.previous_stage_name is not None:
-            raise MapsError("maps does not support cascade configurations; use 3d_fullres, 3d_lowres or 2d")
+            raise NnUNetAttentionError("maps does not support cascade configurations; use 3d_fullres, 3d_lowres or 2d")
         self.levels = sorted(gates) if not levels else sorted(set(levels))
         if any(level not in gates for level in self.levels):
-            raise MapsError(f"--levels must be among this model's gated levels {sorted(gates)} (0 = full "
+            raise NnUNetAttentionError(f"--levels must be among this model's gated levels {sorted(gates)} (0 = full "
                             f"resolution); got {levels}")
         self.segmentation_label_manager = self.label_manager
         self.label_manager = _ReservesMapChannels(self.label_manager, len(self.levels))
@@ -106,7 +102,7 @@ class AttentionMapPredictor(nnUNetPredictor):
         """Writes CASE<ending>, CASE_attention_level<L><ending>, CASE_attention.png and attention_summary.csv;
         returns the case names and the summary rows."""
         if not issubclass(self.plans_manager.image_reader_writer_class, SimpleITKIO):
-            raise MapsError(f"maps are written with SimpleITK; this dataset's reader "
+            raise NnUNetAttentionError(f"maps are written with SimpleITK; this dataset's reader "
                             f"({self.plans_manager.image_reader_writer_class.__name__}) is not SimpleITK-based")
         check_input_folder(input_folder, self.dataset_json["file_ending"],
                            determine_num_input_channels(self.plans_manager, self.configuration_manager,
@@ -172,18 +168,18 @@ def check_input_folder(folder: str, ending: str, channels: int):
     images = [n for n in names if n.endswith(ending)]
     if not images:
         endings = sorted({n[n.find("."):] for n in names if "." in n})
-        raise MapsError(f"no {ending} images in {folder} (found: {', '.join(endings) or 'nothing'}); nnU-Net expects "
+        raise NnUNetAttentionError(f"no {ending} images in {folder} (found: {', '.join(endings) or 'nothing'}); nnU-Net expects "
                         f"CASE_0000{ending}, one file per channel")
     cases: Dict[str, List[str]] = {}
     for name in images:
         match = re.fullmatch(r"(.+)_(\d{4})" + re.escape(ending), name)
         if not match:
-            raise MapsError(f"{os.path.join(folder, name)} lacks the channel suffix: name it CASE_0000{ending} "
+            raise NnUNetAttentionError(f"{os.path.join(folder, name)} lacks the channel suffix: name it CASE_0000{ending} "
                             f"(CASE_0001{ending} for a second channel), as nnUNetv2_predict expects")
         cases.setdefault(match.group(1), []).append(match.group(2))
     for case, found in cases.items():
         if sorted(found) != [f"{c:04d}" for c in range(channels)]:
-            raise MapsError(f"case {case} in {folder} has channel files {', '.join(sorted(found))}; this model takes "
+            raise NnUNetAttentionError(f"case {case} in {folder} has channel files {', '.join(sorted(found))}; this model takes "
                             f"{channels} channel(s): {', '.join(f'{case}_{c:04d}{ending}' for c in range(channels))}")
 
 
@@ -221,3 +217,47 @@ def _write_like_input(array: np.ndarray, properties: dict, path: str):
     if "original_orientation" in geometry:  # SimpleITKIOWithReorient read it reoriented to RAS
         image = sitk.DICOMOrient(image, geometry["original_orientation"])
     sitk.WriteImage(image, path, useCompression=True)
+
+
+def run_maps(input_folder: str, output_folder: str, dataset: str, configuration: str, trainer: str, plans: str,
+             folds: Sequence, checkpoint_name: str, levels: Optional[List[int]], device: Optional[str],
+             tile_step_size: float = 0.5, use_mirroring: bool = True, num_processes: int = 2, write_png: bool = True,
+             trust_checkpoint: bool = False, progress_bar: bool = True) -> List[str]:
+    """The maps command: checks its inputs, predicts, writes; returns the lines it reports (mean alpha per level)."""
+    from nnunetv2.paths import nnUNet_results
+
+    from nnunet_attention.devices import resolve_device
+    from nnunet_attention.files import check_output_folder
+    from nnunet_attention.nnunet_api import dataset_name, model_folder
+
+    device = resolve_device(device)
+    if not os.path.isdir(input_folder):
+        raise NnUNetAttentionError(f"input folder not found: {input_folder}")
+    if num_processes < 1:
+        raise NnUNetAttentionError(f"-npp must be at least 1, got {num_processes}")
+    if not 0 < tile_step_size <= 1:
+        raise NnUNetAttentionError(f"-step_size must be in (0, 1] (a fraction of the patch size), got {tile_step_size}")
+    check_output_folder(output_folder, input_folder)
+    if not nnUNet_results.is_set():
+        raise NnUNetAttentionError("nnUNet_results is not set; export it as for nnU-Net "
+                                   "(documentation/setting_up_paths.md)")
+    folder = model_folder(dataset_name(dataset), trainer, plans, configuration)
+    if not os.path.isdir(folder):
+        raise NnUNetAttentionError(f"no trained model at {folder}; check -d, -c, -tr and -p")
+    predictor = AttentionMapPredictor(tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=use_mirroring,
+                                      perform_everything_on_device=device == "cuda", device=torch.device(device),
+                                      allow_tqdm=progress_bar)
+    try:
+        predictor.initialize_for_maps(folder, folds, checkpoint_name, levels, trust_checkpoint)
+        cases, summary = predictor.predict_maps_from_folder(input_folder, output_folder, num_processes, write_png)
+    except FileNotFoundError as e:
+        raise NnUNetAttentionError(f"not found: {e.filename or e} (train that fold first, or pick -f / -chk)") from None
+    lines = []
+    for level in predictor.levels:
+        rows = [r for r in summary if r["level"] == level]
+        inside = [r["mean_alpha_foreground"] for r in rows if r["foreground_voxels"]]
+        elsewhere = [r["mean_alpha_elsewhere"] for r in rows]
+        lines.append(f"level {level}: mean alpha {sum(inside) / len(inside) if inside else float('nan'):.3f} in the "
+                     f"predicted foreground, {sum(elsewhere) / len(elsewhere):.3f} elsewhere (mean over cases)")
+    return lines + [f"{len(cases)} case(s): segmentations, attention maps and attention_summary.csv in "
+                    f"{output_folder}"]

@@ -12,10 +12,6 @@ from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.gate import AttentionGate
 
 
-class UnsupportedArchitectureError(NnUNetAttentionError, ValueError):
-    pass
-
-
 class GatedUNetMixin:
     """Turns a dynamic-network-architectures U-Net (listed second in the bases) into its gated version.
 
@@ -64,7 +60,7 @@ def gated_architecture(network_class_name: str) -> type:
     """The gated class for a plans' network_class_name (dotted, or bare as nnU-Net also accepts)."""
     full_name = network_class_name if "." in network_class_name else _DNA_PREFIX + network_class_name
     if full_name not in GATED_ARCHITECTURES:
-        raise UnsupportedArchitectureError(
+        raise NnUNetAttentionError(
             f"nnunet-attention cannot gate network_class_name '{network_class_name}' from the plans; supported: "
             f"{', '.join(GATED_ARCHITECTURES)}. Train this plan with nnU-Net's own trainer or use a supported plan "
             f"(nnUNetPlans or the ResEnc presets).")

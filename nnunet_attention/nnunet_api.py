@@ -8,14 +8,9 @@ minor version: see the README).
 import contextlib
 import io
 import os
-import tempfile
 from typing import List, Tuple
 
 from nnunet_attention.errors import NnUNetAttentionError
-
-
-class TrainerNotFoundError(NnUNetAttentionError):
-    pass
 
 
 def find_trainer_class(name: str) -> type:
@@ -26,7 +21,7 @@ def find_trainer_class(name: str) -> type:
         with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net narrates its search
             return recursive_find_trainer_class_by_name(name)
     except RuntimeError:
-        raise TrainerNotFoundError(
+        raise NnUNetAttentionError(
             f"trainer {name} not found by nnU-Net (its own trainers, then nnUNet_extTrainer="
             f"{os.environ.get('nnUNet_extTrainer', '')!r}); check the name or list yours with nnunet-attention "
             f"trainers") from None
@@ -69,21 +64,17 @@ def trainer_parts(trainer_class: type, plans: dict, configuration: str, dataset_
 
     The network comes from the public build_network_architecture, the optimizer from configure_optimizers, the loss
     (the plan's deep-supervision weights and batch_dice) from the trainer's _build_loss (2.8.1): initialize() would
-    also need preprocessed data. nnU-Net's trainer constructor creates a log folder under nnUNet_results: it gets a
-    temporary one, removed afterwards, and the variable is restored as it was."""
-    previous = os.environ.get("nnUNet_results")
-    with tempfile.TemporaryDirectory(prefix="nnunet_attention_") as results:
-        os.environ["nnUNet_results"] = results
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):
-                trainer = trainer_class({**plans, "continue_training": False}, configuration, 0, dataset_json,
-                                        device)
-        finally:
-            if previous is None:
-                os.environ.pop("nnUNet_results", None)
-            else:
-                os.environ["nnUNet_results"] = previous
+    also need preprocessed data. nnU-Net's trainer constructor reads nnUNet_results from the process environment
+    (nnunetv2.paths) and writes a log folder there, with no argument to point it elsewhere: callers run this in a
+    process whose nnUNet_results is a scratch folder (bench runs it in a fresh interpreter with a temporary one)."""
+    from nnunetv2.paths import nnUNet_results
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+
+    if not nnUNet_results.is_set():
+        raise NnUNetAttentionError("building nnU-Net's trainer needs nnUNet_results (its constructor writes a log "
+                                   "folder there); set it to a scratch folder")
+    with contextlib.redirect_stdout(io.StringIO()):
+        trainer = trainer_class({**plans, "continue_training": False}, configuration, 0, dataset_json, device)
 
     trainer.network = trainer_class.build_network_architecture(
         plans_manager=trainer.plans_manager, configuration_manager=trainer.configuration_manager,

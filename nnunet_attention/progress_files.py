@@ -3,24 +3,36 @@ import glob
 import json
 import os
 import re
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 from nnunet_attention.nnunet_api import model_identifier
 
 TRAINED, VALIDATE, RESUME, NEW = "trained", "validate", "resume", "new"
 
 
-def training_state(fold_folder: str) -> str:
-    """TRAINED (checkpoint_final.pth and validation/summary.json), VALIDATE (final checkpoint, no validation: run
-    nnUNetv2_train --val), RESUME (checkpoint_latest.pth of an interrupted run: --c) or NEW."""
+def training_state(fold_folder: str, need_npz: bool = False) -> str:
+    """TRAINED (checkpoint_final.pth and validation/summary.json, and with need_npz the validation's .npz softmax
+    files that nnUNetv2_find_best_configuration ensembles), VALIDATE (final checkpoint, validation missing or without
+    .npz: run nnUNetv2_train --val [--npz]), RESUME (checkpoint_latest.pth of an interrupted run: --c) or NEW."""
     final = os.path.isfile(os.path.join(fold_folder, "checkpoint_final.pth"))
-    if final and os.path.isfile(os.path.join(fold_folder, "validation", "summary.json")):
+    validation = os.path.join(fold_folder, "validation")
+    if final and os.path.isfile(os.path.join(validation, "summary.json")) and \
+            (not need_npz or glob.glob(os.path.join(validation, "*.npz"))):
         return TRAINED
     if final:
         return VALIDATE
     if os.path.isfile(os.path.join(fold_folder, "checkpoint_latest.pth")):
         return RESUME
     return NEW
+
+
+def train_command(dataset: str, configuration: str, fold, trainer: str, state: str, plans: Optional[str] = None,
+                  device: Optional[str] = None, npz: bool = False) -> List[str]:
+    """The nnUNetv2_train command that takes a fold from state to TRAINED: --c resumes an interrupted run, --val
+    (re)validates a finished one (with --npz when the softmax files are needed)."""
+    return ["nnUNetv2_train", str(dataset), configuration, str(fold), "-tr", trainer,
+            *(["-p", plans] if plans else []), *(["-device", device] if device else []), *(["--npz"] if npz else []),
+            *{RESUME: ["--c"], VALIDATE: ["--val"]}.get(state, [])]
 
 
 def epoch_reached(fold_folder: str) -> Optional[int]:

@@ -13,18 +13,15 @@ from torch import nn
 
 from nnunet_attention.checkpoint import load_checkpoint
 from nnunet_attention.errors import NnUNetAttentionError
+from nnunet_attention.files import atomic_path
 from nnunet_attention.networks import gates_by_level
-
-
-class RetrofitError(NnUNetAttentionError):
-    pass
 
 
 def retrofit_network(plain: nn.Module, gated: nn.Module) -> nn.Module:
     """Copies every weight of plain into gated and makes every gate an exact pass-through."""
     missing, unexpected = gated.load_state_dict(plain.state_dict(), strict=False)
     if unexpected or any(".attention_gates." not in k for k in missing):
-        raise RetrofitError(f"the gated network does not match the ungated one (missing {missing[:3]}, unexpected "
+        raise NnUNetAttentionError(f"the gated network does not match the ungated one (missing {missing[:3]}, unexpected "
                             f"{unexpected[:3]})")
     for gate in gates_by_level(gated).values():
         gate.make_identity()
@@ -47,7 +44,7 @@ def _plans_and_configuration(checkpoint: dict, checkpoint_file: str):
         with open(os.path.join(model_folder, "dataset.json")) as f:
             dataset_json = json.load(f)
     if plans is None or dataset_json is None or configuration not in plans.get("configurations", {}):
-        raise RetrofitError(f"cannot find the plans/configuration/dataset.json this checkpoint was trained with (not "
+        raise NnUNetAttentionError(f"cannot find the plans/configuration/dataset.json this checkpoint was trained with (not "
                             f"in the checkpoint, not in {model_folder}); retrofit a checkpoint inside its nnU-Net "
                             f"model folder")
     if folder_plans is not None and plans is not folder_plans:
@@ -55,29 +52,35 @@ def _plans_and_configuration(checkpoint: dict, checkpoint_file: str):
         theirs = (PlansManager(folder_plans).get_configuration(configuration).configuration.get("architecture")
                   if configuration in folder_plans.get("configurations", {}) else None)
         if ours != theirs:
-            raise RetrofitError(f"the checkpoint's plans do not match {folder_plans_file} for configuration "
+            raise NnUNetAttentionError(f"the checkpoint's plans do not match {folder_plans_file} for configuration "
                                 f"'{configuration}'; pass the checkpoint from the model folder it was trained in")
     return plans, configuration, dataset_json
 
 
 def retrofit_checkpoint(checkpoint_file: str, output_file: str, trainer_name: str = "nnUNetTrainerAttention",
-                        trust_checkpoint: bool = False) -> dict:
+                        trust_checkpoint: bool = False, overwrite: bool = False) -> dict:
     """Writes output_file for nnUNetv2_train -tr trainer_name -pretrained_weights (through a temporary file moved
     into place, so a failure leaves nothing half-written); returns a summary."""
+    from nnunet_attention.files import check_output_file
     from nnunet_attention.nnunet_api import find_trainer_class
     from nnunet_attention.trainers import nnUNetTrainerAttention
 
+    if not os.path.isfile(checkpoint_file):
+        raise NnUNetAttentionError(f"checkpoint not found: {checkpoint_file}")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(output_file))):
+        raise NnUNetAttentionError(f"output folder does not exist: {os.path.dirname(os.path.abspath(output_file))}")
+    check_output_file(output_file, [checkpoint_file], overwrite)
     checkpoint = load_checkpoint(checkpoint_file, trust=trust_checkpoint)
     weights = checkpoint["network_weights"]
     if any(".attention_gates." in k for k in weights):
-        raise RetrofitError(f"{checkpoint_file} is already gated (it has attention_gates weights); use it directly "
+        raise NnUNetAttentionError(f"{checkpoint_file} is already gated (it has attention_gates weights); use it directly "
                             f"with -pretrained_weights")
     plans, configuration, dataset_json = _plans_and_configuration(checkpoint, checkpoint_file)
     trainer_class = find_trainer_class(trainer_name)
     if not issubclass(trainer_class, nnUNetTrainerAttention):
-        raise RetrofitError(f"-tr {trainer_name} is not a gated trainer (not a subclass of nnUNetTrainerAttention)")
+        raise NnUNetAttentionError(f"-tr {trainer_name} is not a gated trainer (not a subclass of nnUNetTrainerAttention)")
     if trainer_class.gate_output_transform:
-        raise RetrofitError(f"-tr {trainer_name} has gate output transforms, which cannot start as an exact "
+        raise NnUNetAttentionError(f"-tr {trainer_name} has gate output transforms, which cannot start as an exact "
                             f"pass-through; retrofit for a trainer without them (e.g. nnUNetTrainerAttention)")
 
     plans_manager = PlansManager(plans)
@@ -93,14 +96,13 @@ def retrofit_checkpoint(checkpoint_file: str, output_file: str, trainer_name: st
     try:
         plain.load_state_dict(weights)
     except RuntimeError as e:
-        raise RetrofitError(f"the checkpoint's weights do not match its plans' configuration '{configuration}' "
+        raise NnUNetAttentionError(f"the checkpoint's weights do not match its plans' configuration '{configuration}' "
                             f"({str(e).splitlines()[0]})") from None
     retrofit_network(plain, gated)
     init_args = {k: v for k, v in (checkpoint.get("init_args") or {}).items() if k != "device"}
     init_args.update(plans=plans, configuration=configuration, dataset_json=dataset_json)
-    partial = f"{output_file}.partial"
-    torch.save({"network_weights": gated.state_dict(), "trainer_name": trainer_name, "init_args": init_args,
-                "retrofitted_from": os.path.abspath(checkpoint_file)}, partial)
-    os.replace(partial, output_file)
+    with atomic_path(output_file) as partial:
+        torch.save({"network_weights": gated.state_dict(), "trainer_name": trainer_name, "init_args": init_args,
+                    "retrofitted_from": os.path.abspath(checkpoint_file)}, partial)
     return {"configuration": configuration, "gates": len(gates_by_level(gated)), "trainer": trainer_name,
             "copied_tensors": len(weights)}

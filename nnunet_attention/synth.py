@@ -14,6 +14,8 @@ from typing import Tuple
 import numpy as np
 import SimpleITK as sitk
 
+from nnunet_attention.errors import NnUNetAttentionError
+
 LABELS = {"0": "background", "1": "nodule", "2": "cyst"}
 DEFAULT_TASK_ID = 990
 TASK_NAME = "AttentionSynth"
@@ -89,14 +91,14 @@ def write_msd_task(output_dir: str, task_id: int = DEFAULT_TASK_ID, cases: int =
     The task is written into a staging folder beside it and moved into place when complete, so an interrupted run
     leaves no half task; an existing task folder is replaced only with overwrite (then nothing of it is left)."""
     if not 1 <= task_id <= 999:
-        raise ValueError(f"--task-id must be between 1 and 999 (nnU-Net dataset ids), got {task_id}")
+        raise NnUNetAttentionError(f"--task-id must be between 1 and 999 (nnU-Net dataset ids), got {task_id}")
     if cases < 2:
-        raise ValueError(f"--cases must be at least 2 (nnU-Net needs two training cases), got {cases}")
+        raise NnUNetAttentionError(f"--cases must be at least 2 (nnU-Net needs two training cases), got {cases}")
     if test_cases < 0:
-        raise ValueError(f"--test-cases must be 0 or more, got {test_cases}")
+        raise NnUNetAttentionError(f"--test-cases must be 0 or more, got {test_cases}")
     final_task = os.path.join(output_dir, task_folder_name(task_id))
     if os.path.exists(final_task) and not overwrite:
-        raise ValueError(f"{final_task} exists; pass --overwrite to replace it, or choose another -o / --task-id")
+        raise NnUNetAttentionError(f"{final_task} exists; pass --overwrite to replace it, or choose another -o / --task-id")
     os.makedirs(output_dir, exist_ok=True)
     task = os.path.join(output_dir, f".{task_folder_name(task_id)}.partial")
     shutil.rmtree(task, ignore_errors=True)  # what an interrupted run left

@@ -27,4 +27,3 @@ def test_bench_runs_and_writes_valid_json(preprocessed_task, tmp_path):
     assert memory["ratio"] == memory["gated_bytes"] / memory["ungated_bytes"]
 
 
-

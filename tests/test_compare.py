@@ -39,24 +39,33 @@ def report(results, tmp_path_factory):
     out = tmp_path_factory.mktemp("compare")
     result = _compare(env, out, datasets=(DATASET_ID, SECOND_ID, 555))
     assert result.returncode == 0, result.stderr
-    return root, out, json.loads((out / "report.json").read_text()), result.stderr
+    return root, out, json.loads((out / "report.json").read_text()), result.stderr, result.stdout
 
 
 def test_two_datasets_in_one_report_with_holm_over_every_row(report):
-    root, out, data, stderr = report
+    root, out, data, stderr, stdout = report
     assert set(data["datasets"]) == {DATASET_NAME, SECOND_NAME}
     assert data["missing_datasets"] and "555" in data["missing_datasets"][0] and "555" in stderr
     rows = data["summary"]
     assert {(r["dataset"], r["class"]) for r in rows} == {(d, c) for d in (DATASET_NAME, SECOND_NAME)
-                                                           for c in LABELS}
+                                                           for c in LABELS + ["foreground_mean"]}
     for metric in ("dice", "nsd", "hd95"):
         for row in rows:
             s = row["metrics"][metric]
-            assert "p_holm" in s
+            assert "p_holm" in s and "hierarchical_ci95" in s and "p_b_better" in s
             if s["wilcoxon_p"] is not None:
                 assert s["wilcoxon_p"] <= s["p_holm"] <= 1
     assert "MONAI" in data["boundary_metrics"]["implementation"]
     markdown = (out / "report.md").read_text()
+    assert markdown.splitlines()[2] == "## Verdict"
+    verdicts = {(v["dataset"], v["configuration"]): v for v in data["verdict"]}
+    assert set(verdicts) == {(d, "3d_fullres") for d in (DATASET_NAME, SECOND_NAME)}
+    for v in verdicts.values():
+        assert set(v["metrics"]) == {"dice", "nsd", "hd95"}
+        assert all(m["verdict"] in ("better", "worse", "no detectable difference") for m in v["metrics"].values())
+        assert any("training randomness not captured" in w for w in v["warnings"])  # 2 folds, then 1
+        assert any("fewer than 30" in w for w in v["warnings"])
+    assert "verdict Dataset990_AttentionSynth 3d_fullres" in stdout and "training randomness" in stdout
     assert "Holm" in markdown and "MONAI" in markdown and "nodule" in markdown and "label 1" not in markdown
     # Dataset991 has fold 0 only: the missing fold 1 is named, the report says so
     missing = fold_dir(root, TINY_TRAINERS[0], "3d_fullres", 1).parent.parent.parent / SECOND_NAME
@@ -65,7 +74,7 @@ def test_two_datasets_in_one_report_with_holm_over_every_row(report):
 
 
 def test_dice_numbers_are_nnunets_and_boundary_metrics_are_per_case_and_class(report):
-    root, out, data, _ = report
+    root, out, data, _, _ = report
     entry = data["datasets"][DATASET_NAME]["configurations"]["3d_fullres"]
     assert entry["labels"] == LABELS and entry["label_keys"] == {"nodule": "1", "cyst": "2"}
     for trainer in TINY_TRAINERS:
@@ -90,10 +99,12 @@ def test_dice_numbers_are_nnunets_and_boundary_metrics_are_per_case_and_class(re
     for metric in ("dice", "nsd", "hd95"):
         paired = entry["paired"]["nodule"][metric]
         assert paired["wins"] + paired["ties"] + paired["losses"] == paired["n_pairs"]
+        assert set(entry["per_fold_difference"]["nodule"][metric]) == {str(f) for f in TRAINED_FOLDS}
+    assert 0 < len(entry["worst_cases"]) <= 10 and {"fold", "case", "a", "b"} <= set(entry["worst_cases"][0])
 
 
 def test_learning_curves_per_trainer_and_fold_and_their_plot(report):
-    _, out, data, _ = report
+    _, out, data, _, _ = report
     curves = data["curves"][DATASET_NAME]["3d_fullres"]
     for trainer in TINY_TRAINERS:
         assert sorted(curves[trainer]) == [str(f) for f in TRAINED_FOLDS]
@@ -101,12 +112,12 @@ def test_learning_curves_per_trainer_and_fold_and_their_plot(report):
             assert all(len(fold_curves[s]) == 2 for s in ("train_losses", "val_losses", "mean_fg_dice",
                                                           "ema_fg_dice"))
     for prefix in (f"{DATASET_NAME}_3d_fullres", f"{SECOND_NAME}_3d_fullres"):
-        for kind in ("curves", "metrics", "paired_differences"):
+        for kind in ("curves", "metrics", "paired_differences", "scatter", "size"):
             assert (out / f"{kind}_{prefix}.png").stat().st_size > 0
 
 
 def test_ensemble_gets_boundary_metrics_too(report):
-    _, _, data, _ = report
+    _, _, data, _, _ = report
     ensembles = data["datasets"][DATASET_NAME]["ensembles"]
     assert ensembles["best"]["models"]
     per_class = ensembles["ensemble_per_class"]

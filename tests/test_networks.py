@@ -5,7 +5,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from nnunet_attention.networks import (AttentionPlainConvUNet, AttentionResidualEncoderUNet,
-                                       UnsupportedArchitectureError, build_gated_network, gates_by_level)
+                                       NnUNetAttentionError, build_gated_network, gates_by_level)
 from nnunet_attention.reference_plans import reference_configurations
 from nnunet_attention.trainers import nnUNetTrainerAttention
 
@@ -82,7 +82,7 @@ def test_identity_init_network_reproduces_the_plain_network():
 def test_unsupported_architecture_names_it_and_lists_the_supported(class_name):
     configuration = reference_configurations()["hippocampus_3d_fullres"]
     configuration["architecture"]["network_class_name"] = class_name
-    with pytest.raises(UnsupportedArchitectureError) as error:
+    with pytest.raises(NnUNetAttentionError) as error:
         nnUNetTrainerAttention.build_network_architecture(None, ConfigurationManager(configuration), 1, 3, True)
     message = str(error.value)
     assert class_name in message and "PlainConvUNet" in message and "ResidualEncoderUNet" in message

@@ -1,0 +1,154 @@
+"""Side-by-side report of two trainers on one or several datasets, from what nnU-Net already wrote.
+
+The pipeline: read.py (nnU-Net's files -> one long-form table) -> analysis.py (statistics on that table) ->
+plots.py -> render.py (report.json, report.md, per_case.csv). Differences are always the second trainer minus the
+first, paired by case; the verdict per dataset x configuration follows statistics.VERDICT_RULE.
+"""
+import csv
+import json
+import os
+import sys
+from typing import Callable, Optional, Sequence
+
+from nnunet_attention.compare import analysis, plots, render
+from nnunet_attention.compare.read import DatasetSource, read_results
+from nnunet_attention.errors import NnUNetAttentionError
+from nnunet_attention.files import atomic_path, check_output_folder, write_text
+
+DEFAULT_NSD_TOLERANCE_MM = 1.0
+__all__ = ["DatasetSource", "compare", "compare_datasets", "print_summary"]
+
+
+def compare(datasets: Sequence[DatasetSource], configurations: Sequence[str], trainers: Sequence[str], plans: str,
+            folds: Sequence, output_dir: str, nsd_tolerance: Sequence[float] = (DEFAULT_NSD_TOLERANCE_MM,),
+            num_processes: int = 1, missing_datasets: Sequence[str] = (), seed: int = 0,
+            log: Optional[Callable[[str, bool], None]] = None, note: Optional[str] = None) -> dict:
+    """Writes report.md, report.json, per_case.csv and the figures to output_dir; returns the report dict.
+
+    Args:
+        datasets: where each dataset's results and preprocessed data are.
+        nsd_tolerance: NSD tolerance in mm, one value or one per class (in dataset.json's label order).
+        num_processes: processes for the boundary metrics (nnU-Net's default_num_processes on the CLI).
+        missing_datasets: datasets asked for but not found, named in the report and left out of everything.
+        seed: the bootstrap's seed; each row draws from its own generator seeded by (seed, its key).
+        log: called with (message, final) for progress.
+        note: one line shown under the report's verdict (the demo says there what its runs can show).
+    """
+    check_trainers(trainers)
+    results = read_results(datasets, configurations, trainers, plans, folds, nsd_tolerance, num_processes, log)
+    if results.table.empty:
+        raise NnUNetAttentionError("no validation/summary.json found; missing: " + "; ".join(results.missing))
+    statistics = analysis.analyse(results.table, trainers, seed)
+    os.makedirs(output_dir, exist_ok=True)
+    report = render.report_header(trainers, plans, folds, results, missing_datasets, note)
+    folds_found = {}
+    for name, labels in results.datasets.items():
+        section = {"configurations": {}, "ensembles": results.ensembles[name]}
+        report["curves"][name] = {}
+        for configuration in configurations:
+            found = [results.trainers[(name, configuration, t)] for t in trainers]
+            if not all(f.folds for f in found):
+                continue
+            folds_found[(name, configuration)] = [f.folds for f in found]
+            curves = {f.trainer: {str(fold): c for fold, c in sorted(f.curves.items(), key=lambda kv: str(kv[0]))}
+                      for f in found}
+            report["curves"][name][configuration] = curves
+            figures = _plot(f"{name}_{configuration}", results, statistics, name, configuration, trainers, curves,
+                            output_dir)
+            section["configurations"][configuration] = render.configuration_entry(
+                results, name, configuration, list(trainers), statistics, figures)
+            report["summary"] += [render.summary_row(name, configuration, c, statistics)
+                                  for c in labels.class_names + [analysis.FOREGROUND]]
+        report["datasets"][name] = section
+    report["verdict"] = analysis.verdicts(statistics, folds_found)
+    _write_csv([row for t in trainers for name, section in report["datasets"].items()
+                for entry in section["configurations"].values() for row in entry["per_case"][t]],
+               os.path.join(output_dir, "per_case.csv"))
+    write_text(os.path.join(output_dir, "report.json"), json.dumps(report, indent=2))
+    write_text(os.path.join(output_dir, "report.md"), render.render_markdown(report))
+    return report
+
+
+def check_trainers(trainers: Sequence[str]):
+    if len(trainers) != 2:
+        raise NnUNetAttentionError(f"compare needs exactly two trainers (-tr A B), got {len(trainers)}")
+    if trainers[0] == trainers[1]:
+        raise NnUNetAttentionError(f"-tr names {trainers[0]} twice; compare two different trainers (e.g. "
+                                   f"nnUNetTrainer nnUNetTrainerAttention)")
+
+
+def _plot(prefix, results, statistics, dataset, configuration, trainers, curves, output_dir):
+    table = results.table[(results.table["dataset"] == dataset) & (results.table["configuration"] == configuration)]
+    paired = analysis.pairs(table, trainers)
+    classes = results.datasets[dataset].class_names
+    terciles = {(c, m): statistics[(dataset, configuration, c, m)]["size_terciles"]
+                for (d, conf, c, m) in statistics if d == dataset and conf == configuration}
+    return [plots.plot_metrics(prefix, table, classes, trainers, output_dir),
+            plots.plot_paired_differences(prefix, paired, classes, trainers, output_dir),
+            plots.plot_scatter(prefix, paired, classes, trainers, output_dir),
+            plots.plot_size_terciles(prefix, terciles, classes, trainers, output_dir),
+            plots.plot_curves(prefix, curves, trainers, output_dir)]
+
+
+def _write_csv(rows, path: str):
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    with atomic_path(path) as partial, open(partial, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def compare_datasets(datasets: Sequence[str], configurations: Sequence[str], trainers: Sequence[str], plans: str,
+                     folds: Sequence, output: Optional[str] = None,
+                     nsd_tolerance: Sequence[float] = (DEFAULT_NSD_TOLERANCE_MM,), processes: int = 1,
+                     log: Optional[Callable[[str, bool], None]] = None) -> dict:
+    """compare over the datasets (names or ids) found in nnUNet_results/nnUNet_preprocessed, the others named as
+    missing; the default output is nnUNet_results/DATASET/nnunet_attention_compare (several datasets:
+    nnUNet_results/nnunet_attention_compare). Prints its summary (print_summary)."""
+    from nnunetv2.paths import nnUNet_preprocessed, nnUNet_results
+
+    from nnunet_attention.nnunet_api import dataset_name
+
+    for variable in (nnUNet_results, nnUNet_preprocessed):
+        if not variable.is_set():
+            raise NnUNetAttentionError(f"{variable.env_var_name} is not set; export it as for nnU-Net "
+                                       f"(documentation/setting_up_paths.md)")
+    check_trainers(trainers)
+    if any(t <= 0 for t in nsd_tolerance):
+        raise NnUNetAttentionError(f"--nsd-tolerance must be positive (mm), got {list(nsd_tolerance)}")
+    if processes < 1:
+        raise NnUNetAttentionError(f"-np must be at least 1, got {processes}")
+    sources, missing = [], []
+    for dataset in dict.fromkeys(map(str, datasets)):
+        try:
+            name = dataset_name(dataset)
+        except NnUNetAttentionError as e:
+            if len(datasets) == 1:
+                raise
+            missing.append(f"{dataset} ({e})")
+            continue
+        sources.append(DatasetSource(name, os.path.join(str(nnUNet_results), name),
+                                     os.path.join(str(nnUNet_preprocessed), name)))
+    if not sources:
+        raise NnUNetAttentionError("none of the datasets was found: " + "; ".join(missing))
+    output = output or (os.path.join(sources[0].results, "nnunet_attention_compare") if len(datasets) == 1 else
+                        os.path.join(str(nnUNet_results), "nnunet_attention_compare"))
+    check_output_folder(output)
+    report = compare(sources, configurations, trainers, plans, folds, output, nsd_tolerance, processes, missing,
+                     log=log)
+    print_summary(report, output)
+    return report
+
+
+def print_summary(report: dict, output_dir: str):
+    """What a command prints after compare: the verdict lines, then warnings and what is missing (stderr), then
+    the report's path."""
+    for v in report["verdict"]:
+        verdicts = ", ".join(f"{report['metrics'][m]['title']} {s['verdict']}" for m, s in v["metrics"].items())
+        print(f"verdict {v['dataset']} {v['configuration']}: B ({report['trainers'][1]}) against A "
+              f"({report['trainers'][0]}): {verdicts}" + "".join(f"\n  warning: {w}" for w in v["warnings"]))
+    for line in [f"warning: {w}" for w in report["warnings"]] + [f"missing: {m}" for m in report["missing"]]:
+        print(line, file=sys.stderr)
+    if report["missing"]:
+        print("the report is incomplete: it covers the results that exist", file=sys.stderr)
+    print(os.path.join(output_dir, "report.md"), flush=True)

@@ -1,0 +1,127 @@
+"""The report's figures, one PNG per dataset x configuration and kind, drawn with matplotlib's object API (no
+pyplot, no backend switch). Every point is drawn as a marker, so a series of one epoch or one case still shows."""
+import os
+import textwrap
+from typing import Dict, List, Sequence
+
+import numpy as np
+import pandas as pd
+
+from nnunet_attention.compare.read import CURVE_SERIES, METRICS
+
+CURVE_TITLES = {"train_losses": ("training loss", "loss"), "val_losses": ("validation loss", "loss"),
+                "mean_fg_dice": ("pseudo Dice (validation patches)", "mean foreground Dice"),
+                "ema_fg_dice": ("pseudo Dice, moving average", "mean foreground Dice")}
+COLOURS = ("tab:blue", "tab:orange")
+
+
+def _figure(columns: int, rows: int, width: float, height: float):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * columns, height * rows), layout="constrained")
+    return fig, fig.subplots(rows, columns, squeeze=False)
+
+
+def _title(fig, text: str, width: float):
+    fig.suptitle(textwrap.fill(text, max(30, int(width * 11))), fontsize=9)
+
+
+def _save(fig, output_dir: str, name: str) -> str:
+    fig.savefig(os.path.join(output_dir, name), dpi=110)
+    return name
+
+
+def plot_metrics(prefix: str, table: pd.DataFrame, classes: Sequence[str], trainers: Sequence[str],
+                 output_dir: str) -> str:
+    """Per metric (rows) and class (columns): box and points of both trainers."""
+    fig, axes = _figure(len(classes), len(METRICS), 3.2, 2.9)
+    jitter = np.random.default_rng(0)
+    for i, (metric, (title, _, _)) in enumerate(METRICS.items()):
+        for ax, name in zip(axes[i], classes):
+            data = [table[(table["metric"] == metric) & (table["class"] == name) & (table["trainer"] == t)]["value"]
+                    .dropna().to_numpy() for t in trainers]
+            ax.boxplot(data, showfliers=False)
+            for j, values in enumerate(data, start=1):
+                ax.scatter(j + jitter.uniform(-0.12, 0.12, len(values)), values, s=10, alpha=0.6, color=COLOURS[j - 1])
+            ax.set_xticks([1, 2], ["A", "B"])
+            ax.set_title(f"{name}: {title}", fontsize=9)
+    _title(fig, f"{prefix}. A = {trainers[0]}, B = {trainers[1]}; one point per validation case", 3.2 * len(classes))
+    return _save(fig, output_dir, f"metrics_{prefix}.png")
+
+
+def plot_paired_differences(prefix: str, paired: pd.DataFrame, classes: Sequence[str], trainers: Sequence[str],
+                            output_dir: str) -> str:
+    """Per metric: each case's B - A per class, the mean as a bar."""
+    fig, axes = _figure(1, len(METRICS), 1.8 + 1.4 * len(classes), 2.6)
+    jitter = np.random.default_rng(0)
+    for ax, (metric, (title, higher, _)) in zip(axes[:, 0], METRICS.items()):
+        for i, name in enumerate(classes, start=1):
+            d = paired[(paired["metric"] == metric) & (paired["class"] == name)]["difference"].dropna().to_numpy()
+            ax.scatter(i + jitter.uniform(-0.15, 0.15, len(d)), d, s=12, alpha=0.7)
+            if d.size:
+                ax.hlines(d.mean(), i - 0.3, i + 0.3, color="k")
+        ax.axhline(0, color="grey", lw=0.8, ls="--")
+        ax.set_xticks(range(1, len(classes) + 1), list(classes), fontsize=8)
+        ax.set_ylabel(f"{title}: B - A\n({'above' if higher else 'below'} 0: B better)", fontsize=7)
+    _title(fig, f"{prefix}: B - A per validation case (B = {trainers[1]}, A = {trainers[0]})",
+           1.8 + 1.4 * len(classes))
+    return _save(fig, output_dir, f"paired_differences_{prefix}.png")
+
+
+def plot_scatter(prefix: str, paired: pd.DataFrame, classes: Sequence[str], trainers: Sequence[str],
+                 output_dir: str) -> str:
+    """Per metric (rows) and class (columns): each case's A against B, with the identity line."""
+    fig, axes = _figure(len(classes), len(METRICS), 3.0, 3.0)
+    for i, (metric, (title, _, _)) in enumerate(METRICS.items()):
+        for ax, name in zip(axes[i], classes):
+            row = paired[(paired["metric"] == metric) & (paired["class"] == name)].dropna(subset=["a", "b"])
+            ax.scatter(row["a"], row["b"], s=12, alpha=0.7)
+            values = np.concatenate([row["a"].to_numpy(), row["b"].to_numpy()])
+            low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+            ax.plot([low, high], [low, high], color="grey", lw=0.8, ls="--")
+            ax.set_xlabel(f"A: {title}", fontsize=8)
+            ax.set_ylabel(f"B: {title}", fontsize=8)
+            ax.set_title(name, fontsize=9)
+    _title(fig, f"{prefix}: per case, A = {trainers[0]} against B = {trainers[1]} (dashed: equal)",
+           3.0 * len(classes))
+    return _save(fig, output_dir, f"scatter_{prefix}.png")
+
+
+def plot_size_terciles(prefix: str, terciles: Dict[tuple, List[dict]], classes: Sequence[str],
+                       trainers: Sequence[str], output_dir: str) -> str:
+    """Per metric (rows) and class (columns): mean B - A in the small, medium and large thirds of the reference
+    structures."""
+    fig, axes = _figure(len(classes), len(METRICS), 3.0, 2.6)
+    for i, (metric, (title, _, _)) in enumerate(METRICS.items()):
+        for ax, name in zip(axes[i], classes):
+            groups = terciles.get((name, metric), [])
+            ax.bar(range(len(groups)), [g["mean_difference"] for g in groups], color="tab:purple")
+            ax.set_xticks(range(len(groups)), [f"{g['tercile']}\nn={g['n']}" for g in groups], fontsize=7)
+            ax.axhline(0, color="grey", lw=0.8)
+            ax.set_ylabel(f"mean {title} B - A", fontsize=7)
+            ax.set_title(f"{name}", fontsize=9)
+    _title(fig, f"{prefix}: B - A by size of the reference structure (terciles of its volume); "
+                f"B = {trainers[1]}, A = {trainers[0]}", 3.0 * len(classes))
+    return _save(fig, output_dir, f"size_{prefix}.png")
+
+
+def plot_curves(prefix: str, curves: Dict[str, Dict[str, dict]], trainers: Sequence[str], output_dir: str) -> str:
+    """Learning curves from nnU-Net's logging: per fold thin lines with markers, the mean over folds thick."""
+    fig, axes = _figure(2, 2, 5.0, 3.2)
+    for ax, series in zip(axes.ravel(), CURVE_SERIES):
+        for colour, trainer in zip(COLOURS, trainers):
+            runs = [c[series] for c in curves.get(trainer, {}).values() if c.get(series)]
+            for run in runs:
+                ax.plot(range(len(run)), run, color=colour, lw=0.6, alpha=0.5, marker=".", ms=4)
+            if runs:
+                length = min(len(run) for run in runs)
+                ax.plot(range(length), np.mean([run[:length] for run in runs], axis=0), color=colour, lw=2,
+                        marker="o", ms=5, label=f"{trainer} (mean of {len(runs)} fold{'s' if len(runs) > 1 else ''})")
+        title, ylabel = CURVE_TITLES[series]
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+    if axes[0, 0].get_legend_handles_labels()[0]:
+        axes[0, 0].legend(fontsize=7)
+    _title(fig, f"{prefix}: learning curves from nnU-Net's checkpoint logging", 10)
+    return _save(fig, output_dir, f"curves_{prefix}.png")

@@ -1,0 +1,272 @@
+"""Reading what nnU-Net wrote into one long-form table: dataset, configuration, trainer, fold, case, class, metric,
+value (plus, per case and class, which masks were empty and the reference's volume).
+
+Dice per case is nnU-Net's own (each fold's ``validation/summary.json``); NSD and HD95 are computed from the same
+validation predictions against ``nnUNet_preprocessed/DatasetX/gt_segmentations`` (boundary.py, cached per fold). The
+checkpoints' logging gives parameter counts, epoch times and learning curves; ``inference_information.json`` and
+the ensembles of ``nnUNetv2_find_best_configuration`` are read when they exist.
+"""
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from nnunet_attention import boundary
+from nnunet_attention.checkpoint import load_checkpoint
+from nnunet_attention.errors import NnUNetAttentionError
+from nnunet_attention.nnunet_api import model_identifier
+
+METRICS = {  # key: (title, higher is better, tie tolerance)
+    "dice": ("Dice", True, 1e-3),
+    "nsd": ("NSD", True, 1e-3),
+    "hd95": ("HD95 (mm)", False, 1e-2),
+}
+CURVE_SERIES = ("train_losses", "val_losses", "mean_fg_dice", "ema_fg_dice")
+COLUMNS = ["dataset", "configuration", "trainer", "fold", "case", "class", "metric", "value", "empty",
+           "reference_mm3"]
+
+
+@dataclass
+class DatasetSource:
+    """Where one dataset's results and references are: nnUNet_results/DatasetX, nnUNet_preprocessed/DatasetX."""
+    name: str
+    results: str
+    preprocessed: str
+
+
+@dataclass
+class TrainerResults:
+    """What a trainer's folds say besides the per-case metrics."""
+    trainer: str
+    configuration: str
+    folder: str
+    folds: List = field(default_factory=list)
+    nnunet_fold_dice: Dict = field(default_factory=dict)  # fold -> class name -> nnU-Net's mean Dice
+    curves: Dict = field(default_factory=dict)  # fold -> series -> per-epoch values
+    parameters: Optional[int] = None
+    epoch_seconds: Optional[float] = None
+    epochs: Optional[int] = None
+
+
+@dataclass
+class Results:
+    table: pd.DataFrame
+    datasets: Dict[str, "DatasetLabels"]
+    trainers: Dict[tuple, TrainerResults]  # (dataset, configuration, trainer) -> what its folds say
+    ensembles: Dict[str, Optional[dict]]
+    missing: List[str]
+    warnings: List[str]
+
+
+def read_summary(path: str) -> dict:
+    """An nnU-Net validation summary.json; a corrupt or foreign file is a one-line error naming it."""
+    try:
+        with open(path) as f:
+            summary = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise NnUNetAttentionError(f"{path} is not readable JSON ({e}); re-run that fold's validation "
+                                   f"(nnUNetv2_train ... --val --npz)") from None
+    cases = summary.get("metric_per_case") if isinstance(summary, dict) else None
+    if not (isinstance(summary.get("mean") if isinstance(summary, dict) else None, dict) and isinstance(cases, list)
+            and all(isinstance(c, dict) and "prediction_file" in c and isinstance(c.get("metrics"), dict)
+                    for c in cases)):
+        raise NnUNetAttentionError(f"{path} is not an nnU-Net validation summary (needs 'mean' and "
+                                   f"'metric_per_case'); re-run that fold's validation (nnUNetv2_train ... --val)")
+    return summary
+
+
+def case_id(prediction_file: str, file_ending: str) -> str:
+    name = os.path.basename(prediction_file)
+    return name[: -len(file_ending)] if name.endswith(file_ending) else os.path.splitext(name)[0]
+
+
+def _canonical(label_or_region) -> str:
+    """A label (int) or region (ints) from dataset.json or nnU-Net's LabelManager, comparable across both."""
+    values = [label_or_region] if isinstance(label_or_region, (int, np.integer)) else label_or_region
+    values = sorted(int(v) for v in values)
+    return str(values[0]) if len(values) == 1 else str(values)
+
+
+class DatasetLabels:
+    """A dataset's labels (names from dataset.json), NSD tolerances, ignore label and reader, as nnU-Net's
+    evaluation sees them."""
+
+    def __init__(self, source: DatasetSource, nsd_tolerance: Sequence[float]):
+        from nnunetv2.evaluation.evaluate_predictions import label_or_region_to_key
+        from nnunetv2.utilities.label_handling.label_handling import LabelManager
+
+        self.source = source
+        self.gt_folder = os.path.join(source.preprocessed, "gt_segmentations")
+        dataset_json_file = os.path.join(source.preprocessed, "dataset.json")
+        if not os.path.isfile(dataset_json_file):
+            raise NnUNetAttentionError(f"{dataset_json_file} not found: compare reads the labels and references "
+                                       f"from nnUNet_preprocessed (run nnUNetv2_plan_and_preprocess)")
+        with open(dataset_json_file) as f:
+            self.dataset_json = json.load(f)
+        self.file_ending = self.dataset_json["file_ending"]
+        manager = LabelManager(self.dataset_json["labels"], self.dataset_json.get("regions_class_order"))
+        self.ignore_label = manager.ignore_label
+        self.labels = list(manager.foreground_regions if manager.has_regions else manager.foreground_labels)
+        self.keys = [label_or_region_to_key(label) for label in self.labels]
+        by_value = {_canonical(v): name for name, v in self.dataset_json["labels"].items()}
+        self.names = {key: by_value.get(_canonical(label), key) for key, label in zip(self.keys, self.labels)}
+        if len(nsd_tolerance) not in (1, len(self.keys)):
+            raise NnUNetAttentionError(f"--nsd-tolerance takes one value or one per class; {source.name} has "
+                                       f"{len(self.keys)} ({', '.join(self.names.values())}), got "
+                                       f"{len(nsd_tolerance)}")
+        values = list(nsd_tolerance) * (len(self.keys) if len(nsd_tolerance) == 1 else 1)
+        self.tolerances = {key: float(v) for key, v in zip(self.keys, values)}
+        self._reader = None
+
+    @property
+    def class_names(self) -> List[str]:
+        return [self.names[k] for k in self.keys]
+
+    def boundary_metrics(self, prediction_folder: str, cases: List[str], num_processes: int,
+                         progress: Optional[Callable]) -> Dict[str, dict]:
+        if not cases:
+            return {}
+        if self._reader is None:
+            from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
+
+            self._reader = determine_reader_writer_from_dataset_json(
+                self.dataset_json, os.path.join(self.gt_folder, cases[0] + self.file_ending), verbose=False)
+        return boundary.folder_metrics(prediction_folder, self.gt_folder, cases, self.file_ending, self._reader,
+                                       self.labels, self.tolerances, num_processes, progress, self.ignore_label)
+
+    def case_rows(self, summary: dict, measured: Dict[str, dict], prefix: dict) -> List[dict]:
+        """Long-form rows of one validated folder: Dice from nnU-Net's summary, NSD and HD95 as measured."""
+        rows = []
+        for entry in summary["metric_per_case"]:
+            case = case_id(entry["prediction_file"], self.file_ending)
+            for key in self.keys:
+                dice = entry["metrics"].get(key, {}).get("Dice")
+                m = measured[case][key]
+                values = {"dice": float("nan") if dice is None else float(dice), "nsd": m["nsd"], "hd95": m["hd95"]}
+                rows += [{**prefix, "case": case, "class": self.names[key], "metric": metric, "value": value,
+                          "empty": m["empty"] or "", "reference_mm3": m["reference_mm3"]}
+                         for metric, value in values.items()]
+        return rows
+
+
+def _logging_of(folder: str, warnings: List[str]) -> Optional[dict]:
+    """The training logging of a fold: checkpoint_final.pth, else checkpoint_latest.pth (a run in progress)."""
+    for name in ("checkpoint_final.pth", "checkpoint_latest.pth"):
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            continue
+        try:
+            checkpoint = load_checkpoint(path, mmap=True)
+            logging = checkpoint["logging"]
+            epoch_seconds = [float(e) - float(s) for s, e in zip(logging["epoch_start_timestamps"],
+                                                                 logging["epoch_end_timestamps"])]
+        except (NnUNetAttentionError, KeyError, TypeError, ValueError) as e:
+            warnings.append(f"{path}: no parameter count, epoch times or learning curves from it "
+                            f"({str(e) if isinstance(e, NnUNetAttentionError) else 'no training logging'})")
+            return None
+        return {"logging": logging, "epoch_seconds": epoch_seconds, "weights": checkpoint["network_weights"]}
+    return None
+
+
+def _progress(log: Optional[Callable], what: str) -> Optional[Callable]:
+    if log is None:
+        return None
+    return lambda done, total: log(f"boundary metrics {what}: {done}/{total} cases", done == total)
+
+
+def _read_trainer(dataset: DatasetLabels, trainer: str, plans: str, configuration: str, folds: Sequence,
+                  rows: List[dict], missing: List[str], warnings: List[str], num_processes: int,
+                  log: Optional[Callable]) -> TrainerResults:
+    folder = os.path.join(dataset.source.results, model_identifier(trainer, plans, configuration))
+    found = TrainerResults(trainer, configuration, folder)
+    if not os.path.isdir(folder):
+        missing.append(folder)
+        return found
+    epoch_times = []
+    for fold in folds:
+        fold_folder = os.path.join(folder, f"fold_{fold}")
+        summary_file = os.path.join(fold_folder, "validation", "summary.json")
+        if not os.path.isfile(summary_file):
+            missing.append(summary_file)
+            continue
+        summary = read_summary(summary_file)
+        found.folds.append(fold)
+        found.nnunet_fold_dice[fold] = {dataset.names[k]: summary["mean"].get(k, {}).get("Dice")
+                                        for k in dataset.keys}
+        cases = [case_id(e["prediction_file"], dataset.file_ending) for e in summary["metric_per_case"]]
+        measured = dataset.boundary_metrics(os.path.join(fold_folder, "validation"), cases, num_processes,
+                                            _progress(log, f"{dataset.source.name} {configuration} {trainer} "
+                                                           f"fold {fold}"))
+        rows += dataset.case_rows(summary, measured, {"dataset": dataset.source.name, "configuration": configuration,
+                                                      "trainer": trainer, "fold": fold})
+        logged = _logging_of(fold_folder, warnings)
+        if logged is None:
+            continue
+        if found.parameters is None:
+            # the decoder keeps a reference to the encoder: count shared tensors once
+            found.parameters = int(sum({t.data_ptr(): t.numel() for t in logged["weights"].values()
+                                        if t.is_floating_point() and t.dim() > 0}.values()))
+        epoch_times += logged["epoch_seconds"]
+        found.epochs = len(logged["epoch_seconds"])
+        found.curves[fold] = {k: [float(v) for v in logged["logging"].get(k, [])][:found.epochs]
+                              for k in CURVE_SERIES}
+    found.epoch_seconds = float(np.mean(epoch_times)) if epoch_times else None
+    return found
+
+
+def _trainers_in_identifier(identifier: str) -> List[str]:
+    """Trainer names in find_best_configuration's keys: TRAINER__PLANS__CONFIG or ensemble___M1___M2___FOLDS."""
+    from nnunetv2.utilities.file_path_utilities import (convert_ensemble_folder_to_model_identifiers_and_folds,
+                                                        convert_identifier_to_trainer_plans_config)
+
+    models = (convert_ensemble_folder_to_model_identifiers_and_folds(identifier)[0]
+              if identifier.startswith("ensemble___") else [identifier])
+    return [convert_identifier_to_trainer_plans_config(m)[0] for m in models]
+
+
+def read_ensembles(dataset: DatasetLabels, trainers: Sequence[str], num_processes: int, log) -> Optional[dict]:
+    """find_best_configuration's answer for these trainers, with Dice, NSD and HD95 per class of its ensembles."""
+    info_file = os.path.join(dataset.source.results, "inference_information.json")
+    if not os.path.isfile(info_file):
+        return None
+    with open(info_file) as f:
+        info = json.load(f)
+    relevant = {k: v for k, v in info["all_results"].items() if set(_trainers_in_identifier(k)) <= set(trainers)}
+    per_class = {}
+    for key in relevant:
+        folder = os.path.join(dataset.source.results, "ensembles", key)
+        summary_file = os.path.join(folder, "summary.json")
+        if key.startswith("ensemble___") and os.path.isfile(summary_file):
+            summary = read_summary(summary_file)
+            cases = [case_id(e["prediction_file"], dataset.file_ending) for e in summary["metric_per_case"]]
+            measured = dataset.boundary_metrics(folder, cases, num_processes,
+                                                _progress(log, f"{dataset.source.name} ensemble"))
+            per_class[key] = {dataset.names[k]: {
+                "dice": summary["mean"].get(k, {}).get("Dice"),
+                "nsd": float(np.mean([measured[c][k]["nsd"] for c in cases])) if cases else None,
+                "hd95": float(np.mean([measured[c][k]["hd95"] for c in cases])) if cases else None}
+                for k in dataset.keys}
+    best = info["best_model_or_ensemble"]
+    return {"source": info_file, "foreground_dice": relevant, "ensemble_per_class": per_class,
+            "best": {"models": best["selected_model_or_models"],
+                     "foreground_dice": best["result_on_crossval_pre_pp"],
+                     "foreground_dice_postprocessed": best["result_on_crossval_post_pp"]}}
+
+
+def read_results(sources: Sequence[DatasetSource], configurations: Sequence[str], trainers: Sequence[str],
+                 plans: str, folds: Sequence, nsd_tolerance: Sequence[float], num_processes: int,
+                 log: Optional[Callable] = None) -> Results:
+    """Everything compare reports on, read from nnU-Net's files; what is missing is listed, not fatal."""
+    rows, missing, warnings = [], [], []
+    datasets, found, ensembles = {}, {}, {}
+    for source in sources:
+        dataset = datasets[source.name] = DatasetLabels(source, nsd_tolerance)
+        for configuration in configurations:
+            for trainer in trainers:
+                found[(source.name, configuration, trainer)] = _read_trainer(
+                    dataset, trainer, plans, configuration, folds, rows, missing, warnings, num_processes, log)
+        ensembles[source.name] = read_ensembles(dataset, trainers, num_processes, log)
+    return Results(pd.DataFrame(rows, columns=COLUMNS), datasets, found, ensembles, missing, warnings)
