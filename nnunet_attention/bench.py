@@ -185,6 +185,14 @@ class TrainStep:
         _sync(self.device)
 
 
+def graph_breaks(network: nn.Module, patch, batch: int, device: str) -> dict:
+    """Dynamo's graph count and break reasons for one forward of the network."""
+    explanation = torch._dynamo.explain(network)(torch.randn(batch, 1, *patch, device=device))
+    torch._dynamo.reset()
+    return {"graphs": explanation.graph_count, "breaks": explanation.graph_break_count,
+            "reasons": sorted({str(b.reason).splitlines()[0] for b in explanation.break_reasons})}
+
+
 def _sync(device):
     if device == "cuda":
         torch.cuda.synchronize()
@@ -254,6 +262,9 @@ def bench_configuration(name: str, configuration: dict, device: str = "cpu", rep
     result["planner_estimate"] = {**estimates, "ratio": estimates["gated"] / estimates["ungated"],
                                   "what": "compute_conv_feature_map_size at the same patch (elements, batch 1)"}
 
+    if compile_networks:
+        _progress(name, "graph breaks (torch._dynamo.explain)")
+        result["graph_breaks"] = {k: graph_breaks(n, patch, batch, device) for k, n in networks.items()}
     steps = {k: TrainStep(p, patch, batch, device, amp, compile_networks) for k, p in parts.items()}
     _progress(name, "train step")
     result["train_step_seconds"] = _ratio_entry(_alternating(steps, repeats))
@@ -330,10 +341,12 @@ def run_bench(plans_file: Optional[str], configurations: Optional[Sequence[str]]
 def load_configurations(plans_file: Optional[str], configurations: Optional[Sequence[str]]) -> Dict[str, dict]:
     """The configurations to bench: the built-in reference plans, or configurations of a plans file."""
     if plans_file is None:
-        if configurations:
-            raise NnUNetAttentionError("-c selects configurations of --plans; without --plans the built-in plans "
-                                       f"are used ({', '.join(reference_configurations())})")
-        return reference_configurations()
+        built_in = reference_configurations()
+        unknown = [c for c in configurations or () if c not in built_in]
+        if unknown:
+            raise NnUNetAttentionError(f"-c {', '.join(unknown)}: without --plans, -c picks among the built-in "
+                                       f"plans ({', '.join(built_in)})")
+        return {name: c for name, c in built_in.items() if not configurations or name in configurations}
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     plans = PlansManager(plans_file)

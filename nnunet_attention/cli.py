@@ -214,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="gated/ungated cost ratios: parameters, train step, memory, inference")
     p.add_argument("--plans", help="an nnUNetPlans.json (default: built-in plans shaped like real MSD plans)")
-    p.add_argument("-c", nargs="+", help="configurations of --plans (default: all but the cascade)")
+    p.add_argument("-c", nargs="+", help="configurations of --plans (default: all but the cascade), or of the "
+                                           "built-in plans")
     p.add_argument("-device", choices=["cpu", "cuda"], default="cpu", help="default cpu")
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions per variant (default 5)")
     p.add_argument("--amp", choices=["fp16", "bf16"], help="autocast dtype for the train step (cuda)")

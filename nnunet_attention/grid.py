@@ -74,6 +74,7 @@ class GridSpec:
 def run_job(command: List[str], variables: Dict[str, str]) -> None:
     """What a grid job runs on its node: the command, with the submitting user's nnU-Net variables on top of the
     node's environment; its output goes to the job's log. A non-zero exit fails the job."""
+    print(f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '(not set)')}", flush=True)
     print("$ " + " ".join(shlex.quote(c) for c in command), flush=True)
     subprocess.run(command, env={**os.environ, **variables}, check=True)
 

@@ -4,8 +4,10 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
-from nnunet_attention.networks import (AttentionPlainConvUNet, AttentionResidualEncoderUNet,
-                                       NnUNetAttentionError, build_gated_network, gates_by_level)
+from nnunet_attention.errors import NnUNetAttentionError
+from nnunet_attention.gate import GATE_INITS
+from nnunet_attention.networks import (AttentionPlainConvUNet, AttentionResidualEncoderUNet, build_gated_network,
+                                       gates_by_level)
 from nnunet_attention.reference_plans import reference_configurations
 from nnunet_attention.trainers import nnUNetTrainerAttention
 
@@ -93,3 +95,23 @@ def test_bare_class_names_in_plans_are_gated_too():
     configuration["architecture"]["network_class_name"] = "PlainConvUNet"
     network = nnUNetTrainerAttention.build_network_architecture(None, ConfigurationManager(configuration), 1, 3)
     assert sorted(gates_by_level(network)) == [1, 2]
+
+
+@pytest.mark.parametrize("built_with", GATE_INITS)
+@pytest.mark.parametrize("trained_with", GATE_INITS)
+def test_saved_weights_predict_identically_whatever_the_default_start(trained_with, built_with):
+    """A checkpoint of any gate start, loaded into a network built with any other (as nnUNetv2_predict does when the
+    default start changes between training and prediction), computes bit-identically: weights and the gain buffer
+    carry the whole function, the start only matters at step 0."""
+    cm = ConfigurationManager(CONFIGURATIONS["hippocampus_3d_fullres"])
+    torch.manual_seed(1)
+    trained = build_gated_network(cm, 1, 3, False, gate_init=trained_with).eval()
+    with torch.no_grad():  # move every weight away from its start, as training would
+        for parameter in trained.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    torch.manual_seed(2)
+    loaded = build_gated_network(cm, 1, 3, False, gate_init=built_with).eval()
+    loaded.load_state_dict(trained.state_dict())
+    x = torch.randn(1, 1, 16, 24, 16)
+    with torch.no_grad():
+        assert torch.equal(trained(x), loaded(x))

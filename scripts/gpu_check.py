@@ -1,0 +1,280 @@
+"""GPU truth in one command: gated vs ungated on the card it finds, through our bench and nnU-Net's own commands.
+
+    python scripts/gpu_check.py -o gpu_results              # on a GPU machine: about 6-8 minutes on one H100
+    python scripts/gpu_check.py -o gpu_results --dry-run    # what it would run, runs nothing
+    python scripts/gpu_check.py -o tmp --device cpu --quick # the same steps at tiny sizes (the CI test)
+
+Parts, each with its own time limit; results are written after every step, so a part that fails or times out
+keeps what the earlier ones measured:
+  bench  `nnunet-attention bench` on the built-in plans: fp16 (nnU-Net's AMP) on all four, with torch.compile on the
+         two plain 3d_fullres plans, bf16 with compile on hippocampus: train-step, max_memory_allocated, inference
+         and activation-memory ratios, graph breaks in the compiled networks.
+  train  the demo's generated task, 3d_fullres: nnUNetv2_train of both trainers (a short fixed schedule, nnU-Net's
+         defaults on CUDA: compile and AMP on), epoch-time ratio from nnU-Net's logging, nnUNetv2_predict and
+         `nnunet-attention maps` of the gated model on the test cases (maps' time over predict's).
+  grid   `nnunet-attention grid --executor local` on that task: the folds trained without --npz are validated again
+         by grid jobs; each job's log shows the CUDA_VISIBLE_DEVICES it ran with.
+Writes OUT/gpu_check.json and OUT/gpu_check.md (its "GPU table" is what the README's GPU section shows).
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CLI = [sys.executable, "-m", "nnunet_attention.cli"]
+# nnU-Net's trainer and ours on a schedule set by environment variables (study_trainers/, via nnUNet_extTrainer)
+TRAINERS = ("nnUNetTrainerStudy", "nnUNetTrainerAttentionStudy")
+TASK_ID = 990
+DATASET = "Dataset990_AttentionSynth"
+PLANS_3D = ("hippocampus_3d_fullres", "pancreas_3d_fullres")
+ALL_PLANS = (*PLANS_3D, "pancreas_2d", "pancreas_resenc_m_3d_fullres")
+
+
+class PartTimeout(Exception):
+    pass
+
+
+def bench_runs(quick: bool, device: str):
+    """(plan, amp, compile) triples the bench part measures."""
+    if device == "cpu":
+        return [("hippocampus_3d_fullres", None, False)]
+    if quick:
+        return [("hippocampus_3d_fullres", "fp16", False), ("hippocampus_3d_fullres", "fp16", True)]
+    # most telling first: a part that runs out of time keeps what it measured
+    return ([(p, "fp16", False) for p in ALL_PLANS] + [(p, "fp16", True) for p in PLANS_3D]
+            + [("hippocampus_3d_fullres", "bf16", True)])
+
+
+def sizes(quick: bool) -> dict:
+    if quick:
+        return {"cases": 6, "test_cases": 2, "shape": (16, 48, 48), "epochs": 2, "iterations": 3, "val": 1,
+                "repeats": 1}
+    return {"cases": 20, "test_cases": 4, "shape": (20, 48, 48), "epochs": 2, "iterations": 50, "val": 10,
+            "repeats": 5}
+
+
+class Check:
+    def __init__(self, args):
+        self.args, self.out = args, Path(args.o).resolve()
+        self.work = self.out / "work"
+        self.size = sizes(args.quick)
+        self.env = {**os.environ, "nnUNet_raw": str(self.work / "nnUNet_raw"),
+                    "nnUNet_preprocessed": str(self.work / "nnUNet_preprocessed"),
+                    "nnUNet_results": str(self.work / "nnUNet_results"),
+                    "nnUNet_extTrainer": os.pathsep.join(p for p in (os.environ.get("nnUNet_extTrainer"),
+                                                                     str(HERE / "study_trainers")) if p),
+                    "NNUNET_ATTENTION_STUDY_EPOCHS": str(self.size["epochs"]),
+                    "NNUNET_ATTENTION_STUDY_ITERATIONS": str(self.size["iterations"]),
+                    "NNUNET_ATTENTION_STUDY_VAL_ITERATIONS": str(self.size["val"])}
+        if args.device == "cpu":  # compile on the CPU costs minutes of C++ builds; nnU-Net's default is GPU-only
+            self.env["nnUNet_compile"] = "f"
+        self.results = {"machine": machine(args.device), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+                        "quick": args.quick, "parts": {}}
+        self.deadline = None
+
+    # --- running ---------------------------------------------------------------------------------------------------
+    def run(self, command, log_name: str, env=None) -> subprocess.CompletedProcess:
+        """A command under the part's deadline, its output in OUT/logs/log_name."""
+        remaining = self.deadline - time.time()
+        if remaining <= 0:
+            raise PartTimeout(f"time limit reached before {command[0]}")
+        log_file = self.out / "logs" / log_name
+        print(f"    $ {' '.join(map(str, command))}", flush=True)
+        with open(log_file, "w") as log:
+            try:
+                result = subprocess.run(list(map(str, command)), env=env or self.env, stdout=log,
+                                        stderr=subprocess.STDOUT, timeout=remaining)
+            except subprocess.TimeoutExpired:
+                raise PartTimeout(f"{command[0]} passed the part's time limit; see {log_file}") from None
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(map(str, command[:3]))} failed (exit {result.returncode}); see {log_file}")
+        return result
+
+    def part(self, name: str, limit: float, function):
+        print(f"[{name}] (limit {limit:.0f} s)", flush=True)
+        entry = self.results["parts"][name] = {"status": "running", "limit_s": limit}
+        self.deadline, start = time.time() + limit, time.time()
+        try:
+            function(entry)
+            entry["status"] = "ok"
+        except (PartTimeout, RuntimeError, OSError, KeyError, ValueError) as error:
+            entry["status"], entry["error"] = "failed", str(error)
+            print(f"    FAILED: {error}", flush=True)
+        entry["seconds"] = round(time.time() - start, 1)
+        self.write()
+
+    def write(self):
+        (self.out / "gpu_check.json").write_text(json.dumps(self.results, indent=1))
+        (self.out / "gpu_check.md").write_text(render(self.results))
+
+    # --- parts -----------------------------------------------------------------------------------------------------
+    def bench(self, entry: dict):
+        entry["runs"] = []
+        for plan, amp, compiled in bench_runs(self.args.quick, self.args.device):
+            json_file = self.out / "logs" / f"bench_{plan}_{amp}_{'compile' if compiled else 'eager'}.json"
+            self.run([*CLI, "bench", "-c", plan, "-device", self.args.device, "--repeats", self.size["repeats"],
+                      *(["--amp", amp] if amp else []), *(["--compile"] if compiled else []), "--json", json_file],
+                     json_file.with_suffix(".log").name)
+            (result,) = json.loads(json_file.read_text())["results"]
+            entry["runs"].append(result)
+            self.write()
+
+    def prepare_task(self):
+        from nnunet_attention.synth import write_msd_task
+
+        task = self.work / "msd" / f"Task{TASK_ID:03d}_AttentionSynth"
+        if not (task / "dataset.json").is_file():
+            write_msd_task(str(task.parent), TASK_ID, self.size["cases"], self.size["test_cases"],
+                           shape=self.size["shape"], overwrite=True)
+        if not (self.work / "nnUNet_raw" / DATASET).is_dir():
+            self.run(["nnUNetv2_convert_MSD_dataset", "-i", task, "-np", "2"], "convert.log")
+        if not (self.work / "nnUNet_preprocessed" / DATASET / "nnUNetPlans_3d_fullres").is_dir():
+            self.run(["nnUNetv2_plan_and_preprocess", "-d", TASK_ID, "-c", "3d_fullres", "-np", "2"], "plan.log")
+
+    def train(self, entry: dict):
+        from nnunet_attention.checkpoint import load_checkpoint
+
+        self.prepare_task()
+        entry["epochs"], entry["iterations_per_epoch"] = self.size["epochs"], self.size["iterations"]
+        entry["epoch_seconds"] = {}
+        for trainer in TRAINERS:
+            self.run(["nnUNetv2_train", TASK_ID, "3d_fullres", "0", "-tr", trainer, "-device", self.args.device],
+                     f"train_{trainer}.log")
+            folder = self.work / "nnUNet_results" / DATASET / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_0"
+            logging = load_checkpoint(str(folder / "checkpoint_final.pth"), mmap=True)["logging"]
+            entry["epoch_seconds"][trainer] = [e - s for s, e in zip(logging["epoch_start_timestamps"],
+                                                                     logging["epoch_end_timestamps"])]
+            self.write()
+        last = [entry["epoch_seconds"][t][-1] for t in TRAINERS]
+        entry["last_epoch_ratio"] = last[1] / last[0]  # the first epoch holds torch.compile's compilation
+        images = self.work / "nnUNet_raw" / DATASET / "imagesTs"
+        timed = {}
+        for name, command in (
+                ("predict", ["nnUNetv2_predict", "-i", images, "-o", self.out / "predict", "-d", TASK_ID, "-c",
+                             "3d_fullres", "-tr", TRAINERS[1], "-f", "0", "-device", self.args.device]),
+                ("maps", [*CLI, "maps", "-i", images, "-o", self.out / "maps", "-d", TASK_ID, "-c", "3d_fullres",
+                          "-tr", TRAINERS[1], "-f", "0", "-device", self.args.device, "--no_png"])):
+            start = time.time()
+            self.run(command, f"{name}.log")
+            timed[name] = time.time() - start
+        entry["predict_seconds"], entry["maps_seconds"] = timed["predict"], timed["maps"]
+        entry["maps_over_predict"] = timed["maps"] / timed["predict"]
+
+    def grid(self, entry: dict):
+        state_file = self.work / "nnUNet_results" / "nnunet_attention_grid" / "state.json"
+        self.run([*CLI, "grid", "-d", TASK_ID, "-c", "3d_fullres", "-f", "0", "-tr", *TRAINERS, "-device",
+                  self.args.device, "--executor", "local", "--poll-seconds", "2", "-np", "2"], "grid.log")
+        jobs = json.loads(state_file.read_text())["jobs"]
+        entry["jobs"] = {}
+        for key, job in jobs.items():
+            lines = Path(job["log"]).read_text(errors="replace").splitlines() if Path(job["log"]).is_file() else []
+            seen = [line.split("=", 1)[1] for line in lines if line.startswith("CUDA_VISIBLE_DEVICES=")]
+            entry["jobs"][key] = {"gpu": job.get("gpu"), "cuda_visible_devices": seen[0] if seen else None}
+        visible = [j["cuda_visible_devices"] for j in entry["jobs"].values()]
+        entry["pinned"] = bool(visible) and all(v is not None and v.isdigit() for v in visible)
+        if self.args.device == "cuda" and not entry["pinned"]:
+            raise RuntimeError(f"grid jobs were not pinned to one GPU: {visible}")
+
+
+def machine(device: str) -> dict:
+    import torch
+    from importlib.metadata import version
+
+    info = {"device": device, "torch": torch.__version__, "cuda": torch.version.cuda, "nnunetv2": version("nnunetv2"),
+            "python": platform.python_version(), "host": platform.node(), "cpus": os.cpu_count(),
+            "date": datetime.datetime.now().isoformat(timespec="seconds")}
+    if device == "cuda":
+        properties = torch.cuda.get_device_properties(0)
+        info.update(card=properties.name, memory_gib=round(properties.total_memory / 2 ** 30, 1),
+                    cards=torch.cuda.device_count())
+    return info
+
+
+def _ratio(run: dict, key: str) -> str:
+    return f"{run[key]['ratio']:.3f}" if key in run else "n/a"
+
+
+def render(results: dict) -> str:
+    m = results["machine"]
+    card = f"{m.get('card', 'CPU')} ({m.get('memory_gib', '-')} GiB)" if m["device"] == "cuda" else "CPU"
+    lines = ["# GPU check", "", f"{card}; torch {m['torch']} (CUDA {m['cuda']}), nnunetv2 {m['nnunetv2']}, "
+             f"{m['date']}; `{results['command']}`{' (quick sizes)' if results['quick'] else ''}.", "",
+             "Ratios are gated / ungated, measured in one process with alternating runs.", ""]
+    for name, part in results["parts"].items():
+        lines.append(f"- part **{name}**: {part['status']} in {part.get('seconds', '?')} s"
+                     + (f" — {part['error']}" if part.get("error") else ""))
+    bench = results["parts"].get("bench", {}).get("runs", [])
+    lines += ["", "## GPU table", "",
+              "| plan | autocast | compile | params | activations | train step | peak memory | inference | graph "
+              "breaks (gated / ungated) |", "|---|---|---|---|---|---|---|---|---|"]
+    for run in bench:
+        breaks = run.get("graph_breaks")
+        lines.append(f"| {run['name']} | {run['amp'] or 'off'} | {'on' if run['compile'] else 'off'} | "
+                     f"{_ratio(run, 'parameters')} | {_ratio(run, 'activation_memory')} | "
+                     f"{_ratio(run, 'train_step_seconds')} | {_ratio(run, 'train_peak_memory_bytes')} | "
+                     f"{_ratio(run, 'inference_seconds')} | "
+                     + (f"{breaks['gated']['breaks']} / {breaks['ungated']['breaks']}" if breaks else "n/a") + " |")
+    train = results["parts"].get("train", {})
+    if "last_epoch_ratio" in train:
+        seconds = "; ".join(f"{t}: " + ", ".join(f"{s:.1f}" for s in v) for t, v in train["epoch_seconds"].items())
+        lines += ["", f"nnUNetv2_train, {train['epochs']} epochs of {train['iterations_per_epoch']} iterations, "
+                      f"nnU-Net's defaults: epoch seconds {seconds}; last-epoch ratio "
+                      f"**{train['last_epoch_ratio']:.3f}** (the first epoch holds compilation)."]
+    if "maps_over_predict" in train:
+        lines.append(f"maps {train['maps_seconds']:.1f} s vs nnUNetv2_predict {train['predict_seconds']:.1f} s: "
+                     f"**{train['maps_over_predict']:.2f}**.")
+    grid = results["parts"].get("grid", {})
+    if "jobs" in grid:
+        lines.append("grid jobs and the CUDA_VISIBLE_DEVICES each saw: " + "; ".join(
+            f"{k}: {v['cuda_visible_devices']}" for k, v in grid["jobs"].items()) + f" (pinned: {grid['pinned']}).")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-o", required=True, help="output folder (gpu_check.json, gpu_check.md, logs, work)")
+    parser.add_argument("-device", "--device", choices=["cuda", "cpu"], default="cuda")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (the CPU test of this script)")
+    parser.add_argument("--dry-run", action="store_true", help="print what would run and exit")
+    parser.add_argument("--limits", type=float, nargs=3, default=(240.0, 180.0, 60.0),
+                        metavar=("BENCH", "TRAIN", "GRID"), help="seconds per part (default 240 180 60)")
+    args = parser.parse_args()
+    runs = bench_runs(args.quick, args.device)
+    size = sizes(args.quick)
+    plan = [f"bench ({args.limits[0]:.0f} s): " + "; ".join(f"{p} autocast {a or 'off'} compile "
+                                                              f"{'on' if c else 'off'}" for p, a, c in runs),
+            f"train ({args.limits[1]:.0f} s): synth {size['cases']}+{size['test_cases']} cases "
+            f"{'x'.join(map(str, size['shape']))}, nnUNetv2_train 3d_fullres fold 0 -tr {' and '.join(TRAINERS)} "
+            f"({size['epochs']} epochs x {size['iterations']} iterations), nnUNetv2_predict and maps on imagesTs",
+            f"grid ({args.limits[2]:.0f} s): nnunet-attention grid --executor local -f 0 -tr {' '.join(TRAINERS)} "
+            f"(validates with --npz, find_best, compare)"]
+    if args.dry_run:
+        print(f"gpu_check on {args.device}{' (quick)' if args.quick else ''}, output {args.o}:")
+        print("\n".join(f"  {line}" for line in plan))
+        return
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("gpu_check: torch sees no CUDA device; use --device cpu --quick to test the script on a CPU")
+    check = Check(args)
+    shutil.rmtree(check.work, ignore_errors=True)
+    (check.out / "logs").mkdir(parents=True, exist_ok=True)
+    print(f"gpu_check on {check.results['machine'].get('card', args.device)}", flush=True)
+    for (name, function), limit in zip((("bench", check.bench), ("train", check.train), ("grid", check.grid)),
+                                       args.limits):
+        check.part(name, limit, function)
+    print(render(check.results))
+    print(f"{check.out / 'gpu_check.md'}, {check.out / 'gpu_check.json'}")
+    if any(p["status"] != "ok" for p in check.results["parts"].values()):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

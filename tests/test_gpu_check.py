@@ -1,0 +1,37 @@
+"""scripts/gpu_check.py, known to work before a GPU ever sees it: its dry run, and every part at tiny sizes on the
+CPU (the same steps it runs on a GPU)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).parents[1] / "scripts" / "gpu_check.py"
+
+
+def test_dry_run_prints_the_plan_for_cuda(tmp_path):
+    result = subprocess.run([sys.executable, str(SCRIPT), "-o", str(tmp_path), "--dry-run"], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    assert "compile on" in result.stdout and "fp16" in result.stdout and "bf16" in result.stdout
+    assert "nnUNetv2_train" in result.stdout and "grid --executor local" in result.stdout
+    assert not any(tmp_path.iterdir())  # ran nothing
+
+
+@pytest.mark.slow  # plans and trains through nnU-Net's CLIs
+def test_every_part_runs_on_the_cpu_at_quick_sizes(tmp_path):
+    result = subprocess.run([sys.executable, str(SCRIPT), "-o", str(tmp_path), "--device", "cpu", "--quick",
+                             "--limits", "300", "400", "300"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert {name: part["status"] for name, part in results["parts"].items()} == {"bench": "ok", "train": "ok",
+                                                                                 "grid": "ok"}
+    (run,) = results["parts"]["bench"]["runs"]
+    assert run["train_step_seconds"]["ratio"] > 0 and run["activation_memory"]["ratio"] > 1
+    train = results["parts"]["train"]
+    assert train["last_epoch_ratio"] > 0 and train["maps_over_predict"] > 0
+    assert all(len(v) == 2 for v in train["epoch_seconds"].values())
+    assert results["parts"]["grid"]["jobs"]  # the folds trained without --npz were validated by grid jobs
+    markdown = (tmp_path / "gpu_check.md").read_text()
+    assert "## GPU table" in markdown and "hippocampus_3d_fullres" in markdown

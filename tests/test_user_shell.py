@@ -1,0 +1,71 @@
+"""Every subcommand in an nnU-Net user's shell: nnUNet_raw, nnUNet_preprocessed, nnUNet_results and the user's own
+nnUNet_extTrainer folder exported, some folds trained earlier by hand with nnU-Net's defaults (no --npz)."""
+import json
+import shutil
+import subprocess
+
+import pytest
+from helpers import CLI, DATASET_ID, DATASET_NAME, TEST_TRAINERS, TINY_TRAINERS, fold_dir, nnunet_env, run, train
+
+pytestmark = pytest.mark.slow  # plans and trains through nnU-Net's CLIs
+
+UNGATED, GATED = TINY_TRAINERS
+
+
+@pytest.fixture(scope="module")
+def shell(trained_models, tmp_path_factory):
+    """A copy of the session's Dataset990 (raw, preprocessed, both tiny trainers on folds 0 and 1) as the user's
+    folders, all four variables set as the user's shell sets them."""
+    source, _ = trained_models
+    root = tmp_path_factory.mktemp("user")
+    for folder in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        shutil.copytree(source / folder, root / folder)
+    env = nnunet_env(root, nnUNet_extTrainer=str(TEST_TRAINERS), nnUNet_n_proc_DA="0")
+    return root, env
+
+
+def _cli(env, *argv, cwd=None):
+    return run([*CLI, *map(str, argv)], env, cwd=cwd)
+
+
+def test_bench_maps_retrofit_compare_in_a_users_shell(shell, tmp_path):
+    root, env = shell
+    out = _cli(env, "bench", "-c", "hippocampus_3d_fullres", "--repeats", "1", cwd=tmp_path)
+    assert "hippocampus_3d_fullres" in out.stdout and "KeyError" not in out.stderr
+    assert "only supported for cuda" not in out.stdout + out.stderr  # nnU-Net's CPU notice is silenced
+    assert not (root / "nnUNet_results" / "bench").exists()  # nothing of bench's trainers in the user's results
+
+    images = root / "nnUNet_raw" / DATASET_NAME / "imagesTs"
+    maps = _cli(env, "maps", "-i", images, "-o", tmp_path / "maps", "-d", DATASET_ID, "-c", "3d_fullres", "-tr",
+                GATED, "-f", "0", "-device", "cpu", "--disable_tta", "--no_png")
+    assert "mean alpha" in maps.stdout and (tmp_path / "maps" / "attention_summary.csv").is_file()
+
+    checkpoint = fold_dir(root, UNGATED, "3d_fullres", 0) / "checkpoint_final.pth"
+    retrofit = _cli(env, "retrofit", "-i", checkpoint, "-o", tmp_path / "warm.pth", "-tr", GATED)
+    assert "identity gates" in retrofit.stdout and (tmp_path / "warm.pth").is_file()
+
+    compare = _cli(env, "compare", "-d", DATASET_ID, "-c", "3d_fullres", "-tr", UNGATED, GATED, "-f", "0", "1",
+                   "-o", tmp_path / "compare", "-np", "1")
+    assert "verdict" in compare.stdout and (tmp_path / "compare" / "report.md").is_file()
+
+
+def test_grid_revalidates_a_fold_trained_by_hand_without_npz_and_finishes_in_one_run(shell):
+    root, env = shell
+    for trainer in TINY_TRAINERS:  # this test's folds: fold 2 by hand for the ungated trainer, none for the gated
+        shutil.rmtree(fold_dir(root, trainer, "3d_fullres", 2), ignore_errors=True)
+    train(env, UNGATED, "3d_fullres", 2)  # nnU-Net's defaults: no --npz
+    validation = fold_dir(root, UNGATED, "3d_fullres", 2) / "validation"
+    assert not list(validation.glob("*.npz"))
+    grid = ["grid", "-d", DATASET_ID, "-c", "3d_fullres", "-f", "2", "-tr", UNGATED, GATED, "-device", "cpu",
+            "--executor", "local", "--poll-seconds", "1", "-np", "1"]
+    dry = _cli(env, *grid, "--dry-run").stdout
+    assert f"nnUNetv2_train {DATASET_ID} 3d_fullres 2 -tr {UNGATED} -p nnUNetPlans -device cpu --npz --val" in dry
+    result = subprocess.run([*CLI, *map(str, grid)], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "grid complete" in result.stdout and "verdict" in result.stdout
+    assert list(validation.glob("*.npz"))  # validated again with --npz, not retrained
+    assert len(list(fold_dir(root, UNGATED, "3d_fullres", 2).glob("training_log_*.txt"))) == 2
+    info = json.loads((root / "nnUNet_results" / DATASET_NAME / "inference_information.json").read_text())
+    assert [str(f) for f in info["folds"]] == ["2"]
+    status = _cli(env, *grid, "--status").stdout
+    assert status.count(" done ") >= 4  # plan, two trainings, find_best
