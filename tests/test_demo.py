@@ -14,6 +14,7 @@ from nnunet_attention.demo import run_demo
 pytestmark = pytest.mark.slow  # plans, preprocesses or trains through nnU-Net's CLIs
 
 TRAINERS = ["nnUNetTrainerTiny", "nnUNetTrainerAttentionTinyResumable"]
+SETTINGS = {"configuration": "3d_fullres", "folds": (0,)}  # one fold keeps the test short (the demo's default: 3)
 
 
 def test_demo_runs_every_step_and_resumes_after_a_kill(tmp_path, monkeypatch, capsys):
@@ -27,7 +28,8 @@ def test_demo_runs_every_step_and_resumes_after_a_kill(tmp_path, monkeypatch, ca
                   f"{TRAINERS[1]}__nnUNetPlans__3d_fullres" / "fold_0")
     first = subprocess.Popen(python_cmd("from nnunet_attention.demo import run_demo",
                                         f"run_demo({str(workdir)!r}, device='cpu', trainers={TRAINERS!r}, "
-                                        f"synth_cases=6, synth_shape={TINY_SHAPE!r})"),
+                                        f"configuration='3d_fullres', folds=(0,), synth_cases=6, "
+                                        f"synth_shape={TINY_SHAPE!r})"),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 900
     while time.time() < deadline and not any("Epoch 2" in log.read_text()
@@ -38,7 +40,7 @@ def test_demo_runs_every_step_and_resumes_after_a_kill(tmp_path, monkeypatch, ca
     first.wait()
     assert (gated_fold / "checkpoint_latest.pth").is_file()
 
-    report_dir = run_demo(str(workdir), device="cpu", trainers=TRAINERS)
+    report_dir = run_demo(str(workdir), device="cpu", trainers=TRAINERS, **SETTINGS)
     resumed = capsys.readouterr().out
     assert f"[5/8] train {TRAINERS[1]} fold 0 (resuming)" in resumed and "--c" in resumed
     assert resumed.count("done before, skipped") == 4  # synth, convert, plan, the finished ungated training
@@ -56,6 +58,10 @@ def test_demo_runs_every_step_and_resumes_after_a_kill(tmp_path, monkeypatch, ca
     assert len(list(predicted.glob("*.nii.gz"))) == 4
     report = json.loads(open(f"{report_dir}/report.json").read())
     assert report["complete"] and report["trainers"] == TRAINERS
+    assert "not part of the study" in report["note"]  # tiny trainers on a tiny task: no measured spread to show
+    (verdict,) = report["verdict"]
+    assert any("training randomness not captured" in w for w in verdict["warnings"])
+    assert "verdict Dataset990_AttentionSynth 3d_fullres" in resumed
     assert report["datasets"]["Dataset990_AttentionSynth"]["ensembles"]["best"]["models"]
     results = workdir / "nnUNet_results" / "Dataset990_AttentionSynth"
     done = json.loads((results / "nnunet_attention_demo_test_predictions" / "done.json").read_text())
@@ -63,7 +69,7 @@ def test_demo_runs_every_step_and_resumes_after_a_kill(tmp_path, monkeypatch, ca
     assert done["models"]
     assert list((workdir / "logs").glob("*train*.log"))
 
-    run_demo(str(workdir), device="cpu", trainers=TRAINERS)
+    run_demo(str(workdir), device="cpu", trainers=TRAINERS, **SETTINGS)
     again = capsys.readouterr().out
     assert again.count("done before, skipped") == 7 and "Report:" in again
 
