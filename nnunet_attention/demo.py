@@ -145,7 +145,26 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
     print("nnU-Net folders: " + ", ".join(f"{k}={env[k]}" for k in ("nnUNet_raw", "nnUNet_preprocessed",
                                                                       "nnUNet_results")), flush=True)
     runner = Runner(workdir, 6 + 2 * len(folds), env)
+    dataset_id, raw = _dataset(runner, workdir, msd_folder, dataset_id, synth_cases, synth_shape)
+    dataset_name = os.path.basename(raw)
+    preprocessed = os.path.join(env["nnUNet_preprocessed"], dataset_name)
+    results = os.path.join(env["nnUNet_results"], dataset_name)
+    _train(runner, dataset_id, preprocessed, results, configuration, folds, trainers, device)
+    test_output = _predict_test(runner, dataset_id, raw, results, device, folds)
 
+    report_dir = os.path.join(results, "nnunet_attention_compare")
+    runner.step("compare the two trainers", False)
+    report = compare([DatasetSource(dataset_name, results, preprocessed)], [configuration], trainers, PLANS, folds,
+                     report_dir, num_processes=2, note=demo_note(studied, configuration, trainers))
+    print_summary(report, report_dir)
+    print(f"\nReport: {os.path.join(report_dir, 'report.md')}", flush=True)
+    if test_output:
+        print(f"Test predictions: {test_output}", flush=True)
+    return report_dir
+
+
+def _dataset(runner: Runner, workdir, msd_folder, dataset_id, synth_cases, synth_shape):
+    """Steps synth and convert (each skipped when done or not needed); returns (dataset id, its nnUNet_raw folder)."""
     if dataset_id is None:
         if msd_folder is None:
             msd_folder = os.path.join(workdir, "msd", f"Task{DEFAULT_TASK_ID:03d}_AttentionSynth")
@@ -157,24 +176,24 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
         else:
             runner.step("synth: not needed, using the given MSD task", True)
         dataset_id = _task_id(msd_folder)
-        runner.step("convert the MSD task", _dataset_folder(env["nnUNet_raw"], dataset_id) is not None,
+        runner.step("convert the MSD task", _dataset_folder(runner.env["nnUNet_raw"], dataset_id) is not None,
                     ["nnUNetv2_convert_MSD_dataset", "-i", os.path.abspath(msd_folder), "-np", "2"])
     else:
         runner.step("synth: not needed, using the given dataset", True)
         runner.step("convert: not needed, using the given dataset", True)
-    raw = _dataset_folder(env["nnUNet_raw"], dataset_id)
+    raw = _dataset_folder(runner.env["nnUNet_raw"], dataset_id)
     if raw is None:
-        raise NnUNetAttentionError(f"no Dataset{dataset_id:03d}_* in nnUNet_raw={env['nnUNet_raw']}")
-    dataset_name = os.path.basename(raw)
+        raise NnUNetAttentionError(f"no Dataset{dataset_id:03d}_* in nnUNet_raw={runner.env['nnUNet_raw']}")
+    return dataset_id, raw
 
-    preprocessed = os.path.join(env["nnUNet_preprocessed"], dataset_name)
+
+def _train(runner: Runner, dataset_id, preprocessed, results, configuration, folds, trainers, device):
+    """Steps plan, train (every fold of both trainers) and find_best."""
     plans_done = os.path.isfile(os.path.join(preprocessed, "nnUNetPlans.json")) and bool(
         glob.glob(os.path.join(preprocessed, f"nnUNetPlans_{configuration}", "*")))
     runner.step("plan and preprocess", plans_done,
                 ["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c", configuration, "-np", "2",
                  "--verify_dataset_integrity"])
-
-    results = os.path.join(env["nnUNet_results"], dataset_name)
     for fold in folds:
         for trainer in trainers:
             # find_best ensembles the validation's .npz files: a fold trained without --npz is validated again
@@ -183,13 +202,14 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
             note = {RESUME: " (resuming)", VALIDATE: " (validating)"}.get(state, "")
             runner.step(f"train {trainer} fold {fold}{note}", state == TRAINED,
                         train_command(dataset_id, configuration, fold, trainer, state, device=device, npz=True))
-
-    fold_args = [str(f) for f in folds]
     runner.step("find the best configuration across both trainers",
                 found_best_for(results, trainers, folds, [configuration], PLANS),
                 ["nnUNetv2_find_best_configuration", str(dataset_id), "-c", configuration, "-tr", *trainers,
-                 "-f", *fold_args, "-np", "2"])
+                 "-f", *map(str, folds), "-np", "2"])
 
+
+def _predict_test(runner: Runner, dataset_id, raw, results, device, folds) -> Optional[str]:
+    """Step predict: imagesTs with find_best's choice; returns the output folder (None without imagesTs)."""
     test_images = os.path.join(raw, "imagesTs")
     test_output = os.path.join(results, "nnunet_attention_demo_test_predictions")
     has_test = os.path.isdir(test_images) and bool(os.listdir(test_images))
@@ -197,24 +217,14 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
                                        [os.path.join(results, "inference_information.json")])
     runner.step("predict imagesTs with the chosen model or ensemble" + ("" if has_test else ": no imagesTs"), done,
                 *([] if done else _best_prediction_commands(results, dataset_id, test_images, test_output, device,
-                                                            fold_args)))
+                                                            [str(f) for f in folds])))
     if not done:
         with open(os.path.join(results, "inference_information.json")) as f:
             models = json.load(f)["best_model_or_ensemble"]["selected_model_or_models"]
         write_text(os.path.join(test_output, "done.json"),
                    json.dumps({"models": models, "final_predictions": os.path.join(test_output, "postprocessed")},
                               indent=2))
-
-    report_dir = os.path.join(results, "nnunet_attention_compare")
-    runner.step("compare the two trainers", False)
-    source = DatasetSource(dataset_name, results, preprocessed)
-    report = compare([source], [configuration], trainers, PLANS, list(folds), report_dir, num_processes=2,
-                     note=demo_note(studied, configuration, trainers))
-    print_summary(report, report_dir)
-    print(f"\nReport: {os.path.join(report_dir, 'report.md')}", flush=True)
-    if has_test:
-        print(f"Test predictions: {test_output}", flush=True)
-    return report_dir
+    return test_output if has_test else None
 
 
 def _best_prediction_commands(results, dataset_id, images, output, device, folds) -> List[List[str]]:

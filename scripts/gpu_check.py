@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -80,22 +81,24 @@ class Check:
         self.deadline = None
 
     # --- running ---------------------------------------------------------------------------------------------------
-    def run(self, command, log_name: str, env=None) -> subprocess.CompletedProcess:
+    def run(self, command, log_name: str, env=None):
         """A command under the part's deadline, its output in OUT/logs/log_name."""
         remaining = self.deadline - time.time()
         if remaining <= 0:
             raise PartTimeout(f"time limit reached before {command[0]}")
         log_file = self.out / "logs" / log_name
         print(f"    $ {' '.join(map(str, command))}", flush=True)
-        with open(log_file, "w") as log:
+        with open(log_file, "w") as log:  # its own process group: a timeout ends nnU-Net's workers too
+            process = subprocess.Popen(list(map(str, command)), env=env or self.env, stdout=log,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
             try:
-                result = subprocess.run(list(map(str, command)), env=env or self.env, stdout=log,
-                                        stderr=subprocess.STDOUT, timeout=remaining)
+                process.wait(timeout=remaining)
             except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
                 raise PartTimeout(f"{command[0]} passed the part's time limit; see {log_file}") from None
-        if result.returncode != 0:
-            raise RuntimeError(f"{' '.join(map(str, command[:3]))} failed (exit {result.returncode}); see {log_file}")
-        return result
+        if process.returncode != 0:
+            raise RuntimeError(f"{' '.join(map(str, command[:3]))} failed (exit {process.returncode}); see {log_file}")
 
     def part(self, name: str, limit: float, function):
         print(f"[{name}] (limit {limit:.0f} s)", flush=True)
@@ -155,12 +158,13 @@ class Check:
         last = [entry["epoch_seconds"][t][-1] for t in TRAINERS]
         entry["last_epoch_ratio"] = last[1] / last[0]  # the first epoch holds torch.compile's compilation
         images = self.work / "nnUNet_raw" / DATASET / "imagesTs"
+        tta = ["--disable_tta"] if self.args.quick else []  # on the GPU nnU-Net's default: mirroring on
         timed = {}
         for name, command in (
                 ("predict", ["nnUNetv2_predict", "-i", images, "-o", self.out / "predict", "-d", TASK_ID, "-c",
-                             "3d_fullres", "-tr", TRAINERS[1], "-f", "0", "-device", self.args.device]),
+                             "3d_fullres", "-tr", TRAINERS[1], "-f", "0", "-device", self.args.device, *tta]),
                 ("maps", [*CLI, "maps", "-i", images, "-o", self.out / "maps", "-d", TASK_ID, "-c", "3d_fullres",
-                          "-tr", TRAINERS[1], "-f", "0", "-device", self.args.device, "--no_png"])):
+                          "-tr", TRAINERS[1], "-f", "0", "-device", self.args.device, "--no_png", *tta])):
             start = time.time()
             self.run(command, f"{name}.log")
             timed[name] = time.time() - start

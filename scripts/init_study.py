@@ -158,8 +158,10 @@ def main():
             args.cases < 5:
         sys.exit("init_study: --runs, --iterations-per-epoch, --val-iterations, --parallel and --threads must be "
                  ">= 1, --cases >= 5 (nnU-Net splits the cases into 5 folds)")
-    arms = [a for text in (args.arm or DEFAULT_ARMS) for a in parse_arm(text, args.iterations_per_epoch)]
-    jobs = [(*arm, run) for arm in arms for run in range(args.runs)]
+    groups = [parse_arm(text, args.iterations_per_epoch) for text in (args.arm or DEFAULT_ARMS)]
+    arms = [arm for group in groups for arm in group]
+    # arm by arm as given, run 0 of every variant of an arm first: an interrupted arm is balanced across variants
+    jobs = [(*arm, run) for group in groups for run in range(args.runs) for arm in group]
     work = Path(args.o).resolve()
     report_dir = Path(args.report_dir or work).resolve()
     study = Study(work, args)
@@ -178,7 +180,8 @@ def main():
     records = [study.record(job) for job in jobs if training_state(str(study.fold_folder(*job))) == TRAINED]
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.device}",
               "command": " ".join(["python", "scripts/init_study.py", *sys.argv[1:]]),
-              "default": nnUNetTrainerAttention.gate_init, "lost_class_below": LOST,
+              "default": nnUNetTrainerAttention.gate_init, "lost_class_below": LOST, "runs_asked": args.runs,
+              "arms_asked": [f"{t}:{i}:{v}" for t, i, v in arms],
               "data": {"cases": args.cases, "shape": list(args.shape), "fold": 0}, "runs": records}
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "init_study.json").write_text(json.dumps(result, indent=1))
@@ -221,40 +224,61 @@ def render(result: dict) -> str:
         cells = ", ".join(f"{r['validation_mean_dice']:.3f} (" + "/".join(f"{r['validation_dice'][c]:.2f}"
                                                                          for c in classes) + ")" for r in runs)
         lost = sum(min(r["validation_dice"][c] for c in classes) < result["lost_class_below"] for r in runs)
+        if len(runs) < result["runs_asked"]:
+            cells += f" (**incomplete**: {len(runs)} of {result['runs_asked']} runs)"
         epochs = min(len(r["pseudo_dice_per_epoch"]) for r in runs)
         pseudo = " → ".join(f"{np.mean([r['pseudo_dice_per_epoch'][e] for r in runs]):.2f}" for e in range(epochs))
         lines.append(f"| {task} | {iterations} | {variant} | {cells} | {_mean_sd([r['validation_mean_dice'] for r in runs])}"
                      f" | " + " | ".join(_mean_sd([r["validation_dice"][c] for r in runs]) for c in classes)
                      + f" | {lost} of {len(runs)} | {pseudo} |")
+    done = {f"{t}:{i}:{v}" for t, i, v in arms_of(result)}
+    missing = [a for a in result["arms_asked"] if a not in done]
+    if missing:
+        lines += ["", "Asked for but not run (no finished run): " + ", ".join(f"`{a}`" for a in missing) + "."]
     return "\n".join(lines) + "\n"
 
 
 def plot(result: dict, path: Path):
+    """Per task (columns): each run's validation mean Dice and nodule Dice per budget (dots, the mean as a bar), and
+    each run's pseudo Dice after every epoch (lines with markers)."""
     from matplotlib.figure import Figure
 
     colours = {"ungated": "black", "paper": "tab:blue", "identity": "tab:orange", "uniform": "tab:green"}
     tasks = sorted({r["task"] for r in result["runs"]})
-    fig = Figure(figsize=(6 * max(1, len(tasks)), 4.5), layout="constrained")
-    axes = fig.subplots(1, max(1, len(tasks)), squeeze=False)[0]
-    for ax, task in zip(axes, tasks):
+    fig = Figure(figsize=(6 * max(1, len(tasks)), 11), layout="constrained")
+    axes = fig.subplots(3, max(1, len(tasks)), squeeze=False)
+    for column, task in enumerate(tasks):
         arms = {k: v for k, v in arms_of(result).items() if k[0] == task}
         budgets = sorted({k[1] for k in arms})
         variants = [v for v in colours if any(k[2] == v for k in arms)]
-        for i, (budget, variant) in enumerate((b, v) for b in budgets for v in variants):
-            runs = arms.get((task, budget, variant), [])
-            x = budgets.index(budget) + (variants.index(variant) - (len(variants) - 1) / 2) * 0.15
-            values = [r["validation_mean_dice"] for r in runs]
-            ax.scatter([x] * len(values), values, color=colours[variant], s=22,
-                       label=variant if budget == budgets[0] else None)
-            if values:
-                ax.hlines(np.mean(values), x - 0.06, x + 0.06, color=colours[variant], lw=2)
-        ax.set_xticks(range(len(budgets)), [f"{b} iterations" for b in budgets])
+        for row, (value, label) in enumerate(((lambda r: r["validation_mean_dice"], "validation mean Dice"),
+                                              (lambda r: r["validation_dice"]["nodule"], "validation Dice, nodule"))):
+            ax = axes[row, column]
+            for budget in budgets:
+                for variant in variants:
+                    values = [value(r) for r in arms.get((task, budget, variant), [])]
+                    x = budgets.index(budget) + (variants.index(variant) - (len(variants) - 1) / 2) * 0.15
+                    ax.scatter([x] * len(values), values, color=colours[variant], s=22,
+                               label=variant if budget == budgets[0] else None)
+                    if values:
+                        ax.hlines(np.mean(values), x - 0.06, x + 0.06, color=colours[variant], lw=2)
+            ax.set_xticks(range(len(budgets)), [f"{b} iterations" for b in budgets])
+            ax.set_ylim(0, 1)
+            ax.axhline(result["lost_class_below"], color="grey", lw=0.6, ls=":")
+            ax.set_ylabel(f"{label} (fold 0), one dot per run", fontsize=8)
+            ax.set_title(f"{task} ({TASKS[task]}): {label}", fontsize=10)
+            ax.legend(fontsize=7, loc="lower right")
+        ax = axes[2, column]
+        for (_, budget, variant), runs in arms.items():
+            for r in runs:
+                steps = budget // len(r["pseudo_dice_per_epoch"])
+                ax.plot([(e + 1) * steps for e in range(len(r["pseudo_dice_per_epoch"]))], r["pseudo_dice_per_epoch"],
+                        color=colours[variant], marker="o", ms=3, lw=0.8, alpha=0.7)
+        ax.set_xlabel("iterations")
+        ax.set_ylabel("pseudo Dice (validation patches), one line per run", fontsize=8)
         ax.set_ylim(0, 1)
-        ax.set_ylabel("validation mean Dice (fold 0), one dot per run")
-        ax.set_title(f"{task} ({TASKS[task]}): each run and the mean")
-        ax.axhline(result["lost_class_below"], color="grey", lw=0.6, ls=":")
-        ax.legend(fontsize=8, loc="lower right")
-    fig.savefig(path, dpi=110)
+        ax.set_title(f"{task}: pseudo Dice after each epoch", fontsize=10)
+    fig.savefig(path, dpi=100)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """scripts/gpu_check.py, known to work before a GPU ever sees it: its dry run, and every part at tiny sizes on the
 CPU (the same steps it runs on a GPU)."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import TEST_TRAINERS
 
 SCRIPT = Path(__file__).parents[1] / "scripts" / "gpu_check.py"
 
@@ -21,9 +23,17 @@ def test_dry_run_prints_the_plan_for_cuda(tmp_path):
 
 @pytest.mark.slow  # plans and trains through nnU-Net's CLIs
 def test_every_part_runs_on_the_cpu_at_quick_sizes(tmp_path):
-    result = subprocess.run([sys.executable, str(SCRIPT), "-o", str(tmp_path), "--device", "cpu", "--quick",
-                             "--limits", "300", "400", "300"], capture_output=True, text=True)
+    """In a user's shell: nnU-Net's variables and the user's own nnUNet_extTrainer set (bench once crashed there)."""
+    users = {k: str(tmp_path / "users" / k) for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    env = {**os.environ, **users, "nnUNet_extTrainer": str(TEST_TRAINERS)}
+    result = subprocess.run([sys.executable, str(SCRIPT), "-o", str(tmp_path / "out"), "--device", "cpu", "--quick",
+                             "--limits", "600", "900", "600"], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "only supported for cuda" not in (tmp_path / "out" / "logs" /
+                                             "bench_hippocampus_3d_fullres_None_eager.log").read_text()
+    # bench's trainers (built with nnUNet_preprocessed set) wrote nothing into the nnUNet_results bench was given
+    assert not (tmp_path / "out" / "work" / "nnUNet_results" / "bench").exists()
+    tmp_path = tmp_path / "out"
     results = json.loads((tmp_path / "gpu_check.json").read_text())
     assert {name: part["status"] for name, part in results["parts"].items()} == {"bench": "ok", "train": "ok",
                                                                                  "grid": "ok"}

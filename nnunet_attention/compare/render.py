@@ -255,7 +255,8 @@ def report_header(trainers, plans, folds, results: Results, missing_datasets, no
                                  "empty_convention": boundary.EMPTY_CONVENTION + "; Dice: both empty = NaN, left "
                                                      "out of Dice statistics as nnU-Net does; voxels under nnU-Net's "
                                                      "ignore label count for no metric"},
-            "complete": not results.missing, "missing": list(results.missing),
+            "complete": not (results.missing or missing_datasets),
+            "missing": list(missing_datasets) + list(results.missing),
             "missing_datasets": list(missing_datasets), "warnings": list(results.warnings), "note": note,
             "verdict_rule": VERDICT_RULE, "verdict": [], "summary": [], "datasets": {}, "curves": {}}
 
