@@ -147,6 +147,8 @@ def print_summary(report: dict, output_dir: str):
         verdicts = ", ".join(f"{report['metrics'][m]['title']} {s['verdict']}" for m, s in v["metrics"].items())
         print(f"verdict {v['dataset']} {v['configuration']}: B ({report['trainers'][1]}) against A "
               f"({report['trainers'][0]}): {verdicts}" + "".join(f"\n  warning: {w}" for w in v["warnings"]))
+    if report.get("note"):
+        print(report["note"])
     for line in [f"warning: {w}" for w in report["warnings"]] + [f"missing: {m}" for m in report["missing"]]:
         print(line, file=sys.stderr)
     if report["missing"]:

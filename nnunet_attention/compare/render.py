@@ -97,8 +97,6 @@ def render_markdown(report: dict) -> str:
     bm = report["boundary_metrics"]
     lines = [f"# {b} vs {a}", ""]
     lines += _verdict_markdown(report)
-    if report.get("note"):
-        lines += [f"> {report['note']}", ""]
     lines += [f"Plans `{report['plans']}`, folds {report['folds']}. Differences are **{b} minus {a}** (B - A), per "
               f"validation case, paired by case. Boundary metrics: {bm['implementation']}. Empty masks: "
               f"{bm['empty_convention']}.",
@@ -131,6 +129,8 @@ def _verdict_markdown(report: dict) -> List[str]:
         lines.append(f"- **{v['dataset']} {v['configuration']}**, B against A on the foreground mean: "
                      + "; ".join(parts) + ".")
         lines += [f"  - warning: {w}" for w in v["warnings"]]
+    if report.get("note"):
+        lines += ["", f"> {report['note']}"]
     return lines + ["", f"Rule: {report['verdict_rule']}", ""]
 
 
