@@ -45,7 +45,9 @@ def demo_note(studied_task: bool, configuration: str, trainers: Sequence[str]) -
                        f" (range {max(study[name]) - min(study[name]):.3f})" for name in ("ungated", "gated"))
     return (f"Run-to-run spread at the demo's settings ({study['configuration']}, {study['iterations']} iterations, "
             f"the same data; docs/init_study.md): validation mean Dice of independent runs of fold 0, {spread}. "
-            f"A difference between the trainers smaller than this spread is not a finding.")
+            f"A difference between the trainers smaller than this spread is not a finding, and at this budget a "
+            f"training of either trainer can still miss the small structure (see the per-fold table): the verdict "
+            f"above resamples the folds for that reason.")
 
 
 def matched_trainers(epochs: int) -> List[str]:

@@ -107,6 +107,8 @@ def plot_size_terciles(prefix: str, terciles: Dict[tuple, List[dict]], classes: 
 
 def plot_curves(prefix: str, curves: Dict[str, Dict[str, dict]], trainers: Sequence[str], output_dir: str) -> str:
     """Learning curves from nnU-Net's logging: per fold thin lines with markers, the mean over folds thick."""
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = _figure(2, 2, 5.0, 3.2)
     for ax, series in zip(axes.ravel(), CURVE_SERIES):
         for colour, trainer in zip(COLOURS, trainers):
@@ -117,6 +119,7 @@ def plot_curves(prefix: str, curves: Dict[str, Dict[str, dict]], trainers: Seque
                 length = min(len(run) for run in runs)
                 ax.plot(range(length), np.mean([run[:length] for run in runs], axis=0), color=colour, lw=2,
                         marker="o", ms=5, label=f"{trainer} (mean of {len(runs)} fold{'s' if len(runs) > 1 else ''})")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         title, ylabel = CURVE_TITLES[series]
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
