@@ -38,7 +38,8 @@ def compare(datasets: Sequence[DatasetSource], configurations: Sequence[str], tr
     results = read_results(datasets, configurations, trainers, plans, folds, nsd_tolerance, num_processes, log)
     if results.table.empty:
         raise NnUNetAttentionError("no validation/summary.json found; missing: " + "; ".join(results.missing))
-    statistics = analysis.analyse(results.table, trainers, seed)
+    paired = analysis.pairs(analysis.with_foreground_mean(results.table), trainers)  # once, for statistics and plots
+    statistics = analysis.analyse_pairs(paired, seed)
     os.makedirs(output_dir, exist_ok=True)
     report = render.report_header(trainers, plans, folds, results, missing_datasets, note)
     folds_found = {}
@@ -53,10 +54,12 @@ def compare(datasets: Sequence[DatasetSource], configurations: Sequence[str], tr
             curves = {f.trainer: {str(fold): c for fold, c in sorted(f.curves.items(), key=lambda kv: str(kv[0]))}
                       for f in found}
             report["curves"][name][configuration] = curves
-            figures = _plot(f"{name}_{configuration}", results, statistics, name, configuration, trainers, curves,
-                            output_dir)
+            figures = _plot(f"{name}_{configuration}", results, paired, statistics, name, configuration, trainers,
+                            curves, output_dir)
+            these = paired[(paired["dataset"] == name) & (paired["configuration"] == configuration)]
             section["configurations"][configuration] = render.configuration_entry(
-                results, name, configuration, list(trainers), statistics, figures)
+                results, name, configuration, list(trainers), statistics, figures,
+                these[["fold", "case"]].drop_duplicates().to_dict("records"))
             report["summary"] += [render.summary_row(name, configuration, c, statistics)
                                   for c in labels.class_names + [analysis.FOREGROUND]]
         report["datasets"][name] = section
@@ -77,9 +80,9 @@ def check_trainers(trainers: Sequence[str]):
                                    f"nnUNetTrainer nnUNetTrainerAttention)")
 
 
-def _plot(prefix, results, statistics, dataset, configuration, trainers, curves, output_dir):
+def _plot(prefix, results, paired, statistics, dataset, configuration, trainers, curves, output_dir):
     table = results.table[(results.table["dataset"] == dataset) & (results.table["configuration"] == configuration)]
-    paired = analysis.pairs(table, trainers)
+    paired = paired[(paired["dataset"] == dataset) & (paired["configuration"] == configuration)]
     classes = results.datasets[dataset].class_names
     terciles = {(c, m): statistics[(dataset, configuration, c, m)]["size_terciles"]
                 for (d, conf, c, m) in statistics if d == dataset and conf == configuration}

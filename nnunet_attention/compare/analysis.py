@@ -70,9 +70,13 @@ def worst_cases(row: pd.DataFrame, higher_is_better: bool, count: int = 10) -> L
 
 
 def analyse(table: pd.DataFrame, trainers: Sequence[str], seed: int = 0) -> Dict[tuple, dict]:
+    """analyse_pairs of the table's pairs, the foreground mean included."""
+    return analyse_pairs(pairs(with_foreground_mean(table), trainers), seed)
+
+
+def analyse_pairs(paired: pd.DataFrame, seed: int = 0) -> Dict[tuple, dict]:
     """(dataset, configuration, class, metric) -> statistics (with p_holm across every row of the same metric), the
     size terciles and, for the foreground mean, the ten worst cases."""
-    paired = pairs(with_foreground_mean(table), trainers)
     results = {}
     for key, row in paired.groupby(ROW_KEY, sort=False):
         metric = key[3]

@@ -58,7 +58,8 @@ def trainer_entry(found: TrainerResults, table: pd.DataFrame, classes: List[str]
 
 
 def configuration_entry(results: Results, dataset: str, configuration: str, trainers: List[str],
-                        statistics: Dict[tuple, dict], figures: List[str]) -> dict:
+                        statistics: Dict[tuple, dict], figures: List[str], paired_rows: List[dict]) -> dict:
+    """paired_rows: the pairs (analysis.pairs) of this dataset and configuration, as records."""
     labels = results.datasets[dataset]
     classes = labels.class_names
     table = results.table[(results.table["dataset"] == dataset) & (results.table["configuration"] == configuration)]
@@ -78,9 +79,8 @@ def configuration_entry(results: Results, dataset: str, configuration: str, trai
     entry["worst_cases"] = dice.get("worst_cases", [])
     entry["per_fold_difference"] = {name: {m: s["per_fold_difference"] for m, s in by_metric.items()}
                                     for name, by_metric in entry["paired"].items()}
-    paired = table[table["trainer"].isin(trainers)].groupby(["fold", "case"])["trainer"].nunique()
-    entry["paired_cases"] = [f"fold_{f}/{c}" for (f, c), n in sorted(paired.items(), key=lambda kv: str(kv[0]))
-                             if n == 2]
+    entry["paired_cases"] = [f"fold_{f}/{c}" for f, c in sorted({(r["fold"], r["case"]) for r in paired_rows},
+                                                                 key=str)]
     return entry
 
 
