@@ -13,6 +13,19 @@ def fold(value: str):
     return value if value == "all" else int(value)
 
 
+def margin(value: str):
+    """METRIC=VALUE for --margin, e.g. dice=0.02 (checked against the metrics by compare)."""
+    metric, sep, number = value.partition("=")
+    try:
+        return metric.strip().lower(), float(number) if sep else float("nan")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--margin takes METRIC=VALUE, e.g. dice=0.02 or hd95=2; got {value}")
+
+
+def _margins(args) -> dict:
+    return dict(args.margin or [])
+
+
 def _trainers(args):
     import inspect
 
@@ -50,13 +63,15 @@ def _compare(args):
     from nnunet_attention.compare import compare_datasets
 
     compare_datasets(args.d, args.c, args.tr, args.p, args.f, args.o, args.nsd_tolerance, args.np,
-                     log=_progress_line)
+                     log=_progress_line, margins=_margins(args))
 
 
 def _grid(args):
+    from nnunet_attention.compare import check_margins
     from nnunet_attention.grid import ExecutorOptions, GridSpec, dry_run, run_grid, status_table
     from nnunet_attention.nnunet_api import dataset_name
 
+    check_margins(_margins(args))
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         if not os.environ.get(name):
             raise NnUNetAttentionError(f"{name} is not set; export it as for nnU-Net (documentation/"
@@ -69,14 +84,15 @@ def _grid(args):
         print(status_table(spec, options))
     elif args.dry_run:
         print(dry_run(spec))
-    elif not run_grid(spec, options, args.np, args.poll_seconds, log=lambda line: print(line, flush=True)):
+    elif not run_grid(spec, options, args.np, args.poll_seconds, log=lambda line: print(line, flush=True),
+                      margins=_margins(args)):
         sys.exit(1)
 
 
 def _demo(args):
     from nnunet_attention.demo import run_demo
 
-    run_demo(args.o, args.i, args.d, args.c, args.device, args.f, args.trainers, args.epochs)
+    run_demo(args.o, args.i, args.d, args.c, args.device, args.f, args.trainers, args.epochs, margins=_margins(args))
 
 
 def _bench(args):
@@ -168,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="NSD tolerance in mm: one value, or one per class in dataset.json's order (default 1.0)")
     p.add_argument("-np", type=int, default=_default_processes(),
                    help="processes for the boundary metrics (default: nnU-Net's default_num_processes, %(default)s)")
+    p.add_argument("--margin", nargs="+", type=margin, metavar="METRIC=VALUE",
+                   help="equivalence margins, e.g. dice=0.02 nsd=0.02 hd95=2 (mm); default dice=0.01 nsd=0.01 "
+                        "hd95=1 (docs/compare.md)")
     p.set_defaults(func=_compare)
 
     p = sub.add_parser("grid", help="the datasets x configurations x folds x trainers study, locally or on SLURM "
@@ -195,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print what would run and what is done, run nothing")
     p.add_argument("-np", type=int, default=_default_processes(), help="processes for compare's boundary metrics")
     p.add_argument("--poll-seconds", type=float, default=10.0, help="how often job states are checked (default 10)")
+    p.add_argument("--margin", nargs="+", type=margin, metavar="METRIC=VALUE",
+                   help="equivalence margins, e.g. dice=0.02 nsd=0.02 hd95=2 (mm); default dice=0.01 nsd=0.01 "
+                        "hd95=1 (docs/compare.md)")
     p.set_defaults(func=_grid)
 
     p = sub.add_parser("demo", help="gated vs ungated end to end through nnU-Net's commands (resumable)")
@@ -210,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int,
                    help="nnU-Net schedule length; picks nnUNetTrainer_Nepochs and nnUNetTrainerAttention_Nepochs "
                         "(default 1 on cpu, 100 on cuda; 1000 = nnU-Net's full schedule)")
+    p.add_argument("--margin", nargs="+", type=margin, metavar="METRIC=VALUE",
+                   help="equivalence margins, e.g. dice=0.02 nsd=0.02 hd95=2 (mm); default dice=0.01 nsd=0.01 "
+                        "hd95=1 (docs/compare.md)")
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("bench", help="gated/ungated cost ratios: parameters, train step, memory, inference")

@@ -10,7 +10,7 @@ import os
 import re
 import subprocess
 import time
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.files import write_text
@@ -24,36 +24,47 @@ _SHOWN = re.compile(r"Epoch \d+$|train_loss|val_loss|Pseudo dice|Epoch time|Mean
                     r"Error|error:|Traceback")
 PLANS = "nnUNetPlans"
 SYNTH_CASES, SYNTH_TEST_CASES, SYNTH_SHAPE = 20, 4, (20, 48, 48)
-# The demo's settings, chosen with the study in docs/init_study.md: at 3d_fullres and 250 iterations some runs of
-# either trainer lose the small structure; at 2d and 250 iterations none did, and three folds give the verdict
-# three trainings per trainer.
-DEMO_CONFIGURATION, DEMO_FOLDS, DEMO_CPU_EPOCHS = "2d", (0, 1, 2), 1
-# docs/init_study.json at exactly these settings (fold 0, one run per seed): validation mean Dice (a test keeps them
-# equal)
-STUDY_AT_DEMO_SETTINGS = {"iterations": 250, "configuration": "2d", "ungated": [0.807, 0.785, 0.815],
-                          "gated": [0.741, 0.733, 0.805]}
+# The demo's settings, chosen with the study in docs/init_study.md (its figures ship in data/demo_study.json): 2d,
+# three folds, nnUNetTrainerDemo's schedule (6 epochs of 50 iterations), two trainings at a time on the CPU.
+DEMO_CONFIGURATION, DEMO_FOLDS = "2d", (0, 1, 2)
+DEMO_TRAINERS = ("nnUNetTrainerDemo", "nnUNetTrainerAttentionDemo")
+STUDY_FILE = os.path.join(os.path.dirname(__file__), "data", "demo_study.json")
 
 
-def demo_note(studied_task: bool, configuration: str, trainers: Sequence[str]) -> str:
-    """The report's line on run-to-run spread: measured at the demo's settings, or a warning that it was not."""
-    study = STUDY_AT_DEMO_SETTINGS
-    if not (studied_task and configuration == study["configuration"] and list(trainers) == list(
-            matched_trainers(DEMO_CPU_EPOCHS))):
+def load_study() -> dict:
+    """The study at the demo's settings as shipped with the package (written by scripts/init_study.py)."""
+    with open(STUDY_FILE) as f:
+        return json.load(f)
+
+
+def demo_note(studied_task: bool, configuration: str, trainers: Sequence[str], folds: Sequence) -> str:
+    """The report's line on run-to-run spread: what the study measured at the demo's settings, or a warning that
+    these settings were not studied."""
+    study = load_study()
+    settings = study["settings"]
+    if not (studied_task and configuration == settings["configuration"] and list(trainers) == settings["trainers"]
+            and [str(f) for f in folds] == [str(f) for f in settings["folds"]]):
         return ("These settings were not part of the study in docs/init_study.md: how much one training differs "
                 "from the next here is not known; read the verdict's fold warnings.")
-    spread = "; ".join(f"{name}: " + ", ".join(f"{v:.3f}" for v in study[name]) +
-                       f" (range {max(study[name]) - min(study[name]):.3f})" for name in ("ungated", "gated"))
-    return (f"Run-to-run spread at the demo's settings ({study['configuration']}, {study['iterations']} iterations, "
-            f"the same data; docs/init_study.md): validation mean Dice of independent runs of fold 0, {spread}. "
-            f"A difference between the trainers smaller than this spread is not a finding, and at this budget a "
-            f"training of either trainer can still miss the small structure (see the per-fold table): the verdict "
-            f"above resamples the folds for that reason.")
+    per_trainer = "; ".join(
+        f"{t['trainer']}: validation mean Dice {t['mean']:.3f} ± {t['sd']:.3f} over {t['runs']} runs, "
+        f"{t['lost']} lost a class" for t in study["trainers"])
+    d = study["paired_difference"]
+    return (f"The study at exactly these settings (docs/init_study.md: {study['runs_per_fold']} seeded runs of each "
+            f"fold {', '.join(map(str, settings['folds']))} per trainer): {per_trainer}. The paired difference B - A "
+            f"of one fold's two trainings ranged {d['min']:+.3f} to {d['max']:+.3f} (sd {d['sd']:.3f}): a single "
+            f"fold's difference is not a finding; the verdict above resamples the folds for that reason.")
 
 
-def matched_trainers(epochs: int) -> List[str]:
-    """nnU-Net's ungated schedule variant and ours with the same number of epochs."""
+def matched_trainers(epochs: Optional[int], device: str) -> List[str]:
+    """The trainer pair: the demo's own on the CPU by default; with epochs, nnU-Net's nnUNetTrainer_Nepochs and ours
+    with the same schedule (100 epochs on cuda by default)."""
     from nnunet_attention.trainers import SCHEDULES
 
+    if epochs is None:
+        if device == "cpu":
+            return list(DEMO_TRAINERS)
+        epochs = 100
     if epochs not in SCHEDULES:
         raise NnUNetAttentionError(f"--epochs must be one of nnU-Net's schedules {', '.join(map(str, SCHEDULES))}; got {epochs}")
     return list(SCHEDULES[epochs])
@@ -80,7 +91,7 @@ class Runner:
         self.total, self.number, self.env = total, 0, env
 
     def step(self, title: str, done: bool, *commands: List[str]):
-        """Prints the step's header; runs its commands unless done, each logged to workdir/logs."""
+        """Prints the step's header; runs its commands one after the other unless done."""
         self.number += 1
         header = f"[{self.number}/{self.total}] {title}"
         if done:
@@ -89,24 +100,66 @@ class Runner:
         print(header, flush=True)
         start = time.time()
         for i, command in enumerate(commands):
-            self._run(command, f"{self.number:02d}{chr(ord('a') + i) if len(commands) > 1 else ''}_"
-                               f"{re.sub(r'[^A-Za-z0-9]+', '_', title)[:60]}.log")
+            self._wait(*self._start(command, self._log_name(title, i if len(commands) > 1 else None)))
         if commands:
             print(f"    finished in {time.time() - start:.0f} s", flush=True)
 
-    def _run(self, command: List[str], log_name: str):
+    def parallel_steps(self, steps: Sequence[Tuple[str, bool, List[str]]], at_once: int):
+        """Steps of one command each (title, done, command), at most at_once running; a failure ends the rest."""
+        pending = []
+        for title, done, command in steps:
+            self.number += 1
+            header = f"[{self.number}/{self.total}] {title}"
+            if done:
+                print(f"{header}: done before, skipped", flush=True)
+            else:
+                pending.append((header, self._log_name(title), command))
+        running = []
+        while pending or running:
+            while pending and len(running) < at_once:
+                header, log_name, command = pending.pop(0)
+                print(f"{header} (started {time.strftime('%H:%M:%S')})", flush=True)
+                running.append((header, time.time(), *self._start(command, log_name, quiet=at_once > 1)))
+            finished = next((r for r in running if r[2].poll() is not None), None)
+            if finished is None:
+                time.sleep(1)
+                continue
+            running.remove(finished)
+            header, started, *process = finished
+            try:
+                self._wait(*process)
+            except NnUNetAttentionError:
+                for _, _, other, log, _ in running:
+                    other.terminate()
+                    other.wait()
+                    log.close()
+                raise
+            print(f"{header}: finished in {time.time() - started:.0f} s", flush=True)
+
+    def _log_name(self, title: str, index: Optional[int] = None) -> str:
+        suffix = "" if index is None else chr(ord("a") + index)
+        return f"{self.number:02d}{suffix}_{re.sub(r'[^A-Za-z0-9]+', '_', title)[:60]}.log"
+
+    def _start(self, command: List[str], log_name: str, quiet: bool = False):
+        """Starts command with its output in workdir/logs/log_name; without quiet its progress lines are echoed
+        as they come (two commands at once write to their logs only)."""
         log_file = os.path.join(self.logs, log_name)
         print(f"    $ {' '.join(command)}\n    log: {log_file}", flush=True)
-        with open(log_file, "w") as log:
-            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                       env=self.env)
-            for line in process.stdout:
-                log.write(line)
-                if _SHOWN.search(line):
-                    print(f"    {line.rstrip()}", flush=True)
+        log = open(log_file, "w")
+        process = subprocess.Popen(command, stdout=log if quiet else subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, env=self.env)
+        return process, log, log_file
+
+    def _wait(self, process: subprocess.Popen, log, log_file: str):
+        with log:
+            if process.stdout is not None:
+                for line in process.stdout:
+                    log.write(line)
+                    if _SHOWN.search(line):
+                        print(f"    {line.rstrip()}", flush=True)
             process.wait()
         if process.returncode != 0:
-            raise NnUNetAttentionError(f"{command[0]} failed (exit {process.returncode}); see {log_file}")
+            raise NnUNetAttentionError(f"{process.args[0]} failed (exit {process.returncode}); see {log_file}")
 
 
 def _dataset_folder(root: str, dataset_id: int) -> Optional[str]:
@@ -126,19 +179,22 @@ def _task_id(msd_folder: str) -> int:
 def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] = None,
              dataset_id: Optional[int] = None, configuration: Optional[str] = None, device: Optional[str] = None,
              folds: Optional[Sequence] = None, trainers: Optional[Sequence[str]] = None, epochs: Optional[int] = None,
-             synth_cases: int = SYNTH_CASES, synth_shape=SYNTH_SHAPE) -> str:
-    """Runs (or resumes) the whole comparison; returns the report folder. None: the demo's settings."""
-    from nnunet_attention.compare import DatasetSource, compare, print_summary
+             synth_cases: int = SYNTH_CASES, synth_shape=SYNTH_SHAPE,
+             margins: Optional[Dict[str, float]] = None) -> str:
+    """Runs (or resumes) the whole comparison; returns the report folder. None: the demo's settings; margins go to
+    compare (equivalence margins per metric)."""
+    from nnunet_attention.compare import DatasetSource, check_margins, compare, print_summary
     from nnunet_attention.devices import resolve_device
     from nnunet_attention.files import check_output_folder
 
     check_output_folder(workdir, *([msd_folder] if msd_folder else []))
+    check_margins(margins)
     device = resolve_device(device)
     configuration, folds = configuration or DEMO_CONFIGURATION, list(folds if folds is not None else DEMO_FOLDS)
     studied = (msd_folder is None and dataset_id is None and (synth_cases, tuple(synth_shape)) == (
         SYNTH_CASES, SYNTH_SHAPE))
     if trainers is None:
-        trainers = matched_trainers(epochs if epochs is not None else (DEMO_CPU_EPOCHS if device == "cpu" else 100))
+        trainers = matched_trainers(epochs, device)
     elif epochs is not None:
         raise NnUNetAttentionError("give either --trainers or --epochs, not both")
     if len(trainers) != 2:
@@ -147,7 +203,7 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
     print("nnU-Net folders: " + ", ".join(f"{k}={env[k]}" for k in ("nnUNet_raw", "nnUNet_preprocessed",
                                                                       "nnUNet_results")), flush=True)
     runner = Runner(workdir, 6 + 2 * len(folds), env)
-    dataset_id, raw = _dataset(runner, workdir, msd_folder, dataset_id, synth_cases, synth_shape)
+    dataset_id, raw = dataset_steps(runner, workdir, msd_folder, dataset_id, synth_cases, synth_shape)
     dataset_name = os.path.basename(raw)
     preprocessed = os.path.join(env["nnUNet_preprocessed"], dataset_name)
     results = os.path.join(env["nnUNet_results"], dataset_name)
@@ -157,7 +213,8 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
     report_dir = os.path.join(results, "nnunet_attention_compare")
     runner.step("compare the two trainers", False)
     report = compare([DatasetSource(dataset_name, results, preprocessed)], [configuration], trainers, PLANS, folds,
-                     report_dir, num_processes=2, note=demo_note(studied, configuration, trainers))
+                     report_dir, num_processes=2, note=demo_note(studied, configuration, trainers, folds),
+                     margins=margins)
     print_summary(report, report_dir)
     print(f"\nReport: {os.path.join(report_dir, 'report.md')}", flush=True)
     if test_output:
@@ -165,7 +222,7 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
     return report_dir
 
 
-def _dataset(runner: Runner, workdir, msd_folder, dataset_id, synth_cases, synth_shape):
+def dataset_steps(runner: Runner, workdir, msd_folder, dataset_id, synth_cases, synth_shape):
     """Steps synth and convert (each skipped when done or not needed); returns (dataset id, its nnUNet_raw folder)."""
     if dataset_id is None:
         if msd_folder is None:
@@ -189,21 +246,43 @@ def _dataset(runner: Runner, workdir, msd_folder, dataset_id, synth_cases, synth
     return dataset_id, raw
 
 
-def _train(runner: Runner, dataset_id, preprocessed, results, configuration, folds, trainers, device):
-    """Steps plan, train (every fold of both trainers) and find_best."""
-    plans_done = os.path.isfile(os.path.join(preprocessed, "nnUNetPlans.json")) and bool(
-        glob.glob(os.path.join(preprocessed, f"nnUNetPlans_{configuration}", "*")))
-    runner.step("plan and preprocess", plans_done,
+def plan_step(runner: Runner, dataset_id: int, preprocessed: str, configuration: str):
+    """Step plan: nnU-Net's planning and preprocessing of the configuration (skipped when its data exist)."""
+    from nnunet_attention.nnunet_api import data_identifier
+
+    plans_file = os.path.join(preprocessed, f"{PLANS}.json")
+    done = os.path.isfile(plans_file) and bool(
+        glob.glob(os.path.join(preprocessed, data_identifier(plans_file, configuration), "*")))
+    runner.step("plan and preprocess", done,
                 ["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c", configuration, "-np", "2",
                  "--verify_dataset_integrity"])
+
+
+def training_steps(results: str, dataset_id: int, configuration: str, folds: Sequence, trainers: Sequence[str],
+                   device: str) -> List[Tuple[str, bool, List[str]]]:
+    """(title, done, command) per fold and trainer: the nnUNetv2_train that brings it to TRAINED with --npz (find_best
+    ensembles the validation's .npz files; a fold trained without them is validated again)."""
+    steps = []
     for fold in folds:
         for trainer in trainers:
-            # find_best ensembles the validation's .npz files: a fold trained without --npz is validated again
             state = training_state(os.path.join(results, model_identifier(trainer, PLANS, configuration),
                                                 f"fold_{fold}"), need_npz=True)
             note = {RESUME: " (resuming)", VALIDATE: " (validating)"}.get(state, "")
-            runner.step(f"train {trainer} fold {fold}{note}", state == TRAINED,
-                        train_command(dataset_id, configuration, fold, trainer, state, device=device, npz=True))
+            steps.append((f"train {trainer} fold {fold}{note}", state == TRAINED,
+                          train_command(dataset_id, configuration, fold, trainer, state, device=device, npz=True)))
+    return steps
+
+
+def trainings_at_once(trainers: Sequence[str], device: str) -> int:
+    """Two on the CPU for the demo's trainers (each takes half the cores); otherwise one."""
+    return 2 if device == "cpu" and list(trainers) == list(DEMO_TRAINERS) and (os.cpu_count() or 1) >= 2 else 1
+
+
+def _train(runner: Runner, dataset_id, preprocessed, results, configuration, folds, trainers, device):
+    """Steps plan, train (every fold of both trainers) and find_best."""
+    plan_step(runner, dataset_id, preprocessed, configuration)
+    runner.parallel_steps(training_steps(results, dataset_id, configuration, folds, trainers, device),
+                          trainings_at_once(trainers, device))
     runner.step("find the best configuration across both trainers",
                 found_best_for(results, trainers, folds, [configuration], PLANS),
                 ["nnUNetv2_find_best_configuration", str(dataset_id), "-c", configuration, "-tr", *trainers,

@@ -377,7 +377,7 @@ def log_tail(path: Optional[str], lines: int = 15) -> str:
 
 
 def run_grid(spec: GridSpec, options: ExecutorOptions, compare_processes: int, poll_seconds: float = 10.0,
-             log: Callable[[str], None] = print) -> bool:
+             log: Callable[[str], None] = print, margins: Optional[Dict[str, float]] = None) -> bool:
     """The whole grid: plan, train, find_best per dataset whose trainings are done, then compare the first trainer
     with each other one; returns whether every step is done (a re-run continues where it stands)."""
     from nnunet_attention.compare import compare_datasets
@@ -399,7 +399,7 @@ def run_grid(spec: GridSpec, options: ExecutorOptions, compare_processes: int, p
             output = None if len(pairs) == 1 else os.path.join(str(nnUNet_results),
                                                                f"nnunet_attention_compare_{a}_vs_{b}")
             compare_datasets(spec.datasets, spec.configurations, [a, b], spec.plans, spec.folds, output,
-                             processes=compare_processes)
+                             processes=compare_processes, margins=margins)
     missing = [s for s in steps if not s.done]
     for step in failed:
         job = grid.state["jobs"].get(step.key, {})

@@ -1,16 +1,33 @@
 """Paired comparison of two trainers on the same cases: case-level and two-level (fold, then case) bootstrap,
 Wilcoxon, Holm's correction across a table of tests, and the verdict rule."""
 import zlib
-from typing import List, Optional, Sequence
+import math
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 BOOTSTRAP_SAMPLES = 10000
 ALPHA = 0.05
-VERDICT_RULE = (f"B is **better** (or **worse**) on a metric when the 95% two-level bootstrap CI of the mean "
-                f"difference B - A (folds resampled, then cases within each drawn fold) excludes 0 in B's favour "
-                f"(or against it) **and** the Holm-adjusted Wilcoxon p < {ALPHA}; otherwise **no detectable "
-                f"difference**. Judged on the foreground mean (per case, the mean over classes).")
+# The equivalence margin per metric when none is given: B - A within +-margin is "no difference that matters".
+DEFAULT_MARGINS = {"dice": 0.01, "nsd": 0.01, "hd95": 1.0}
+# (z_{1-alpha/2} + z_{power}) for a two-sided 5% test at 80% power: the minimal detectable difference is this x SE
+DETECTABLE_FACTOR = 1.959964 + 0.841621
+Z_95 = 1.959964
+OUTCOMES = ("better", "worse", "equivalent", "inconclusive")
+
+
+def verdict_rule(margins: Dict[str, float]) -> str:
+    """The four-outcome rule, with the margins it was judged against."""
+    stated = ", ".join(f"{m} +-{v:g}" for m, v in margins.items())
+    return (f"B is **better** (or **worse**) on a metric when the 95% two-level bootstrap CI of the mean difference "
+            f"B - A (folds resampled, then cases within each drawn fold) excludes 0 in B's favour (or against it) "
+            f"**and** the Holm-adjusted Wilcoxon p < {ALPHA}; **equivalent** when that CI lies inside "
+            f"[-margin, +margin] (margins fixed before the run: {stated}; never from fewer than 2 folds paired); "
+            f"**inconclusive** otherwise (this study cannot tell). Detectable: the smallest difference this study "
+            f"would detect at the 5% level with 80% power, {DETECTABLE_FACTOR:.1f} x the two-level standard error. "
+            f"Folds needed: trainings per trainer that would bring the CI inside +-margin (or exclude 0 at the "
+            f"observed difference), assuming the standard error shrinks with the square root of the folds. "
+            f"Headline on the foreground mean (per case, the mean over classes); per class in the tables.")
 
 
 def row_rng(seed: int, *key: str) -> np.random.Generator:
@@ -66,19 +83,45 @@ def two_level_bootstrap(differences_by_fold: Sequence[np.ndarray], rng: np.rando
 
 def hierarchical_statistics(differences_by_fold: Sequence[np.ndarray], rng: np.random.Generator,
                             higher_is_better: bool = True) -> dict:
-    """The two-level bootstrap's 95% CI of the mean difference and the share of samples in which B is better."""
+    """The two-level bootstrap's 95% CI of the mean difference, its standard error (the samples' sd) and the
+    share of samples in which B is better; None each from fewer than two folds (no training randomness seen)."""
     means = two_level_bootstrap(differences_by_fold, rng)
     if means.size == 0 or sum(len(d) > 0 for d in differences_by_fold) < 2:
-        return {"hierarchical_ci95": None, "p_b_better": None}
+        return {"hierarchical_ci95": None, "hierarchical_se": None, "p_b_better": None}
     better = means > 0 if higher_is_better else means < 0
-    return {"hierarchical_ci95": _percentile_ci(means), "p_b_better": float(better.mean())}
+    return {"hierarchical_ci95": _percentile_ci(means), "hierarchical_se": float(means.std(ddof=1)),
+            "p_b_better": float(better.mean())}
 
 
-def verdict(ci: Optional[Sequence[float]], p_holm: Optional[float], higher_is_better: bool) -> str:
-    """VERDICT_RULE for one metric: "better", "worse" or "no detectable difference" (B against A)."""
-    if ci is None or p_holm is None or p_holm >= ALPHA or ci[0] <= 0 <= ci[1]:
-        return "no detectable difference"
-    return "better" if (ci[0] > 0) == higher_is_better else "worse"
+def verdict(ci: Optional[Sequence[float]], p_holm: Optional[float], higher_is_better: bool, margin: float,
+            n_folds: int) -> str:
+    """verdict_rule for one metric: "better", "worse", "equivalent" or "inconclusive" (B against A)."""
+    if ci is None:
+        return "inconclusive"
+    if p_holm is not None and p_holm < ALPHA and not ci[0] <= 0 <= ci[1]:
+        return "better" if (ci[0] > 0) == higher_is_better else "worse"
+    if n_folds >= 2 and -margin <= ci[0] and ci[1] <= margin:
+        return "equivalent"
+    return "inconclusive"
+
+
+def minimal_detectable_difference(se: Optional[float]) -> Optional[float]:
+    """The smallest true difference a study with this standard error detects at the 5% level with 80% power."""
+    return None if se is None else DETECTABLE_FACTOR * se
+
+
+def folds_needed(mean: Optional[float], se: Optional[float], n_folds: int, margin: float) -> dict:
+    """About how many folds (trainings per trainer) would settle the question, if the standard error shrinks with
+    the square root of the folds and the mean difference stays as observed: "equivalence" (95% CI inside
+    +-margin; None when the observed difference is already at or beyond the margin) and "exclude_zero" (95% CI
+    excludes 0; None when the observed difference is 0). None for both without a standard error."""
+    def scaled(target_se: float) -> Optional[int]:
+        return max(2, math.ceil(n_folds * (se / target_se) ** 2)) if target_se > 0 else None
+
+    if mean is None or se is None or se == 0:
+        return {"equivalence": None, "exclude_zero": None}
+    return {"equivalence": scaled((margin - abs(mean)) / Z_95) if abs(mean) < margin else None,
+            "exclude_zero": scaled(abs(mean) / Z_95) if mean != 0 else None}
 
 
 def holm(p_values: Sequence[Optional[float]]) -> List[Optional[float]]:

@@ -2,8 +2,9 @@
 
 Each case is an anisotropic MR-like volume (zero outside an elliptic "body", so nnU-Net crops it) with smooth
 clutter, a few large bright "organs" (distractors, not labelled), small bright ellipsoids (label 1, "nodule") that
-look like the distractors but are small, and small cysts with a brighter rim and a dim core (label 2). Telling
-targets from distractors takes context, which is what a gate computed from the coarser decoder level supplies.
+look like the distractors but are smaller and brighter, and small cysts with a brighter rim and a dim core (label 2).
+Telling targets from distractors takes size and context, which is what a gate computed from the coarser decoder
+level supplies.
 Spacing varies a little per case so that nnU-Net resamples. Deterministic for a seed.
 """
 import json
@@ -19,6 +20,9 @@ from nnunet_attention.errors import NnUNetAttentionError
 LABELS = {"0": "background", "1": "nodule", "2": "cyst"}
 DEFAULT_TASK_ID = 990
 TASK_NAME = "AttentionSynth"
+# Chosen with the study in docs/init_study.md so that the demo's short trainings learn every class every time:
+# nodules of 4.5-6.5 mm radius, brighter (+2.0) than the large distractors (+0.8) they resemble in shape.
+NODULE_RADIUS_MM, NODULE_CONTRAST, DISTRACTOR_CONTRAST = (4.5, 6.5), 2.0, 0.8
 
 
 def task_folder_name(task_id: int) -> str:
@@ -57,12 +61,12 @@ def synth_case(rng: np.random.Generator, shape: Tuple[int, int, int] = (24, 64, 
     for _ in range(rng.integers(2, 4)):
         r = rng.uniform(8, 12)
         center = _place(rng, (body_center, body_radii), r, taken, extent[0])
-        image[_ellipsoid(grid, center, (r * 1.2, r, r * rng.uniform(0.8, 1.3))) < 1] += 1.0
+        image[_ellipsoid(grid, center, (r * 1.2, r, r * rng.uniform(0.8, 1.3))) < 1] += DISTRACTOR_CONTRAST
     for _ in range(rng.integers(1, 4)):
-        r = rng.uniform(2.5, 4.5)
+        r = rng.uniform(NODULE_RADIUS_MM[0], NODULE_RADIUS_MM[1])
         center = _place(rng, (body_center, body_radii), r, taken, extent[0])
         inside = _ellipsoid(grid, center, (max(r, 3.2), r, r * rng.uniform(0.8, 1.25))) < 1
-        image[inside] += 1.0
+        image[inside] += NODULE_CONTRAST
         label[inside] = 1
     for _ in range(rng.integers(1, 3)):
         r = rng.uniform(3.5, 5.5)

@@ -4,6 +4,7 @@ The schedule variants (``nnUNetTrainerAttention_1epoch`` ... ``_8000epochs``) ar
 ``nnUNetTrainer_Xepochs`` module, so they are exactly nnU-Net's list: ``SCHEDULES`` maps epochs to the
 (ungated, gated) trainer names that pair up.
 """
+import os
 import re
 from typing import Dict, Tuple
 
@@ -73,6 +74,28 @@ class nnUNetTrainerAttentionOutputTransform(nnUNetTrainerAttention):
     gate_output_transform = True
 
 
+class nnUNetTrainerDemo(nnUNetTrainer):
+    """nnU-Net's trainer on the demo's short schedule (docs/demo.md): DEMO_EPOCHS epochs of DEMO_ITERATIONS
+    iterations, DEMO_VAL_ITERATIONS validation batches per epoch. nnU-Net ships no schedule this short with more
+    than one epoch, and one epoch draws no learning curve. On the CPU it takes half the cores, because the demo
+    trains two at a time (nnU-Net's -device cpu would give each all of them)."""
+
+    DEMO_EPOCHS, DEMO_ITERATIONS, DEMO_VAL_ITERATIONS = 6, 50, 10
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = self.DEMO_EPOCHS
+        self.num_iterations_per_epoch = self.DEMO_ITERATIONS
+        self.num_val_iterations_per_epoch = self.DEMO_VAL_ITERATIONS
+        if self.device.type == "cpu":
+            torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
+
+
+class nnUNetTrainerAttentionDemo(nnUNetTrainerAttention, nnUNetTrainerDemo):
+    """nnUNetTrainerAttention on the demo's schedule (nnUNetTrainerDemo)."""
+
+
 def _schedule_variants() -> Dict[int, Tuple[type, type]]:
     """epochs -> (nnU-Net's nnUNetTrainer_Xepochs class, our gated class composed with it), for every schedule in
     nnU-Net's module, plus 1000 (nnU-Net's default) -> (nnUNetTrainer, nnUNetTrainerAttention)."""
@@ -92,6 +115,6 @@ _VARIANTS = _schedule_variants()
 SCHEDULES: Dict[int, Tuple[str, str]] = {epochs: (a.__name__, b.__name__) for epochs, (a, b) in _VARIANTS.items()}
 globals().update({gated.__name__: gated for epochs, (_, gated) in _VARIANTS.items() if epochs != 1000})
 
-__all__ = ["nnUNetTrainerAttention", "nnUNetTrainerAttentionNoDeepSupervision", "nnUNetTrainerAttentionIdentityInit",
+__all__ = ["nnUNetTrainerAttention", "nnUNetTrainerDemo", "nnUNetTrainerAttentionDemo", "nnUNetTrainerAttentionNoDeepSupervision", "nnUNetTrainerAttentionIdentityInit",
            "nnUNetTrainerAttentionUniformInit", "nnUNetTrainerAttentionAllSkips", "nnUNetTrainerAttentionOutputTransform",
            *(gated for epochs, (_, gated) in SCHEDULES.items() if epochs != 1000)]

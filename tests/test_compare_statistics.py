@@ -6,8 +6,8 @@ import pytest
 import SimpleITK as sitk
 
 from nnunet_attention import boundary
-from nnunet_attention.compare import analysis, plots
-from nnunet_attention.statistics import BOOTSTRAP_SAMPLES, row_rng, two_level_bootstrap, verdict
+from nnunet_attention.compare import analysis, plots, render
+from nnunet_attention.statistics import BOOTSTRAP_SAMPLES, folds_needed, row_rng, two_level_bootstrap, verdict
 
 
 def test_identical_folds_give_the_case_bootstrap():
@@ -48,21 +48,68 @@ def _table(differences_by_fold, dataset="DatasetA", metric="dice", base=0.7):
     return pd.DataFrame(rows)
 
 
-def _verdict(table):
-    results = analysis.analyse(table, ["A", "B"])
-    found = {("DatasetA", "3d_fullres"): ([0, 1, 2, 3, 4], [0, 1, 2, 3, 4])}
-    return analysis.verdicts(results, found)[0]
+def _verdict(table, margins=None):
+    results = analysis.analyse(table, ["A", "B"], margins=margins)
+    folds = sorted(table["fold"].unique())
+    return analysis.verdicts(results, {("DatasetA", "3d_fullres"): (folds, folds)})[0]
 
 
-@pytest.mark.parametrize("shift, expected", [(0.05, "better"), (-0.05, "worse"), (0.0, "no detectable difference")])
-def test_verdict_rule_on_constructed_tables(shift, expected):
+@pytest.mark.parametrize("shift, sd, expected", [(0.05, 0.02, "better"), (-0.05, 0.02, "worse"),
+                                                 (0.0, 0.02, "equivalent"), (0.0, 0.1, "inconclusive")])
+def test_verdict_rule_on_constructed_tables(shift, sd, expected):
     rng = np.random.default_rng(3)
-    table = _table([rng.normal(shift, 0.02, 12) for _ in range(5)])
+    table = _table([rng.normal(shift, sd, 12) for _ in range(5)])
     v = _verdict(table)
     assert v["metrics"]["dice"]["verdict"] == expected
     assert v["warnings"] == []  # 5 folds, 60 pairs, no fold missing
     p = v["metrics"]["dice"]["p_b_better"]
     assert (p > 0.99) if expected == "better" else (p < 0.01) if expected == "worse" else (0.01 < p < 0.99)
+
+
+def test_identical_trainers_on_three_folds_are_equivalent_and_on_one_fold_inconclusive():
+    rng = np.random.default_rng(4)
+    three = _table([rng.normal(0.0, 0.001, 12) for _ in range(3)])
+    v = _verdict(three)["metrics"]["dice"]
+    assert v["verdict"] == "equivalent" and v["margin"] == 0.01
+    assert v["hierarchical_ci95"][0] >= -0.01 and v["hierarchical_ci95"][1] <= 0.01
+    assert 0 < v["minimal_detectable_difference"] < 0.01  # 2.8 x the two-level SE: small when nothing varies
+    one = _table([rng.normal(0.0, 0.001, 36)])
+    v = _verdict(one)["metrics"]["dice"]
+    assert v["verdict"] == "inconclusive" and v["minimal_detectable_difference"] is None
+    assert "nothing: fewer than 2 folds" in render.verdict_sentence(v)
+
+
+def test_a_margin_decides_equivalence_and_is_reported():
+    rng = np.random.default_rng(6)
+    table = _table([rng.normal(0.01, 0.01, 12) for _ in range(5)])
+    strict, loose = (_verdict(table, {"dice": m})["metrics"]["dice"] for m in (0.005, 0.05))
+    assert strict["verdict"] in ("better", "inconclusive") and strict["margin"] == 0.005
+    assert loose["verdict"] in ("better", "equivalent") and loose["margin"] == 0.05
+    wide = _table([rng.normal(0.0, 0.01, 12) + m for m in (0.01, -0.01, 0.005, 0.0, -0.005)])
+    assert _verdict(wide, {"dice": 0.05})["metrics"]["dice"]["verdict"] == "equivalent"
+    assert _verdict(wide, {"dice": 0.001})["metrics"]["dice"]["verdict"] == "inconclusive"
+
+
+def test_folds_that_disagree_are_inconclusive_and_need_fewer_folds_as_the_spread_falls():
+    rng = np.random.default_rng(2)
+    needed = []
+    for spread in (0.2, 0.1, 0.05):
+        shifts = np.array([1.0, -1.0, 0.5, -0.5, 0.0]) * spread
+        v = _verdict(_table([rng.normal(m, 0.01, 12) for m in shifts]))["metrics"]["dice"]
+        assert v["verdict"] == "inconclusive"
+        assert v["minimal_detectable_difference"] > v["margin"]
+        needed.append(v["folds_needed"]["equivalence"])
+    assert needed[0] > needed[1] > needed[2] > 5, needed
+    assert "folds to show equivalence" in render.verdict_sentence(v)
+
+
+def test_folds_needed_by_hand():
+    # SE 0.02 from 5 folds; observed 0.004 against +-0.01: the CI half-width must fall to 0.006 = 1.96 x SE_target
+    assert folds_needed(0.004, 0.02, 5, 0.01) == {"equivalence": int(np.ceil(5 * (0.02 / (0.006 / 1.959964)) ** 2)),
+                                                 "exclude_zero": int(np.ceil(5 * (0.02 / (0.004 / 1.959964)) ** 2))}
+    assert folds_needed(0.02, 0.02, 5, 0.01)["equivalence"] is None  # beyond the margin: never equivalent
+    assert folds_needed(0.0, 0.02, 5, 0.01)["exclude_zero"] is None
+    assert folds_needed(0.0, None, 1, 0.01) == {"equivalence": None, "exclude_zero": None}
 
 
 def test_a_consistent_gain_in_one_fold_only_is_not_a_finding():
@@ -74,7 +121,7 @@ def test_a_consistent_gain_in_one_fold_only_is_not_a_finding():
     s = results[("DatasetA", "3d_fullres", "foreground_mean", "dice")]
     assert s["bootstrap_ci95"][0] > 0  # the case-level CI excludes 0...
     assert s["hierarchical_ci95"][0] < 0 < s["hierarchical_ci95"][1]  # ...the two-level one does not
-    assert _verdict(table)["metrics"]["dice"]["verdict"] == "no detectable difference"
+    assert _verdict(table)["metrics"]["dice"]["verdict"] == "inconclusive"
 
 
 def test_thin_ground_is_warned():
@@ -83,7 +130,7 @@ def test_thin_ground_is_warned():
     (v,) = analysis.verdicts(results, {("DatasetA", "3d_fullres"): ([0], [0, 1])})
     text = " ".join(v["warnings"])
     assert "training randomness not captured" in text and "fewer than 30" in text and "fold(s) 1" in text
-    assert verdict(None, None, True) == "no detectable difference"
+    assert verdict(None, None, True, 0.01, 1) == "inconclusive"
 
 
 def test_each_row_is_seeded_by_its_own_key():
@@ -151,6 +198,22 @@ def test_figures_are_written_and_curves_of_one_epoch_show_their_points(tmp_path)
     plots.plot_curves("empty", empty, ["A", "B"], str(tmp_path))
     drawn, blank = (_ink(tmp_path / f"curves_{p}.png") for p in ("p", "empty"))
     assert drawn > blank  # one epoch's points are drawn (lines alone would draw nothing)
+
+
+@pytest.mark.parametrize("datasets", [1, 10])
+def test_forest_plot_reads_with_one_and_with_ten_datasets(tmp_path, datasets):
+    rng = np.random.default_rng(0)
+    table = pd.concat([_table([rng.normal(0.01 * d, 0.02, 6) for _ in range(3)], dataset=f"Dataset{d:03d}",
+                              metric=metric) for d in range(datasets) for metric in ("dice", "nsd", "hd95")])
+    results = analysis.analyse(table, ["A", "B"])
+    rows = [render.summary_row(d, "3d_fullres", c, results) for d in sorted(table["dataset"].unique())
+            for c in ("nodule", "foreground_mean")]
+    name = plots.plot_forest(rows, ["A", "B"], str(tmp_path))
+    from matplotlib.image import imread
+
+    image = imread(str(tmp_path / name))
+    assert name == "forest.png" and image.shape[0] > 60 * len(rows) * 0.28  # grows with the rows: labels fit
+    assert _ink(tmp_path / name) > 2000
 
 
 def _ink(path) -> int:

@@ -60,7 +60,9 @@ def test_trainer_module_exports_only_our_trainers_and_every_schedule_pairs_with_
     from nnunetv2.training.nnUNetTrainer.variants.training_length import nnUNetTrainer_Xepochs as nnunet_schedules
 
     exported = [getattr(trainers, name) for name in trainers.__all__]
-    assert all(issubclass(t, trainers.nnUNetTrainerAttention) for t in exported)
+    ungated = [t.__name__ for t in exported if not issubclass(t, trainers.nnUNetTrainerAttention)]
+    assert ungated == ["nnUNetTrainerDemo"]  # the demo's reference: nnU-Net's trainer on the demo's schedule
+    assert issubclass(trainers.nnUNetTrainerAttentionDemo, trainers.nnUNetTrainerDemo)
     assert "nnUNetTrainer" not in trainers.__all__
     nnunet_names = {n for n in vars(nnunet_schedules) if n.startswith("nnUNetTrainer_")}
     assert {ungated for ungated, _ in trainers.SCHEDULES.values()} == nnunet_names | {"nnUNetTrainer"}

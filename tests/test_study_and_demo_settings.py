@@ -1,41 +1,40 @@
-"""The demo's settings stand on the committed study: the spread its report quotes is what docs/init_study.json
-measured at exactly those settings, where no run of either trainer lost a class; the default gate start is named."""
+"""The demo stands on the committed study: the figures it quotes ship with the package and are the study's
+(docs/init_study.json), the study sampled exactly the demo's settings, and no training there lost a class."""
 import json
 from pathlib import Path
 
-import numpy as np
-
 from nnunet_attention import demo
-from nnunet_attention.trainers import nnUNetTrainerAttention
+from nnunet_attention.trainers import nnUNetTrainerAttention, nnUNetTrainerDemo
 
 STUDY = json.loads((Path(__file__).parents[1] / "docs" / "init_study.json").read_text())
-VARIANT = {"ungated": "ungated", "gated": STUDY["default"]}
 
 
-def _runs(variant):
-    settings = demo.STUDY_AT_DEMO_SETTINGS
-    return sorted((r for r in STUDY["runs"] if r["variant"] == variant and r["iterations"] == settings["iterations"]
-                   and r["configuration"] == settings["configuration"]), key=lambda r: r["run"])
+def test_the_shipped_figures_are_the_studys():
+    assert demo.load_study() == STUDY["summary"]
 
 
-def test_quoted_spread_is_the_studys_and_no_run_lost_a_class_there():
-    for name, variant in VARIANT.items():
-        runs = _runs(variant)
-        assert len(runs) >= 3
-        np.testing.assert_allclose(demo.STUDY_AT_DEMO_SETTINGS[name], [r["validation_mean_dice"] for r in runs],
-                                   atol=5e-4)
-        assert all(min(r["validation_dice"].values()) >= STUDY["lost_class_below"] for r in runs)
-    assert demo.DEMO_CONFIGURATION == demo.STUDY_AT_DEMO_SETTINGS["configuration"]
-    assert demo.DEMO_CPU_EPOCHS * 250 == demo.STUDY_AT_DEMO_SETTINGS["iterations"]
+def test_the_study_sampled_the_demos_settings_and_no_training_lost_a_class():
+    settings = STUDY["summary"]["settings"]
+    assert STUDY["studied_demo_settings"]
+    assert settings == {"configuration": demo.DEMO_CONFIGURATION, "folds": list(demo.DEMO_FOLDS),
+                        "trainers": list(demo.DEMO_TRAINERS), "synth_cases": demo.SYNTH_CASES,
+                        "synth_shape": list(demo.SYNTH_SHAPE)}
+    for trainer in demo.DEMO_TRAINERS:
+        runs = [r for r in STUDY["runs"] if r["trainer"] == trainer]
+        assert len(runs) >= 5 and {r["fold"] for r in runs} == set(demo.DEMO_FOLDS)
+        assert all(min(r["validation_dice"].values()) >= STUDY["summary"]["lost_class_below"] for r in runs)
+        assert all(len(r["pseudo_dice_per_epoch"]) == nnUNetTrainerDemo.DEMO_EPOCHS >= 5 for r in runs)
 
 
 def test_the_study_names_the_default_start():
     assert STUDY["default"] == nnUNetTrainerAttention.gate_init
 
 
-def test_the_demo_note_quotes_the_spread_only_at_the_studied_settings():
-    trainers = demo.matched_trainers(demo.DEMO_CPU_EPOCHS)
-    note = demo.demo_note(True, demo.DEMO_CONFIGURATION, trainers)
-    assert "Run-to-run spread" in note and f"{demo.STUDY_AT_DEMO_SETTINGS['ungated'][0]:.3f}" in note
-    assert "not part of the study" in demo.demo_note(True, "3d_fullres", trainers)
-    assert "not part of the study" in demo.demo_note(False, demo.DEMO_CONFIGURATION, trainers)
+def test_the_demo_note_quotes_the_study_only_at_its_settings():
+    trainers, folds = list(demo.DEMO_TRAINERS), demo.DEMO_FOLDS
+    note = demo.demo_note(True, demo.DEMO_CONFIGURATION, trainers, folds)
+    assert "The study at exactly these settings" in note
+    assert f"{STUDY['summary']['trainers'][0]['mean']:.3f}" in note
+    assert "not part of the study" in demo.demo_note(True, "3d_fullres", trainers, folds)
+    assert "not part of the study" in demo.demo_note(True, demo.DEMO_CONFIGURATION, trainers, (0,))
+    assert "not part of the study" in demo.demo_note(False, demo.DEMO_CONFIGURATION, trainers, folds)

@@ -2,18 +2,19 @@
 
 The pipeline: read.py (nnU-Net's files -> one long-form table) -> analysis.py (statistics on that table) ->
 plots.py -> render.py (report.json, report.md, per_case.csv). Differences are always the second trainer minus the
-first, paired by case; the verdict per dataset x configuration follows statistics.VERDICT_RULE.
+first, paired by case; the verdict per dataset x configuration follows statistics.verdict_rule.
 """
 import csv
 import json
 import os
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 from nnunet_attention.compare import analysis, plots, render
 from nnunet_attention.compare.read import DatasetSource, read_results
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.files import atomic_path, check_output_folder, write_text
+from nnunet_attention.statistics import DEFAULT_MARGINS
 
 DEFAULT_NSD_TOLERANCE_MM = 1.0
 __all__ = ["DatasetSource", "compare", "compare_datasets", "print_summary"]
@@ -22,7 +23,8 @@ __all__ = ["DatasetSource", "compare", "compare_datasets", "print_summary"]
 def compare(datasets: Sequence[DatasetSource], configurations: Sequence[str], trainers: Sequence[str], plans: str,
             folds: Sequence, output_dir: str, nsd_tolerance: Sequence[float] = (DEFAULT_NSD_TOLERANCE_MM,),
             num_processes: int = 1, missing_datasets: Sequence[str] = (), seed: int = 0,
-            log: Optional[Callable[[str, bool], None]] = None, note: Optional[str] = None) -> dict:
+            log: Optional[Callable[[str, bool], None]] = None, note: Optional[str] = None,
+            margins: Optional[Dict[str, float]] = None) -> dict:
     """Writes report.md, report.json, per_case.csv and the figures to output_dir; returns the report dict.
 
     Args:
@@ -33,15 +35,17 @@ def compare(datasets: Sequence[DatasetSource], configurations: Sequence[str], tr
         seed: the bootstrap's seed; each row draws from its own generator seeded by (seed, its key).
         log: called with (message, final) for progress.
         note: one line shown under the report's verdict (the demo says there what its runs can show).
+        margins: equivalence margin per metric (dice, nsd, hd95 in mm); statistics.DEFAULT_MARGINS for the others.
     """
+    margins = check_margins(margins)
     check_trainers(trainers)
     results = read_results(datasets, configurations, trainers, plans, folds, nsd_tolerance, num_processes, log)
     if results.table.empty:
         raise NnUNetAttentionError("no validation/summary.json found; missing: " + "; ".join(results.missing))
     paired = analysis.pairs(analysis.with_foreground_mean(results.table), trainers)  # once, for statistics and plots
-    statistics = analysis.analyse_pairs(paired, seed)
+    statistics = analysis.analyse_pairs(paired, seed, margins)
     os.makedirs(output_dir, exist_ok=True)
-    report = render.report_header(trainers, plans, folds, results, missing_datasets, note)
+    report = render.report_header(trainers, plans, folds, results, missing_datasets, note, margins)
     folds_found = {}
     for name, labels in results.datasets.items():
         section = {"configurations": {}, "ensembles": results.ensembles[name]}
@@ -64,12 +68,24 @@ def compare(datasets: Sequence[DatasetSource], configurations: Sequence[str], tr
                                   for c in labels.class_names + [analysis.FOREGROUND]]
         report["datasets"][name] = section
     report["verdict"] = analysis.verdicts(statistics, folds_found)
+    report["figures"] = [plots.plot_forest(report["summary"], trainers, output_dir)]
     _write_csv([row for t in trainers for name, section in report["datasets"].items()
                 for entry in section["configurations"].values() for row in entry["per_case"][t]],
                os.path.join(output_dir, "per_case.csv"))
     write_text(os.path.join(output_dir, "report.json"), json.dumps(report, indent=2))
     write_text(os.path.join(output_dir, "report.md"), render.render_markdown(report))
     return report
+
+
+def check_margins(margins: Optional[Dict[str, float]]) -> Dict[str, float]:
+    """DEFAULT_MARGINS with the given ones in place; a margin must name a metric and be positive."""
+    margins = dict(margins or {})
+    for metric, value in margins.items():
+        if metric not in DEFAULT_MARGINS or not value > 0:
+            raise NnUNetAttentionError(f"--margin takes METRIC=VALUE with METRIC one of {', '.join(DEFAULT_MARGINS)} "
+                                       f"and a positive VALUE (hd95 in mm), e.g. --margin dice=0.02; got "
+                                       f"{metric}={value}")
+    return {**DEFAULT_MARGINS, **margins}
 
 
 def check_trainers(trainers: Sequence[str]):
@@ -104,7 +120,8 @@ def _write_csv(rows, path: str):
 def compare_datasets(datasets: Sequence[str], configurations: Sequence[str], trainers: Sequence[str], plans: str,
                      folds: Sequence, output: Optional[str] = None,
                      nsd_tolerance: Sequence[float] = (DEFAULT_NSD_TOLERANCE_MM,), processes: int = 1,
-                     log: Optional[Callable[[str, bool], None]] = None) -> dict:
+                     log: Optional[Callable[[str, bool], None]] = None,
+                     margins: Optional[Dict[str, float]] = None) -> dict:
     """compare over the datasets (names or ids) found in nnUNet_results/nnUNet_preprocessed, the others named as
     missing; the default output is nnUNet_results/DATASET/nnunet_attention_compare (several datasets:
     nnUNet_results/nnunet_attention_compare). Prints its summary (print_summary)."""
@@ -117,6 +134,7 @@ def compare_datasets(datasets: Sequence[str], configurations: Sequence[str], tra
             raise NnUNetAttentionError(f"{variable.env_var_name} is not set; export it as for nnU-Net "
                                        f"(documentation/setting_up_paths.md)")
     check_trainers(trainers)
+    check_margins(margins)
     if any(t <= 0 for t in nsd_tolerance):
         raise NnUNetAttentionError(f"--nsd-tolerance must be positive (mm), got {list(nsd_tolerance)}")
     if processes < 1:
@@ -138,7 +156,7 @@ def compare_datasets(datasets: Sequence[str], configurations: Sequence[str], tra
                         os.path.join(str(nnUNet_results), "nnunet_attention_compare"))
     check_output_folder(output)
     report = compare(sources, configurations, trainers, plans, folds, output, nsd_tolerance, processes, missing,
-                     log=log)
+                     log=log, margins=margins)
     print_summary(report, output)
     return report
 
@@ -146,10 +164,14 @@ def compare_datasets(datasets: Sequence[str], configurations: Sequence[str], tra
 def print_summary(report: dict, output_dir: str):
     """What a command prints after compare: the verdict lines, then warnings and what is missing (stderr), then
     the report's path."""
+    from nnunet_attention.compare.render import verdict_sentence
+
     for v in report["verdict"]:
         verdicts = ", ".join(f"{report['metrics'][m]['title']} {s['verdict']}" for m, s in v["metrics"].items())
         print(f"verdict {v['dataset']} {v['configuration']}: B ({report['trainers'][1]}) against A "
-              f"({report['trainers'][0]}): {verdicts}" + "".join(f"\n  warning: {w}" for w in v["warnings"]))
+              f"({report['trainers'][0]}): {verdicts}" +
+              "".join(f"\n  {report['metrics'][m]['title']}: {verdict_sentence(s)}".replace("**", "")
+                      for m, s in v["metrics"].items()) + "".join(f"\n  warning: {w}" for w in v["warnings"]))
     if report.get("note"):
         print(report["note"])
     for line in [f"warning: {w}" for w in report["warnings"]] + [f"missing: {m}" for m in report["missing"]]:

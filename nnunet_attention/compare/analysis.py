@@ -1,17 +1,19 @@
 """Statistics of the long-form table (read.py), as pure functions: the pairs of B against A, and per dataset x
 configuration x class (and the foreground mean) x metric the case-level and two-level statistics, per-fold
 differences, differences by reference-structure size, the worst cases, the verdict and its warnings."""
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import pandas as pd
 
 from nnunet_attention.compare.read import METRICS
-from nnunet_attention.statistics import (hierarchical_statistics, holm, paired_statistics, row_rng,
-                                         verdict)
+from nnunet_attention.statistics import (DEFAULT_MARGINS, folds_needed, hierarchical_statistics, holm,
+                                         minimal_detectable_difference, paired_statistics, row_rng, verdict)
 
 FOREGROUND = "foreground_mean"
 MIN_FOLDS, MIN_PAIRS = 3, 30
 ROW_KEY = ["dataset", "configuration", "class", "metric"]
+VERDICT_KEYS = ("mean_difference", "hierarchical_ci95", "bootstrap_ci95", "p_holm", "p_b_better", "margin",
+                "hierarchical_se", "minimal_detectable_difference", "folds_needed", "n_folds")
 
 
 def with_foreground_mean(table: pd.DataFrame) -> pd.DataFrame:
@@ -69,14 +71,18 @@ def worst_cases(row: pd.DataFrame, higher_is_better: bool, count: int = 10) -> L
             for r in order.itertuples()]
 
 
-def analyse(table: pd.DataFrame, trainers: Sequence[str], seed: int = 0) -> Dict[tuple, dict]:
+def analyse(table: pd.DataFrame, trainers: Sequence[str], seed: int = 0,
+            margins: Optional[Dict[str, float]] = None) -> Dict[tuple, dict]:
     """analyse_pairs of the table's pairs, the foreground mean included."""
-    return analyse_pairs(pairs(with_foreground_mean(table), trainers), seed)
+    return analyse_pairs(pairs(with_foreground_mean(table), trainers), seed, margins)
 
 
-def analyse_pairs(paired: pd.DataFrame, seed: int = 0) -> Dict[tuple, dict]:
+def analyse_pairs(paired: pd.DataFrame, seed: int = 0,
+                  margins: Optional[Dict[str, float]] = None) -> Dict[tuple, dict]:
     """(dataset, configuration, class, metric) -> statistics (with p_holm across every row of the same metric), the
-    size terciles and, for the foreground mean, the ten worst cases."""
+    outcome against the metric's margin (DEFAULT_MARGINS where margins does not name it), what the study could
+    detect, the folds that would settle it, the size terciles and, for the foreground mean, the ten worst cases."""
+    margins = {**DEFAULT_MARGINS, **(margins or {})}
     results = {}
     for key, row in paired.groupby(ROW_KEY, sort=False):
         metric = key[3]
@@ -86,6 +92,11 @@ def analyse_pairs(paired: pd.DataFrame, seed: int = 0) -> Dict[tuple, dict]:
         keys = [k for k in results if k[3] == metric]
         for k, p in zip(keys, holm([results[k]["wilcoxon_p"] for k in keys])):
             results[k]["p_holm"] = p
+    for (*_, metric), s in results.items():
+        margin = margins[metric]
+        s.update(outcome=verdict(s["hierarchical_ci95"], s["p_holm"], METRICS[metric][1], margin, s["n_folds"]),
+                 margin=margin, minimal_detectable_difference=minimal_detectable_difference(s["hierarchical_se"]),
+                 folds_needed=folds_needed(s["mean_difference"], s["hierarchical_se"], s["n_folds"], margin))
     return results
 
 
@@ -95,14 +106,11 @@ def verdicts(results: Dict[tuple, dict], folds_found: Dict[tuple, Sequence]) -> 
     lines = []
     for (dataset, configuration), (folds_a, folds_b) in folds_found.items():
         by_metric, warnings = {}, []
-        for metric, (title, higher_is_better, _) in METRICS.items():
+        for metric in METRICS:
             s = results.get((dataset, configuration, FOREGROUND, metric))
             if s is None:
                 continue
-            by_metric[metric] = {"verdict": verdict(s["hierarchical_ci95"], s["p_holm"], higher_is_better),
-                                 "mean_difference": s["mean_difference"], "hierarchical_ci95": s["hierarchical_ci95"],
-                                 "bootstrap_ci95": s["bootstrap_ci95"], "p_holm": s["p_holm"],
-                                 "p_b_better": s["p_b_better"]}
+            by_metric[metric] = {"verdict": s["outcome"], **{k: s[k] for k in VERDICT_KEYS}}
         stats = results.get((dataset, configuration, FOREGROUND, "dice"), {})
         if stats.get("n_folds", 0) < MIN_FOLDS:
             warnings.append(f"{stats.get('n_folds', 0)} fold(s) paired, fewer than {MIN_FOLDS}: training randomness "

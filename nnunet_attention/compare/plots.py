@@ -128,3 +128,39 @@ def plot_curves(prefix: str, curves: Dict[str, Dict[str, dict]], trainers: Seque
         axes[0, 0].legend(fontsize=7)
     _title(fig, f"{prefix}: learning curves from nnU-Net's checkpoint logging", 10)
     return _save(fig, output_dir, f"curves_{prefix}.png")
+
+
+def plot_forest(rows: List[dict], trainers: Sequence[str], output_dir: str) -> str:
+    """A forest plot per metric (columns): one row per dataset x configuration x class (the foreground mean in
+    black), the mean difference B - A with its two-level CI (thick) and case CI (thin grey, just above), 0 and the
+    +-margin band, the outcome at the right. rows: report.json's summary rows (their "metrics" carry the statistics)."""
+    height = 0.9 + 0.28 * max(len(rows), 1)
+    fig, axes = _figure(len(METRICS), 1, 4.2, height)
+    labels = [f"{r['dataset']} {r['configuration']} {r['class']}" for r in rows]
+    positions = np.arange(len(rows))[::-1]
+    for ax, (metric, (title, _, _)) in zip(axes[0], METRICS.items()):
+        stats = [r["metrics"][metric] for r in rows]
+        margin = next((s["margin"] for s in stats if s.get("margin") is not None), None)
+        if margin is not None:
+            ax.axvspan(-margin, margin, color="tab:green", alpha=0.15, lw=0)
+        ax.axvline(0, color="grey", lw=0.8)
+        for y, s, row in zip(positions, stats, rows):
+            colour = "black" if row["class"] == "foreground_mean" else "tab:blue"
+            if s.get("bootstrap_ci95"):
+                ax.plot(s["bootstrap_ci95"], [y + 0.22] * 2, color="grey", lw=1.0)
+            if s.get("hierarchical_ci95"):
+                ax.plot(s["hierarchical_ci95"], [y, y], color=colour, lw=3.0, solid_capstyle="butt")
+            if s.get("mean_difference") is not None:
+                ax.plot(s["mean_difference"], y, "D", color=colour, ms=5)
+        ax.set_yticks(positions, labels if ax is axes[0, 0] else [""] * len(rows), fontsize=7)
+        ax.set_ylim(-0.7, len(rows) - 0.3)
+        ax.set_xlabel(f"{title}: B - A" + (f" (band: +-{margin:g})" if margin is not None else ""), fontsize=8)
+        outcomes = ax.twinx()
+        outcomes.set_ylim(ax.get_ylim())
+        outcomes.set_yticks(positions, [s.get("outcome") or "n/a" for s in stats], fontsize=7)
+        for tick, row in zip(outcomes.get_yticklabels(), rows):
+            tick.set_fontweight("bold" if row["class"] == "foreground_mean" else "normal")
+    _title(fig, f"B = {trainers[1]} minus A = {trainers[0]}: mean paired difference with its two-level 95% CI "
+                f"(thick) and case 95% CI (thin, grey); green: the equivalence band; outcome at the right",
+           4.2 * len(METRICS))
+    return _save(fig, output_dir, "forest.png")

@@ -8,10 +8,11 @@ import pandas as pd
 from nnunet_attention import boundary
 from nnunet_attention.compare.analysis import FOREGROUND
 from nnunet_attention.compare.read import METRICS, Results, TrainerResults
-from nnunet_attention.statistics import VERDICT_RULE
+from nnunet_attention.statistics import verdict_rule
 
 SUMMARY_KEYS = ("n_pairs", "mean_a", "mean_b", "mean_difference", "bootstrap_ci95", "hierarchical_ci95",
-                "p_b_better", "wilcoxon_p", "p_holm", "n_folds")
+                "p_b_better", "wilcoxon_p", "p_holm", "n_folds", "outcome", "margin", "hierarchical_se",
+                "minimal_detectable_difference", "folds_needed")
 
 
 def column_name(name: str) -> str:
@@ -120,18 +121,33 @@ def render_markdown(report: dict) -> str:
 def _verdict_markdown(report: dict) -> List[str]:
     lines = ["## Verdict", ""]
     for v in report["verdict"]:
-        parts = []
+        lines.append(f"- **{v['dataset']} {v['configuration']}**, B against A on the foreground mean:")
         for metric, m in v["metrics"].items():
-            p = "n/a" if m["p_b_better"] is None else f"{m['p_b_better']:.2f}"
-            parts.append(f"{report['metrics'][metric]['title']} **{m['verdict']}** ({_fmt(m['mean_difference'])}, "
-                         f"two-level 95% CI {_ci(m['hierarchical_ci95'])}, p Holm {_fmt(m['p_holm'], 3)}, "
-                         f"P(B better) {p})")
-        lines.append(f"- **{v['dataset']} {v['configuration']}**, B against A on the foreground mean: "
-                     + "; ".join(parts) + ".")
+            lines.append(f"  - {report['metrics'][metric]['title']}: {verdict_sentence(m)}")
         lines += [f"  - warning: {w}" for w in v["warnings"]]
     if report.get("note"):
         lines += ["", f"> {report['note']}"]
     return lines + ["", f"Rule: {report['verdict_rule']}", ""]
+
+
+def verdict_sentence(m: dict) -> str:
+    """One metric's outcome with its margin, estimate, what the study could detect and, when it cannot tell, the
+    folds that would settle it."""
+    p = "n/a" if m["p_b_better"] is None else f"{m['p_b_better']:.2f}"
+    text = (f"**{m['verdict']}** (margin +-{m['margin']:g}): B - A {_fmt(m['mean_difference'])}, two-level 95% CI "
+            f"{_ci(m['hierarchical_ci95'])}, p Holm {_fmt(m['p_holm'], 3)}, P(B better) {p}; ")
+    detectable = m["minimal_detectable_difference"]
+    text += ("the study could detect " + (f"a difference of {detectable:.3g} or more (5% level, 80% power)"
+                                          if detectable is not None else "nothing: fewer than 2 folds paired"))
+    if m["verdict"] == "inconclusive":
+        needed = m["folds_needed"]
+        settle = [f"about {needed['equivalence']} folds to show equivalence" if needed["equivalence"] else
+                  "equivalence cannot be shown at the observed difference",
+                  f"about {needed['exclude_zero']} to exclude 0" if needed["exclude_zero"] else None]
+        text += f"; {m['n_folds']} fold(s) paired, " + (
+            "; ".join(t for t in settle if t) if m["hierarchical_se"] is not None else
+            "train at least 2 folds per trainer (each more training narrows the CI)")
+    return text + "."
 
 
 def _summary_markdown(report: dict) -> List[str]:
@@ -139,18 +155,20 @@ def _summary_markdown(report: dict) -> List[str]:
              "Mean over paired validation cases; 95% CIs of the mean difference from a case bootstrap (cases "
              "resampled) and a two-level bootstrap (folds resampled, then cases within each drawn fold: training "
              f"randomness included); Wilcoxon signed-rank p and Holm-adjusted p over the {len(report['summary'])} "
-             "rows of this table (per metric).", ""]
+             "rows of this table (per metric); the outcome by the rule above, margins "
+             + ", ".join(f"{report['metrics'][k]['title']} +-{v:g}" for k, v in report["margins"].items())
+             + ". Forest plot: ![forest](forest.png)", ""]
     header = "| dataset | configuration | class | pairs | folds |"
     for m in report["metrics"].values():
-        header += f" {m['title']} A | {m['title']} B | diff | case CI | two-level CI | p Holm |"
-    lines += [header, "|" + "---|" * (5 + 6 * len(report["metrics"]))]
+        header += f" {m['title']} A | {m['title']} B | diff | case CI | two-level CI | p Holm | outcome |"
+    lines += [header, "|" + "---|" * (5 + 7 * len(report["metrics"]))]
     for row in report["summary"]:
         dice = row["metrics"]["dice"]
         cells = [row["dataset"], row["configuration"], row["class"], str(dice["n_pairs"]), str(dice["n_folds"])]
         for metric in report["metrics"]:
             s = row["metrics"][metric]
             cells += [_fmt(s["mean_a"]), _fmt(s["mean_b"]), _fmt(s["mean_difference"]), _ci(s["bootstrap_ci95"]),
-                      _ci(s["hierarchical_ci95"]), _fmt(s["p_holm"], 3)]
+                      _ci(s["hierarchical_ci95"]), _fmt(s["p_holm"], 3), s["outcome"] or "n/a"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -246,7 +264,7 @@ def _ensembles_markdown(ensembles: Optional[dict], a: str, b: str) -> List[str]:
                         f"({_fmt(best['foreground_dice_postprocessed'])} after postprocessing).", ""]
 
 
-def report_header(trainers, plans, folds, results: Results, missing_datasets, note) -> dict:
+def report_header(trainers, plans, folds, results: Results, missing_datasets, note, margins: dict) -> dict:
     return {"trainers": list(trainers), "plans": plans, "folds": list(folds),
             "difference": f"{trainers[1]} minus {trainers[0]}",
             "metrics": {m: {"title": t, "higher_is_better": h, "tie_tolerance": tie}
@@ -258,7 +276,8 @@ def report_header(trainers, plans, folds, results: Results, missing_datasets, no
             "complete": not (results.missing or missing_datasets),
             "missing": list(missing_datasets) + list(results.missing),
             "missing_datasets": list(missing_datasets), "warnings": list(results.warnings), "note": note,
-            "verdict_rule": VERDICT_RULE, "verdict": [], "summary": [], "datasets": {}, "curves": {}}
+            "margins": dict(margins), "verdict_rule": verdict_rule(margins), "verdict": [], "summary": [],
+            "datasets": {}, "curves": {}, "figures": []}
 
 
 def summary_row(dataset: str, configuration: str, name: str, statistics: Dict[tuple, dict]) -> dict:
