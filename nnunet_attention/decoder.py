@@ -51,6 +51,21 @@ class AttentionUNetDecoder(UNetDecoder):
                           encoder.strides[-(s + 1)], init=gate_init, output_norm=output_norm)
             for s in range(n_gated)
         )
+        self.deep_supervision = deep_supervision  # now that seg_layers exist: sets which heads train
+
+    @property
+    def deep_supervision(self) -> bool:
+        return self._deep_supervision
+
+    @deep_supervision.setter
+    def deep_supervision(self, enabled: bool):
+        """nnU-Net's set_deep_supervision_enabled lands here. Without deep supervision only the last head produces
+        output, so the others stop requiring grad: DistributedDataParallel (nnU-Net wraps without
+        find_unused_parameters) would otherwise wait for their gradients and fail at the second step. The heads stay
+        in the network, so checkpoints load either way."""
+        self._deep_supervision = bool(enabled)
+        for head in list(getattr(self, "seg_layers", []))[:-1]:
+            head.requires_grad_(self._deep_supervision)
 
     def forward(self, skips):
         lres_input = skips[-1]

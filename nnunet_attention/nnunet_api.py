@@ -82,9 +82,15 @@ def trainer_parts(trainer_class: type, plans: dict, configuration: str, dataset_
                                                         dataset_json),
         num_output_channels=trainer.label_manager.num_segmentation_heads,
         enable_deep_supervision=trainer.enable_deep_supervision).to(device)
-    loss = trainer._build_loss()
+    loss = build_loss(trainer)
     optimizer, _ = trainer.configure_optimizers()
     return trainer.network, loss, optimizer
+
+
+def build_loss(trainer):
+    """The trainer's loss as its initialize() builds it, for its current is_ddp and deep supervision
+    (nnUNetTrainer._build_loss, 2.8.1)."""
+    return trainer._build_loss()
 
 
 def dataset_name(dataset: str) -> str:
