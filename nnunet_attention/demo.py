@@ -14,9 +14,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.files import write_text
-from nnunet_attention.nnunet_api import model_identifier
-from nnunet_attention.progress_files import (RESUME, TRAINED, VALIDATE, found_best_for, newer_than, train_command,
-                                             training_state)
+from nnunet_attention import steps
+from nnunet_attention.progress_files import RESUME, VALIDATE, newer_than
+from nnunet_attention.steps import Folders, GridSpec
 from nnunet_attention.synth import DEFAULT_TASK_ID, write_msd_task
 
 # what nnU-Net prints that is worth showing while a step runs; the rest goes to the step's log file
@@ -205,9 +205,10 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
     runner = Runner(workdir, 6 + 2 * len(folds), env)
     dataset_id, raw = dataset_steps(runner, workdir, msd_folder, dataset_id, synth_cases, synth_shape)
     dataset_name = os.path.basename(raw)
-    preprocessed = os.path.join(env["nnUNet_preprocessed"], dataset_name)
-    results = os.path.join(env["nnUNet_results"], dataset_name)
-    _train(runner, dataset_id, preprocessed, results, configuration, folds, trainers, device)
+    folders = Folders(env["nnUNet_preprocessed"], env["nnUNet_results"])
+    preprocessed = os.path.join(folders.preprocessed, dataset_name)
+    results = os.path.join(folders.results, dataset_name)
+    _train(runner, demo_spec(dataset_name, configuration, folds, trainers, device), folders)
     test_output = _predict_test(runner, dataset_id, raw, results, device, folds)
 
     report_dir = os.path.join(results, "nnunet_attention_compare")
@@ -246,31 +247,24 @@ def dataset_steps(runner: Runner, workdir, msd_folder, dataset_id, synth_cases, 
     return dataset_id, raw
 
 
-def plan_step(runner: Runner, dataset_id: int, preprocessed: str, configuration: str):
-    """Step plan: nnU-Net's planning and preprocessing of the configuration (skipped when its data exist)."""
-    from nnunet_attention.nnunet_api import data_identifier
-
-    plans_file = os.path.join(preprocessed, f"{PLANS}.json")
-    done = os.path.isfile(plans_file) and bool(
-        glob.glob(os.path.join(preprocessed, data_identifier(plans_file, configuration), "*")))
-    runner.step("plan and preprocess", done,
-                ["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c", configuration, "-np", "2",
-                 "--verify_dataset_integrity"])
+def demo_spec(dataset: str, configuration: str, folds: Sequence, trainers: Sequence[str], device: str) -> GridSpec:
+    """The demo's study in the step model: one dataset and configuration, --npz (find_best ensembles), two processes
+    for planning and find_best."""
+    return GridSpec([dataset], [configuration], list(folds), list(trainers), PLANS, device, npz=True, processes=2)
 
 
-def training_steps(results: str, dataset_id: int, configuration: str, folds: Sequence, trainers: Sequence[str],
-                   device: str) -> List[Tuple[str, bool, List[str]]]:
-    """(title, done, command) per fold and trainer: the nnUNetv2_train that brings it to TRAINED with --npz (find_best
-    ensembles the validation's .npz files; a fold trained without them is validated again)."""
-    steps = []
-    for fold in folds:
-        for trainer in trainers:
-            state = training_state(os.path.join(results, model_identifier(trainer, PLANS, configuration),
-                                                f"fold_{fold}"), need_npz=True)
-            note = {RESUME: " (resuming)", VALIDATE: " (validating)"}.get(state, "")
-            steps.append((f"train {trainer} fold {fold}{note}", state == TRAINED,
-                          train_command(dataset_id, configuration, fold, trainer, state, device=device, npz=True)))
-    return steps
+def plan_step(runner: Runner, spec: GridSpec, folders: Folders):
+    """Step plan: nnU-Net's planning and preprocessing (skipped when its data exist)."""
+    step = steps.plan_step(spec, spec.datasets[0], folders)
+    runner.step("plan and preprocess", step.done, list(step.command))
+
+
+def training_steps(spec: GridSpec, folders: Folders) -> List[Tuple[str, bool, List[str]]]:
+    """(title, done, command) per fold and trainer: the nnUNetv2_train that brings it to done (a fold trained
+    without --npz is validated again)."""
+    notes = {RESUME: " (resuming)", VALIDATE: " (validating)"}
+    return [(f"train {s.trainer} fold {s.fold}{notes.get(s.state, '')}", s.done, list(s.command))
+            for s in steps.train_steps(spec, spec.datasets[0], folders)]
 
 
 def trainings_at_once(trainers: Sequence[str], device: str) -> int:
@@ -278,15 +272,13 @@ def trainings_at_once(trainers: Sequence[str], device: str) -> int:
     return 2 if device == "cpu" and list(trainers) == list(DEMO_TRAINERS) and (os.cpu_count() or 1) >= 2 else 1
 
 
-def _train(runner: Runner, dataset_id, preprocessed, results, configuration, folds, trainers, device):
+def _train(runner: Runner, spec: GridSpec, folders: Folders):
     """Steps plan, train (every fold of both trainers) and find_best."""
-    plan_step(runner, dataset_id, preprocessed, configuration)
-    runner.parallel_steps(training_steps(results, dataset_id, configuration, folds, trainers, device),
-                          trainings_at_once(trainers, device))
-    runner.step("find the best configuration across both trainers",
-                found_best_for(results, trainers, folds, [configuration], PLANS),
-                ["nnUNetv2_find_best_configuration", str(dataset_id), "-c", configuration, "-tr", *trainers,
-                 "-f", *map(str, folds), "-np", "2"])
+    plan_step(runner, spec, folders)
+    trainings = steps.train_steps(spec, spec.datasets[0], folders)
+    runner.parallel_steps(training_steps(spec, folders), trainings_at_once(spec.trainers, spec.device))
+    best = steps.find_best_step(spec, spec.datasets[0], folders, trainings)
+    runner.step("find the best configuration across both trainers", best.done, list(best.command))
 
 
 def _predict_test(runner: Runner, dataset_id, raw, results, device, folds) -> Optional[str]:

@@ -1,11 +1,12 @@
 """The datasets x configurations x folds x trainers grid of a gated-vs-ungated study, as jobs submitted with submitit
 (its local executor, or SLURM through sbatch), resumable.
 
-Done-ness comes only from the files nnU-Net writes (progress_files.py), never from job states, so a re-run after a
-failure, ``scancel``, a lost node or Ctrl-C submits exactly what is missing: planning per dataset when its plans or
+The steps and their done-ness come from steps.py (nnU-Net's files, never job states), so a re-run after a failure,
+``scancel``, a lost node or Ctrl-C submits exactly what is missing: planning per dataset when its plans or
 preprocessed data are missing, one ``nnUNetv2_train`` per run (with ``--c`` after an interruption, ``--val`` when only
 the validation is missing), then per dataset ``nnUNetv2_find_best_configuration`` over the trainers; the caller then
-compares. A state file in nnUNet_results/nnunet_attention_grid keeps job ids, commands and log paths, for
+compares. A step is submitted only once the steps it waits for are done (a cascade fold after the same trainer's
+lowres fold has written its next-stage predictions). A state file in nnUNet_results/nnunet_attention_grid keeps job ids, commands and log paths, for
 ``--status`` and so that a re-run waits for jobs that are still queued or running instead of submitting them twice.
 """
 import json
@@ -14,61 +15,19 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.files import write_text
 from nnunet_attention.nnunet_api import model_folder
-from nnunet_attention.progress_files import (NEW, RESUME, TRAINED, VALIDATE, epoch_reached, found_best_for,
-                                             train_command, training_state)
+from nnunet_attention.progress_files import NEW, RESUME, VALIDATE, epoch_reached
+from nnunet_attention.steps import GridSpec, Step, study_steps
 
 GRID_FOLDER = "nnunet_attention_grid"
 PASSED_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer", "nnUNet_def_n_proc",
                     "nnUNet_n_proc_DA", "nnUNet_compile", "nnUNet_USE_TRITON")
 LOCAL_TIMEOUT_MIN = 60 * 24 * 30  # submitit's local executor kills jobs after timeout_min (default 2 minutes)
-
-
-@dataclass(frozen=True)
-class Step:
-    """One job of the grid: kind plan / train / find_best; what it runs; how to tell from the files it is done."""
-    kind: str
-    dataset: str
-    command: tuple
-    configuration: str = ""
-    fold: str = ""
-    trainer: str = ""
-    state: str = NEW  # for train steps: progress_files' state; else NEW or TRAINED (done)
-    check: Callable[[], str] = field(default=lambda: NEW, compare=False, repr=False)  # reads the state again
-
-    @property
-    def key(self) -> str:
-        return "/".join(p for p in (self.kind, self.dataset, self.configuration, self.fold and f"fold_{self.fold}",
-                                    self.trainer) if p)
-
-    @property
-    def done(self) -> bool:
-        return self.state == TRAINED
-
-    def refreshed(self) -> "Step":
-        """The step with its state read again from nnU-Net's files."""
-        return replace(self, state=self.check())
-
-
-@dataclass
-class GridSpec:
-    datasets: Sequence[str]  # dataset names (DatasetXXX_Name)
-    configurations: Sequence[str]
-    folds: Sequence  # nnU-Net's: ints or "all"
-    trainers: Sequence[str]
-    plans: str = "nnUNetPlans"
-    device: str = "cuda"
-    npz: bool = True
-
-    def __post_init__(self):
-        if len(set(self.trainers)) < 2:
-            raise NnUNetAttentionError("-tr needs at least two different trainers (e.g. nnUNetTrainer "
-                                       "nnUNetTrainerAttention)")
 
 
 def run_job(command: List[str], variables: Dict[str, str]) -> None:
@@ -77,73 +36,6 @@ def run_job(command: List[str], variables: Dict[str, str]) -> None:
     print(f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '(not set)')}", flush=True)
     print("$ " + " ".join(shlex.quote(c) for c in command), flush=True)
     subprocess.run(command, env={**os.environ, **variables}, check=True)
-
-
-def _dataset_id(name: str) -> str:
-    from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id
-
-    return str(convert_dataset_name_to_id(name))
-
-
-def _preprocessed(spec: GridSpec, dataset: str) -> bool:
-    from nnunetv2.paths import nnUNet_preprocessed
-
-    plans_file = os.path.join(str(nnUNet_preprocessed), dataset, f"{spec.plans}.json")
-    if not os.path.isfile(plans_file):
-        return False
-    with open(plans_file) as f:
-        plans = json.load(f)
-    for configuration in spec.configurations:
-        if configuration not in plans["configurations"]:
-            raise NnUNetAttentionError(f"configuration {configuration} is not in {plans_file} (it has "
-                                       f"{', '.join(plans['configurations'])})")
-        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-        identifier = PlansManager(plans).get_configuration(configuration).data_identifier
-        data = os.path.join(str(nnUNet_preprocessed), dataset, identifier)
-        if not (os.path.isdir(data) and os.listdir(data)):
-            return False
-    return True
-
-
-def plan_steps(spec: GridSpec) -> List[Step]:
-    """Every step of the grid in order, each with its state read from nnU-Net's files now."""
-    from nnunetv2.paths import nnUNet_results
-
-    steps = []
-    for dataset in spec.datasets:
-        def planned(dataset=dataset):
-            return TRAINED if _preprocessed(spec, dataset) else NEW
-
-        if planned() == NEW and spec.plans != "nnUNetPlans":
-            raise NnUNetAttentionError(f"{dataset} has no {spec.plans} plans and data yet; plan and preprocess it "
-                                       f"yourself with the matching planner (-pl), then run the grid")
-        to_preprocess = sorted({"3d_fullres" if c == "3d_cascade_fullres" else c for c in spec.configurations})
-        steps.append(Step("plan", dataset, ("nnUNetv2_plan_and_preprocess", "-d", _dataset_id(dataset), "-c",
-                                            *to_preprocess, "--verify_dataset_integrity"),
-                          state=planned(), check=planned))
-        for configuration in spec.configurations:
-            for fold in spec.folds:
-                for trainer in spec.trainers:
-                    folder = model_folder(dataset, trainer, spec.plans, configuration, fold)
-
-                    def state_now(folder=folder):  # find_best ensembles the .npz files: a fold without them
-                        return training_state(folder, need_npz=spec.npz)  # is validated again (--val --npz)
-
-                    state = state_now()
-                    steps.append(Step("train", dataset, tuple(train_command(
-                        _dataset_id(dataset), configuration, fold, trainer, state, spec.plans, spec.device, spec.npz)),
-                        configuration, str(fold), trainer, state, check=state_now))
-
-        def best_found(results=os.path.join(str(nnUNet_results), dataset)):
-            return TRAINED if found_best_for(results, spec.trainers, spec.folds, spec.configurations,
-                                             spec.plans) else NEW
-
-        steps.append(Step("find_best", dataset, ("nnUNetv2_find_best_configuration", _dataset_id(dataset), "-c",
-                                                 *spec.configurations, "-tr", *spec.trainers, "-p", spec.plans,
-                                                 "-f", *map(str, spec.folds)),
-                          state=best_found(), check=best_found))
-    return steps
 
 
 @dataclass
@@ -265,7 +157,8 @@ class Grid:
 
     def run_steps(self, steps: Sequence[Step]) -> List[Step]:
         """Runs steps not done (jobs of an earlier invocation still queued or running are waited for, not
-        resubmitted), at most _limit() at once; returns the steps that ended without their files saying done."""
+        resubmitted), at most _limit() at once, each once the steps it waits for (Step.after) are done; returns the
+        steps that ended without their files saying done, and those left waiting for one of them."""
         todo = [s for s in steps if not s.done]
         if not todo:
             return []
@@ -276,11 +169,19 @@ class Grid:
             self.log(f"{key}: job {self.state['jobs'][key]['job_id']} of an earlier run is {states[key]}; waiting "
                      f"for it")
         queue = [s for s in todo if s.key not in active]
-        failed, last_line = [], None
+        failed, finished, last_line = [], set(), None
         while queue or active:
+            failed_keys = {f.key for f in failed}
+            for step in [s for s in queue if any(k in failed_keys for k in s.after)]:
+                queue.remove(step)
+                failed.append(step)
+                self.log(f"BLOCKED {step.key}: it waits for "
+                         f"{', '.join(k for k in step.after if k in failed_keys)}, which failed")
+            ready = [s for s in queue if all(k not in waiting or k in finished for k in s.after)]
             free_gpus = [g for g in self._gpus if g not in {self.state["jobs"][k].get("gpu") for k in active}]
-            while queue and len(active) < self._limit():
-                step = queue.pop(0)
+            while ready and len(active) < self._limit():
+                step = ready.pop(0)
+                queue.remove(step)
                 self.submit(step, free_gpus.pop(0) if (self.options.kind == "local" and free_gpus) else None)
                 active.add(step.key)
             states = self.job_states(sorted(active))
@@ -292,9 +193,10 @@ class Grid:
                         self.log(f"FAILED {key}: job {self.state['jobs'][key]['job_id']}; log "
                                  f"{self.state['jobs'][key]['log']}")
                     else:
+                        finished.add(key)
                         self.log(f"done {key}")
             counts = {st: sum(1 for k in active if states.get(k) == st) for st in ("pending", "running")}
-            line = (f"grid: {len(todo) - len(queue) - len(active) - len(failed)} done, {counts['running']} running, "
+            line = (f"grid: {len(finished)} done, {counts['running']} running, "
                     f"{counts['pending'] + len(queue)} pending, {len(failed)} failed")
             if line != last_line:
                 self.log(line)
@@ -306,6 +208,7 @@ class Grid:
     # --- status ------------------------------------------------------------------------------------------------
     def status_rows(self, steps: Sequence[Step]) -> List[dict]:
         states = self.job_states([s.key for s in steps])
+        pending = {s.key for s in steps if not s.done}
         rows = []
         for step in steps:
             job = self.state["jobs"].get(step.key) or {}
@@ -317,6 +220,9 @@ class Grid:
                 state = "failed" if step.state in (NEW, VALIDATE) else "interrupted"
             else:
                 state = {RESUME: "interrupted", VALIDATE: "validation missing"}.get(step.state, "not started")
+            blocking = [k for k in step.after if k in pending]
+            if not step.done and blocking:
+                state += f" (waits for {', '.join(blocking)})"
             epoch = None
             if step.kind == "train":
                 epoch = epoch_reached(model_folder(step.dataset, step.trainer, self.spec.plans, step.configuration,
@@ -384,13 +290,13 @@ def run_grid(spec: GridSpec, options: ExecutorOptions, compare_processes: int, p
 
     options.check_runnable(spec.device)
     grid = Grid(spec, options, log=log, poll_seconds=poll_seconds)
-    failed = grid.run_steps([s for s in plan_steps(spec) if s.kind == "plan"])
+    failed = grid.run_steps([s for s in study_steps(spec) if s.kind == "plan"])
     if not failed:  # train commands depend on what exists now (--c, --val)
-        failed = grid.run_steps([s for s in plan_steps(spec) if s.kind == "train"])
-        steps = plan_steps(spec)
+        failed = grid.run_steps([s for s in study_steps(spec) if s.kind == "train"])
+        steps = study_steps(spec)
         trained = {d for d in spec.datasets if all(s.done for s in steps if s.kind == "train" and s.dataset == d)}
         failed += grid.run_steps([s for s in steps if s.kind == "find_best" and s.dataset in trained])
-    steps = plan_steps(spec)
+    steps = study_steps(spec)
     if any(s.done for s in steps if s.kind == "train"):
         from nnunetv2.paths import nnUNet_results
 
@@ -414,7 +320,7 @@ def run_grid(spec: GridSpec, options: ExecutorOptions, compare_processes: int, p
 
 def status_table(spec: GridSpec, options: ExecutorOptions) -> str:
     """--status: one row per step (state, epoch, job, log)."""
-    rows = Grid(spec, options).status_rows(plan_steps(spec))
+    rows = Grid(spec, options).status_rows(study_steps(spec))
     header = ("step", "dataset", "configuration", "fold", "trainer", "state", "epoch", "job", "log")
     table = [header] + [tuple("" if r[k] is None else str(r[k]) for k in header) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
@@ -424,8 +330,13 @@ def status_table(spec: GridSpec, options: ExecutorOptions) -> str:
 def dry_run(spec: GridSpec) -> str:
     """--dry-run: what is done and what would run."""
     lines = []
-    for step in plan_steps(spec):
+    steps = study_steps(spec)
+    pending = {s.key for s in steps if not s.done}
+    for step in steps:
         lines.append(f"{'done' if step.done else 'todo'}  {step.key}")
         if not step.done:
             lines.append(f"      $ {' '.join(step.command)}")
-    return "\n".join(lines + ["(the find_best commands run once their dataset's trainings are done; then compare)"])
+            trainings_first = [k for k in step.after if k in pending and k.startswith("train/")]
+            if step.kind == "train" and trainings_first:
+                lines.append(f"      after {', '.join(trainings_first)}")
+    return "\n".join(lines + ["(find_best runs once its dataset's trainings are done; then compare)"])

@@ -10,20 +10,32 @@ from nnunet_attention.nnunet_api import model_identifier
 TRAINED, VALIDATE, RESUME, NEW = "trained", "validate", "resume", "new"
 
 
-def training_state(fold_folder: str, need_npz: bool = False) -> str:
-    """TRAINED (checkpoint_final.pth and validation/summary.json, and with need_npz the validation's .npz softmax
-    files that nnUNetv2_find_best_configuration ensembles), VALIDATE (final checkpoint, validation missing or without
-    .npz: run nnUNetv2_train --val [--npz]), RESUME (checkpoint_latest.pth of an interrupted run: --c) or NEW."""
+def training_state(fold_folder: str, need_npz: bool = False, next_stage: Optional[str] = None) -> str:
+    """TRAINED (checkpoint_final.pth and validation/summary.json, with need_npz the validation's .npz softmax files
+    that nnUNetv2_find_best_configuration ensembles, with next_stage the next stage's input for every validation
+    case, as nnU-Net's validation of a lowres stage writes it), VALIDATE (final checkpoint, validation or one of
+    those missing: run nnUNetv2_train --val [--npz]), RESUME (checkpoint_latest.pth of an interrupted run: --c) or
+    NEW."""
     final = os.path.isfile(os.path.join(fold_folder, "checkpoint_final.pth"))
     validation = os.path.join(fold_folder, "validation")
     if final and os.path.isfile(os.path.join(validation, "summary.json")) and \
-            (not need_npz or glob.glob(os.path.join(validation, "*.npz"))):
+            (not need_npz or glob.glob(os.path.join(validation, "*.npz"))) and \
+            (next_stage is None or _next_stage_written(fold_folder, next_stage)):
         return TRAINED
     if final:
         return VALIDATE
     if os.path.isfile(os.path.join(fold_folder, "checkpoint_latest.pth")):
         return RESUME
     return NEW
+
+
+def _next_stage_written(fold_folder: str, next_stage: str) -> bool:
+    """Whether predicted_next_stage/NEXT (beside the fold folders) holds a file for every validation case."""
+    with open(os.path.join(fold_folder, "validation", "summary.json")) as f:
+        cases = [os.path.basename(c["prediction_file"]).split(".")[0] for c in json.load(f)["metric_per_case"]]
+    written = {os.path.basename(p).split(".")[0] for p in
+               glob.glob(os.path.join(os.path.dirname(fold_folder), "predicted_next_stage", next_stage, "*"))}
+    return all(case in written for case in cases)
 
 
 def train_command(dataset: str, configuration: str, fold, trainer: str, state: str, plans: Optional[str] = None,

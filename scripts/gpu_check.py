@@ -30,8 +30,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 CLI = [sys.executable, "-m", "nnunet_attention.cli"]
-# nnU-Net's trainer and ours on a schedule set by environment variables (study_trainers/, via nnUNet_extTrainer)
-TRAINERS = ("nnUNetTrainerStudy", "nnUNetTrainerAttentionStudy")
+# nnU-Net's trainer and ours on a schedule set by environment variables (check_trainers/, via nnUNet_extTrainer)
+TRAINERS = ("nnUNetTrainerScheduled", "nnUNetTrainerAttentionScheduled")
+# seconds per part (bench, train, grid): what one H100 needs with room to spare; what 2 CPU cores need at --quick
+DEFAULT_LIMITS = {"cuda": (240.0, 180.0, 60.0), "cpu": (600.0, 900.0, 600.0)}
 TASK_ID = 990
 DATASET = "Dataset990_AttentionSynth"
 PLANS_3D = ("hippocampus_3d_fullres", "pancreas_3d_fullres")
@@ -70,10 +72,10 @@ class Check:
                     "nnUNet_preprocessed": str(self.work / "nnUNet_preprocessed"),
                     "nnUNet_results": str(self.work / "nnUNet_results"),
                     "nnUNet_extTrainer": os.pathsep.join(p for p in (os.environ.get("nnUNet_extTrainer"),
-                                                                     str(HERE / "study_trainers")) if p),
-                    "NNUNET_ATTENTION_STUDY_EPOCHS": str(self.size["epochs"]),
-                    "NNUNET_ATTENTION_STUDY_ITERATIONS": str(self.size["iterations"]),
-                    "NNUNET_ATTENTION_STUDY_VAL_ITERATIONS": str(self.size["val"])}
+                                                                     str(HERE / "check_trainers")) if p),
+                    "NNUNET_ATTENTION_EPOCHS": str(self.size["epochs"]),
+                    "NNUNET_ATTENTION_ITERATIONS": str(self.size["iterations"]),
+                    "NNUNET_ATTENTION_VAL_ITERATIONS": str(self.size["val"])}
         if args.device == "cpu":  # compile on the CPU costs minutes of C++ builds; nnU-Net's default is GPU-only
             self.env["nnUNet_compile"] = "f"
         self.results = {"machine": machine(args.device), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
@@ -247,9 +249,12 @@ def main():
     parser.add_argument("-device", "--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (the CPU test of this script)")
     parser.add_argument("--dry-run", action="store_true", help="print what would run and exit")
-    parser.add_argument("--limits", type=float, nargs=3, default=(240.0, 180.0, 60.0),
-                        metavar=("BENCH", "TRAIN", "GRID"), help="seconds per part (default 240 180 60)")
+    parser.add_argument("--limits", type=float, nargs=3, metavar=("BENCH", "TRAIN", "GRID"),
+                        help="seconds per part (default " + "; ".join(
+                            f"{d}: {' '.join(f'{v:.0f}' for v in limits)}" for d, limits in DEFAULT_LIMITS.items())
+                        + ")")
     args = parser.parse_args()
+    args.limits = args.limits or DEFAULT_LIMITS[args.device]
     runs = bench_runs(args.quick, args.device)
     size = sizes(args.quick)
     plan = [f"bench ({args.limits[0]:.0f} s): " + "; ".join(f"{p} autocast {a or 'off'} compile "

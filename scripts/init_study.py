@@ -24,6 +24,7 @@ from nnunet_attention import demo
 from nnunet_attention.checkpoint import load_checkpoint
 from nnunet_attention.nnunet_api import model_identifier
 from nnunet_attention.progress_files import TRAINED, training_state
+from nnunet_attention.steps import Folders
 from nnunet_attention.synth import DEFAULT_TASK_ID, LABELS, TASK_NAME
 from nnunet_attention.trainers import nnUNetTrainerAttention
 
@@ -43,13 +44,13 @@ def train_all(work: Path, args):
     env = demo.demo_environment(str(work))
     env["nnUNet_extTrainer"] = os.pathsep.join(p for p in (env.get("nnUNet_extTrainer"), str(STUDY_TRAINERS)) if p)
     runner = demo.Runner(str(work), 3 + args.runs * len(args.folds) * 2, env)
-    dataset_id, _ = demo.dataset_steps(runner, str(work), None, None, args.cases, demo.SYNTH_SHAPE)
-    demo.plan_step(runner, dataset_id, os.path.join(env["nnUNet_preprocessed"], DATASET), demo.DEMO_CONFIGURATION)
+    demo.dataset_steps(runner, str(work), None, None, args.cases, demo.SYNTH_SHAPE)
+    spec = demo.demo_spec(DATASET, demo.DEMO_CONFIGURATION, args.folds, list(SEEDED.values()), "cpu")
+    demo.plan_step(runner, spec, Folders(env["nnUNet_preprocessed"], env["nnUNet_results"]))
     for run in range(args.runs):
         runner.env = {**env, "nnUNet_results": str(work / "runs" / f"run{run}"),
                       "NNUNET_ATTENTION_STUDY_SEED": str(run)}
-        steps = demo.training_steps(str(work / "runs" / f"run{run}" / DATASET), dataset_id, demo.DEMO_CONFIGURATION,
-                                    args.folds, list(SEEDED.values()), "cpu")
+        steps = demo.training_steps(spec, Folders(env["nnUNet_preprocessed"], runner.env["nnUNet_results"]))
         runner.parallel_steps([(f"run {run}: {title}", done, command) for title, done, command in steps],
                               demo.trainings_at_once(demo.DEMO_TRAINERS, "cpu"))
 

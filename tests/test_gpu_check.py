@@ -26,8 +26,8 @@ def test_every_part_runs_on_the_cpu_at_quick_sizes(tmp_path):
     """In a user's shell: nnU-Net's variables and the user's own nnUNet_extTrainer set (bench once crashed there)."""
     users = {k: str(tmp_path / "users" / k) for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
     env = {**os.environ, **users, "nnUNet_extTrainer": str(TEST_TRAINERS)}
-    result = subprocess.run([sys.executable, str(SCRIPT), "-o", str(tmp_path / "out"), "--device", "cpu", "--quick",
-                             "--limits", "600", "900", "600"], capture_output=True, text=True, env=env)
+    result = subprocess.run([sys.executable, str(SCRIPT), "-o", str(tmp_path / "out"), "--device", "cpu", "--quick"],
+                            capture_output=True, text=True, env=env)  # the CPU's default time limits
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "only supported for cuda" not in (tmp_path / "out" / "logs" /
                                              "bench_hippocampus_3d_fullres_None_eager.log").read_text()

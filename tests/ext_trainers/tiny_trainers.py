@@ -7,9 +7,11 @@ from nnunet_attention.trainers import nnUNetTrainerAttention
 
 
 class _Tiny:
-    """2 epochs of 3 iterations, 1 validation batch; no mirroring at validation (8x fewer forward passes)."""
+    """2 epochs of 3 iterations, 1 validation batch; no mirroring at validation (8x fewer forward passes); one torch
+    thread (the tests train two at a time on two cores; nnU-Net's -device cpu would give each all of them)."""
 
     def _shorten(self):
+        torch.set_num_threads(1)
         self.num_epochs = 2
         self.num_iterations_per_epoch = 3
         self.num_val_iterations_per_epoch = 1

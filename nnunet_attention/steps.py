@@ -1,0 +1,188 @@
+"""The steps of a gated-vs-ungated study as nnU-Net commands: plan, train (new, --c, --val), find_best. Each step has
+its command, its done-ness read from the files nnU-Net writes (progress_files.py) and the steps it must wait for
+(a cascade fold waits for the same trainer's lowres fold, find_best for every training). grid, demo and the study
+scripts build their pipelines from here; runners (submitit in grid, subprocesses in demo) only execute them."""
+import json
+import os
+from dataclasses import dataclass, field, replace
+from typing import Callable, List, Optional, Sequence
+
+from nnunet_attention.errors import NnUNetAttentionError
+from nnunet_attention.nnunet_api import model_identifier
+from nnunet_attention.progress_files import NEW, TRAINED, found_best_for, train_command, training_state
+
+CASCADE = "3d_cascade_fullres"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One nnU-Net command of the study: kind plan / train / find_best; what it runs; how to tell from the files
+    that it is done; the keys of the steps that must be done before it starts."""
+    kind: str
+    dataset: str
+    command: tuple
+    configuration: str = ""
+    fold: str = ""
+    trainer: str = ""
+    state: str = NEW  # for train steps: progress_files' state; else NEW or TRAINED (done)
+    after: tuple = ()
+    check: Callable[[], str] = field(default=lambda: NEW, compare=False, repr=False)  # reads the state again
+
+    @property
+    def key(self) -> str:
+        return "/".join(p for p in (self.kind, self.dataset, self.configuration, self.fold and f"fold_{self.fold}",
+                                    self.trainer) if p)
+
+    @property
+    def done(self) -> bool:
+        return self.state == TRAINED
+
+    def refreshed(self) -> "Step":
+        """The step with its state read again from nnU-Net's files."""
+        return replace(self, state=self.check())
+
+
+@dataclass
+class GridSpec:
+    """What a study trains: datasets (DatasetXXX_Name) x configurations x folds (ints or "all") x trainers."""
+    datasets: Sequence[str]
+    configurations: Sequence[str]
+    folds: Sequence
+    trainers: Sequence[str]
+    plans: str = "nnUNetPlans"
+    device: str = "cuda"
+    npz: bool = True
+    processes: Optional[int] = None  # -np of planning and find_best (None: nnU-Net's default)
+
+    def __post_init__(self):
+        if len(set(self.trainers)) < 2:
+            raise NnUNetAttentionError("-tr needs at least two different trainers (e.g. nnUNetTrainer "
+                                       "nnUNetTrainerAttention)")
+
+
+@dataclass(frozen=True)
+class Folders:
+    """nnU-Net's preprocessed and results roots the steps read (the process's own variables by default; the demo
+    passes its work folder's)."""
+    preprocessed: str
+    results: str
+
+    @classmethod
+    def from_environment(cls) -> "Folders":
+        from nnunetv2.paths import nnUNet_preprocessed, nnUNet_results
+
+        return cls(str(nnUNet_preprocessed), str(nnUNet_results))
+
+
+def dataset_id(name: str) -> str:
+    from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id
+
+    return str(convert_dataset_name_to_id(name))
+
+
+def _plans(folders: Folders, dataset: str, plans: str) -> Optional[dict]:
+    plans_file = os.path.join(folders.preprocessed, dataset, f"{plans}.json")
+    if not os.path.isfile(plans_file):
+        return None
+    with open(plans_file) as f:
+        return json.load(f)
+
+
+def preprocessed(folders: Folders, dataset: str, plans: str, configurations: Sequence[str]) -> bool:
+    """Whether the plans exist and every configuration's preprocessed data folder is non-empty."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    content = _plans(folders, dataset, plans)
+    if content is None:
+        return False
+    for configuration in configurations:
+        if configuration not in content["configurations"]:
+            raise NnUNetAttentionError(f"configuration {configuration} is not in {dataset}'s {plans}.json (it has "
+                                       f"{', '.join(content['configurations'])})")
+        data = os.path.join(folders.preprocessed, dataset,
+                            PlansManager(content).get_configuration(configuration).data_identifier)
+        if not (os.path.isdir(data) and os.listdir(data)):
+            return False
+    return True
+
+
+def plan_step(spec: GridSpec, dataset: str, folders: Folders) -> Step:
+    def planned():
+        return TRAINED if preprocessed(folders, dataset, spec.plans, spec.configurations) else NEW
+
+    if planned() == NEW and spec.plans != "nnUNetPlans":
+        raise NnUNetAttentionError(f"{dataset} has no {spec.plans} plans and data yet; plan and preprocess it "
+                                   f"yourself with the matching planner (-pl), then run again")
+    to_preprocess = sorted({"3d_fullres" if c == CASCADE else c for c in spec.configurations})
+    return Step("plan", dataset, ("nnUNetv2_plan_and_preprocess", "-d", dataset_id(dataset), "-c", *to_preprocess,
+                                  *_processes(spec), "--verify_dataset_integrity"), state=planned(), check=planned)
+
+
+def _processes(spec: GridSpec) -> tuple:
+    return ("-np", str(spec.processes)) if spec.processes else ()
+
+
+def _stages(folders: Folders, dataset: str, plans: str, configuration: str):
+    """(previous stage, next stage) of a configuration, from the plans (nnU-Net's names before planning)."""
+    content = _plans(folders, dataset, plans)
+    if content is None or configuration not in content["configurations"]:
+        return ("3d_lowres" if configuration == CASCADE else None,
+                CASCADE if configuration == "3d_lowres" else None)
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    manager = PlansManager(content).get_configuration(configuration)
+    next_stages = manager.next_stage_names or []
+    return manager.previous_stage_name, (next_stages[0] if next_stages else None)
+
+
+def train_key(dataset: str, configuration: str, fold, trainer: str) -> str:
+    return Step("train", dataset, (), configuration, str(fold), trainer).key
+
+
+def train_steps(spec: GridSpec, dataset: str, folders: Folders) -> List[Step]:
+    """One nnUNetv2_train per configuration x fold x trainer, in that order, from each fold's state (progress_files).
+    A cascade fold waits for the same trainer's fold of the previous stage, which is done only once it has
+    written its next-stage predictions."""
+    steps = []
+    for configuration in spec.configurations:
+        previous, next_stage = _stages(folders, dataset, spec.plans, configuration)
+        if previous is not None and previous not in spec.configurations:
+            raise NnUNetAttentionError(f"{configuration} trains on {previous}'s predictions: add {previous} to -c "
+                                       f"(e.g. -c {previous} {configuration})")
+        for fold in spec.folds:
+            for trainer in spec.trainers:
+                folder = os.path.join(folders.results, dataset,
+                                      model_identifier(trainer, spec.plans, configuration), f"fold_{fold}")
+
+                def state_now(folder=folder, next_stage=next_stage):  # find_best ensembles the .npz files: a fold
+                    return training_state(folder, need_npz=spec.npz, next_stage=next_stage)  # without them: --val
+
+                state = state_now()
+                after = (train_key(dataset, previous, fold, trainer),) if previous else ()
+                steps.append(Step("train", dataset, tuple(train_command(
+                    dataset_id(dataset), configuration, fold, trainer, state, spec.plans, spec.device, spec.npz)),
+                    configuration, str(fold), trainer, state, after, check=state_now))
+    return steps
+
+
+def find_best_step(spec: GridSpec, dataset: str, folders: Folders, trainings: Sequence[Step]) -> Step:
+    def best_found():
+        return TRAINED if found_best_for(os.path.join(folders.results, dataset), spec.trainers, spec.folds,
+                                         spec.configurations, spec.plans) else NEW
+
+    return Step("find_best", dataset, ("nnUNetv2_find_best_configuration", dataset_id(dataset), "-c",
+                                       *spec.configurations, "-tr", *spec.trainers, "-p", spec.plans,
+                                       "-f", *map(str, spec.folds), *_processes(spec)),
+                state=best_found(), after=tuple(s.key for s in trainings), check=best_found)
+
+
+def study_steps(spec: GridSpec, folders: Optional[Folders] = None) -> List[Step]:
+    """Every step of the study in order (plan, trainings, find_best per dataset), each with its state read from
+    nnU-Net's files now."""
+    folders = folders or Folders.from_environment()
+    steps = []
+    for dataset in spec.datasets:
+        plan = plan_step(spec, dataset, folders)
+        trainings = [replace(s, after=(plan.key, *s.after)) for s in train_steps(spec, dataset, folders)]
+        steps += [plan, *trainings, find_best_step(spec, dataset, folders, trainings)]
+    return steps

@@ -1,0 +1,26 @@
+"""Trainers of scripts/gpu_check.py: nnU-Net's trainer and our gated one on a short schedule set by the environment
+(NNUNET_ATTENTION_EPOCHS epochs of NNUNET_ATTENTION_ITERATIONS iterations, NNUNET_ATTENTION_VAL_ITERATIONS
+validation batches), everything else nnU-Net's defaults (on CUDA: torch.compile and AMP)."""
+import os
+
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnunet_attention.trainers import nnUNetTrainerAttention
+
+
+class _Scheduled:
+    def initialize(self):
+        if not self.was_initialized:  # before nnU-Net builds its LR scheduler from num_epochs
+            self.num_epochs = int(os.environ["NNUNET_ATTENTION_EPOCHS"])
+            self.num_iterations_per_epoch = int(os.environ["NNUNET_ATTENTION_ITERATIONS"])
+            self.num_val_iterations_per_epoch = int(os.environ["NNUNET_ATTENTION_VAL_ITERATIONS"])
+        super().initialize()
+
+
+class nnUNetTrainerScheduled(_Scheduled, nnUNetTrainer):
+    pass
+
+
+class nnUNetTrainerAttentionScheduled(_Scheduled, nnUNetTrainerAttention):
+    pass
+

@@ -1,0 +1,132 @@
+"""The step model (steps.py) and grid's engine: a cascade fold waits for the same trainer's lowres fold, which is done
+only once its next-stage predictions are written; grid submits in that order (real submitit jobs), shows the
+dependency in --dry-run and --status, and leaves a dependent of a failed step waiting."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from nnunet_attention import grid, steps
+from nnunet_attention.bench import bench_plans
+from nnunet_attention.errors import NnUNetAttentionError
+from nnunet_attention.progress_files import TRAINED, VALIDATE, training_state
+from nnunet_attention.reference_plans import reference_configurations
+
+DATASET = "Dataset990_AttentionSynth"
+TRAINERS = ["nnUNetTrainer", "nnUNetTrainerAttention"]
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """Plans with a lowres stage and its cascade (as nnU-Net writes them for large images) and their data folders."""
+    fullres = reference_configurations()["hippocampus_3d_fullres"]
+    plans = bench_plans({**fullres, "data_identifier": "nnUNetPlans_3d_fullres"})
+    plans["dataset_name"], plans["plans_name"] = DATASET, "nnUNetPlans"
+    plans["configurations"] = {
+        "3d_fullres": plans["configurations"]["bench"],
+        "3d_lowres": {"inherits_from": "3d_fullres", "data_identifier": "nnUNetPlans_3d_lowres",
+                      "next_stage": "3d_cascade_fullres"},
+        "3d_cascade_fullres": {"inherits_from": "3d_fullres", "previous_stage": "3d_lowres"}}
+    root = tmp_path / "nnUNet_preprocessed" / DATASET
+    for identifier in ("nnUNetPlans_3d_fullres", "nnUNetPlans_3d_lowres"):
+        (root / identifier).mkdir(parents=True)
+        (root / identifier / "case.b2nd").write_text("")
+    (root / "nnUNetPlans.json").write_text(json.dumps(plans))
+    return steps.Folders(str(tmp_path / "nnUNet_preprocessed"), str(tmp_path / "nnUNet_results"))
+
+
+def _spec(configurations, folds=(0,)):
+    return steps.GridSpec([DATASET], configurations, list(folds), TRAINERS, device="cpu")
+
+
+def _fold(folders, trainer, configuration, fold, cases=("a", "b")):
+    """A finished fold as nnU-Net leaves it: final checkpoint, validation summary and .npz."""
+    folder = Path(folders.results) / DATASET / f"{trainer}__nnUNetPlans__{configuration}" / f"fold_{fold}"
+    validation = folder / "validation"
+    validation.mkdir(parents=True)
+    (folder / "checkpoint_final.pth").write_text("")
+    (validation / "summary.json").write_text(json.dumps(
+        {"metric_per_case": [{"prediction_file": str(validation / f"{c}.nii.gz")} for c in cases]}))
+    for c in cases:
+        (validation / f"{c}.npz").write_text("")
+    return folder
+
+
+def test_a_cascade_fold_waits_for_the_same_trainers_lowres_fold(folders):
+    built = steps.study_steps(_spec(["3d_lowres", "3d_cascade_fullres"], folds=(0, 1)), folders)
+    by_key = {s.key: s for s in built}
+    for fold in (0, 1):
+        for trainer in TRAINERS:
+            cascade = by_key[steps.train_key(DATASET, "3d_cascade_fullres", fold, trainer)]
+            assert cascade.after == (f"plan/{DATASET}", steps.train_key(DATASET, "3d_lowres", fold, trainer))
+    (find_best,) = [s for s in built if s.kind == "find_best"]
+    assert set(find_best.after) == {s.key for s in built if s.kind == "train"}
+    assert by_key[f"plan/{DATASET}"].done  # plans and both data folders exist
+
+
+def test_the_cascade_without_its_lowres_stage_is_a_one_line_error(folders):
+    with pytest.raises(NnUNetAttentionError, match="add 3d_lowres to -c"):
+        steps.study_steps(_spec(["3d_cascade_fullres"]), folders)
+
+
+def test_a_lowres_fold_is_done_only_with_its_next_stage_predictions(folders):
+    folder = _fold(folders, TRAINERS[0], "3d_lowres", 0)
+    assert training_state(str(folder), need_npz=True) == TRAINED
+    assert training_state(str(folder), need_npz=True, next_stage="3d_cascade_fullres") == VALIDATE
+    written = folder.parent / "predicted_next_stage" / "3d_cascade_fullres"
+    written.mkdir(parents=True)
+    (written / "a.b2nd").write_text("")
+    assert training_state(str(folder), need_npz=True, next_stage="3d_cascade_fullres") == VALIDATE  # b missing
+    (written / "b.b2nd").write_text("")
+    assert training_state(str(folder), need_npz=True, next_stage="3d_cascade_fullres") == TRAINED
+    (lowres,) = [s for s in steps.train_steps(_spec(["3d_lowres"]), DATASET, folders) if s.trainer == TRAINERS[0]]
+    assert lowres.done
+
+
+def _recording_step(name: str, log, after=(), fail=False):
+    """A step whose job appends its name to log (after a pause), then exits non-zero if fail; done = its line."""
+    code = (f"import time; time.sleep(1.5); open({str(log)!r}, 'a').write({name!r} + '\\n'); "
+            f"raise SystemExit({int(fail)})")
+    check = (lambda: TRAINED if log.is_file() and name in log.read_text().split() and not fail else "new")
+    return steps.Step("train", DATASET, (sys.executable, "-c", code), "3d_fullres", name, "t", "new", tuple(after),
+                      check=check)
+
+
+def test_grid_submits_a_step_only_after_what_it_waits_for(tmp_path, monkeypatch):
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
+    log = tmp_path / "order.txt"
+    first = _recording_step("lowres", log)
+    second = _recording_step("cascade", log, after=[first.key])
+    other = _recording_step("other", log)
+    runner = grid.Grid(_spec(["3d_fullres"]), grid.ExecutorOptions("local", max_parallel=3), log=lambda line: None,
+                       poll_seconds=0.2)
+    assert runner.run_steps([second, first, other]) == []  # the dependent listed first, three slots free
+    order = log.read_text().split()
+    assert order.index("cascade") > order.index("lowres") and sorted(order) == ["cascade", "lowres", "other"]
+
+
+def test_a_step_waiting_for_a_failed_one_is_not_submitted(tmp_path, monkeypatch):
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
+    log = tmp_path / "order.txt"
+    broken = _recording_step("lowres", log, fail=True)
+    waiting = _recording_step("cascade", log, after=[broken.key])
+    lines = []
+    runner = grid.Grid(_spec(["3d_fullres"]), grid.ExecutorOptions("local", max_parallel=2), log=lines.append,
+                       poll_seconds=0.2)
+    failed = runner.run_steps([waiting, broken])
+    assert [s.key for s in failed] == [broken.key, waiting.key]
+    assert "cascade" not in log.read_text().split() and waiting.key not in runner.state["jobs"]
+    assert any(line.startswith(f"BLOCKED {waiting.key}") for line in lines)
+
+
+def test_dry_run_and_status_show_the_dependency(folders, monkeypatch):
+    monkeypatch.setenv("nnUNet_preprocessed", folders.preprocessed)
+    monkeypatch.setenv("nnUNet_results", folders.results)
+    spec = _spec(["3d_lowres", "3d_cascade_fullres"])
+    lowres_key = steps.train_key(DATASET, "3d_lowres", 0, TRAINERS[1])
+    dry = grid.dry_run(spec)
+    assert f"      after {lowres_key}" in dry
+    status = grid.status_table(spec, grid.ExecutorOptions("local"))
+    row = next(line for line in status.splitlines() if "3d_cascade_fullres" in line and TRAINERS[1] in line)
+    assert f"waits for {lowres_key}" in row
