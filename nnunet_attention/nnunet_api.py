@@ -60,13 +60,20 @@ def preprocessed_cases(predictor, inputs: List[List[str]], outputs: List[str], n
 
 
 def trainer_parts(trainer_class: type, plans: dict, configuration: str, dataset_json: dict, device):
-    """(network, loss, optimizer) exactly as trainer_class trains them on these plans, for in-process measurement.
+    """(network, loss, optimizer) exactly as trainer_class trains them on these plans (see built_trainer)."""
+    trainer = built_trainer(trainer_class, plans, configuration, dataset_json, device)
+    return trainer.network, trainer.loss, trainer.optimizer
+
+
+def built_trainer(trainer_class: type, plans: dict, configuration: str, dataset_json: dict, device):
+    """The trainer with network, loss and optimizer as its initialize() sets them, without the data initialize()
+    also needs: nnU-Net's own train_step then runs on batches the caller makes.
 
     The network comes from the public build_network_architecture, the optimizer from configure_optimizers, the loss
-    (the plan's deep-supervision weights and batch_dice) from the trainer's _build_loss (2.8.1): initialize() would
-    also need preprocessed data. nnU-Net's trainer constructor reads nnUNet_results from the process environment
-    (nnunetv2.paths) and writes a log folder there, with no argument to point it elsewhere: callers run this in a
-    process whose nnUNet_results is a scratch folder (bench runs it in a fresh interpreter with a temporary one)."""
+    (the plan's deep-supervision weights and batch_dice) from build_loss. nnU-Net's trainer constructor reads
+    nnUNet_results from the process environment (nnunetv2.paths) and writes a log folder there, with no argument to
+    point it elsewhere: callers run this in a process whose nnUNet_results is a scratch folder (bench runs it in a
+    fresh process with a temporary one)."""
     from nnunetv2.paths import nnUNet_results
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 
@@ -82,9 +89,9 @@ def trainer_parts(trainer_class: type, plans: dict, configuration: str, dataset_
                                                         dataset_json),
         num_output_channels=trainer.label_manager.num_segmentation_heads,
         enable_deep_supervision=trainer.enable_deep_supervision).to(device)
-    loss = build_loss(trainer)
-    optimizer, _ = trainer.configure_optimizers()
-    return trainer.network, loss, optimizer
+    trainer.loss = build_loss(trainer)
+    trainer.optimizer, trainer.lr_scheduler = trainer.configure_optimizers()
+    return trainer
 
 
 def build_loss(trainer):
