@@ -1,8 +1,10 @@
 """Shared test helpers: nnU-Net environments for a tiny generated task, running real CLIs, where results land."""
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Tuple
 
 TESTS = Path(__file__).parent
 TEST_TRAINERS = TESTS / "ext_trainers"
@@ -22,6 +24,14 @@ def nnunet_env(root: Path, **extra) -> dict:
                nnUNet_def_n_proc="1", nnUNet_compile="f")
     env.update(extra)
     return env
+
+
+def private_copy(source: Path, destination: Path, results: bool = False) -> Tuple[Path, dict]:
+    """A copy of a session fixture's nnU-Net folders (raw and preprocessed; with results, the trained folds too) for a
+    test that writes into them, so that no other test sees what it changed; (root, its nnU-Net environment)."""
+    for folder in ("nnUNet_raw", "nnUNet_preprocessed", *(["nnUNet_results"] if results else [])):
+        shutil.copytree(source / folder, destination / folder)
+    return destination, nnunet_env(destination)
 
 
 def run(command, env, cwd=None) -> subprocess.CompletedProcess:

@@ -35,6 +35,7 @@ def start(folder: Path) -> dict:
         Path("/run/munge").mkdir(parents=True, exist_ok=True)
         shutil.chown("/run/munge", "munge", "munge")
         subprocess.run(["runuser", "-u", "munge", "--", _binary("munged"), "--force"], check=True)
+        (folder / "munged.started").write_text("")  # stop() ends it: it was not running before
     for sub in ("state", "spool"):
         (folder / sub).mkdir(exist_ok=True)
     conf = folder / "slurm.conf"
@@ -64,11 +65,18 @@ def start(folder: Path) -> dict:
 
 
 def stop(folder: Path):
-    for name in ("slurmd", "slurmctld"):
-        pid_file = folder / f"{name}.pid"
+    """Stops slurmd, slurmctld and munged if start() started it."""
+    pid_files = [folder / f"{name}.pid" for name in ("slurmd", "slurmctld")]
+    if (folder / "munged.started").exists():
+        pid_files.append(Path("/run/munge/munged.pid"))
+    pids = []
+    for pid_file in pid_files:
         if pid_file.exists():
             try:
-                os.kill(int(pid_file.read_text().strip()), 15)
+                pids.append(int(pid_file.read_text().strip()))
+                os.kill(pids[-1], 15)
             except (OSError, ValueError):
                 pass
-    time.sleep(1)
+    deadline = time.time() + 15
+    while time.time() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
+        time.sleep(0.2)

@@ -24,6 +24,6 @@ def test_bench_runs_and_writes_valid_json(preprocessed_task, tmp_path):
     assert entry["parameters"]["gated"] > entry["parameters"]["ungated"]
     memory = entry["activation_memory"]
     assert memory["gated_bytes"] > memory["ungated_bytes"] > 0
-    assert memory["ratio"] == memory["gated_bytes"] / memory["ungated_bytes"]
+    assert 1 < memory["ratio"] < 1.02  # the gates keep under 2% more for backward on this plan (exact: test_cost)
 
 

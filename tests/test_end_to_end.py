@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from helpers import DATASET_ID, DATASET_NAME, fold_dir, run, train
+from helpers import DATASET_ID, DATASET_NAME, fold_dir, private_copy, run, train
 
 pytestmark = pytest.mark.slow  # plans, preprocesses or trains through nnU-Net's CLIs
 
@@ -40,16 +40,8 @@ def test_trained_gated_model_predicts_in_the_inputs_geometry(trained_models, tmp
         assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= {0, 1, 2}
 
 
-def test_warm_start_from_a_gated_checkpoint(trained_models):
-    root, env = trained_models
-    source = fold_dir(root, TRAINER, "3d_fullres", 0) / "checkpoint_final.pth"
-    result = train(env, TRAINER, "3d_fullres", 2, "-pretrained_weights", str(source))
-    assert "Loading pretrained weights from file" in result.stdout
-    assert (fold_dir(root, TRAINER, "3d_fullres", 2) / "checkpoint_final.pth").is_file()
-
-
-def test_train_2d_configuration(preprocessed_task):
-    root, env = preprocessed_task
+def test_train_2d_configuration(preprocessed_task, tmp_path):
+    root, env = private_copy(preprocessed_task[0], tmp_path)
     train(env, TRAINER, "2d", 0)
     trained = fold_dir(root, TRAINER, "2d", 0)
     checkpoint = torch.load(trained / "checkpoint_final.pth", map_location="cpu", weights_only=False)
@@ -58,11 +50,11 @@ def test_train_2d_configuration(preprocessed_task):
     assert (trained / "validation" / "summary.json").is_file()
 
 
-def test_lowres_and_cascade_configurations(preprocessed_task):
+def test_lowres_and_cascade_configurations(preprocessed_task, tmp_path):
     """The planner drops 3d_lowres for images this small, so the plans get the two configurations nnU-Net writes
     for large images (same inheritance), then both train through the CLI: lowres on fold 'all' exports the
-    next-stage segmentations that the cascade reads as extra input channels."""
-    root, env = preprocessed_task
+    next-stage segmentations that the cascade reads as extra input channels (on a copy: the plans change)."""
+    root, env = private_copy(preprocessed_task[0], tmp_path)
     plans_file = root / "nnUNet_preprocessed" / DATASET_NAME / "nnUNetPlans.json"
     plans = json.loads(plans_file.read_text())
     fullres = plans["configurations"]["3d_fullres"]

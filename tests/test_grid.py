@@ -23,8 +23,12 @@ def slurm(tmp_path_factory):
     if missing:
         pytest.fail(f"SLURM is not installed here (no {', '.join(missing)}); .ci/run installs slurm-wlm and munge")
     folder = tmp_path_factory.mktemp("slurm")
+    munge_was_running = subprocess.run(["pgrep", "-x", "munged"], capture_output=True).returncode == 0
     yield slurm_cluster.start(folder)
     slurm_cluster.stop(folder)
+    still_running = [d for d in ("slurmd", "slurmctld", *([] if munge_was_running else ["munged"]))
+                     if subprocess.run(["pgrep", "-x", d], capture_output=True).returncode == 0]
+    assert not still_running, f"the SLURM fixture left {still_running} running"
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +85,9 @@ def test_grid_on_slurm_survives_scancel_and_resumes_with_continue(study):
 
     status = run([*CLI, *GRID, "--executor", "slurm", "--status"], env).stdout
     rows = [line for line in status.splitlines() if line.startswith("train")]
-    assert len(rows) == 4 and all(" done " in row for row in rows)
-    assert " 3 " in [r for r in rows if TRAINERS[1] in r][0]  # epoch reached: the last of 4
+    assert len(rows) == 4 and all(row.split()[5] == "done" for row in rows)
+    columns = [r.split() for r in rows if TRAINERS[1] in r][0]  # step dataset configuration fold trainer state epoch
+    assert columns[6] == "3"  # epoch reached: the last of 4 (epochs count from 0)
 
     local = run([*CLI, *GRID, "--executor", "local"], env)
     assert "submitted" not in local.stdout and "grid complete" in local.stdout

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 import torch
-from helpers import TINY_TRAINERS, cli_in_process, fold_dir, train
+from helpers import TINY_TRAINERS, cli_in_process, fold_dir, private_copy, train
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
@@ -41,8 +41,9 @@ def test_retrofitted_network_reproduces_the_ungated_one_and_learns(name):
 
 @pytest.mark.slow
 def test_retrofit_cli_output_starts_nnunet_training(trained_models, tmp_path):
-    root, env = trained_models
-    source = fold_dir(root, UNGATED, "3d_fullres", 0) / "checkpoint_final.pth"
+    """Also the warm start of a gated trainer through nnU-Net's -pretrained_weights (trained on a private copy)."""
+    source = fold_dir(trained_models[0], UNGATED, "3d_fullres", 0) / "checkpoint_final.pth"
+    root, env = private_copy(trained_models[0], tmp_path / "copy")
     out = tmp_path / "retrofitted.pth"
     result = subprocess.run([*CLI, "-i", str(source), "-o", str(out), "-tr", "nnUNetTrainerAttentionTinyFrozen"],
                             env=env, capture_output=True, text=True)
@@ -52,7 +53,8 @@ def test_retrofit_cli_output_starts_nnunet_training(trained_models, tmp_path):
     assert all(torch.equal(retrofitted[k], v) for k, v in original.items())
     assert all(retrofitted[k].item() == 2.0 for k in retrofitted if k.endswith(".gain"))
 
-    train(env, "nnUNetTrainerAttentionTinyFrozen", "3d_fullres", 3, "-pretrained_weights", str(out))
+    result = train(env, "nnUNetTrainerAttentionTinyFrozen", "3d_fullres", 3, "-pretrained_weights", str(out))
+    assert "Loading pretrained weights from file" in result.stdout
     trained = torch.load(fold_dir(root, "nnUNetTrainerAttentionTinyFrozen", "3d_fullres", 3) / "checkpoint_final.pth",
                          map_location="cpu", weights_only=False)["network_weights"]
     # nnU-Net's -pretrained_weights loads every key but the 1x1 segmentation heads ('.seg_layers.', by its design)

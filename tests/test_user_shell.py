@@ -1,5 +1,6 @@
-"""Every subcommand in an nnU-Net user's shell: nnUNet_raw, nnUNet_preprocessed, nnUNet_results and the user's own
-nnUNet_extTrainer folder exported, some folds trained earlier by hand with nnU-Net's defaults (no --npz)."""
+"""grid in an nnU-Net user's shell: nnUNet_raw, nnUNet_preprocessed, nnUNet_results and the user's own
+nnUNet_extTrainer folder exported, a fold trained earlier by hand with nnU-Net's defaults (no --npz). (maps, retrofit,
+compare and bench run with the same four variables in their own tests: helpers.nnunet_env sets all of them.)"""
 import json
 import shutil
 import subprocess
@@ -28,28 +29,9 @@ def _cli(env, *argv, cwd=None):
     return run([*CLI, *map(str, argv)], env, cwd=cwd)
 
 
-def test_maps_retrofit_compare_in_a_users_shell(shell, tmp_path):
-    """(bench in a user's shell: tests/test_gpu_check.py, whose bench part runs with all of nnU-Net's variables.)"""
-    root, env = shell
-    images = root / "nnUNet_raw" / DATASET_NAME / "imagesTs"
-    maps = _cli(env, "maps", "-i", images, "-o", tmp_path / "maps", "-d", DATASET_ID, "-c", "3d_fullres", "-tr",
-                GATED, "-f", "0", "-device", "cpu", "--disable_tta", "--no_png")
-    assert "mean alpha" in maps.stdout and (tmp_path / "maps" / "attention_summary.csv").is_file()
-
-    checkpoint = fold_dir(root, UNGATED, "3d_fullres", 0) / "checkpoint_final.pth"
-    retrofit = _cli(env, "retrofit", "-i", checkpoint, "-o", tmp_path / "warm.pth", "-tr", GATED)
-    assert "identity gates" in retrofit.stdout and (tmp_path / "warm.pth").is_file()
-
-    compare = _cli(env, "compare", "-d", DATASET_ID, "-c", "3d_fullres", "-tr", UNGATED, GATED, "-f", "0", "1",
-                   "-o", tmp_path / "compare", "-np", "1")
-    assert "verdict" in compare.stdout and (tmp_path / "compare" / "report.md").is_file()
-
-
 def test_grid_revalidates_a_fold_trained_by_hand_without_npz_and_finishes_in_one_run(shell):
     root, env = shell
-    for trainer in TINY_TRAINERS:  # this test's folds: fold 2 by hand for the ungated trainer, none for the gated
-        shutil.rmtree(fold_dir(root, trainer, "3d_fullres", 2), ignore_errors=True)
-    train(env, UNGATED, "3d_fullres", 2)  # nnU-Net's defaults: no --npz
+    train(env, UNGATED, "3d_fullres", 2)  # by hand with nnU-Net's defaults (no --npz); the gated fold 2 is missing
     validation = fold_dir(root, UNGATED, "3d_fullres", 2) / "validation"
     assert not list(validation.glob("*.npz"))
     grid = ["grid", "-d", DATASET_ID, "-c", "3d_fullres", "-f", "2", "-tr", UNGATED, GATED, "-device", "cpu",
