@@ -25,10 +25,17 @@ _SHOWN = re.compile(r"Epoch \d+$|train_loss|val_loss|Pseudo dice|Epoch time|Mean
 PLANS = "nnUNetPlans"
 SYNTH_CASES, SYNTH_TEST_CASES, SYNTH_SHAPE = 20, 4, (20, 48, 48)
 # The demo's settings, chosen with the study in docs/init_study.md (its figures ship in data/demo_study.json): 2d,
-# three folds, nnUNetTrainerDemo's schedule (6 epochs of 50 iterations), two trainings at a time on the CPU.
+# three folds, nnUNetTrainerDemo's schedule (8 epochs of 50 iterations), two trainings at a time on the CPU.
 DEMO_CONFIGURATION, DEMO_FOLDS = "2d", (0, 1, 2)
 DEMO_TRAINERS = ("nnUNetTrainerDemo", "nnUNetTrainerAttentionDemo")
 STUDY_FILE = os.path.join(os.path.dirname(__file__), "data", "demo_study.json")
+
+
+def demo_schedule() -> List[int]:
+    """[epochs, iterations per epoch, validation batches per epoch] of the demo's trainers."""
+    from nnunet_attention.trainers import nnUNetTrainerDemo as t
+
+    return [t.DEMO_EPOCHS, t.DEMO_ITERATIONS, t.DEMO_VAL_ITERATIONS]
 
 
 def load_study() -> dict:
@@ -43,7 +50,8 @@ def demo_note(studied_task: bool, configuration: str, trainers: Sequence[str], f
     study = load_study()
     settings = study["settings"]
     if not (studied_task and configuration == settings["configuration"] and list(trainers) == settings["trainers"]
-            and [str(f) for f in folds] == [str(f) for f in settings["folds"]]):
+            and [str(f) for f in folds] == [str(f) for f in settings["folds"]]
+            and settings["schedule"] == demo_schedule()):
         return ("These settings were not part of the study in docs/init_study.md: how much one training differs "
                 "from the next here is not known; read the verdict's fold warnings.")
     per_trainer = "; ".join(
@@ -312,7 +320,8 @@ def _best_prediction_commands(results, dataset_id, images, output, device, folds
         members.append(member_output)
         commands.append(["nnUNetv2_predict", "-i", images, "-o", member_output, "-d", str(dataset_id), "-c",
                          model["configuration"], "-tr", model["trainer"], "-p", model["plans_identifier"], "-f",
-                         *folds, "-device", device, *(["--save_probabilities"] if ensemble else [])])
+                         *folds, "-device", device, *(["--save_probabilities"] if ensemble else []),
+                         *(["--disable_tta"] if device == "cpu" else [])])  # mirroring: 4x the time on a CPU
     raw_output = os.path.join(output, "ensemble") if ensemble else members[0]
     if ensemble:
         commands.append(["nnUNetv2_ensemble", "-i", *members, "-o", raw_output, "-np", "2"])

@@ -21,8 +21,9 @@ LABELS = {"0": "background", "1": "nodule", "2": "cyst"}
 DEFAULT_TASK_ID = 990
 TASK_NAME = "AttentionSynth"
 # Chosen with the study in docs/init_study.md so that the demo's short trainings learn every class every time:
-# nodules of 4.5-6.5 mm radius, brighter (+2.0) than the large distractors (+0.8) they resemble in shape.
-NODULE_RADIUS_MM, NODULE_CONTRAST, DISTRACTOR_CONTRAST = (4.5, 6.5), 2.0, 0.8
+# nodules of 4.5-6.5 mm radius, brighter (+2.0) than the large distractors (+0.8) they resemble in shape; cysts of
+# 4.5-6.5 mm.
+NODULE_RADIUS_MM, NODULE_CONTRAST, DISTRACTOR_CONTRAST, CYST_RADIUS_MM = (4.5, 6.5), 2.0, 0.8, (4.5, 6.5)
 
 
 def task_folder_name(task_id: int) -> str:
@@ -63,13 +64,13 @@ def synth_case(rng: np.random.Generator, shape: Tuple[int, int, int] = (24, 64, 
         center = _place(rng, (body_center, body_radii), r, taken, extent[0])
         image[_ellipsoid(grid, center, (r * 1.2, r, r * rng.uniform(0.8, 1.3))) < 1] += DISTRACTOR_CONTRAST
     for _ in range(rng.integers(1, 4)):
-        r = rng.uniform(NODULE_RADIUS_MM[0], NODULE_RADIUS_MM[1])
+        r = rng.uniform(*NODULE_RADIUS_MM)
         center = _place(rng, (body_center, body_radii), r, taken, extent[0])
         inside = _ellipsoid(grid, center, (max(r, 3.2), r, r * rng.uniform(0.8, 1.25))) < 1
         image[inside] += NODULE_CONTRAST
         label[inside] = 1
     for _ in range(rng.integers(1, 3)):
-        r = rng.uniform(3.5, 5.5)
+        r = rng.uniform(*CYST_RADIUS_MM)
         center = _place(rng, (body_center, body_radii), r, taken, extent[0])
         d = _ellipsoid(grid, center, (max(r, 3.5), r, r))
         image[(d < 1) & (d > 0.35)] += 1.6

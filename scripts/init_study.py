@@ -26,12 +26,14 @@ from nnunet_attention.nnunet_api import model_identifier
 from nnunet_attention.progress_files import TRAINED, training_state
 from nnunet_attention.steps import Folders
 from nnunet_attention.synth import DEFAULT_TASK_ID, LABELS, TASK_NAME
-from nnunet_attention.trainers import nnUNetTrainerAttention
+from nnunet_attention.trainers import nnUNetTrainerAttention, nnUNetTrainerDemo
 
 LOST = 0.1  # a class whose validation Dice stays below this was not learned
 STUDY_TRAINERS = Path(__file__).parent / "study_trainers"
 SEEDED = {name: f"{name}Seeded" for name in demo.DEMO_TRAINERS}
 DATASET = f"Dataset{DEFAULT_TASK_ID:03d}_{TASK_NAME}"
+DEMO_SCHEDULE = (f"{nnUNetTrainerDemo.DEMO_EPOCHS} epochs of {nnUNetTrainerDemo.DEMO_ITERATIONS} iterations, "
+                 f"{nnUNetTrainerDemo.DEMO_VAL_ITERATIONS} validation batches each")
 
 
 def fold_folder(work: Path, run: int, trainer: str, fold) -> Path:
@@ -86,7 +88,7 @@ def summarise(records: list, runs_asked: int, folds: list) -> dict:
     d = np.array(differences)
     return {"settings": {"configuration": demo.DEMO_CONFIGURATION, "folds": list(folds),
                          "trainers": list(demo.DEMO_TRAINERS), "synth_cases": demo.SYNTH_CASES,
-                         "synth_shape": list(demo.SYNTH_SHAPE)},
+                         "synth_shape": list(demo.SYNTH_SHAPE), "schedule": demo.demo_schedule()},
             "runs_per_fold": runs_asked, "lost_class_below": LOST, "trainers": trainers,
             "paired_difference": {"n": int(d.size), "mean": float(d.mean()), "sd": float(d.std(ddof=1)),
                                   "min": float(d.min()), "max": float(d.max()), "values": d.tolist()}}
@@ -133,7 +135,7 @@ def render(result: dict) -> str:
              f"Machine: {result['machine']}. Command: `{result['command']}`. What it samples: the demo's generated task "
              f"({settings['synth_cases']} training cases of {'x'.join(map(str, settings['synth_shape']))} voxels), "
              f"configuration {settings['configuration']}, folds {', '.join(map(str, settings['folds']))}, the "
-             f"demo's trainers ({', '.join(settings['trainers'])}: 6 epochs of 50 iterations), the demo's "
+             f"demo's trainers ({', '.join(settings['trainers'])}: {DEMO_SCHEDULE}), the demo's "
              f"nnUNetv2_train command, two trainings at a time; {summary['runs_per_fold']} runs per fold and "
              f"trainer, run r seeded with r. Default gate start of `nnUNetTrainerAttention`: **{result['default']}**.",
              "", f"Validation Dice is nnU-Net's (summary.json of the fold's validation cases); a training *lost* a "

@@ -18,7 +18,7 @@ def test_the_study_sampled_the_demos_settings_and_no_training_lost_a_class():
     assert STUDY["studied_demo_settings"]
     assert settings == {"configuration": demo.DEMO_CONFIGURATION, "folds": list(demo.DEMO_FOLDS),
                         "trainers": list(demo.DEMO_TRAINERS), "synth_cases": demo.SYNTH_CASES,
-                        "synth_shape": list(demo.SYNTH_SHAPE)}
+                        "synth_shape": list(demo.SYNTH_SHAPE), "schedule": demo.demo_schedule()}
     for trainer in demo.DEMO_TRAINERS:
         runs = [r for r in STUDY["runs"] if r["trainer"] == trainer]
         assert len(runs) >= 5 and {r["fold"] for r in runs} == set(demo.DEMO_FOLDS)
