@@ -50,21 +50,11 @@ BENCH_DATASET_JSON = {"labels": {"background": 0, **{f"c{i}": i for i in range(1
                       "channel_names": {"0": "MR"}, "file_ending": ".nii.gz", "numTraining": 0}
 
 
-def gated_trainer_class(name: str) -> type:
-    """The trainer nnU-Net finds for -tr name (a user's own subclass too); refused unless it is gated."""
-    from nnunet_attention.nnunet_api import find_trainer_class
-    from nnunet_attention.trainers import nnUNetTrainerAttention
-
-    trainer_class = find_trainer_class(name)
-    if not issubclass(trainer_class, nnUNetTrainerAttention):
-        raise NnUNetAttentionError(f"-tr {name} is not a gated trainer (not a subclass of nnUNetTrainerAttention); "
-                                   f"see nnunet-attention trainers")
-    return trainer_class
-
-
 def paired_trainer_parts(configuration: dict, gated_trainer: str, device: str) -> Dict[str, tuple]:
     """{"ungated": parts of nnUNetTrainer, "gated": parts of gated_trainer}, (network, loss, optimizer) each, from
     the same plans and seed."""
+    from nnunet_attention.trainers import gated_trainer_class
+
     gated_trainer_class(gated_trainer)
     parts = {}
     for variant, trainer in (("ungated", UNGATED_TRAINER), ("gated", gated_trainer)):
@@ -318,6 +308,7 @@ def run_bench(plans_file: Optional[str], configurations: Optional[Sequence[str]]
     """The bench command: checks its inputs, benches each configuration (progress on stderr), writes json_file."""
     from nnunet_attention.devices import resolve_device
     from nnunet_attention.files import check_output_file, write_text
+    from nnunet_attention.trainers import gated_trainer_class
 
     resolve_device(device)
     if repeats < 1:

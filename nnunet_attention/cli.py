@@ -69,13 +69,10 @@ def _compare(args):
 def _grid(args):
     from nnunet_attention.compare import check_margins
     from nnunet_attention.grid import ExecutorOptions, GridSpec, dry_run, run_grid, status_table
-    from nnunet_attention.nnunet_api import dataset_name
+    from nnunet_attention.nnunet_api import dataset_name, require_variables
 
     check_margins(_margins(args))
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        if not os.environ.get(name):
-            raise NnUNetAttentionError(f"{name} is not set; export it as for nnU-Net (documentation/"
-                                       f"setting_up_paths.md)")
+    require_variables("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
     spec = GridSpec([dataset_name(d) for d in dict.fromkeys(args.d)], args.c, list(dict.fromkeys(args.f)),
                     list(dict.fromkeys(args.tr)), args.p, args.device, args.npz)
     options = ExecutorOptions(args.executor, args.max_parallel, args.slurm_partition, args.slurm_gpus_per_job,

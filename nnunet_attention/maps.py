@@ -224,11 +224,9 @@ def run_maps(input_folder: str, output_folder: str, dataset: str, configuration:
              tile_step_size: float = 0.5, use_mirroring: bool = True, num_processes: int = 2, write_png: bool = True,
              trust_checkpoint: bool = False, progress_bar: bool = True) -> List[str]:
     """The maps command: checks its inputs, predicts, writes; returns the lines it reports (mean alpha per level)."""
-    from nnunetv2.paths import nnUNet_results
-
     from nnunet_attention.devices import resolve_device
     from nnunet_attention.files import check_output_folder
-    from nnunet_attention.nnunet_api import dataset_name, model_folder
+    from nnunet_attention.nnunet_api import dataset_name, model_folder, require_variables
 
     device = resolve_device(device)
     if not os.path.isdir(input_folder):
@@ -238,9 +236,7 @@ def run_maps(input_folder: str, output_folder: str, dataset: str, configuration:
     if not 0 < tile_step_size <= 1:
         raise NnUNetAttentionError(f"-step_size must be in (0, 1] (a fraction of the patch size), got {tile_step_size}")
     check_output_folder(output_folder, input_folder)
-    if not nnUNet_results.is_set():
-        raise NnUNetAttentionError("nnUNet_results is not set; export it as for nnU-Net "
-                                   "(documentation/setting_up_paths.md)")
+    require_variables("nnUNet_results")
     folder = model_folder(dataset_name(dataset), trainer, plans, configuration)
     if not os.path.isdir(folder):
         raise NnUNetAttentionError(f"no trained model at {folder}; check -d, -c, -tr and -p")

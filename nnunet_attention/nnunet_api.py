@@ -1,9 +1,11 @@
-"""Everything we take from nnU-Net beyond its command-line tools, in one place.
+"""What we take from nnU-Net beyond its command-line tools that is not a plain public import.
 
-Public helpers are used as they are. Where nnU-Net has no public API for what we need (the predictor's input
-listing and preprocessing iterator, the trainer's loss), the private method is called here only, with keyword
-arguments. Checked against nnunetv2 2.8.1 (pyproject pins >=2.8.1,<2.9; the test suite is the check for a new
-minor version: see the README).
+Held here: every call of a private nnU-Net method (the predictor's input listing and preprocessing iterator, the
+trainer's loss), each with keyword arguments; the trainer built without data (built_trainer); the check that
+nnU-Net's folder variables are set (require_variables); trainer lookup, model folders and dataset names through
+nnU-Net's own helpers. Public classes and helpers (PlansManager, nnUNetPredictor, the label and reader helpers, the
+trainer classes our trainers subclass) are imported where they are used. Checked against nnunetv2 2.8.1 (pyproject
+pins >=2.8.1,<2.9; the test suite is the check for a new minor version: see the README).
 """
 import contextlib
 import io
@@ -11,6 +13,17 @@ import os
 from typing import List, Tuple
 
 from nnunet_attention.errors import NnUNetAttentionError
+
+
+def require_variables(*names: str, why: str = ""):
+    """A one-line error naming the first of nnU-Net's folder variables (nnUNet_raw, nnUNet_preprocessed,
+    nnUNet_results) that is not set, as nnU-Net itself reads them (nnunetv2.paths, at the time of use)."""
+    from nnunetv2 import paths
+
+    for name in names:
+        if not getattr(paths, name).is_set():
+            raise NnUNetAttentionError(f"{name} is not set{f' (needed for {why})' if why else ''}; export it as for "
+                                       f"nnU-Net (documentation/setting_up_paths.md)")
 
 
 def find_trainer_class(name: str) -> type:
@@ -74,12 +87,10 @@ def built_trainer(trainer_class: type, plans: dict, configuration: str, dataset_
     nnUNet_results from the process environment (nnunetv2.paths) and writes a log folder there, with no argument to
     point it elsewhere: callers run this in a process whose nnUNet_results is a scratch folder (bench runs it in a
     fresh process with a temporary one)."""
-    from nnunetv2.paths import nnUNet_results
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 
-    if not nnUNet_results.is_set():
-        raise NnUNetAttentionError("building nnU-Net's trainer needs nnUNet_results (its constructor writes a log "
-                                   "folder there); set it to a scratch folder")
+    require_variables("nnUNet_results", why="building nnU-Net's trainer (its constructor writes a log folder there; "
+                                            "a scratch folder will do)")
     with contextlib.redirect_stdout(io.StringIO()):
         trainer = trainer_class({**plans, "continue_training": False}, configuration, 0, dataset_json, device)
 

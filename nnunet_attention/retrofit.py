@@ -62,8 +62,7 @@ def retrofit_checkpoint(checkpoint_file: str, output_file: str, trainer_name: st
     """Writes output_file for nnUNetv2_train -tr trainer_name -pretrained_weights (through a temporary file moved
     into place, so a failure leaves nothing half-written); returns a summary."""
     from nnunet_attention.files import check_output_file
-    from nnunet_attention.nnunet_api import find_trainer_class
-    from nnunet_attention.trainers import nnUNetTrainerAttention
+    from nnunet_attention.trainers import gated_trainer_class
 
     if not os.path.isfile(checkpoint_file):
         raise NnUNetAttentionError(f"checkpoint not found: {checkpoint_file}")
@@ -76,9 +75,7 @@ def retrofit_checkpoint(checkpoint_file: str, output_file: str, trainer_name: st
         raise NnUNetAttentionError(f"{checkpoint_file} is already gated (it has attention_gates weights); use it directly "
                             f"with -pretrained_weights")
     plans, configuration, dataset_json = _plans_and_configuration(checkpoint, checkpoint_file)
-    trainer_class = find_trainer_class(trainer_name)
-    if not issubclass(trainer_class, nnUNetTrainerAttention):
-        raise NnUNetAttentionError(f"-tr {trainer_name} is not a gated trainer (not a subclass of nnUNetTrainerAttention)")
+    trainer_class = gated_trainer_class(trainer_name)
     if trainer_class.gate_output_transform:
         raise NnUNetAttentionError(f"-tr {trainer_name} has gate output transforms, which cannot start as an exact "
                             f"pass-through; retrofit for a trainer without them (e.g. nnUNetTrainerAttention)")

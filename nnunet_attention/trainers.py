@@ -96,6 +96,18 @@ class nnUNetTrainerAttentionDemo(nnUNetTrainerAttention, nnUNetTrainerDemo):
     """nnUNetTrainerAttention on the demo's schedule (nnUNetTrainerDemo)."""
 
 
+def gated_trainer_class(name: str) -> type:
+    """The trainer nnU-Net finds for -tr name (a user's own subclass too); a one-line error unless it is gated."""
+    from nnunet_attention.errors import NnUNetAttentionError
+    from nnunet_attention.nnunet_api import find_trainer_class
+
+    trainer_class = find_trainer_class(name)
+    if not issubclass(trainer_class, nnUNetTrainerAttention):
+        raise NnUNetAttentionError(f"-tr {name} is not a gated trainer (not a subclass of nnUNetTrainerAttention); "
+                                   f"see nnunet-attention trainers")
+    return trainer_class
+
+
 def _schedule_variants() -> Dict[int, Tuple[type, type]]:
     """epochs -> (nnU-Net's nnUNetTrainer_Xepochs class, our gated class composed with it), for every schedule in
     nnU-Net's module, plus 1000 (nnU-Net's default) -> (nnUNetTrainer, nnUNetTrainerAttention)."""

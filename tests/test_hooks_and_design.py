@@ -98,7 +98,7 @@ def test_library_code_sets_no_matplotlib_backend_or_warning_filter():
 def test_bench_finds_a_users_own_trainer_as_nnunet_does(monkeypatch):
     from helpers import TEST_TRAINERS
 
-    from nnunet_attention.bench import gated_trainer_class
+    from nnunet_attention.trainers import gated_trainer_class
     from nnunet_attention.errors import NnUNetAttentionError
 
     monkeypatch.setenv("nnUNet_extTrainer", str(TEST_TRAINERS))

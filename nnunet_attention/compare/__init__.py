@@ -127,12 +127,9 @@ def compare_datasets(datasets: Sequence[str], configurations: Sequence[str], tra
     nnUNet_results/nnunet_attention_compare). Prints its summary (print_summary)."""
     from nnunetv2.paths import nnUNet_preprocessed, nnUNet_results
 
-    from nnunet_attention.nnunet_api import dataset_name
+    from nnunet_attention.nnunet_api import dataset_name, require_variables
 
-    for variable in (nnUNet_results, nnUNet_preprocessed):
-        if not variable.is_set():
-            raise NnUNetAttentionError(f"{variable.env_var_name} is not set; export it as for nnU-Net "
-                                       f"(documentation/setting_up_paths.md)")
+    require_variables("nnUNet_results", "nnUNet_preprocessed")
     check_trainers(trainers)
     check_margins(margins)
     if any(t <= 0 for t in nsd_tolerance):
