@@ -13,7 +13,6 @@ import io
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -103,29 +102,42 @@ def activation_bytes(network: nn.Module, x: torch.Tensor) -> int:
     return int(sum(storages.values()))
 
 
-def _fresh_process(code: str, arguments: dict, what: str, results_folder: str) -> str:
-    """Runs code in a fresh interpreter (argv[1] = arguments as JSON) whose nnUNet_results is results_folder: nnU-Net's
-    trainer constructor writes a log folder there. Returns its stdout; a failure is a one-line error."""
-    result = subprocess.run([sys.executable, "-c", code, json.dumps(arguments)], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "nnUNet_results": results_folder})
-    if result.returncode != 0:
-        raise NnUNetAttentionError(f"{what} failed (exit {result.returncode}; its error is printed above)")
-    return result.stdout
+def _set_results_folder(folder: str):
+    os.environ["nnUNet_results"] = folder  # the child's own environment: nnU-Net's trainer writes its log folder there
+
+
+def in_child_process(function: Callable, arguments: dict, what: str, results_folder: str):
+    """function(**arguments) in a child process started with spawn (a fresh interpreter, so its memory is returned
+    whole when it ends) whose nnUNet_results is results_folder: nnU-Net's trainer constructor writes a log folder
+    there. Returns the function's result; its exception, or the child's death, is a one-line error."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_set_results_folder,
+                             initargs=(results_folder,)) as pool:
+        try:
+            return pool.submit(function, **arguments).result()
+        except BrokenProcessPool:
+            raise NnUNetAttentionError(f"{what} failed: its process died (out of memory?)") from None
+        except Exception as error:
+            message = str(error).splitlines()[0] if str(error) else ""
+            raise NnUNetAttentionError(f"{what} failed: {type(error).__name__}: {message}") from None
+
+
+def activation_bytes_of(configuration: dict, trainer: str, device: str) -> int:
+    """activation_bytes of trainer's network at the plan's full patch, batch 1."""
+    torch.manual_seed(0)
+    network = trainer_parts_of(configuration, trainer, device)[0]
+    return activation_bytes(network, torch.randn(1, 1, *configuration["patch_size"], device=device))
 
 
 def activation_bytes_in_fresh_process(configuration: dict, trainer: str, device: str) -> int:
-    """activation_bytes of trainer's network at the plan's full patch, batch 1, in a fresh interpreter: the whole
-    graph stays alive while it is counted (several GB at real patches), and a separate process returns it all."""
-    code = ("import json, sys, torch\n"
-            "from nnunet_attention.bench import activation_bytes, trainer_parts_of\n"
-            "c = json.loads(sys.argv[1])\n"
-            "torch.manual_seed(0)\n"
-            "network = trainer_parts_of(c['configuration'], c['trainer'], c['device'])[0]\n"
-            "x = torch.randn(1, 1, *c['configuration']['patch_size'], device=c['device'])\n"
-            "print(activation_bytes(network, x))\n")
-    output = _fresh_process(code, {"configuration": configuration, "trainer": trainer, "device": device},
+    """activation_bytes_of in a child process: the whole graph stays alive while it is counted (several GB at real
+    patches), and a separate process returns it all."""
+    return in_child_process(activation_bytes_of, {"configuration": configuration, "trainer": trainer,
+                                                  "device": device},
                             f"counting the activation memory of {trainer}", os.environ["nnUNet_results"])
-    return int(output.strip().splitlines()[-1])
 
 
 def trainer_parts_of(configuration: dict, trainer: str, device: str) -> tuple:
@@ -289,17 +301,12 @@ def _ratio_entry(samples: Dict[str, List[float]]) -> dict:
 
 def bench_in_fresh_process(name: str, configuration: dict, device: str, repeats: int, amp: Optional[str],
                            compile_networks: bool, gated_trainer: str) -> dict:
-    """bench_configuration in a fresh interpreter whose nnUNet_results is a temporary folder (removed afterwards):
-    the user's results and this process's environment stay as they are."""
-    code = ("import json, sys\n"
-            "from nnunet_attention.bench import bench_configuration\n"
-            "a = json.loads(sys.argv[1])\n"
-            "print(json.dumps(bench_configuration(**a)))\n")
+    """bench_configuration in a child process whose nnUNet_results is a temporary folder (removed afterwards): the
+    user's results and this process's environment stay as they are."""
     arguments = {"name": name, "configuration": configuration, "device": device, "repeats": repeats, "amp": amp,
                  "compile_networks": compile_networks, "gated_trainer": gated_trainer}
     with tempfile.TemporaryDirectory(prefix="nnunet_attention_bench_") as results:
-        output = _fresh_process(code, arguments, f"bench of {name}", results)
-    return json.loads(output.strip().splitlines()[-1])
+        return in_child_process(bench_configuration, arguments, f"bench of {name}", results)
 
 
 def run_bench(plans_file: Optional[str], configurations: Optional[Sequence[str]], device: str, repeats: int,
