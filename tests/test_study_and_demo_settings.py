@@ -38,3 +38,9 @@ def test_the_demo_note_quotes_the_study_only_at_its_settings():
     assert "not part of the study" in demo.demo_note(True, "3d_fullres", trainers, folds)
     assert "not part of the study" in demo.demo_note(True, demo.DEMO_CONFIGURATION, trainers, (0,))
     assert "not part of the study" in demo.demo_note(False, demo.DEMO_CONFIGURATION, trainers, folds)
+
+
+def test_the_demos_margins_apply_only_at_its_studied_settings():
+    assert demo.DEMO_MARGINS["dice"] > 0.01  # wider than compare's default: stated in docs/demo.md
+    assert demo.demo_note(True, demo.DEMO_CONFIGURATION, list(demo.DEMO_TRAINERS), demo.DEMO_FOLDS).startswith(
+        demo.STUDIED)
