@@ -49,17 +49,17 @@ BENCH_DATASET_JSON = {"labels": {"background": 0, **{f"c{i}": i for i in range(1
                       "channel_names": {"0": "MR"}, "file_ending": ".nii.gz", "numTraining": 0}
 
 
-def paired_trainer_parts(configuration: dict, gated_trainer: str, device: str) -> Dict[str, tuple]:
-    """{"ungated": parts of nnUNetTrainer, "gated": parts of gated_trainer}, (network, loss, optimizer) each, from
-    the same plans and seed."""
+def paired_trainers(configuration: dict, gated_trainer: str, device: str) -> Dict[str, object]:
+    """{"ungated": nnUNetTrainer, "gated": gated_trainer}, each built with its network, loss and optimizer
+    (nnunet_api.built_trainer) from the same plans and seed."""
     from nnunet_attention.trainers import gated_trainer_class
 
     gated_trainer_class(gated_trainer)
-    parts = {}
+    trainers = {}
     for variant, trainer in (("ungated", UNGATED_TRAINER), ("gated", gated_trainer)):
         torch.manual_seed(0)
-        parts[variant] = trainer_parts_of(configuration, trainer, device)
-    return parts
+        trainers[variant] = trainer_of(configuration, trainer, device)
+    return trainers
 
 
 def _total_strides(configuration_manager) -> np.ndarray:
@@ -128,7 +128,7 @@ def in_child_process(function: Callable, arguments: dict, what: str, results_fol
 def activation_bytes_of(configuration: dict, trainer: str, device: str) -> int:
     """activation_bytes of trainer's network at the plan's full patch, batch 1."""
     torch.manual_seed(0)
-    network = trainer_parts_of(configuration, trainer, device)[0]
+    network = trainer_of(configuration, trainer, device).network
     return activation_bytes(network, torch.randn(1, 1, *configuration["patch_size"], device=device))
 
 
@@ -140,50 +140,50 @@ def activation_bytes_in_fresh_process(configuration: dict, trainer: str, device:
                             f"counting the activation memory of {trainer}", os.environ["nnUNet_results"])
 
 
-def trainer_parts_of(configuration: dict, trainer: str, device: str) -> tuple:
-    """(network, loss, optimizer) of one trainer (found as nnU-Net finds it) on a configuration's bench plans."""
-    from nnunet_attention.nnunet_api import find_trainer_class, trainer_parts as parts_of
+def trainer_of(configuration: dict, trainer: str, device: str):
+    """One trainer (found as nnU-Net finds it) built on a configuration's bench plans, ready for its train_step."""
+    from nnunet_attention.nnunet_api import built_trainer, find_trainer_class
 
-    return parts_of(find_trainer_class(trainer), bench_plans(configuration), "bench", BENCH_DATASET_JSON,
-                    torch.device(device))
+    return built_trainer(find_trainer_class(trainer), bench_plans(configuration), "bench", BENCH_DATASET_JSON,
+                         torch.device(device))
 
 
 class TrainStep:
-    """One train step as nnUNetTrainer.train_step (2.8.1) runs it, with a trainer's (network, loss, optimizer) on a
-    fixed random batch: autocast (nnU-Net: fp16 on CUDA; here the --amp dtype), the GradScaler for fp16, unscale,
-    gradient clipping at norm 12, step."""
+    """One training step of a trainer on a fixed random batch. nnU-Net's own train_step (2.8.1) wherever it can run
+    what is asked: on the CPU (inside CPU autocast for --amp, with a CPU GradScaler for fp16: nnU-Net's train_step
+    autocasts only on CUDA) and on CUDA with fp16 (nnU-Net's autocast and GradScaler). On CUDA without AMP or with
+    bf16 nnU-Net's train_step would still autocast to fp16, so there the same steps run here: autocast with the
+    asked dtype (or none), backward, gradient clipping at norm 12, step."""
 
-    def __init__(self, parts, patch, batch, device: str, amp: Optional[str], compile_network: bool = False):
-        network, self.loss, self.optimizer = parts
-        network = unwrap(network).to(device)
-        self.network = torch.compile(network) if compile_network else network
-        self.device, self.amp = device, amp
-        self.data = torch.randn(batch, 1, *patch, device=device)
+    def __init__(self, trainer, patch, batch, device: str, amp: Optional[str], compile_network: bool = False):
+        self.trainer, self.device, self.amp = trainer, device, amp
+        network = unwrap(trainer.network).to(device)
+        trainer.network = torch.compile(network) if compile_network else network
+        data = torch.randn(batch, 1, *patch, device=device)
         with torch.no_grad():
-            outputs = network(self.data)
+            outputs = network(data)
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         generator = torch.Generator().manual_seed(0)
-        self.targets = [torch.randint(0, NUM_CLASSES, (batch, 1, *o.shape[2:]), generator=generator).float()
-                        .to(device) for o in outputs]
-        if len(self.targets) == 1:
-            self.targets = self.targets[0]
-        self.scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
+        targets = [torch.randint(0, NUM_CLASSES, (batch, 1, *o.shape[2:]), generator=generator).float().to(device)
+                   for o in outputs]
+        self.batch = {"data": data, "target": targets if len(targets) > 1 else targets[0]}
+        self.nnunets_own = device == "cpu" or amp == "fp16"
+        if device == "cpu":
+            trainer.grad_scaler = torch.amp.GradScaler("cpu") if amp == "fp16" else None
 
     def __call__(self):
-        self.optimizer.zero_grad(set_to_none=True)
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.amp)
-        with torch.autocast(self.device, dtype=dtype, enabled=dtype is not None):
-            loss = self.loss(self.network(self.data), self.targets)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+        if self.nnunets_own:
+            with torch.autocast("cpu", dtype=dtype, enabled=self.device == "cpu" and dtype is not None):
+                self.trainer.train_step(self.batch)
         else:
+            trainer = self.trainer
+            trainer.optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(self.device, dtype=dtype, enabled=dtype is not None):
+                loss = trainer.loss(trainer.network(self.batch["data"]), self.batch["target"])
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-            self.optimizer.step()
+            torch.nn.utils.clip_grad_norm_(trainer.network.parameters(), 12)
+            trainer.optimizer.step()
         _sync(self.device)
 
 
@@ -245,8 +245,8 @@ def bench_configuration(name: str, configuration: dict, device: str = "cpu", rep
         raise NnUNetAttentionError(f"--repeats must be at least 1, got {repeats}")
     cm = ConfigurationManager(configuration)
     patch, batch, reduced = bench_patch(cm, device)
-    parts = paired_trainer_parts(configuration, gated_trainer, device)
-    networks = {k: unwrap(p[0]) for k, p in parts.items()}
+    trainers = paired_trainers(configuration, gated_trainer, device)
+    networks = {k: unwrap(t.network) for k, t in trainers.items()}
     result = {"name": name, "gated_trainer": gated_trainer, "device": device, "patch_size": patch, "batch_size": batch,
               "plan_patch_size": list(cm.patch_size), "plan_batch_size": cm.batch_size,
               "patch_reduced_for_cpu": reduced, "amp": amp, "compile": compile_networks}
@@ -267,7 +267,7 @@ def bench_configuration(name: str, configuration: dict, device: str = "cpu", rep
     if compile_networks:
         _progress(name, "graph breaks (torch._dynamo.explain)")
         result["graph_breaks"] = {k: graph_breaks(n, patch, batch, device) for k, n in networks.items()}
-    steps = {k: TrainStep(p, patch, batch, device, amp, compile_networks) for k, p in parts.items()}
+    steps = {k: TrainStep(t, patch, batch, device, amp, compile_networks) for k, t in trainers.items()}
     _progress(name, "train step")
     result["train_step_seconds"] = _ratio_entry(_alternating(steps, repeats))
     if device == "cuda":

@@ -72,12 +72,6 @@ def preprocessed_cases(predictor, inputs: List[List[str]], outputs: List[str], n
         num_processes=num_processes)
 
 
-def trainer_parts(trainer_class: type, plans: dict, configuration: str, dataset_json: dict, device):
-    """(network, loss, optimizer) exactly as trainer_class trains them on these plans (see built_trainer)."""
-    trainer = built_trainer(trainer_class, plans, configuration, dataset_json, device)
-    return trainer.network, trainer.loss, trainer.optimizer
-
-
 def built_trainer(trainer_class: type, plans: dict, configuration: str, dataset_json: dict, device):
     """The trainer with network, loss and optimizer as its initialize() sets them, without the data initialize()
     also needs: nnU-Net's own train_step then runs on batches the caller makes.
