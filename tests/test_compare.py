@@ -62,11 +62,14 @@ def test_two_datasets_in_one_report_with_holm_over_every_row(report):
     assert set(verdicts) == {(d, "3d_fullres") for d in (DATASET_NAME, SECOND_NAME)}
     for v in verdicts.values():
         assert set(v["metrics"]) == {"dice", "nsd", "hd95"}
-        assert all(m["verdict"] in ("better", "worse", "no detectable difference") for m in v["metrics"].values())
+        assert all(m["verdict"] in ("better", "worse", "equivalent", "inconclusive") for m in v["metrics"].values())
+        assert all(m["margin"] > 0 and "folds_needed" in m for m in v["metrics"].values())
         assert any("training randomness not captured" in w for w in v["warnings"])  # 2 folds, then 1
         assert any("fewer than 30" in w for w in v["warnings"])
     assert "verdict Dataset990_AttentionSynth 3d_fullres" in stdout and "training randomness" in stdout
     assert "Holm" in markdown and "MONAI" in markdown and "nodule" in markdown and "label 1" not in markdown
+    assert data["figures"] == ["forest.png"] and (out / "forest.png").stat().st_size > 5000
+    assert data["margins"] == {"dice": 0.01, "nsd": 0.01, "hd95": 1.0} and "+-0.01" in data["verdict_rule"]
     # Dataset991 has fold 0 only: the missing fold 1 is named, the report says so
     missing = fold_dir(root, TINY_TRAINERS[0], "3d_fullres", 1).parent.parent.parent / SECOND_NAME
     assert not data["complete"] and any(SECOND_NAME in m and "fold_1" in m for m in data["missing"])
