@@ -22,8 +22,9 @@ def margin(value: str):
         raise argparse.ArgumentTypeError(f"--margin takes METRIC=VALUE, e.g. dice=0.02 or hd95=2; got {value}")
 
 
-def _margins(args) -> dict:
-    return dict(args.margin or [])
+def _margins(args):
+    """--margin as a dict; None when not given (each command then uses its default margins)."""
+    return dict(args.margin) if args.margin else None
 
 
 def _trainers(args):

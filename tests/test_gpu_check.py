@@ -30,7 +30,7 @@ def test_every_part_runs_on_the_cpu_at_quick_sizes(tmp_path):
                             capture_output=True, text=True, env=env)  # the CPU's default time limits
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "only supported for cuda" not in (tmp_path / "out" / "logs" /
-                                             "bench_hippocampus_3d_fullres_None_eager.log").read_text()
+                                             "bench_task_3d_fullres_None_eager.log").read_text()
     # bench's trainers (built with nnUNet_preprocessed set) wrote nothing into the nnUNet_results bench was given
     assert not (tmp_path / "out" / "work" / "nnUNet_results" / "bench").exists()
     tmp_path = tmp_path / "out"
@@ -44,4 +44,4 @@ def test_every_part_runs_on_the_cpu_at_quick_sizes(tmp_path):
     assert all(len(v) == 2 for v in train["epoch_seconds"].values())
     assert results["parts"]["grid"]["jobs"]  # the folds trained without --npz were validated by grid jobs
     markdown = (tmp_path / "gpu_check.md").read_text()
-    assert "## GPU table" in markdown and "hippocampus_3d_fullres" in markdown
+    assert "## GPU table" in markdown and "nnUNetPlans.json:3d_fullres" in markdown
