@@ -124,6 +124,10 @@ BAD_INPUTS = {  # name: (argv with {root} for the inputs folder, part of the exp
     "compare into a file": (["compare", "-d", "991", "-c", "3d_fullres", "-tr", "nnUNetTrainer",
                              "nnUNetTrainerAttention", "-o", "{root}/existing_file"], "is an existing file"),
     "compare unknown dataset": (["compare", "-d", "555", "-c", "3d_fullres", "-tr", "A", "B"], "555"),
+    "compare margin of no metric": (["compare", "-d", "991", "-c", "3d_fullres", "-tr", "A", "B", "--margin",
+                                     "dce=0.02"], "--margin takes METRIC=VALUE"),
+    "compare negative margin": (["compare", "-d", "991", "-c", "3d_fullres", "-tr", "A", "B", "--margin",
+                                 "dice=-1"], "positive VALUE"),
     "demo unknown schedule": (["demo", "-o", "{out}", "--epochs", "7"], "--epochs must be one of"),
     "demo into a file": (["demo", "-o", "{root}/existing_file"], "is an existing file"),
 }

@@ -44,3 +44,11 @@ def test_the_demos_margins_apply_only_at_its_studied_settings():
     assert demo.DEMO_MARGINS["dice"] > 0.01  # wider than compare's default: stated in docs/demo.md
     assert demo.demo_note(True, demo.DEMO_CONFIGURATION, list(demo.DEMO_TRAINERS), demo.DEMO_FOLDS).startswith(
         demo.STUDIED)
+
+
+def test_no_margin_on_the_command_line_leaves_each_command_its_default():
+    from nnunet_attention import cli
+
+    parser = cli.build_parser()
+    assert cli._margins(parser.parse_args(["demo"])) is None  # the demo then takes DEMO_MARGINS
+    assert cli._margins(parser.parse_args(["demo", "--margin", "dice=0.02", "hd95=3"])) == {"dice": 0.02, "hd95": 3}
