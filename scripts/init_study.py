@@ -152,7 +152,11 @@ def render(result: dict) -> str:
               for t in summary["trainers"]]
     d = summary["paired_difference"]
     lines += ["", f"Paired difference B - A (gated minus ungated validation mean Dice, the same run and fold): "
-                  f"n = {d['n']}, mean {d['mean']:+.3f}, sd {d['sd']:.3f}, range {d['min']:+.3f} to {d['max']:+.3f}."]
+                  f"n = {d['n']}, mean {d['mean']:+.3f}, sd {d['sd']:.3f}, range {d['min']:+.3f} to {d['max']:+.3f}. "
+                  f"Both trainers of a run share its seed, which may make their difference vary less than that of "
+                  f"two unseeded trainings (the demo's); the demo's own verdict resamples its folds.", "",
+              "The earlier study of gate starts (paper, identity, uniform) and budgets (2d and 3d_fullres, 250 and 500 "
+              "iterations) on the previous version of the task: [gate_start_study.md](gate_start_study.md)."]
     return "\n".join(lines) + "\n"
 
 
