@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from nnunet_attention import steps
+
 HERE = Path(__file__).resolve().parent
 CLI = [sys.executable, "-m", "nnunet_attention.cli"]
 # nnU-Net's trainer and ours on a schedule set by environment variables (check_trainers/, via nnUNet_extTrainer)
@@ -82,6 +84,10 @@ class Check:
         self.results = {"machine": machine(args.device), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
                         "quick": args.quick, "parts": {}}
         self.deadline = None
+        # the generated task's steps, from the step model grid and demo use (nnU-Net's defaults: no --npz)
+        self.spec = steps.GridSpec([DATASET], ["3d_fullres"], [0], list(TRAINERS), device=args.device, npz=False,
+                                   processes=2)
+        self.folders = steps.Folders(str(self.work / "nnUNet_preprocessed"), str(self.work / "nnUNet_results"))
 
     # --- running ---------------------------------------------------------------------------------------------------
     def run(self, command, log_name: str, env=None):
@@ -147,8 +153,9 @@ class Check:
                            shape=self.size["shape"], overwrite=True)
         if not (self.work / "nnUNet_raw" / DATASET).is_dir():
             self.run(["nnUNetv2_convert_MSD_dataset", "-i", task, "-np", "2"], "convert.log")
-        if not (self.work / "nnUNet_preprocessed" / DATASET / "nnUNetPlans_3d_fullres").is_dir():
-            self.run(["nnUNetv2_plan_and_preprocess", "-d", TASK_ID, "-c", "3d_fullres", "-np", "2"], "plan.log")
+        plan = steps.plan_step(self.spec, DATASET, self.folders)
+        if not plan.done:
+            self.run(plan.command, "plan.log")
 
     def train(self, entry: dict):
         from nnunet_attention.checkpoint import load_checkpoint
@@ -156,9 +163,9 @@ class Check:
         self.prepare_task()
         entry["epochs"], entry["iterations_per_epoch"] = self.size["epochs"], self.size["iterations"]
         entry["epoch_seconds"] = {}
-        for trainer in TRAINERS:
-            self.run(["nnUNetv2_train", TASK_ID, "3d_fullres", "0", "-tr", trainer, "-device", self.args.device],
-                     f"train_{trainer}.log")
+        for step in steps.train_steps(self.spec, DATASET, self.folders):  # without --npz: grid validates again
+            trainer = step.trainer
+            self.run(step.command, f"train_{trainer}.log")
             folder = self.work / "nnUNet_results" / DATASET / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_0"
             logging = load_checkpoint(str(folder / "checkpoint_final.pth"), mmap=True)["logging"]
             entry["epoch_seconds"][trainer] = [e - s for s, e in zip(logging["epoch_start_timestamps"],
