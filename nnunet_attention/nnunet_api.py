@@ -113,11 +113,3 @@ def dataset_name(dataset: str) -> str:
         return maybe_convert_to_dataset_name(dataset)
     except RuntimeError as e:
         raise NnUNetAttentionError(str(e).splitlines()[0]) from None
-
-
-def data_identifier(plans_file: str, configuration: str) -> str:
-    """The folder name under nnUNet_preprocessed/DATASET that holds the configuration's preprocessed data (the
-    cascade's is its lowres/fullres stage's)."""
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    return PlansManager(plans_file).get_configuration(configuration).data_identifier
