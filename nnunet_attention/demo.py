@@ -282,9 +282,12 @@ def plan_step(runner: Runner, spec: GridSpec, folders: Folders):
 def training_steps(spec: GridSpec, folders: Folders) -> List[Tuple[str, bool, List[str]]]:
     """(title, done, command) per fold and trainer: the nnUNetv2_train that brings it to done (a fold trained
     without --npz is validated again)."""
+    return runner_items(steps.train_steps(spec, spec.datasets[0], folders))
+
+
+def runner_items(trainings: Sequence[steps.Step]) -> List[Tuple[str, bool, List[str]]]:
     notes = {RESUME: " (resuming)", VALIDATE: " (validating)"}
-    return [(f"train {s.trainer} fold {s.fold}{notes.get(s.state, '')}", s.done, list(s.command))
-            for s in steps.train_steps(spec, spec.datasets[0], folders)]
+    return [(f"train {s.trainer} fold {s.fold}{notes.get(s.state, '')}", s.done, list(s.command)) for s in trainings]
 
 
 def trainings_at_once(trainers: Sequence[str], device: str) -> int:
@@ -296,7 +299,7 @@ def _train(runner: Runner, spec: GridSpec, folders: Folders):
     """Steps plan, train (every fold of both trainers) and find_best."""
     plan_step(runner, spec, folders)
     trainings = steps.train_steps(spec, spec.datasets[0], folders)
-    runner.parallel_steps(training_steps(spec, folders), trainings_at_once(spec.trainers, spec.device))
+    runner.parallel_steps(runner_items(trainings), trainings_at_once(spec.trainers, spec.device))
     best = steps.find_best_step(spec, spec.datasets[0], folders, trainings)
     runner.step("find the best configuration across both trainers", best.done, list(best.command))
 
