@@ -2,7 +2,7 @@
 
     python scripts/gpu_check.py -o gpu_results              # on a GPU machine: about 6-8 minutes on one H100
     python scripts/gpu_check.py -o gpu_results --dry-run    # what it would run, runs nothing
-    python scripts/gpu_check.py -o tmp --device cpu --quick # the same steps at tiny sizes (the CI test)
+    python scripts/gpu_check.py -o tmp --device cpu --quick # the same steps at tiny sizes, no mirroring (the CI test)
 
 Parts, each with its own time limit; results are written after every step, so a part that fails or times out
 keeps what the earlier ones measured:
@@ -78,7 +78,10 @@ class Check:
                                                                      str(HERE / "check_trainers")) if p),
                     "NNUNET_ATTENTION_EPOCHS": str(self.size["epochs"]),
                     "NNUNET_ATTENTION_ITERATIONS": str(self.size["iterations"]),
-                    "NNUNET_ATTENTION_VAL_ITERATIONS": str(self.size["val"])}
+                    "NNUNET_ATTENTION_VAL_ITERATIONS": str(self.size["val"]),
+                    "NNUNET_ATTENTION_MIRRORING": "0" if args.quick else "1"}
+        # nnU-Net's default of 8 export workers, on fewer cores, spends most of a small validation starting them
+        self.env.setdefault("nnUNet_def_n_proc", str(min(8, os.cpu_count() or 1)))
         if args.device == "cpu":  # compile on the CPU costs minutes of C++ builds; nnU-Net's default is GPU-only
             self.env["nnUNet_compile"] = "f"
         self.results = {"machine": machine(args.device), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
@@ -261,7 +264,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-o", required=True, help="output folder (gpu_check.json, gpu_check.md, logs, work)")
     parser.add_argument("-device", "--device", choices=["cuda", "cpu"], default="cuda")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (the CPU test of this script)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, no mirroring in validation or prediction (the CPU test of this "
+                        "script)")
     parser.add_argument("--dry-run", action="store_true", help="print what would run and exit")
     parser.add_argument("--limits", type=float, nargs=3, metavar=("BENCH", "TRAIN", "GRID"),
                         help="seconds per part (default " + "; ".join(

@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 from typing import Tuple
 
+from nnunet_attention import steps
+
 TESTS = Path(__file__).parent
 TEST_TRAINERS = TESTS / "ext_trainers"
 DATASET_ID = 990
@@ -14,6 +16,10 @@ DATASET_NAME = "Dataset990_AttentionSynth"
 TINY_SHAPE = (16, 48, 48)
 TINY_TRAINERS = ("nnUNetTrainerTiny", "nnUNetTrainerAttentionTiny")  # ungated, gated (ext_trainers/tiny_trainers.py)
 TRAINED_FOLDS = (0, 1)
+# a region-based task (conftest.region_models): "lesion" is nodule or cyst (labels 1 and 2), "cyst" is label 2 inside
+# it, nested as BraTS' whole tumour and core
+REGION_DATASET_ID, REGION_DATASET_NAME = 992, "Dataset992_AttentionSynth"
+REGIONS = {"background": 0, "lesion": [1, 2], "cyst": 2}
 CLI = [sys.executable, "-m", "nnunet_attention.cli"]
 
 
@@ -28,9 +34,10 @@ def nnunet_env(root: Path, **extra) -> dict:
 
 def private_copy(source: Path, destination: Path, results: bool = False) -> Tuple[Path, dict]:
     """A copy of a session fixture's nnU-Net folders (raw and preprocessed; with results, the trained folds too) for a
-    test that writes into them, so that no other test sees what it changed; (root, its nnU-Net environment)."""
+    test that writes into them, so that no other test sees what it changed; (root, its nnU-Net environment). Copies
+    of several fixtures can share one destination (their datasets differ)."""
     for folder in ("nnUNet_raw", "nnUNet_preprocessed", *(["nnUNet_results"] if results else [])):
-        shutil.copytree(source / folder, destination / folder)
+        shutil.copytree(source / folder, destination / folder, dirs_exist_ok=True)
     return destination, nnunet_env(destination)
 
 
@@ -52,21 +59,26 @@ def train(env, trainer, configuration, fold, *extra) -> subprocess.CompletedProc
                 *extra], {**env, "nnUNet_n_proc_DA": "0"})
 
 
-def train_in_parallel(env, runs, dataset: int = DATASET_ID, processes: int = 2):
-    """nnUNetv2_train for each (trainer, configuration, fold, *extra) in runs, two at a time: a tiny training spends
-    most of its time single-threaded (start-up, validation export), so two share the CPU well."""
-    pending = list(runs)
+def train_in_parallel(env, spec: steps.GridSpec, processes: int = 2):
+    """The train steps of spec that are not done, as the step model builds them for grid and the demo (nnU-Net's
+    commands), run two at a time: a tiny training spends most of its time single-threaded (start-up, validation
+    export), so two share the CPU well."""
+    folders = steps.Folders(env["nnUNet_preprocessed"], env["nnUNet_results"])
+    pending = [s for dataset in spec.datasets for s in steps.train_steps(spec, dataset, folders) if not s.done]
     active = []
     while pending or active:
         while pending and len(active) < processes:
-            trainer, configuration, fold, *extra = pending.pop(0)
-            command = ["nnUNetv2_train", str(dataset), configuration, str(fold), "-tr", trainer, "-device", "cpu",
-                       *extra]
+            command = pending.pop(0).command
             active.append((command, subprocess.Popen(command, env={**env, "nnUNet_n_proc_DA": "0"},
                                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)))
         command, process = active.pop(0)
         output = process.communicate()[0]
         assert process.returncode == 0, f"{' '.join(command)} failed:\n{output[-4000:]}"
+
+
+def tiny_spec(dataset: str, folds) -> steps.GridSpec:
+    """Both tiny trainers on folds of 3d_fullres with --npz (find_best and compare read the .npz files)."""
+    return steps.GridSpec([dataset], ["3d_fullres"], list(folds), list(TINY_TRAINERS), device="cpu", npz=True)
 
 
 def fold_dir(root: Path, trainer: str, configuration: str, fold) -> Path:

@@ -1,18 +1,19 @@
-"""nnunet-attention compare on results from real (tiny) nnU-Net trainings: two trainers, two datasets."""
+"""nnunet-attention compare on results from real (tiny) nnU-Net trainings: two trainers, two datasets (the second
+region-based)."""
 import csv
 import json
 import subprocess
 import sys
 
 import pytest
-from helpers import DATASET_ID, DATASET_NAME, TINY_SHAPE, TINY_TRAINERS, TRAINED_FOLDS, fold_dir, run, train_in_parallel
-
-from nnunet_attention.synth import write_msd_task
+from helpers import (DATASET_ID, DATASET_NAME, REGION_DATASET_ID, REGION_DATASET_NAME, TINY_TRAINERS, TRAINED_FOLDS,
+                     fold_dir, private_copy)
 
 pytestmark = pytest.mark.slow  # plans, preprocesses or trains through nnU-Net's CLIs
 CLI = [sys.executable, "-m", "nnunet_attention.cli"]
-SECOND_ID, SECOND_NAME = 991, "Dataset991_AttentionSynth"
+SECOND_ID, SECOND_NAME = REGION_DATASET_ID, REGION_DATASET_NAME
 LABELS = ["nodule", "cyst"]
+REGION_LABELS = ["lesion", "cyst"]
 
 
 def _compare(env, out, datasets=(DATASET_ID,), folds=TRAINED_FOLDS, trainers=TINY_TRAINERS, *extra):
@@ -21,16 +22,12 @@ def _compare(env, out, datasets=(DATASET_ID,), folds=TRAINED_FOLDS, trainers=TIN
 
 
 @pytest.fixture(scope="module")
-def results(trained_models):
-    """Dataset990 (two folds, find_best_configuration run) and Dataset991 (fold 0 only), both trainers."""
-    root, env = trained_models
-    task = write_msd_task(str(root / "msd2"), task_id=SECOND_ID, cases=5, test_cases=0, seed=2, shape=TINY_SHAPE)
-    run(["nnUNetv2_convert_MSD_dataset", "-i", task, "-np", "1"], env)
-    run(["nnUNetv2_plan_and_preprocess", "-d", str(SECOND_ID), "-c", "3d_fullres", "-np", "1"], env)
-    train_in_parallel(env, [(trainer, "3d_fullres", 0, "--npz") for trainer in TINY_TRAINERS], dataset=SECOND_ID)
-    run(["nnUNetv2_find_best_configuration", str(DATASET_ID), "-c", "3d_fullres", "-tr", *TINY_TRAINERS,
-         "-f", *map(str, TRAINED_FOLDS), "-np", "1"], env)
-    return root, env
+def results(trained_models, region_models, tmp_path_factory):
+    """Dataset990 (two folds, find_best_configuration run) and the region-based Dataset992 (fold 0 only, no
+    find_best), both trainers; a copy (compare caches its boundary metrics next to nnU-Net's validation)."""
+    root = tmp_path_factory.mktemp("compare_results")
+    private_copy(region_models[0], root, results=True)
+    return private_copy(trained_models[0], root, results=True)
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +44,9 @@ def test_two_datasets_in_one_report_with_holm_over_every_row(report):
     assert set(data["datasets"]) == {DATASET_NAME, SECOND_NAME}
     assert data["missing_datasets"] and "555" in data["missing_datasets"][0] and "555" in stderr
     rows = data["summary"]
-    assert {(r["dataset"], r["class"]) for r in rows} == {(d, c) for d in (DATASET_NAME, SECOND_NAME)
-                                                           for c in LABELS + ["foreground_mean"]}
+    assert {(r["dataset"], r["class"]) for r in rows} == {
+        *((DATASET_NAME, c) for c in LABELS + ["foreground_mean"]),
+        *((SECOND_NAME, c) for c in REGION_LABELS + ["foreground_mean"])}
     for metric in ("dice", "nsd", "hd95"):
         for row in rows:
             s = row["metrics"][metric]
@@ -66,11 +64,14 @@ def test_two_datasets_in_one_report_with_holm_over_every_row(report):
         assert all(m["margin"] > 0 and "folds_needed" in m for m in v["metrics"].values())
         assert any("training randomness not captured" in w for w in v["warnings"])  # 2 folds, then 1
         assert any("fewer than 30" in w for w in v["warnings"])
+    # the region-based dataset: its region names, and from one fold never more than inconclusive
+    assert data["datasets"][SECOND_NAME]["configurations"]["3d_fullres"]["labels"] == REGION_LABELS
+    assert verdicts[(SECOND_NAME, "3d_fullres")]["metrics"]["dice"]["verdict"] == "inconclusive"
     assert "verdict Dataset990_AttentionSynth 3d_fullres" in stdout and "training randomness" in stdout
     assert "Holm" in markdown and "MONAI" in markdown and "nodule" in markdown and "label 1" not in markdown
     assert data["figures"] == ["forest.png"] and (out / "forest.png").stat().st_size > 5000
     assert data["margins"] == {"dice": 0.01, "nsd": 0.01, "hd95": 1.0} and "+-0.01" in data["verdict_rule"]
-    # Dataset991 has fold 0 only: the missing fold 1 is named, the report says so
+    # Dataset992 has fold 0 only: the missing fold 1 is named, the report says so
     missing = fold_dir(root, TINY_TRAINERS[0], "3d_fullres", 1).parent.parent.parent / SECOND_NAME
     assert not data["complete"] and any(SECOND_NAME in m and "fold_1" in m for m in data["missing"])
     assert str(missing) in " ".join(data["missing"])

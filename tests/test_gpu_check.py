@@ -1,5 +1,6 @@
 """scripts/gpu_check.py, known to work before a GPU ever sees it: its dry run, and every part at tiny sizes on the
-CPU (the same steps it runs on a GPU)."""
+CPU (the same steps it runs on a GPU). Its bench part is also the suite's test of `nnunet-attention bench` on a real
+task's plans (--plans, --json)."""
 import json
 import os
 import subprocess
@@ -29,16 +30,22 @@ def test_every_part_runs_on_the_cpu_at_quick_sizes(tmp_path):
     result = subprocess.run([sys.executable, str(SCRIPT), "-o", str(tmp_path / "out"), "--device", "cpu", "--quick"],
                             capture_output=True, text=True, env=env)  # the CPU's default time limits
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "only supported for cuda" not in (tmp_path / "out" / "logs" /
-                                             "bench_task_3d_fullres_None_eager.log").read_text()
+    bench_log = (tmp_path / "out" / "logs" / "bench_task_3d_fullres_None_eager.log").read_text()
+    assert "only supported for cuda" not in bench_log
+    assert "train step" in bench_log and "nnUNetPlans.json:3d_fullres" in bench_log
     # bench's trainers (built with nnUNet_preprocessed set) wrote nothing into the nnUNet_results bench was given
     assert not (tmp_path / "out" / "work" / "nnUNet_results" / "bench").exists()
     tmp_path = tmp_path / "out"
     results = json.loads((tmp_path / "gpu_check.json").read_text())
     assert {name: part["status"] for name, part in results["parts"].items()} == {"bench": "ok", "train": "ok",
                                                                                  "grid": "ok"}
-    (run,) = results["parts"]["bench"]["runs"]
-    assert run["train_step_seconds"]["ratio"] > 0 and run["activation_memory"]["ratio"] > 1
+    (run,) = results["parts"]["bench"]["runs"]  # what bench --json wrote
+    for key in ("parameters", "train_step_seconds", "inference_seconds", "planner_estimate"):
+        assert run[key]["ratio"] > 0 and run[key]["gated"] > 0 and run[key]["ungated"] > 0
+    assert run["parameters"]["gated"] > run["parameters"]["ungated"]
+    memory = run["activation_memory"]
+    assert memory["gated_bytes"] > memory["ungated_bytes"] > 0
+    assert 1 < memory["ratio"] < 1.02  # the gates keep under 2% more for backward on this plan (exact: test_cost)
     train = results["parts"]["train"]
     assert train["last_epoch_ratio"] > 0 and train["maps_over_predict"] > 0
     assert all(len(v) == 2 for v in train["epoch_seconds"].values())

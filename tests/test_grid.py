@@ -1,5 +1,8 @@
-"""nnunet-attention grid through a real single-node SLURM cluster (sbatch via submitit): one job scancel-ed, the grid
-re-run resumes exactly that fold with --c; then the local executor on the same grid has nothing left to do."""
+"""nnunet-attention grid through a real single-node SLURM cluster (sbatch via submitit), in an nnU-Net user's shell
+(nnUNet_raw, nnUNet_preprocessed, nnUNet_results and the user's own nnUNet_extTrainer folder exported) where one fold
+was trained earlier by hand with nnU-Net's defaults (no --npz): the grid validates that fold again instead of
+training it; one job scancel-ed, the grid re-run resumes exactly that fold with --c; then the local executor on the
+same grid has nothing left to do."""
 import json
 import shutil
 import subprocess
@@ -7,7 +10,7 @@ import time
 
 import pytest
 import slurm_cluster
-from helpers import CLI, DATASET_ID, DATASET_NAME, nnunet_env, run
+from helpers import CLI, DATASET_ID, DATASET_NAME, fold_dir, nnunet_env, run, train
 
 pytestmark = pytest.mark.slow  # plans and trains through nnU-Net's CLIs
 
@@ -33,15 +36,20 @@ def slurm(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def study(slurm, trained_models, tmp_path_factory):
-    """A copy of the session's Dataset990 (raw, preprocessed, the ungated tiny trainer's two finished folds): the
-    grid finds planning and those runs done and trains the gated folds."""
+    """A copy of the session's Dataset990 (raw, preprocessed, the ungated tiny trainer's fold 0 trained with --npz)
+    as the user's folders, all four variables set as the user's shell sets them; the user trains the ungated fold 1
+    by hand with nnU-Net's defaults. The grid finds planning and fold 0 done, validates fold 1 again with --npz and
+    trains the gated folds."""
     source, _ = trained_models
     root = tmp_path_factory.mktemp("grid")
     for folder in ("nnUNet_raw", "nnUNet_preprocessed"):
         shutil.copytree(source / folder, root / folder)
-    ungated = f"{TRAINERS[0]}__nnUNetPlans__3d_fullres"
-    shutil.copytree(source / "nnUNet_results" / DATASET / ungated, root / "nnUNet_results" / DATASET / ungated)
-    return root, {**nnunet_env(root), **slurm, "nnUNet_n_proc_DA": "0"}
+    ungated = fold_dir(source, TRAINERS[0], "3d_fullres", 0)
+    shutil.copytree(ungated, fold_dir(root, TRAINERS[0], "3d_fullres", 0))
+    env = {**nnunet_env(root), **slurm, "nnUNet_n_proc_DA": "0"}  # all four variables, as in a user's shell
+    train(env, TRAINERS[0], "3d_fullres", 1)  # by hand, nnU-Net's defaults: no --npz
+    assert not list((fold_dir(root, TRAINERS[0], "3d_fullres", 1) / "validation").glob("*.npz"))
+    return root, env
 
 
 def _state(root) -> dict:
@@ -51,10 +59,11 @@ def _state(root) -> dict:
 def test_grid_on_slurm_survives_scancel_and_resumes_with_continue(study):
     root, env = study
     dry = run([*CLI, *GRID, "--executor", "slurm", "--dry-run"], env).stdout
-    # planned and the ungated folds trained already: two gated trainings and find_best to run
+    # planned, the ungated fold 0 done: the hand-trained fold validated again, two gated trainings, find_best
     lines = dry.splitlines()
-    assert sum(line.startswith("todo ") for line in lines) == 2 + 1 and "--c" not in dry
-    assert sum(line.startswith("done ") for line in lines) == 1 + 2
+    assert sum(line.startswith("todo ") for line in lines) == 1 + 2 + 1 and "--c" not in dry
+    assert sum(line.startswith("done ") for line in lines) == 1 + 1
+    assert f"nnUNetv2_train {DATASET_ID} 3d_fullres 1 -tr {TRAINERS[0]} -p nnUNetPlans -device cpu --npz --val" in dry
 
     first = subprocess.Popen([*CLI, *GRID, "--executor", "slurm"], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
@@ -78,10 +87,15 @@ def test_grid_on_slurm_survives_scancel_and_resumes_with_continue(study):
     state = _state(root)
     assert state[target]["job_id"] != job_id and state[target]["command"].endswith("--c")
     assert all(state[k]["job_id"] == v for k, v in finished.items() if k.startswith("train/"))  # not retrained
-    assert not any(TRAINERS[0] in k for k in state)  # the runs that were done before were never submitted
+    assert [k for k in state if TRAINERS[0] in k] == [f"train/{DATASET}/3d_fullres/fold_1/{TRAINERS[0]}"]
     assert (folder / "checkpoint_final.pth").is_file()
+    hand_trained = fold_dir(root, TRAINERS[0], "3d_fullres", 1)
+    assert list((hand_trained / "validation").glob("*.npz"))  # validated again with --npz, not retrained:
+    assert len(list(hand_trained.glob("training_log_*.txt"))) == 2  # the hand training's log and the --val one
     report = root / "nnUNet_results" / DATASET / "nnunet_attention_compare" / "report.json"
     assert json.loads(report.read_text())["complete"]
+    info = json.loads((root / "nnUNet_results" / DATASET / "inference_information.json").read_text())
+    assert [str(f) for f in info["folds"]] == ["0", "1"]
 
     status = run([*CLI, *GRID, "--executor", "slurm", "--status"], env).stdout
     rows = [line for line in status.splitlines() if line.startswith("train")]
