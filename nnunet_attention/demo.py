@@ -13,9 +13,8 @@ import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from nnunet_attention.errors import NnUNetAttentionError
-from nnunet_attention.files import write_text
 from nnunet_attention import steps
-from nnunet_attention.progress_files import RESUME, VALIDATE, newer_than
+from nnunet_attention.progress_files import RESUME, VALIDATE
 from nnunet_attention.steps import Folders, GridSpec
 from nnunet_attention.synth import DEFAULT_TASK_ID, write_msd_task
 
@@ -229,8 +228,9 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
     folders = Folders(env["nnUNet_preprocessed"], env["nnUNet_results"])
     preprocessed = os.path.join(folders.preprocessed, dataset_name)
     results = os.path.join(folders.results, dataset_name)
-    _train(runner, demo_spec(dataset_name, configuration, folds, trainers, device), folders)
-    test_output = _predict_test(runner, dataset_id, raw, results, device, folds)
+    spec = demo_spec(dataset_name, configuration, folds, trainers, device)
+    _train(runner, spec, folders)
+    test_output = _predict_test(runner, spec, folders, raw)
 
     report_dir = os.path.join(results, "nnunet_attention_compare")
     runner.step("compare the two trainers", False)
@@ -304,42 +304,18 @@ def _train(runner: Runner, spec: GridSpec, folders: Folders):
     runner.step("find the best configuration across both trainers", best.done, list(best.command))
 
 
-def _predict_test(runner: Runner, dataset_id, raw, results, device, folds) -> Optional[str]:
-    """Step predict: imagesTs with find_best's choice; returns the output folder (None without imagesTs)."""
+def _predict_test(runner: Runner, spec: GridSpec, folders: Folders, raw: str) -> Optional[str]:
+    """Step predict: imagesTs with find_best's choice (the step model's prediction steps, one after the other);
+    returns the output folder (None without imagesTs)."""
+    dataset = spec.datasets[0]
     test_images = os.path.join(raw, "imagesTs")
-    test_output = os.path.join(results, "nnunet_attention_demo_test_predictions")
+    test_output = os.path.join(folders.results, dataset, "nnunet_attention_demo_test_predictions")
     has_test = os.path.isdir(test_images) and bool(os.listdir(test_images))
-    done = not has_test or newer_than(os.path.join(test_output, "done.json"),
-                                       [os.path.join(results, "inference_information.json")])
+    predictions = steps.best_prediction_steps(dataset, folders, test_images, test_output, spec.device,
+                                              spec.folds) if has_test else []
+    done = not predictions or predictions[0].done
     runner.step("predict imagesTs with the chosen model or ensemble" + ("" if has_test else ": no imagesTs"), done,
-                *([] if done else _best_prediction_commands(results, dataset_id, test_images, test_output, device,
-                                                            [str(f) for f in folds])))
+                *[list(s.command) for s in predictions])
     if not done:
-        with open(os.path.join(results, "inference_information.json")) as f:
-            models = json.load(f)["best_model_or_ensemble"]["selected_model_or_models"]
-        write_text(os.path.join(test_output, "done.json"),
-                   json.dumps({"models": models, "final_predictions": os.path.join(test_output, "postprocessed")},
-                              indent=2))
+        steps.mark_predicted(dataset, folders, test_output)
     return test_output if has_test else None
-
-
-def _best_prediction_commands(results, dataset_id, images, output, device, folds) -> List[List[str]]:
-    """nnU-Net's inference instructions for the chosen model or ensemble, as commands."""
-    with open(os.path.join(results, "inference_information.json")) as f:
-        best = json.load(f)["best_model_or_ensemble"]
-    models = best["selected_model_or_models"]
-    ensemble = len(models) > 1
-    commands, members = [], []
-    for i, model in enumerate(models):
-        member_output = os.path.join(output, "members", f"model_{i + 1}") if ensemble else os.path.join(output, "raw")
-        members.append(member_output)
-        commands.append(["nnUNetv2_predict", "-i", images, "-o", member_output, "-d", str(dataset_id), "-c",
-                         model["configuration"], "-tr", model["trainer"], "-p", model["plans_identifier"], "-f",
-                         *folds, "-device", device, *(["--save_probabilities"] if ensemble else []),
-                         *(["--disable_tta"] if device == "cpu" else [])])  # mirroring: 4x the time on a CPU
-    raw_output = os.path.join(output, "ensemble") if ensemble else members[0]
-    if ensemble:
-        commands.append(["nnUNetv2_ensemble", "-i", *members, "-o", raw_output, "-np", "2"])
-    commands.append(["nnUNetv2_apply_postprocessing", "-i", raw_output, "-o", os.path.join(output, "postprocessed"),
-                     "-pp_pkl_file", best["postprocessing_file"], "-np", "2", "-plans_json", best["some_plans_file"]])
-    return commands

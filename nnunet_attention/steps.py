@@ -1,15 +1,19 @@
-"""The steps of a gated-vs-ungated study as nnU-Net commands: plan, train (new, --c, --val), find_best. Each step has
-its command, its done-ness read from the files nnU-Net writes (progress_files.py) and the steps it must wait for
-(a cascade fold waits for the same trainer's lowres fold, find_best for every training). grid, demo and the study
-scripts build their pipelines from here; runners (submitit in grid, subprocesses in demo) only execute them."""
+"""The steps of a gated-vs-ungated study as nnU-Net commands: plan, train (new, --c, --val), find_best, and the
+prediction with find_best's choice (predict per member, ensemble, postprocessing). Each step has its command, its
+done-ness read from the files nnU-Net writes (progress_files.py) and the steps it must wait for (a cascade fold waits
+for the same trainer's lowres fold, find_best for every training, ensembling for its members' predictions). grid,
+demo and the study scripts build their pipelines from here; runners (submitit in grid, subprocesses in demo) only
+execute them, in the environment they were given. compare is not an nnU-Net command: grid and the demo call it in
+this process once find_best is done; it reads what these steps leave."""
 import json
 import os
 from dataclasses import dataclass, field, replace
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.nnunet_api import model_identifier
-from nnunet_attention.progress_files import NEW, TRAINED, found_best_for, train_command, training_state
+from nnunet_attention.files import write_text
+from nnunet_attention.progress_files import NEW, TRAINED, found_best_for, newer_than, train_command, training_state
 
 CASCADE = "3d_cascade_fullres"
 
@@ -186,3 +190,62 @@ def study_steps(spec: GridSpec, folders: Optional[Folders] = None) -> List[Step]
         trainings = [replace(s, after=(plan.key, *s.after)) for s in train_steps(spec, dataset, folders)]
         steps += [plan, *trainings, find_best_step(spec, dataset, folders, trainings)]
     return steps
+
+
+PREDICTED = "done.json"  # beside the predictions: written once every prediction step has run, names the models
+
+
+def best_prediction_steps(dataset: str, folders: Folders, images: str, output: str, device: str,
+                          folds: Sequence) -> List[Step]:
+    """nnU-Net's inference instructions for the model or ensemble find_best chose (inference_information.json), as
+    steps, each waiting for the one before: nnUNetv2_predict of images per member (the given folds; probabilities
+    kept for an ensemble; no mirroring on the CPU, where it costs 4x the time), nnUNetv2_ensemble of the members,
+    nnUNetv2_apply_postprocessing into output/postprocessed. All are done once output/done.json (mark_predicted) is
+    newer than inference_information.json; before find_best has run there are none."""
+    information = os.path.join(folders.results, dataset, "inference_information.json")
+    if not os.path.isfile(information):
+        return []
+
+    def predicted():
+        return TRAINED if newer_than(os.path.join(output, PREDICTED), [information]) else NEW
+
+    with open(information) as f:
+        best = json.load(f)["best_model_or_ensemble"]
+    commands = _prediction_commands(best, dataset_id(dataset), images, output, device, [str(f) for f in folds])
+    state, steps = predicted(), []
+    for kind, model, command in commands:  # keys: predict/D/configuration/trainer, ensemble/D, postprocess/D
+        steps.append(Step(kind, dataset, tuple(command), model.get("configuration", ""),
+                          trainer=model.get("trainer", ""), state=state, after=(steps[-1].key,) if steps else (),
+                          check=predicted))
+    return steps
+
+
+def _prediction_commands(best: dict, dataset_number: str, images: str, output: str, device: str,
+                         folds: List[str]) -> List[Tuple[str, dict, List[str]]]:
+    models = best["selected_model_or_models"]
+    ensemble = len(models) > 1
+    commands, members = [], []
+    for i, model in enumerate(models):
+        member_output = os.path.join(output, "members", f"model_{i + 1}") if ensemble else os.path.join(output, "raw")
+        members.append(member_output)
+        commands.append(("predict", model, ["nnUNetv2_predict", "-i", images, "-o", member_output, "-d", dataset_number,
+                                     "-c", model["configuration"], "-tr", model["trainer"], "-p",
+                                     model["plans_identifier"], "-f", *folds, "-device", device,
+                                     *(["--save_probabilities"] if ensemble else []),
+                                     *(["--disable_tta"] if device == "cpu" else [])]))
+    raw_output = os.path.join(output, "ensemble") if ensemble else members[0]
+    if ensemble:
+        commands.append(("ensemble", {}, ["nnUNetv2_ensemble", "-i", *members, "-o", raw_output, "-np", "2"]))
+    commands.append(("postprocess", {}, ["nnUNetv2_apply_postprocessing", "-i", raw_output, "-o",
+                                     os.path.join(output, "postprocessed"), "-pp_pkl_file",
+                                     best["postprocessing_file"], "-np", "2", "-plans_json",
+                                     best["some_plans_file"]]))
+    return commands
+
+
+def mark_predicted(dataset: str, folders: Folders, output: str):
+    """Records that best_prediction_steps ran to the end: output/done.json with the models and the final folder."""
+    with open(os.path.join(folders.results, dataset, "inference_information.json")) as f:
+        models = json.load(f)["best_model_or_ensemble"]["selected_model_or_models"]
+    write_text(os.path.join(output, PREDICTED), json.dumps(
+        {"models": models, "final_predictions": os.path.join(output, "postprocessed")}, indent=2))

@@ -2,8 +2,8 @@
 training. Tests read them; a test that writes works on a copy (helpers.private_copy).
 
 Under pytest-xdist (`.ci/run`: `-n 2 --dist loadgroup`) every test that uses one of these fixtures runs on one worker,
-so that each is built once; the other worker takes the tests that build their own tasks (demo, gpu_check) and the
-fast ones."""
+so that each is built once; the other worker takes the tests that build their own tasks (demo, gpu_check), and both
+share the fast ones."""
 import json
 
 import pytest
@@ -17,9 +17,12 @@ SHARED_TASKS = ("preprocessed_task", "trained_models", "region_models")
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items):
+    """Groups the tests that share a task; puts the slow tests first (stable), so that under xdist the long
+    standalone ones (demo, gpu_check) start at once beside the group and the fast ones fill in at the end."""
     for item in items:
         if any(name in SHARED_TASKS for name in getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.xdist_group("shared_tasks"))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")

@@ -130,3 +130,33 @@ def test_dry_run_and_status_show_the_dependency(folders, monkeypatch):
     status = grid.status_table(spec, grid.ExecutorOptions("local"))
     row = next(line for line in status.splitlines() if "3d_cascade_fullres" in line and TRAINERS[1] in line)
     assert f"waits for {lowres_key}" in row
+
+
+def _inference_information(folders, models):
+    """nnUNetv2_find_best_configuration's answer naming models (trainer, configuration) as the best."""
+    results = Path(folders.results) / DATASET
+    results.mkdir(parents=True, exist_ok=True)
+    chosen = [{"configuration": c, "trainer": t, "plans_identifier": "nnUNetPlans"} for t, c in models]
+    (results / "inference_information.json").write_text(json.dumps({"best_model_or_ensemble": {
+        "selected_model_or_models": chosen, "postprocessing_file": "pp.pkl", "some_plans_file": "plans.json"}}))
+
+
+@pytest.mark.parametrize("models, kinds", [([(TRAINERS[1], "3d_fullres")], ["predict", "postprocess"]),
+                                           ([(t, "3d_fullres") for t in TRAINERS],
+                                            ["predict", "predict", "ensemble", "postprocess"])])
+def test_prediction_with_find_bests_choice_is_a_chain_of_steps(folders, tmp_path, models, kinds):
+    output = tmp_path / "predictions"
+    assert steps.best_prediction_steps(DATASET, folders, "imagesTs", str(output), "cpu", [0, 1]) == []  # no find_best
+    _inference_information(folders, models)
+    built = steps.best_prediction_steps(DATASET, folders, "imagesTs", str(output), "cpu", [0, 1])
+    assert [s.kind for s in built] == kinds and len({s.key for s in built}) == len(built)
+    assert all(s.after == (before.key,) for before, s in zip(built, built[1:])) and built[0].after == ()
+    predict = built[0].command
+    folds_at = predict.index("-f")
+    assert predict[:3] == ("nnUNetv2_predict", "-i", "imagesTs") and predict[folds_at + 1:folds_at + 3] == ("0", "1")
+    assert "--disable_tta" in predict and ("--save_probabilities" in predict) == (len(models) > 1)
+    assert built[-1].command[0] == "nnUNetv2_apply_postprocessing" and not any(s.done for s in built)
+    (output / "postprocessed").mkdir(parents=True)  # what the commands leave
+    steps.mark_predicted(DATASET, folders, str(output))
+    assert all(s.refreshed().done for s in built)
+    assert json.loads((output / "done.json").read_text())["models"][0]["trainer"] == models[0][0]
