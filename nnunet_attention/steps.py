@@ -228,18 +228,16 @@ def _prediction_commands(best: dict, dataset_number: str, images: str, output: s
     for i, model in enumerate(models):
         member_output = os.path.join(output, "members", f"model_{i + 1}") if ensemble else os.path.join(output, "raw")
         members.append(member_output)
-        commands.append(("predict", model, ["nnUNetv2_predict", "-i", images, "-o", member_output, "-d", dataset_number,
-                                     "-c", model["configuration"], "-tr", model["trainer"], "-p",
-                                     model["plans_identifier"], "-f", *folds, "-device", device,
-                                     *(["--save_probabilities"] if ensemble else []),
-                                     *(["--disable_tta"] if device == "cpu" else [])]))
+        commands.append(("predict", model, [
+            "nnUNetv2_predict", "-i", images, "-o", member_output, "-d", dataset_number, "-c", model["configuration"],
+            "-tr", model["trainer"], "-p", model["plans_identifier"], "-f", *folds, "-device", device,
+            *(["--save_probabilities"] if ensemble else []), *(["--disable_tta"] if device == "cpu" else [])]))
     raw_output = os.path.join(output, "ensemble") if ensemble else members[0]
     if ensemble:
         commands.append(("ensemble", {}, ["nnUNetv2_ensemble", "-i", *members, "-o", raw_output, "-np", "2"]))
-    commands.append(("postprocess", {}, ["nnUNetv2_apply_postprocessing", "-i", raw_output, "-o",
-                                     os.path.join(output, "postprocessed"), "-pp_pkl_file",
-                                     best["postprocessing_file"], "-np", "2", "-plans_json",
-                                     best["some_plans_file"]]))
+    commands.append(("postprocess", {}, [
+        "nnUNetv2_apply_postprocessing", "-i", raw_output, "-o", os.path.join(output, "postprocessed"), "-pp_pkl_file",
+        best["postprocessing_file"], "-np", "2", "-plans_json", best["some_plans_file"]]))
     return commands
 
 

@@ -264,8 +264,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-o", required=True, help="output folder (gpu_check.json, gpu_check.md, logs, work)")
     parser.add_argument("-device", "--device", choices=["cuda", "cpu"], default="cuda")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, no mirroring in validation or prediction (the CPU test of this "
-                        "script)")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes, no mirroring in validation or prediction (the CPU test of this script)")
     parser.add_argument("--dry-run", action="store_true", help="print what would run and exit")
     parser.add_argument("--limits", type=float, nargs=3, metavar=("BENCH", "TRAIN", "GRID"),
                         help="seconds per part (default " + "; ".join(

@@ -1,7 +1,7 @@
 """Trainers of scripts/gpu_check.py: nnU-Net's trainer and our gated one on a short schedule set by the environment
 (NNUNET_ATTENTION_EPOCHS epochs of NNUNET_ATTENTION_ITERATIONS iterations, NNUNET_ATTENTION_VAL_ITERATIONS
-validation batches; NNUNET_ATTENTION_MIRRORING=0: no mirroring when validating, as --quick predicts with --disable_tta),
-everything else nnU-Net's defaults (on CUDA: torch.compile and AMP)."""
+validation batches; with NNUNET_ATTENTION_MIRRORING=0 no mirroring when validating, as --quick predicts with
+--disable_tta), everything else nnU-Net's defaults (on CUDA: torch.compile and AMP)."""
 import os
 
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
