@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention import steps
+from nnunet_attention.nnunet_api import bounded_export_workers
 from nnunet_attention.progress_files import RESUME, VALIDATE
 from nnunet_attention.steps import Folders, GridSpec
 from nnunet_attention.synth import DEFAULT_TASK_ID, write_msd_task
@@ -93,7 +94,7 @@ def demo_environment(workdir: str) -> dict:
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         env[name] = env.get(name) or os.path.join(os.path.abspath(workdir), name)
         os.makedirs(env[name], exist_ok=True)
-    env.setdefault("nnUNet_def_n_proc", str(min(8, os.cpu_count() or 1)))
+    env.setdefault("nnUNet_def_n_proc", bounded_export_workers())
     return env
 
 

@@ -2,8 +2,8 @@
 
 Held here: every call of a private nnU-Net method (the predictor's input listing and preprocessing iterator, the
 trainer's loss), each with keyword arguments; the trainer built without data (built_trainer); the check that
-nnU-Net's folder variables are set (require_variables); trainer lookup, model folders and dataset names through
-nnU-Net's own helpers. Public classes and helpers (PlansManager, nnUNetPredictor, the label and reader helpers, the
+nnU-Net's folder variables are set (require_variables); its export workers bounded by the CPU count
+(bounded_export_workers); trainer lookup, model folders and dataset names through nnU-Net's own helpers. Public classes and helpers (PlansManager, nnUNetPredictor, the label and reader helpers, the
 trainer classes our trainers subclass) are imported where they are used. Checked against nnunetv2 2.8.1 (pyproject
 pins >=2.8.1,<2.9; the test suite is the check for a new minor version: see the README).
 """
@@ -24,6 +24,15 @@ def require_variables(*names: str, why: str = ""):
         if not getattr(paths, name).is_set():
             raise NnUNetAttentionError(f"{name} is not set{f' (needed for {why})' if why else ''}; export it as for "
                                        f"nnU-Net (documentation/setting_up_paths.md)")
+
+
+def bounded_export_workers() -> str:
+    """nnU-Net's number of export / validation workers (default_num_processes, 8 unless nnUNet_def_n_proc is set)
+    at most the CPU count, as a value for nnUNet_def_n_proc: on fewer cores its 8 workers spend most of a small
+    validation starting up."""
+    from nnunetv2.configuration import default_num_processes
+
+    return str(min(default_num_processes, os.cpu_count() or 1))
 
 
 def find_trainer_class(name: str) -> type:

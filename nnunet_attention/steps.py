@@ -16,6 +16,7 @@ from nnunet_attention.files import write_text
 from nnunet_attention.progress_files import NEW, TRAINED, found_best_for, newer_than, train_command, training_state
 
 CASCADE = "3d_cascade_fullres"
+PREDICTED = "done.json"  # beside the predictions: written once every prediction step has run, names the models
 
 
 @dataclass(frozen=True)
@@ -190,9 +191,6 @@ def study_steps(spec: GridSpec, folders: Optional[Folders] = None) -> List[Step]
         trainings = [replace(s, after=(plan.key, *s.after)) for s in train_steps(spec, dataset, folders)]
         steps += [plan, *trainings, find_best_step(spec, dataset, folders, trainings)]
     return steps
-
-
-PREDICTED = "done.json"  # beside the predictions: written once every prediction step has run, names the models
 
 
 def best_prediction_steps(dataset: str, folders: Folders, images: str, output: str, device: str,

@@ -127,6 +127,7 @@ _VARIANTS = _schedule_variants()
 SCHEDULES: Dict[int, Tuple[str, str]] = {epochs: (a.__name__, b.__name__) for epochs, (a, b) in _VARIANTS.items()}
 globals().update({gated.__name__: gated for epochs, (_, gated) in _VARIANTS.items() if epochs != 1000})
 
-__all__ = ["nnUNetTrainerAttention", "nnUNetTrainerDemo", "nnUNetTrainerAttentionDemo", "nnUNetTrainerAttentionNoDeepSupervision", "nnUNetTrainerAttentionIdentityInit",
+__all__ = ["nnUNetTrainerAttention", "nnUNetTrainerDemo", "nnUNetTrainerAttentionDemo",
+           "nnUNetTrainerAttentionNoDeepSupervision", "nnUNetTrainerAttentionIdentityInit",
            "nnUNetTrainerAttentionUniformInit", "nnUNetTrainerAttentionAllSkips", "nnUNetTrainerAttentionOutputTransform",
            *(gated for epochs, (_, gated) in SCHEDULES.items() if epochs != 1000)]

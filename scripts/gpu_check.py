@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from nnunet_attention import steps
+from nnunet_attention.nnunet_api import bounded_export_workers
 
 HERE = Path(__file__).resolve().parent
 CLI = [sys.executable, "-m", "nnunet_attention.cli"]
@@ -80,8 +81,7 @@ class Check:
                     "NNUNET_ATTENTION_ITERATIONS": str(self.size["iterations"]),
                     "NNUNET_ATTENTION_VAL_ITERATIONS": str(self.size["val"]),
                     "NNUNET_ATTENTION_MIRRORING": "0" if args.quick else "1"}
-        # nnU-Net's default of 8 export workers, on fewer cores, spends most of a small validation starting them
-        self.env.setdefault("nnUNet_def_n_proc", str(min(8, os.cpu_count() or 1)))
+        self.env.setdefault("nnUNet_def_n_proc", bounded_export_workers())  # as the demo
         if args.device == "cpu":  # compile on the CPU costs minutes of C++ builds; nnU-Net's default is GPU-only
             self.env["nnUNet_compile"] = "f"
         self.results = {"machine": machine(args.device), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
