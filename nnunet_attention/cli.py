@@ -87,6 +87,23 @@ def _grid(args):
         sys.exit(1)
 
 
+def _train(args):
+    import torch
+    from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
+
+    from nnunet_attention.pairing import run_paired_training
+
+    workers = get_allowed_n_proc_DA()  # what nnU-Net would use; the paired trainer runs that many, in a fixed order
+    os.environ["nnUNet_n_proc_DA"] = "0"  # so that nnU-Net hands its loaders over in this process
+    if args.device == "cpu":  # as nnUNetv2_train sets them
+        torch.set_num_threads(os.cpu_count() or 1)
+    else:
+        torch.set_num_threads(1)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    run_paired_training(args.dataset, args.configuration, args.fold, args.tr, args.seed, workers, args.p, args.device,
+                        args.npz, args.c, args.val, args.pretrained_weights)
+
+
 def _demo(args):
     from nnunet_attention.demo import run_demo
 
@@ -216,6 +233,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="equivalence margins, e.g. dice=0.02 nsd=0.02 hd95=2 (mm); default dice=0.01 nsd=0.01 "
                         "hd95=1 (docs/compare.md)")
     p.set_defaults(func=_grid)
+
+    p = sub.add_parser("train", help="nnUNetv2_train with paired randomness: both trainers of a fold see the same "
+                                     "batches and start from the same shared weights (docs/grid.md)")
+    p.add_argument("dataset", help="dataset name or id, as for nnUNetv2_train")
+    p.add_argument("configuration", help="configuration, e.g. 3d_fullres")
+    p.add_argument("fold", type=fold, help="fold (0-4 or all)")
+    p.add_argument("-tr", default="nnUNetTrainer", help="trainer, any nnU-Net finds (default %(default)s)")
+    p.add_argument("--seed", type=int, required=True,
+                   help="the study's seed; with the dataset, configuration and fold it makes the pair's seed")
+    p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default %(default)s)")
+    p.add_argument("-device", choices=["cpu", "cuda"], default="cuda", help="default cuda")
+    p.add_argument("--npz", action="store_true", help="keep the validation softmax (as nnUNetv2_train --npz)")
+    p.add_argument("--c", action="store_true", help="continue from the latest checkpoint (as nnUNetv2_train --c)")
+    p.add_argument("--val", action="store_true", help="only validate a finished training (as nnUNetv2_train --val)")
+    p.add_argument("-pretrained_weights", help="checkpoint to start from (as nnUNetv2_train)")
+    p.set_defaults(func=_train)
 
     p = sub.add_parser("demo", help="gated vs ungated end to end through nnU-Net's commands (resumable)")
     p.add_argument("-o", default="nnunet_attention_demo",

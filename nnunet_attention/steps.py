@@ -58,6 +58,7 @@ class GridSpec:
     device: str = "cuda"
     npz: bool = True
     processes: Optional[int] = None  # -np of planning and find_best (None: nnU-Net's default)
+    seed: Optional[int] = None  # paired trainings (pairing.py) with this study seed; None: nnUNetv2_train as is
 
     def __post_init__(self):
         if len(set(self.trainers)) < 2:
@@ -165,7 +166,8 @@ def train_steps(spec: GridSpec, dataset: str, folders: Folders) -> List[Step]:
                 state = state_now()
                 after = (train_key(dataset, previous, fold, trainer),) if previous else ()
                 steps.append(Step("train", dataset, tuple(train_command(
-                    dataset_id(dataset), configuration, fold, trainer, state, spec.plans, spec.device, spec.npz)),
+                    dataset_id(dataset), configuration, fold, trainer, state, spec.plans, spec.device, spec.npz,
+                    spec.seed)),
                     configuration, str(fold), trainer, state, after, check=state_now))
     return steps
 

@@ -1,21 +1,25 @@
-"""The demo's study: how much one training differs from the next at exactly the demo's settings; resumable.
+"""The demo's study: how much one training differs from the next at exactly the demo's settings, with and without
+paired randomness; resumable.
 
-    python scripts/init_study.py -o study_work --report-dir docs          # the committed study (2 cores: ~25 min)
+    python scripts/init_study.py -o study_work --report-dir docs          # the committed study (2 cores: ~75 min)
     python scripts/init_study.py -o tmp --runs 1 --folds 0 --cases 5      # a smoke run
 
 It makes the demo's data with the demo's own steps (synth, nnUNetv2_convert_MSD_dataset, nnUNetv2_plan_and_preprocess),
-then trains the demo's two trainers on the demo's folds with the demo's command (nnUNetv2_train ... --npz), --runs
-times each, two trainings at a time as the demo runs them. The only change: each run r seeds torch, numpy and random
-with r before the network is built (scripts/study_trainers: the demo's trainers plus the seed). Per training it keeps
-nnU-Net's validation Dice per class and the pseudo Dice per epoch; per run and fold the paired difference B - A of
-the foreground mean Dice. It writes REPORT_DIR/init_study.json, init_study.md, init_study_curves.png and the
-summary the demo quotes, nnunet_attention/data/demo_study.json (with --report-dir docs).
+then trains the demo's two trainers on the demo's folds, --runs times each, in two arms, two trainings at a time as
+the demo runs them: **paired**, run r is exactly the demo's command with study seed r (``nnunet-attention train ...
+--seed r``; the demo itself runs seed 0); **unpaired**, run r is ``nnUNetv2_train ...`` as nnU-Net runs it (no seed).
+Runs alternate between the arms, so that a study cut short stays balanced. Per training it keeps nnU-Net's validation
+Dice per class and the pseudo Dice per epoch; per arm, run and fold the paired difference B - A of the foreground mean
+Dice; per arm the sd of those differences, the variance ratio unpaired / paired with its 95% CI (F distribution) and the
+folds each arm would need for the demo's verdict. It writes REPORT_DIR/init_study.json, init_study.md,
+init_study_curves.png and the summary the demo quotes, nnunet_attention/data/demo_study.json (with --report-dir docs).
 """
 import argparse
 import json
 import os
 import platform
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,32 +33,35 @@ from nnunet_attention.synth import DEFAULT_TASK_ID, LABELS, TASK_NAME
 from nnunet_attention.trainers import nnUNetTrainerAttention, nnUNetTrainerDemo
 
 LOST = 0.1  # a class whose validation Dice stays below this was not learned
-STUDY_TRAINERS = Path(__file__).parent / "study_trainers"
-SEEDED = {name: f"{name}Seeded" for name in demo.DEMO_TRAINERS}
+ARMS = ("paired", "unpaired")
 DATASET = f"Dataset{DEFAULT_TASK_ID:03d}_{TASK_NAME}"
 DEMO_SCHEDULE = (f"{nnUNetTrainerDemo.DEMO_EPOCHS} epochs of {nnUNetTrainerDemo.DEMO_ITERATIONS} iterations, "
                  f"{nnUNetTrainerDemo.DEMO_VAL_ITERATIONS} validation batches each")
 
 
-def fold_folder(work: Path, run: int, trainer: str, fold) -> Path:
-    return (work / "runs" / f"run{run}" / DATASET / model_identifier(SEEDED[trainer], demo.PLANS,
-                                                                   demo.DEMO_CONFIGURATION) / f"fold_{fold}")
+def results_root(work: Path, arm: str, run: int) -> Path:
+    return work / arm / f"run{run}"
+
+
+def fold_folder(work: Path, arm: str, run: int, trainer: str, fold) -> Path:
+    return (results_root(work, arm, run) / DATASET / model_identifier(trainer, demo.PLANS, demo.DEMO_CONFIGURATION)
+            / f"fold_{fold}")
 
 
 def train_all(work: Path, args):
-    """The demo's data and plans (its own steps), then every run's trainings, two at a time."""
+    """The demo's data and plans (its own steps), then every run's trainings, the arms alternating, two at a time."""
     env = demo.demo_environment(str(work))
-    env["nnUNet_extTrainer"] = os.pathsep.join(p for p in (env.get("nnUNet_extTrainer"), str(STUDY_TRAINERS)) if p)
-    runner = demo.Runner(str(work), 3 + args.runs * len(args.folds) * 2, env)
+    runner = demo.Runner(str(work), 3 + args.runs * len(args.folds) * 2 * len(ARMS), env)
     demo.dataset_steps(runner, str(work), None, None, args.cases, demo.SYNTH_SHAPE)
-    spec = demo.demo_spec(DATASET, demo.DEMO_CONFIGURATION, args.folds, list(SEEDED.values()), "cpu")
+    spec = demo.demo_spec(DATASET, demo.DEMO_CONFIGURATION, args.folds, demo.DEMO_TRAINERS, "cpu")
     demo.plan_step(runner, spec, Folders(env["nnUNet_preprocessed"], env["nnUNet_results"]))
     for run in range(args.runs):
-        runner.env = {**env, "nnUNet_results": str(work / "runs" / f"run{run}"),
-                      "NNUNET_ATTENTION_STUDY_SEED": str(run)}
-        steps = demo.training_steps(spec, Folders(env["nnUNet_preprocessed"], runner.env["nnUNet_results"]))
-        runner.parallel_steps([(f"run {run}: {title}", done, command) for title, done, command in steps],
-                              demo.trainings_at_once(demo.DEMO_TRAINERS, "cpu"))
+        for arm in ARMS:
+            runner.env = {**env, "nnUNet_results": str(results_root(work, arm, run))}
+            arm_spec = replace(spec, seed=run if arm == "paired" else None)
+            steps = demo.training_steps(arm_spec, Folders(env["nnUNet_preprocessed"], runner.env["nnUNet_results"]))
+            runner.parallel_steps([(f"{arm} run {run}: {title}", done, command) for title, done, command in steps],
+                                  demo.trainings_at_once(demo.DEMO_TRAINERS, "cpu"))
 
 
 def record(work: Path, run: int, trainer: str, fold) -> dict:

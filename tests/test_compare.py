@@ -39,7 +39,7 @@ def report(results, tmp_path_factory):
     return root, out, json.loads((out / "report.json").read_text()), result.stderr, result.stdout
 
 
-def test_two_datasets_in_one_report_with_holm_over_every_row(report):
+def test_two_datasets_in_one_report_with_holm_within_its_families(report):
     root, out, data, stderr, stdout = report
     assert set(data["datasets"]) == {DATASET_NAME, SECOND_NAME}
     assert data["missing_datasets"] and "555" in data["missing_datasets"][0] and "555" in stderr
@@ -51,8 +51,9 @@ def test_two_datasets_in_one_report_with_holm_over_every_row(report):
         for row in rows:
             s = row["metrics"][metric]
             assert "p_holm" in s and "hierarchical_ci95" in s and "p_b_better" in s
-            if s["wilcoxon_p"] is not None:
-                assert s["wilcoxon_p"] <= s["p_holm"] <= 1
+            assert s["holm_family"] == ("headline" if row["class"] == "foreground_mean" else "per class")
+            if s["t_p"] is not None:
+                assert s["t_p"] <= s["p_holm"] <= 1
     assert "MONAI" in data["boundary_metrics"]["implementation"]
     markdown = (out / "report.md").read_text()
     assert markdown.splitlines()[2] == "## Verdict"
@@ -70,7 +71,7 @@ def test_two_datasets_in_one_report_with_holm_over_every_row(report):
     assert "verdict Dataset990_AttentionSynth 3d_fullres" in stdout and "training randomness" in stdout
     assert "Holm" in markdown and "MONAI" in markdown and "nodule" in markdown and "label 1" not in markdown
     assert data["figures"] == ["forest.png"] and (out / "forest.png").stat().st_size > 5000
-    assert data["margins"] == {"dice": 0.01, "nsd": 0.01, "hd95": 1.0} and "+-0.01" in data["verdict_rule"]
+    assert data["margins"] == {"dice": 0.01, "nsd": 0.01, "hd95": 1.0} and "±0.01" in data["verdict_rule"]
     # Dataset992 has fold 0 only: the missing fold 1 is named, the report says so
     missing = fold_dir(root, TINY_TRAINERS[0], "3d_fullres", 1).parent.parent.parent / SECOND_NAME
     assert not data["complete"] and any(SECOND_NAME in m and "fold_1" in m for m in data["missing"])

@@ -1,5 +1,6 @@
-"""compare's statistics on constructed tables whose answers are known: the two-level bootstrap, the verdict rule,
-rows seeded by their own key, the ignore label in NSD/HD95, and the figures."""
+"""compare's statistics on constructed tables whose answers are known: the verdict's t interval (checked against
+scipy's own one-sample t test), the verdict rule, Holm within its families, folds needed, rows seeded by their own
+key, the ignore label in NSD/HD95, the calibration of the verdict (a small simulation), and the figures."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,6 +8,9 @@ import SimpleITK as sitk
 
 from nnunet_attention import boundary
 from nnunet_attention.compare import analysis, plots, render
+from scipy import stats as scipy_stats
+
+from nnunet_attention.compare.calibration import Cell, run_cell
 from nnunet_attention.statistics import BOOTSTRAP_SAMPLES, folds_needed, row_rng, two_level_bootstrap, verdict
 
 
@@ -72,22 +76,47 @@ def test_identical_trainers_on_three_folds_are_equivalent_and_on_one_fold_inconc
     v = _verdict(three)["metrics"]["dice"]
     assert v["verdict"] == "equivalent" and v["margin"] == 0.01
     assert v["hierarchical_ci95"][0] >= -0.01 and v["hierarchical_ci95"][1] <= 0.01
-    assert 0 < v["minimal_detectable_difference"] < 0.01  # 2.8 x the two-level SE: small when nothing varies
+    assert 0 < v["minimal_detectable_difference"] < 0.01  # (t + t) x the fold SE: small when nothing varies
     one = _table([rng.normal(0.0, 0.001, 36)])
     v = _verdict(one)["metrics"]["dice"]
     assert v["verdict"] == "inconclusive" and v["minimal_detectable_difference"] is None
     assert "nothing: fewer than 2 folds" in render.verdict_sentence(v)
 
 
-def test_a_margin_decides_equivalence_and_is_reported():
-    rng = np.random.default_rng(6)
-    table = _table([rng.normal(0.01, 0.01, 12) for _ in range(5)])
-    strict, loose = (_verdict(table, {"dice": m})["metrics"]["dice"] for m in (0.005, 0.05))
-    assert strict["verdict"] in ("better", "inconclusive") and strict["margin"] == 0.005
-    assert loose["verdict"] in ("better", "equivalent") and loose["margin"] == 0.05
-    wide = _table([rng.normal(0.0, 0.01, 12) + m for m in (0.01, -0.01, 0.005, 0.0, -0.005)])
-    assert _verdict(wide, {"dice": 0.05})["metrics"]["dice"]["verdict"] == "equivalent"
-    assert _verdict(wide, {"dice": 0.001})["metrics"]["dice"]["verdict"] == "inconclusive"
+def _fold_constant_table(fold_means, cases=6, **kwargs):
+    """Every case of a fold differs by the fold's mean: the verdict's interval is then exactly scipy's one-sample t
+    interval of the fold means."""
+    return _table([np.full(cases, m) for m in fold_means], **kwargs)
+
+
+def test_the_interval_is_scipys_t_interval_of_the_fold_means():
+    means = np.array([0.012, -0.004, 0.02, 0.007])
+    v = _verdict(_fold_constant_table(means), {"dice": 0.5})["metrics"]["dice"]
+    oracle = scipy_stats.ttest_1samp(means, 0.0)
+    assert v["hierarchical_ci95"] == pytest.approx(list(oracle.confidence_interval(0.95)), abs=1e-12)
+    assert v["t_p"] == pytest.approx(oracle.pvalue) and v["df"] == 3 and v["estimate"] == pytest.approx(means.mean())
+
+
+def test_a_margin_decides_equivalence_at_the_intervals_edge():
+    means = np.array([0.01, -0.01, 0.005, 0.0, -0.005])
+    half = scipy_stats.ttest_1samp(means, 0.0).confidence_interval(0.95).high
+    table = _fold_constant_table(means)
+    inside, outside = (_verdict(table, {"dice": m})["metrics"]["dice"] for m in (half + 1e-4, half - 1e-4))
+    assert inside["verdict"] == "equivalent" and inside["margin"] == pytest.approx(half + 1e-4)
+    assert outside["verdict"] == "inconclusive" and outside["margin"] == pytest.approx(half - 1e-4)
+    assert f"±{half + 1e-4:g}" in render.headline_sentence("Dice", inside)
+
+
+def test_better_and_worse_follow_the_t_tests_sign_and_p():
+    gain = _fold_constant_table([0.03, 0.02, 0.025, 0.035, 0.03])
+    assert _verdict(gain)["metrics"]["dice"]["verdict"] == "better"
+    assert _verdict(gain, {"dice": 0.1})["metrics"]["dice"]["verdict"] == "better"  # significance first
+    hd95_gain = _fold_constant_table([-2.0, -1.5, -2.5, -1.8, -2.2], metric="hd95")
+    results = analysis.analyse(hd95_gain, ["A", "B"])
+    assert results[("DatasetA", "3d_fullres", "foreground_mean", "hd95")]["outcome"] == "better"  # lower is better
+    # one fold far out: the pooled case mean is positive, the t test on the folds is not significant
+    outlier = _fold_constant_table([0.3, -0.01, -0.02, -0.01, -0.02])
+    assert _verdict(outlier)["metrics"]["dice"]["verdict"] == "inconclusive"
 
 
 def test_folds_that_disagree_are_inconclusive_and_need_fewer_folds_as_the_spread_falls():
@@ -103,13 +132,26 @@ def test_folds_that_disagree_are_inconclusive_and_need_fewer_folds_as_the_spread
     assert "folds to show equivalence" in render.verdict_sentence(v)
 
 
-def test_folds_needed_by_hand():
-    # SE 0.02 from 5 folds; observed 0.004 against +-0.01: the CI half-width must fall to 0.006 = 1.96 x SE_target
-    assert folds_needed(0.004, 0.02, 5, 0.01) == {"equivalence": int(np.ceil(5 * (0.02 / (0.006 / 1.959964)) ** 2)),
-                                                 "exclude_zero": int(np.ceil(5 * (0.02 / (0.004 / 1.959964)) ** 2))}
-    assert folds_needed(0.02, 0.02, 5, 0.01)["equivalence"] is None  # beyond the margin: never equivalent
-    assert folds_needed(0.0, 0.02, 5, 0.01)["exclude_zero"] is None
-    assert folds_needed(0.0, None, 1, 0.01) == {"equivalence": None, "exclude_zero": None}
+@pytest.mark.parametrize("estimate, spread, margin", [(0.004, 0.02, 0.01), (0.0, 0.05, 0.02), (0.01, 0.3, 0.02)])
+def test_folds_needed_is_the_fewest_folds_whose_interval_settles_it(estimate, spread, margin):
+    """At the figure, fold means with the observed mean and spread give a t interval (scipy's) inside the margin; one
+    fold fewer does not. Likewise for excluding 0."""
+    def interval(k):
+        z = np.linspace(-1, 1, k)
+        means = estimate + spread * (z - z.mean()) / z.std(ddof=1)
+        return scipy_stats.ttest_1samp(means, 0.0).confidence_interval(0.95)
+
+    needed = folds_needed(estimate, spread / np.sqrt(5), 5, margin)
+    k = needed["equivalence"]
+    assert -margin < interval(k).low and interval(k).high < margin
+    assert not (-margin < interval(k - 1).low and interval(k - 1).high < margin)
+    if estimate:
+        k = needed["exclude_zero"]
+        assert interval(k).low > 0 and not interval(k - 1).low > 0
+    else:
+        assert needed["exclude_zero"] is None
+    assert folds_needed(2 * margin, spread, 5, margin)["equivalence"] is None  # beyond the margin: never equivalent
+    assert folds_needed(0.0, None, 1, margin) == {"equivalence": None, "exclude_zero": None}
 
 
 def test_a_consistent_gain_in_one_fold_only_is_not_a_finding():
@@ -130,19 +172,47 @@ def test_thin_ground_is_warned():
     (v,) = analysis.verdicts(results, {("DatasetA", "3d_fullres"): ([0], [0, 1])})
     text = " ".join(v["warnings"])
     assert "training randomness not captured" in text and "fewer than 30" in text and "fold(s) 1" in text
-    assert verdict(None, None, True, 0.01, 1) == "inconclusive"
+    assert verdict(None, None, None, True, 0.01, 1) == "inconclusive"
 
 
-def test_each_row_is_seeded_by_its_own_key():
+def test_adding_a_dataset_changes_no_other_rows_statistics():
     rng = np.random.default_rng(5)
     one = _table([rng.normal(0.02, 0.05, 10) for _ in range(3)])
     other = _table([rng.normal(-0.1, 0.3, 7) for _ in range(4)], dataset="DatasetB")
     alone = analysis.analyse(one, ["A", "B"])
     together = analysis.analyse(pd.concat([other, one]), ["A", "B"])
     for key, stats in alone.items():
-        for field in ("bootstrap_ci95", "hierarchical_ci95", "p_b_better", "wilcoxon_p"):
+        for field in ("bootstrap_ci95", "hierarchical_ci95", "p_b_better", "wilcoxon_p", "t_p", "estimate",
+                      "minimal_detectable_difference", "folds_needed"):
             assert together[key][field] == stats[field]
     assert row_rng(0, "a", "b").integers(1 << 30) != row_rng(0, "a", "c").integers(1 << 30)
+
+
+def test_adding_a_dataset_raises_the_headline_holm_p_of_the_others_and_leaves_the_per_class_family_alone():
+    """Holm's families: the headline rows (all classes) of a metric across datasets, and the per-class rows. With
+    two datasets the smaller headline p is doubled, the larger kept (unless below the doubled one)."""
+    a = _fold_constant_table([0.02, 0.01, 0.03])
+    b = _fold_constant_table([0.05, 0.04, 0.06, 0.05], dataset="DatasetB")
+    p = {d: scipy_stats.ttest_1samp(m, 0.0).pvalue for d, m in (("DatasetA", [0.02, 0.01, 0.03]),
+                                                                 ("DatasetB", [0.05, 0.04, 0.06, 0.05]))}
+    alone = analysis.analyse(a, ["A", "B"])[("DatasetA", "3d_fullres", "foreground_mean", "dice")]
+    assert alone["p_holm"] == pytest.approx(p["DatasetA"])
+    together = analysis.analyse(pd.concat([a, b]), ["A", "B"])
+    low, high = sorted(p.values())
+    expected = {d: 2 * low if v == low else max(2 * low, high) for d, v in p.items()}
+    for dataset in p:
+        assert together[(dataset, "3d_fullres", "foreground_mean", "dice")]["p_holm"] == pytest.approx(
+            expected[dataset])
+        per_class = together[(dataset, "3d_fullres", "nodule", "dice")]
+        assert per_class["holm_family"] == "per class" and per_class["p_holm"] == pytest.approx(expected[dataset])
+
+
+def test_calibration_at_three_folds_keeps_its_error_rates():
+    """A small version of scripts/calibrate_compare.py through the real analysis: no true difference, 3 folds x 4
+    cases, 200 studies (seeded): "better"/"worse" at most 7.5% of the time, the 95% CI covering 0 at least 93%."""
+    result = run_cell(Cell(folds=3, cases=4, true_difference=0.0, margin=0.05), studies=200, seed=11)
+    assert result["better"] + result["worse"] <= 0.075, result
+    assert result["coverage"] >= 0.93, result
 
 
 def test_size_terciles_and_worst_cases():
@@ -201,19 +271,32 @@ def test_figures_are_written_and_curves_of_one_epoch_show_their_points(tmp_path)
 
 
 @pytest.mark.parametrize("datasets", [1, 10])
-def test_forest_plot_reads_with_one_and_with_ten_datasets(tmp_path, datasets):
+def test_forest_plot_labels_lie_inside_the_figure_with_one_and_ten_datasets(tmp_path, datasets):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     rng = np.random.default_rng(0)
-    table = pd.concat([_table([rng.normal(0.01 * d, 0.02, 6) for _ in range(3)], dataset=f"Dataset{d:03d}",
+    table = pd.concat([_table([rng.normal(0.01 * d, 0.02, 6) for _ in range(3)], dataset=f"Dataset{d:03d}_Liver",
                               metric=metric) for d in range(datasets) for metric in ("dice", "nsd", "hd95")])
     results = analysis.analyse(table, ["A", "B"])
     rows = [render.summary_row(d, "3d_fullres", c, results) for d in sorted(table["dataset"].unique())
             for c in ("nodule", "foreground_mean")]
-    name = plots.plot_forest(rows, ["A", "B"], str(tmp_path))
-    from matplotlib.image import imread
-
-    image = imread(str(tmp_path / name))
-    assert name == "forest.png" and image.shape[0] > 60 * len(rows) * 0.28  # grows with the rows: labels fit
-    assert _ink(tmp_path / name) > 2000
+    fig = plots.forest_figure(rows, ["A", "B"])
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    texts = [t for ax in fig.axes for t in (*ax.get_yticklabels(), ax.xaxis.label) if t.get_text()]
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert "Liver 3d_fullres nodule (3 folds, 18 cases)" in labels
+    assert "Liver 3d_fullres all classes (3 folds, 18 cases)" in labels
+    assert len(texts) >= 2 * len(rows) + 3
+    for text in texts:
+        box = text.get_window_extent(renderer)
+        assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height, text
+    cues = [ax.xaxis.label.get_text().splitlines()[-1] for ax in fig.axes[:3]]
+    assert cues == ["← A better    B better →"] * 2 + ["← B better    A better →"]  # HD95: lower is better
+    for ax, margin in zip(fig.axes[:3], (0.01, 0.01, 1.0)):
+        low, high = ax.get_xlim()
+        assert low < -margin and high > margin  # the band is on every metric's scale
+    assert plots.plot_forest(rows, ["A", "B"], str(tmp_path)) == "forest.png"
 
 
 def _ink(path) -> int:

@@ -161,14 +161,14 @@ def compare_datasets(datasets: Sequence[str], configurations: Sequence[str], tra
 def print_summary(report: dict, output_dir: str):
     """What a command prints after compare: the verdict lines, then warnings and what is missing (stderr), then
     the report's path."""
-    from nnunet_attention.compare.render import verdict_sentence
+    from nnunet_attention.compare.render import headline_sentence, verdict_sentence
 
     for v in report["verdict"]:
         verdicts = ", ".join(f"{report['metrics'][m]['title']} {s['verdict']}" for m, s in v["metrics"].items())
         print(f"verdict {v['dataset']} {v['configuration']}: B ({report['trainers'][1]}) against A "
               f"({report['trainers'][0]}): {verdicts}" +
-              "".join(f"\n  {report['metrics'][m]['title']}: {verdict_sentence(s)}".replace("**", "")
-                      for m, s in v["metrics"].items()) + "".join(f"\n  warning: {w}" for w in v["warnings"]))
+              "".join(f"\n  {headline_sentence(report['metrics'][m]['title'], s)}\n    {verdict_sentence(s)}"
+                      .replace("**", "") for m, s in v["metrics"].items()) + "".join(f"\n  warning: {w}" for w in v["warnings"]))
     if report.get("note"):
         print(report["note"])
     for line in [f"warning: {w}" for w in report["warnings"]] + [f"missing: {m}" for m in report["missing"]]:

@@ -6,14 +6,18 @@ from typing import Dict, List, Optional, Sequence
 import pandas as pd
 
 from nnunet_attention.compare.read import METRICS
-from nnunet_attention.statistics import (DEFAULT_MARGINS, folds_needed, hierarchical_statistics, holm,
-                                         minimal_detectable_difference, paired_statistics, row_rng, verdict)
+from nnunet_attention.statistics import (BOOTSTRAP_SAMPLES, CI_METHOD, DEFAULT_MARGINS, fold_t_interval,
+                                         folds_needed, holm, minimal_detectable_difference, paired_statistics,
+                                         row_rng, share_b_better, verdict)
 
 FOREGROUND = "foreground_mean"
 MIN_FOLDS, MIN_PAIRS = 3, 30
 ROW_KEY = ["dataset", "configuration", "class", "metric"]
-VERDICT_KEYS = ("mean_difference", "hierarchical_ci95", "bootstrap_ci95", "p_holm", "p_b_better", "margin",
-                "hierarchical_se", "minimal_detectable_difference", "folds_needed", "n_folds")
+VERDICT_KEYS = ("mean_difference", "estimate", "hierarchical_ci95", "ci_method", "df", "bootstrap_ci95", "t_p",
+                "p_holm", "holm_family", "p_b_better", "margin", "hierarchical_se", "minimal_detectable_difference",
+                "folds_needed", "n_folds", "n_pairs", "excluded_nan_pairs")
+HOLM_FAMILIES = {"headline": "the foreground-mean rows of the metric (every dataset x configuration)",
+                 "per class": "the per-class rows of the metric (every dataset x configuration x class)"}
 
 
 def with_foreground_mean(table: pd.DataFrame) -> pd.DataFrame:
@@ -35,14 +39,16 @@ def pairs(table: pd.DataFrame, trainers: Sequence[str]) -> pd.DataFrame:
     return joined.assign(difference=joined["b"] - joined["a"]).reset_index()
 
 
-def row_statistics(row: pd.DataFrame, metric: str, key: Sequence[str], seed: int) -> dict:
-    """Case-level and two-level statistics of one dataset x configuration x class x metric, seeded by its key."""
+def row_statistics(row: pd.DataFrame, metric: str, key: Sequence[str], seed: int,
+                   bootstrap_samples: int = BOOTSTRAP_SAMPLES) -> dict:
+    """Case-level and fold-level statistics of one dataset x configuration x class x metric, seeded by its key."""
     _, higher_is_better, tie = METRICS[metric]
     kept = row.dropna(subset=["a", "b"])
     rng = row_rng(seed, *key)
-    stats = paired_statistics(kept["difference"].to_numpy(), rng, tie, higher_is_better)
+    stats = paired_statistics(kept["difference"].to_numpy(), rng, tie, higher_is_better, bootstrap_samples)
     by_fold = {fold: group["difference"].to_numpy() for fold, group in kept.groupby("fold", sort=True)}
-    stats.update(hierarchical_statistics(list(by_fold.values()), rng, higher_is_better))
+    stats.update(fold_t_interval(list(by_fold.values())), ci_method=CI_METHOD,
+                 p_b_better=share_b_better(list(by_fold.values()), rng, higher_is_better, bootstrap_samples))
     stats.update(mean_a=float(kept["a"].mean()) if len(kept) else None,
                  mean_b=float(kept["b"].mean()) if len(kept) else None,
                  excluded_nan_pairs=int(len(row) - len(kept)), n_folds=len(by_fold),
@@ -77,26 +83,33 @@ def analyse(table: pd.DataFrame, trainers: Sequence[str], seed: int = 0,
     return analyse_pairs(pairs(with_foreground_mean(table), trainers), seed, margins)
 
 
-def analyse_pairs(paired: pd.DataFrame, seed: int = 0,
-                  margins: Optional[Dict[str, float]] = None) -> Dict[tuple, dict]:
-    """(dataset, configuration, class, metric) -> statistics (with p_holm across every row of the same metric), the
-    outcome against the metric's margin (DEFAULT_MARGINS where margins does not name it), what the study could
-    detect, the folds that would settle it, the size terciles and, for the foreground mean, the ten worst cases."""
+def analyse_pairs(paired: pd.DataFrame, seed: int = 0, margins: Optional[Dict[str, float]] = None,
+                  bootstrap_samples: int = BOOTSTRAP_SAMPLES) -> Dict[tuple, dict]:
+    """(dataset, configuration, class, metric) -> statistics, with p_holm within the row's Holm family (HOLM_FAMILIES:
+    a row's adjusted p depends only on the rows of its own family), the outcome against the metric's margin
+    (DEFAULT_MARGINS where margins does not name it), what the study could detect, the folds that would settle it,
+    the size terciles and, for the foreground mean, the ten worst cases. bootstrap_samples sets the descriptive
+    bootstraps only (the case-level CI and p_b_better); the verdict does not resample."""
     margins = {**DEFAULT_MARGINS, **(margins or {})}
     results = {}
     for key, row in paired.groupby(ROW_KEY, sort=False):
         metric = key[3]
-        results[key] = {**row_statistics(row, metric, key, seed), "size_terciles": size_terciles(row),
-                        "worst_cases": worst_cases(row, METRICS[metric][1]) if key[2] == FOREGROUND else []}
+        results[key] = {**row_statistics(row, metric, key, seed, bootstrap_samples),
+                        "size_terciles": size_terciles(row),
+                        "worst_cases": worst_cases(row, METRICS[metric][1]) if key[2] == FOREGROUND else [],
+                        "holm_family": "headline" if key[2] == FOREGROUND else "per class"}
     for metric in METRICS:
-        keys = [k for k in results if k[3] == metric]
-        for k, p in zip(keys, holm([results[k]["wilcoxon_p"] for k in keys])):
-            results[k]["p_holm"] = p
+        for family in HOLM_FAMILIES:
+            keys = [k for k in results if k[3] == metric and results[k]["holm_family"] == family]
+            for k, p in zip(keys, holm([results[k]["t_p"] for k in keys])):
+                results[k]["p_holm"] = p
     for (*_, metric), s in results.items():
         margin = margins[metric]
-        s.update(outcome=verdict(s["hierarchical_ci95"], s["p_holm"], METRICS[metric][1], margin, s["n_folds"]),
-                 margin=margin, minimal_detectable_difference=minimal_detectable_difference(s["hierarchical_se"]),
-                 folds_needed=folds_needed(s["mean_difference"], s["hierarchical_se"], s["n_folds"], margin))
+        s.update(outcome=verdict(s["hierarchical_ci95"], s["p_holm"], s["estimate"], METRICS[metric][1], margin,
+                                 s["n_folds"]),
+                 margin=margin, minimal_detectable_difference=minimal_detectable_difference(s["hierarchical_se"],
+                                                                                           s["df"]),
+                 folds_needed=folds_needed(s["estimate"], s["hierarchical_se"], s["n_folds"], margin))
     return results
 
 

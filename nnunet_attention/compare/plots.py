@@ -130,15 +130,32 @@ def plot_curves(prefix: str, curves: Dict[str, Dict[str, dict]], trainers: Seque
     return _save(fig, output_dir, f"curves_{prefix}.png")
 
 
+def forest_label(row: dict) -> str:
+    """A readable row label: the dataset without its DatasetNNN_ prefix, the configuration, the class (the
+    foreground mean as "all classes"), and the row's n."""
+    import re
+
+    dataset = re.sub(r"^Dataset\d+_", "", row["dataset"])
+    name = "all classes" if row["class"] == "foreground_mean" else row["class"]
+    dice = row["metrics"]["dice"]
+    return f"{dataset} {row['configuration']} {name} ({dice.get('n_folds', 0)} folds, {dice.get('n_pairs', 0)} cases)"
+
+
 def plot_forest(rows: List[dict], trainers: Sequence[str], output_dir: str) -> str:
-    """A forest plot per metric (columns): one row per dataset x configuration x class (the foreground mean in
-    black), the mean difference B - A with its two-level CI (thick) and case CI (thin grey, just above), 0 and the
-    +-margin band, the outcome at the right. rows: report.json's summary rows (their "metrics" carry the statistics)."""
-    height = 0.9 + 0.28 * max(len(rows), 1)
+    """forest.png (forest_figure) in output_dir."""
+    return _save(forest_figure(rows, trainers), output_dir, "forest.png")
+
+
+def forest_figure(rows: List[dict], trainers: Sequence[str]):
+    """A forest plot per metric (columns): one row per dataset x configuration x class (all classes in black), the
+    verdict's estimate B - A with its 95% t interval (thick) and the case bootstrap CI (thin grey, just above), 0 and
+    the ±margin band (always inside the axis), the outcome at the right, and under each axis which side favours B
+    (flipped for HD95, where lower is better). rows: report.json's summary rows."""
+    height = 1.2 + 0.3 * max(len(rows), 1)
     fig, axes = _figure(len(METRICS), 1, 4.2, height)
-    labels = [f"{r['dataset']} {r['configuration']} {r['class']}" for r in rows]
+    labels = [forest_label(r) for r in rows]
     positions = np.arange(len(rows))[::-1]
-    for ax, (metric, (title, _, _)) in zip(axes[0], METRICS.items()):
+    for ax, (metric, (title, higher_is_better, _)) in zip(axes[0], METRICS.items()):
         stats = [r["metrics"][metric] for r in rows]
         margin = next((s["margin"] for s in stats if s.get("margin") is not None), None)
         if margin is not None:
@@ -150,17 +167,23 @@ def plot_forest(rows: List[dict], trainers: Sequence[str], output_dir: str) -> s
                 ax.plot(s["bootstrap_ci95"], [y + 0.22] * 2, color="grey", lw=1.0)
             if s.get("hierarchical_ci95"):
                 ax.plot(s["hierarchical_ci95"], [y, y], color=colour, lw=3.0, solid_capstyle="butt")
-            if s.get("mean_difference") is not None:
-                ax.plot(s["mean_difference"], y, "D", color=colour, ms=5)
+            estimate = s.get("estimate", s.get("mean_difference"))
+            if estimate is not None:
+                ax.plot(estimate, y, "D", color=colour, ms=5)
+        if margin is not None:
+            low, high = ax.get_xlim()
+            ax.set_xlim(min(low, -1.5 * margin), max(high, 1.5 * margin))
         ax.set_yticks(positions, labels if ax is axes[0, 0] else [""] * len(rows), fontsize=7)
         ax.set_ylim(-0.7, len(rows) - 0.3)
-        ax.set_xlabel(f"{title}: B - A" + (f" (band: +-{margin:g})" if margin is not None else ""), fontsize=8)
+        favours = ("← A better    B better →" if higher_is_better else "← B better    A better →")
+        ax.set_xlabel(f"{title}: B − A" + (f" (green: ±{margin:g})" if margin is not None else "") + f"\n{favours}",
+                      fontsize=8)
         outcomes = ax.twinx()
         outcomes.set_ylim(ax.get_ylim())
         outcomes.set_yticks(positions, [s.get("outcome") or "n/a" for s in stats], fontsize=7)
         for tick, row in zip(outcomes.get_yticklabels(), rows):
             tick.set_fontweight("bold" if row["class"] == "foreground_mean" else "normal")
-    _title(fig, f"B = {trainers[1]} minus A = {trainers[0]}: mean paired difference with its two-level 95% CI "
-                f"(thick) and case 95% CI (thin, grey); green: the equivalence band; outcome at the right",
+    _title(fig, f"B = {trainers[1]} minus A = {trainers[0]}: estimate with its 95% t interval over folds (thick) "
+                f"and case bootstrap 95% CI (thin, grey); green: the equivalence band; outcome at the right",
            4.2 * len(METRICS))
-    return _save(fig, output_dir, "forest.png")
+    return fig

@@ -1,7 +1,9 @@
 """Reading what nnU-Net wrote into one long-form table: dataset, configuration, trainer, fold, case, class, metric,
 value (plus, per case and class, which masks were empty and the reference's volume).
 
-Dice per case is nnU-Net's own (each fold's ``validation/summary.json``); NSD and HD95 are computed from the same
+Dice per case is nnU-Net's own (each fold's ``validation/summary.json``), except for a class empty in both reference
+and prediction: nnU-Net gives NaN and leaves it out of its means, compare scores it 1, as NSD (1) and HD95 (0 mm)
+score it, so that the three metrics' foreground means average the same classes; NSD and HD95 are computed from the same
 validation predictions against ``nnUNet_preprocessed/DatasetX/gt_segmentations`` (boundary.py, cached per fold). The
 checkpoints' logging gives parameter counts, epoch times and learning curves; ``inference_information.json`` and
 the ensembles of ``nnUNetv2_find_best_configuration`` are read when they exist.
@@ -145,6 +147,8 @@ class DatasetLabels:
             for key in self.keys:
                 dice = entry["metrics"].get(key, {}).get("Dice")
                 m = measured[case][key]
+                if m["empty"] == "both":  # nnU-Net's Dice is NaN there; compare scores it as NSD and HD95 do
+                    dice = 1.0
                 values = {"dice": float("nan") if dice is None else float(dice), "nsd": m["nsd"], "hd95": m["hd95"]}
                 rows += [{**prefix, "case": case, "class": self.names[key], "metric": metric, "value": value,
                           "empty": m["empty"] or "", "reference_mm3": m["reference_mm3"]}

@@ -10,9 +10,9 @@ from nnunet_attention.compare.analysis import FOREGROUND
 from nnunet_attention.compare.read import METRICS, Results, TrainerResults
 from nnunet_attention.statistics import verdict_rule
 
-SUMMARY_KEYS = ("n_pairs", "mean_a", "mean_b", "mean_difference", "bootstrap_ci95", "hierarchical_ci95",
-                "p_b_better", "wilcoxon_p", "p_holm", "n_folds", "outcome", "margin", "hierarchical_se",
-                "minimal_detectable_difference", "folds_needed")
+SUMMARY_KEYS = ("n_pairs", "mean_a", "mean_b", "mean_difference", "estimate", "bootstrap_ci95", "hierarchical_ci95",
+                "ci_method", "df", "p_b_better", "wilcoxon_p", "t_p", "p_holm", "holm_family", "n_folds", "outcome",
+                "margin", "hierarchical_se", "minimal_detectable_difference", "folds_needed", "excluded_nan_pairs")
 
 
 def column_name(name: str) -> str:
@@ -85,12 +85,23 @@ def configuration_entry(results: Results, dataset: str, configuration: str, trai
     return entry
 
 
-def _fmt(value, digits=4):
-    return "n/a" if value is None else f"{value:.{digits}f}"
+def _fmt(value, signed: bool = False) -> str:
+    """Three significant digits (a sign on differences); n/a for a missing value."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "n/a"
+    return f"{value:+.3g}" if signed else f"{value:.3g}"
 
 
-def _ci(ci):
-    return f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "n/a"
+def _p(value) -> str:
+    return "n/a" if value is None else ("< 0.001" if value < 0.001 else f"{value:.3f}")
+
+
+def _ci(ci) -> str:
+    return f"{_fmt(ci[0], True)} to {_fmt(ci[1], True)}" if ci else "n/a"
+
+
+def class_label(name: str) -> str:
+    return "all classes (mean)" if name == FOREGROUND else name
 
 
 def render_markdown(report: dict) -> str:
@@ -98,10 +109,10 @@ def render_markdown(report: dict) -> str:
     bm = report["boundary_metrics"]
     lines = [f"# {b} vs {a}", ""]
     lines += _verdict_markdown(report)
-    lines += [f"Plans `{report['plans']}`, folds {report['folds']}. Differences are **{b} minus {a}** (B - A), per "
+    lines += [f"Plans `{report['plans']}`, folds {report['folds']}. Differences are **{b} minus {a}** (B − A), per "
               f"validation case, paired by case. Boundary metrics: {bm['implementation']}. Empty masks: "
               f"{bm['empty_convention']}.",
-              "Wins count the cases where B is better (higher Dice/NSD, lower HD95); ties are |difference| <= "
+              "Wins count the cases where B is better (higher Dice/NSD, lower HD95); ties are |difference| ≤ "
               + ", ".join(f"{m['title']} {m['tie_tolerance']}" for m in report["metrics"].values()) + ".", ""]
     if report["missing_datasets"]:
         lines += ["**Datasets not found** (left out of the table and the correction): "
@@ -121,21 +132,36 @@ def render_markdown(report: dict) -> str:
 def _verdict_markdown(report: dict) -> List[str]:
     lines = ["## Verdict", ""]
     for v in report["verdict"]:
-        lines.append(f"- **{v['dataset']} {v['configuration']}**, B against A on the foreground mean:")
+        lines.append(f"**{v['dataset']} {v['configuration']}** (B = {report['trainers'][1]} against "
+                     f"A = {report['trainers'][0]}, all classes):")
+        lines.append("")
         for metric, m in v["metrics"].items():
-            lines.append(f"  - {report['metrics'][metric]['title']}: {verdict_sentence(m)}")
-        lines += [f"  - warning: {w}" for w in v["warnings"]]
+            lines.append(f"- {headline_sentence(report['metrics'][metric]['title'], m)}")
+            lines.append(f"  - {verdict_sentence(m)}")
+        lines += [f"- warning: {w}" for w in v["warnings"]]
+        lines.append("")
     if report.get("note"):
-        lines += ["", f"> {report['note']}"]
-    return lines + ["", f"Rule: {report['verdict_rule']}", ""]
+        lines += [f"> {report['note']}", ""]
+    return lines + [f"Rule: {report['verdict_rule']}", ""]
+
+
+def headline_sentence(title: str, m: dict) -> str:
+    """The verdict in plain words with its n, e.g. "Dice: equivalent within ±0.05 — B − A −0.005 (95% CI −0.040 to
+    +0.030), 3 trainings per trainer, 12 cases"."""
+    outcome = m["verdict"] + (f" within ±{m['margin']:g}" if m["verdict"] in ("equivalent", "inconclusive") else "")
+    if m["verdict"] == "inconclusive":
+        outcome = f"inconclusive at ±{m['margin']:g} (this study cannot tell)"
+    return (f"**{title}: {outcome}** — B − A {_fmt(m.get('estimate'), True)} (95% CI {_ci(m['hierarchical_ci95'])}), "
+            f"{m['n_folds']} training(s) per trainer, {m.get('n_pairs', 'n/a')} cases")
 
 
 def verdict_sentence(m: dict) -> str:
-    """One metric's outcome with its margin, estimate, what the study could detect and, when it cannot tell, the
+    """The details behind one metric's outcome: the test, what the study could detect and, when it cannot tell, the
     folds that would settle it."""
-    p = "n/a" if m["p_b_better"] is None else f"{m['p_b_better']:.2f}"
-    text = (f"**{m['verdict']}** (margin +-{m['margin']:g}): B - A {_fmt(m['mean_difference'])}, two-level 95% CI "
-            f"{_ci(m['hierarchical_ci95'])}, p Holm {_fmt(m['p_holm'], 3)}, P(B better) {p}; ")
+    share = "n/a" if m["p_b_better"] is None else f"{m['p_b_better']:.0%}"
+    text = (f"t test on the per-fold differences ({m.get('df') if m.get('df') is not None else 'no'} degrees of "
+            f"freedom): p {_p(m.get('t_p'))}, Holm-adjusted {_p(m['p_holm'])}; B better in {share} of two-level "
+            f"bootstrap resamples; ")
     detectable = m["minimal_detectable_difference"]
     text += ("the study could detect " + (f"a difference of {detectable:.3g} or more (5% level, 80% power)"
                                           if detectable is not None else "nothing: fewer than 2 folds paired"))
@@ -146,31 +172,49 @@ def verdict_sentence(m: dict) -> str:
                   f"about {needed['exclude_zero']} to exclude 0" if needed["exclude_zero"] else None]
         text += f"; {m['n_folds']} fold(s) paired, " + (
             "; ".join(t for t in settle if t) if m["hierarchical_se"] is not None else
-            "train at least 2 folds per trainer (each more training narrows the CI)")
+            "train at least 2 folds per trainer (two folds give 1 degree of freedom: only a large, consistent "
+            "difference shows)")
+    if m.get("excluded_nan_pairs"):
+        text += f"; {m['excluded_nan_pairs']} pair(s) without a value left out"
     return text + "."
 
 
 def _summary_markdown(report: dict) -> List[str]:
-    lines = ["## Summary: every dataset x configuration x class", "",
-             "Mean over paired validation cases; 95% CIs of the mean difference from a case bootstrap (cases "
-             "resampled) and a two-level bootstrap (folds resampled, then cases within each drawn fold: training "
-             f"randomness included); Wilcoxon signed-rank p and Holm-adjusted p over the {len(report['summary'])} "
-             "rows of this table (per metric); the outcome by the rule above, margins "
-             + ", ".join(f"{report['metrics'][k]['title']} +-{v:g}" for k, v in report["margins"].items())
-             + ". Forest plot: ![forest](forest.png)", ""]
-    header = "| dataset | configuration | class | pairs | folds |"
-    for m in report["metrics"].values():
-        header += f" {m['title']} A | {m['title']} B | diff | case CI | two-level CI | p Holm | outcome |"
-    lines += [header, "|" + "---|" * (5 + 7 * len(report["metrics"]))]
-    for row in report["summary"]:
-        dice = row["metrics"]["dice"]
-        cells = [row["dataset"], row["configuration"], row["class"], str(dice["n_pairs"]), str(dice["n_folds"])]
+    margins = ", ".join(f"{report['metrics'][k]['title']} ±{v:g}" for k, v in report["margins"].items())
+    lines = ["## Summary", "",
+             "B − A is the mean of the per-fold mean differences with its 95% t interval (the verdict's); p Holm is "
+             "the t test's p adjusted within its family: the headline rows of a metric (all classes, every dataset "
+             "× configuration) form one family, the per-class rows another. Outcomes by the rule above, margins "
+             f"{margins}. Forest plot: ![forest](forest.png)", "",
+             "Headline (all classes):", "",
+             "| dataset | configuration | metric | trainings | cases | A | B | B − A (95% CI) | p Holm | outcome |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = [r for r in report["summary"] if r["class"] == FOREGROUND]
+    lines += _summary_rows(rows, report, with_class=False)
+    lines += ["", "Per class:", "",
+              "| dataset | configuration | class | metric | cases | A | B | B − A (95% CI) | p Holm | outcome |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += _summary_rows([r for r in report["summary"] if r["class"] != FOREGROUND], report, with_class=True)
+    excluded = [f"{r['dataset']} {r['configuration']} {r['class']} {report['metrics'][m]['title']}: "
+                f"{s['excluded_nan_pairs']}" for r in report["summary"] for m, s in r["metrics"].items()
+                if s.get("excluded_nan_pairs")]
+    if excluded:
+        lines += ["", "Pairs left out because one trainer has no value (excluded_nan_pairs): " + "; ".join(excluded)]
+    return lines + [""]
+
+
+def _summary_rows(rows: List[dict], report: dict, with_class: bool) -> List[str]:
+    lines = []
+    for row in rows:
         for metric in report["metrics"]:
             s = row["metrics"][metric]
-            cells += [_fmt(s["mean_a"]), _fmt(s["mean_b"]), _fmt(s["mean_difference"]), _ci(s["bootstrap_ci95"]),
-                      _ci(s["hierarchical_ci95"]), _fmt(s["p_holm"], 3), s["outcome"] or "n/a"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines + [""]
+            cells = [row["dataset"], row["configuration"], *([row["class"]] if with_class else []),
+                     report["metrics"][metric]["title"], *([] if with_class else [str(s["n_folds"])]),
+                     str(s["n_pairs"]), _fmt(s["mean_a"]), _fmt(s["mean_b"]),
+                     f"{_fmt(s['estimate'], True)} ({_ci(s['hierarchical_ci95'])})", _p(s["p_holm"]),
+                     s["outcome"] or "n/a"]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def _configuration_markdown(configuration: str, entry: dict, report: dict) -> List[str]:
@@ -197,33 +241,33 @@ def _configuration_markdown(configuration: str, entry: dict, report: dict) -> Li
     lines += ["", "| trainer | parameters | epochs | mean epoch time (s) |", "|---|---|---|---|"]
     for trainer, t in entry["trainers"].items():
         lines.append(f"| {trainer} | {t['parameters'] if t['parameters'] is not None else 'n/a'} | "
-                     f"{t['epochs'] if t['epochs'] is not None else 'n/a'} | {_fmt(t['mean_epoch_seconds'], 1)} |")
+                     f"{t['epochs'] if t['epochs'] is not None else 'n/a'} | {_fmt(t['mean_epoch_seconds'])} |")
     return lines + [""] + [f"![{f.split('_')[0]}]({f})" for f in entry["figures"]] + [""]
 
 
 def _paired_markdown(entry: dict, report: dict) -> List[str]:
-    lines = ["", "Paired per-case differences (B - A):", "",
-             "| class | metric | pairs | mean diff | case 95% CI | two-level 95% CI | P(B better) | median diff | "
-             "wins / ties / losses | Wilcoxon p |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["", "Paired per-case differences (B − A):", "",
+             "| class | metric | pairs | mean diff | case 95% CI | fold t 95% CI | B better in (resamples) | "
+             "median diff | wins / ties / losses | Wilcoxon p |", "|---|---|---|---|---|---|---|---|---|---|"]
     for label, by_metric in entry["paired"].items():
         for metric, s in by_metric.items():
-            p = "n/a" if s["p_b_better"] is None else f"{s['p_b_better']:.2f}"
-            lines.append(f"| {label} | {report['metrics'][metric]['title']} | {s['n_pairs']} | "
-                         f"{_fmt(s['mean_difference'])} | {_ci(s['bootstrap_ci95'])} | {_ci(s['hierarchical_ci95'])} | "
-                         f"{p} | {_fmt(s['median_difference'])} | {s['wins']} / {s['ties']} / {s['losses']} | "
-                         f"{_fmt(s['wilcoxon_p'], 3)} |")
+            p = "n/a" if s["p_b_better"] is None else f"{s['p_b_better']:.0%}"
+            lines.append(f"| {class_label(label)} | {report['metrics'][metric]['title']} | {s['n_pairs']} | "
+                         f"{_fmt(s['mean_difference'], True)} | {_ci(s['bootstrap_ci95'])} | {_ci(s['hierarchical_ci95'])} | "
+                         f"{p} | {_fmt(s['median_difference'], True)} | {s['wins']} / {s['ties']} / {s['losses']} | "
+                         f"{_p(s['wilcoxon_p'])} |")
     return lines
 
 
 def _per_fold_markdown(entry: dict, report: dict) -> List[str]:
     folds = sorted({f for by_metric in entry["per_fold_difference"].values() for d in by_metric.values()
                     for f in d}, key=str)
-    lines = ["", "Per fold (one training per trainer each), mean paired difference B - A:", "",
+    lines = ["", "Per fold (one training per trainer each), mean paired difference B − A:", "",
              "| class | metric | " + " | ".join(f"fold {f}" for f in folds) + " |", "|---|---|" + "---|" * len(folds)]
     for label, by_metric in entry["per_fold_difference"].items():
         for metric, d in by_metric.items():
-            lines.append(f"| {label} | {report['metrics'][metric]['title']} | "
-                         + " | ".join(_fmt(d.get(f)) for f in folds) + " |")
+            lines.append(f"| {class_label(label)} | {report['metrics'][metric]['title']} | "
+                         + " | ".join(_fmt(d.get(f), True) for f in folds) + " |")
     return lines
 
 
@@ -234,7 +278,7 @@ def _terciles_markdown(entry: dict, report: dict) -> List[str]:
         if label == FOREGROUND:
             continue
         for metric, groups in by_metric.items():
-            cells = [f"{_fmt(g['mean_difference'])} (n={g['n']}, {g['volume_mm3'][0]:.0f}–{g['volume_mm3'][1]:.0f})"
+            cells = [f"{_fmt(g['mean_difference'], True)} (n={g['n']}, {g['volume_mm3'][0]:.0f}–{g['volume_mm3'][1]:.0f})"
                      for g in groups] + ["n/a"] * (3 - len(groups))
             lines.append(f"| {label} | {report['metrics'][metric]['title']} | " + " | ".join(cells) + " |")
     return lines
@@ -242,8 +286,8 @@ def _terciles_markdown(entry: dict, report: dict) -> List[str]:
 
 def _worst_markdown(entry: dict) -> List[str]:
     lines = ["", "Ten cases where B falls furthest behind A (foreground-mean Dice; look at them with "
-                 "`nnunet-attention maps`):", "", "| fold | case | A | B | B - A |", "|---|---|---|---|---|"]
-    return lines + [f"| {w['fold']} | {w['case']} | {_fmt(w['a'])} | {_fmt(w['b'])} | {_fmt(w['difference'])} |"
+                 "`nnunet-attention maps`):", "", "| fold | case | A | B | B − A |", "|---|---|---|---|---|"]
+    return lines + [f"| {w['fold']} | {w['case']} | {_fmt(w['a'])} | {_fmt(w['b'])} | {_fmt(w['difference'], True)} |"
                     for w in entry["worst_cases"]]
 
 
@@ -256,7 +300,7 @@ def _ensembles_markdown(ensembles: Optional[dict], a: str, b: str) -> List[str]:
     lines += [f"| {k} | {_fmt(v)} |" for k, v in ensembles["foreground_dice"].items()]
     for key, per_class in ensembles["ensemble_per_class"].items():
         lines += ["", f"`{key}` per class: " + "; ".join(
-            f"{label} Dice {_fmt(v['dice'])}, NSD {_fmt(v['nsd'])}, HD95 {_fmt(v['hd95'], 2)} mm"
+            f"{label} Dice {_fmt(v['dice'])}, NSD {_fmt(v['nsd'])}, HD95 {_fmt(v['hd95'])} mm"
             for label, v in per_class.items())]
     best = ensembles["best"]
     chosen = " + ".join(f"{m['trainer']} ({m['configuration']})" for m in best["models"])
@@ -270,9 +314,10 @@ def report_header(trainers, plans, folds, results: Results, missing_datasets, no
             "metrics": {m: {"title": t, "higher_is_better": h, "tie_tolerance": tie}
                         for m, (t, h, tie) in METRICS.items()},
             "boundary_metrics": {"implementation": boundary.implementation(),
-                                 "empty_convention": boundary.EMPTY_CONVENTION + "; Dice: both empty = NaN, left "
-                                                     "out of Dice statistics as nnU-Net does; voxels under nnU-Net's "
-                                                     "ignore label count for no metric"},
+                                 "empty_convention": boundary.EMPTY_CONVENTION + "; Dice: both empty = 1 (nnU-Net's "
+                                                     "summary.json says NaN), so that every metric scores the same "
+                                                     "classes; voxels under nnU-Net's ignore label count for no "
+                                                     "metric"},
             "complete": not (results.missing or missing_datasets),
             "missing": list(missing_datasets) + list(results.missing),
             "missing_datasets": list(missing_datasets), "warnings": list(results.warnings), "note": note,

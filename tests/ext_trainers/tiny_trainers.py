@@ -53,3 +53,40 @@ class nnUNetTrainerAttentionTinyResumable(nnUNetTrainerAttentionTiny):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs = 4
         self.save_every = 1
+
+
+class _Recording:
+    """Writes what the pairing test compares to output_folder/recorded.json: a digest of every tensor of the network
+    at the start (by name) and of each training batch's data and target arrays, in the order they arrive."""
+
+    def on_train_start(self):
+        super().on_train_start()
+        self.recorded = {"start": {k: _digest(v) for k, v in self.network.state_dict().items()}, "batches": []}
+
+    def train_step(self, batch: dict) -> dict:
+        target = batch["target"]
+        self.recorded["batches"].append([_digest(batch["data"]),
+                                         [_digest(t) for t in (target if isinstance(target, list) else [target])]])
+        return super().train_step(batch)
+
+    def on_train_end(self):
+        import json
+        import os
+
+        super().on_train_end()
+        with open(os.path.join(self.output_folder, "recorded.json"), "w") as f:
+            json.dump(self.recorded, f)
+
+
+def _digest(tensor) -> str:
+    import hashlib
+
+    return hashlib.sha1(torch.as_tensor(tensor).detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+class nnUNetTrainerTinyRecording(_Recording, nnUNetTrainerTiny):
+    pass
+
+
+class nnUNetTrainerAttentionTinyRecording(_Recording, nnUNetTrainerAttentionTiny):
+    pass
