@@ -75,7 +75,7 @@ def _grid(args):
     check_margins(_margins(args))
     require_variables("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
     spec = GridSpec([dataset_name(d) for d in dict.fromkeys(args.d)], args.c, list(dict.fromkeys(args.f)),
-                    list(dict.fromkeys(args.tr)), args.p, args.device, args.npz)
+                    list(dict.fromkeys(args.tr)), args.p, args.device, args.npz, seed=args.seed)
     options = ExecutorOptions(args.executor, args.max_parallel, args.slurm_partition, args.slurm_gpus_per_job,
                               args.slurm_cpus_per_job, args.slurm_mem, args.slurm_time, args.slurm_setup or ())
     if args.status:
@@ -91,8 +91,13 @@ def _train(args):
     import torch
     from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 
+    from nnunet_attention.devices import resolve_device
+    from nnunet_attention.nnunet_api import find_trainer_class, require_variables
     from nnunet_attention.pairing import run_paired_training
 
+    require_variables("nnUNet_preprocessed", "nnUNet_results", why="training")
+    find_trainer_class(args.tr)  # a wrong name is a one-line error before this process is set up for training
+    resolve_device(args.device)
     workers = get_allowed_n_proc_DA()  # what nnU-Net would use; the paired trainer runs that many, in a fixed order
     os.environ["nnUNet_n_proc_DA"] = "0"  # so that nnU-Net hands its loaders over in this process
     if args.device == "cpu":  # as nnUNetv2_train sets them
@@ -104,10 +109,20 @@ def _train(args):
                         args.npz, args.c, args.val, args.pretrained_weights)
 
 
+def exit_on_sigterm():
+    """SIGTERM (kill, timeout, a scheduler) ends this process as Ctrl-C does, by an exception: the demo's runner then
+    stops the trainings it started."""
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
+
+
 def _demo(args):
     from nnunet_attention.demo import run_demo
 
-    run_demo(args.o, args.i, args.d, args.c, args.device, args.f, args.trainers, args.epochs, margins=_margins(args))
+    exit_on_sigterm()
+    run_demo(args.o, args.i, args.d, args.c, args.device, args.f, args.trainers, args.epochs, margins=_margins(args),
+             seed=None if args.unpaired else args.seed)
 
 
 def _bench(args):
@@ -215,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-device", choices=["cuda", "cpu"], default="cuda", help="training device (default cuda)")
     p.add_argument("--npz", action=argparse.BooleanOptionalAction, default=True,
                    help="keep validation softmax for find_best_configuration's ensembles (default on)")
+    p.add_argument("--seed", type=int,
+                   help="paired trainings: every fold's trainers share this seed's randomness (nnunet-attention train "
+                        "--seed; docs/grid.md); default: unpaired nnUNetv2_train")
     p.add_argument("--executor", choices=["local", "slurm"], default="local", help="default local")
     p.add_argument("--max-parallel", type=int, default=0,
                    help="at most this many jobs at once (default: local one per visible GPU or 1; slurm no limit)")
@@ -262,7 +280,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trainers", nargs=2, metavar=("UNGATED", "GATED"), help="trainer pair (default: by --epochs)")
     p.add_argument("--epochs", type=int,
                    help="nnU-Net schedule length; picks nnUNetTrainer_Nepochs and nnUNetTrainerAttention_Nepochs "
-                        "(default 1 on cpu, 100 on cuda; 1000 = nnU-Net's full schedule)")
+                        "(default on cpu: the demo's own trainers, 8 short epochs; on cuda 100; 1000 = nnU-Net's "
+                        "full schedule)")
+    pairing = p.add_mutually_exclusive_group()
+    pairing.add_argument("--seed", type=int, default=0,
+                         help="paired trainings with this study seed (default %(default)s: docs/grid.md)")
+    pairing.add_argument("--unpaired", action="store_true",
+                         help="train with nnUNetv2_train as is: each training its own randomness")
     p.add_argument("--margin", nargs="+", type=margin, metavar="METRIC=VALUE",
                    help="equivalence margins, e.g. dice=0.02 nsd=0.02 hd95=2 (mm); default dice=0.01 nsd=0.01 "
                         "hd95=1 (docs/compare.md)")

@@ -8,6 +8,7 @@ import glob
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -23,7 +24,7 @@ from nnunet_attention.synth import DEFAULT_TASK_ID, write_msd_task
 _SHOWN = re.compile(r"Epoch \d+$|train_loss|val_loss|Pseudo dice|Epoch time|Mean Validation Dice|\*Best\*|"
                     r"Error|error:|Traceback")
 PLANS = "nnUNetPlans"
-SYNTH_CASES, SYNTH_TEST_CASES, SYNTH_SHAPE = 20, 4, (20, 48, 48)
+SYNTH_CASES, SYNTH_TEST_CASES, SYNTH_SHAPE = 60, 4, (20, 48, 48)
 # The demo's settings, chosen with the study in docs/init_study.md (its figures ship in data/demo_study.json): 2d,
 # three folds, nnUNetTrainerDemo's schedule (8 epochs of 50 iterations), two trainings at a time on the CPU.
 DEMO_CONFIGURATION, DEMO_FOLDS = "2d", (0, 1, 2)
@@ -34,6 +35,9 @@ STUDY_FILE = os.path.join(os.path.dirname(__file__), "data", "demo_study.json")
 # compare's default of 0.01; 0.05 Dice / NSD (about two such spreads) and 2 mm HD95 are what this 15-minute toy
 # comparison can speak to. --margin sets stricter ones.
 DEMO_MARGINS = {"dice": 0.05, "nsd": 0.05, "hd95": 2.0}
+# Paired trainings (pairing.py): both trainers of a fold share this study seed's randomness, so that the demo repeats
+# exactly on a machine and its per-fold differences vary less (docs/init_study.md).
+DEMO_SEED = 0
 
 
 STUDIED = "The study at exactly these settings"
@@ -52,9 +56,10 @@ def load_study() -> dict:
         return json.load(f)
 
 
-def demo_note(studied_task: bool, configuration: str, trainers: Sequence[str], folds: Sequence) -> str:
-    """The report's line on run-to-run spread: what the study measured at the demo's settings, or a warning that
-    these settings were not studied."""
+def demo_note(studied_task: bool, configuration: str, trainers: Sequence[str], folds: Sequence,
+              seed: Optional[int] = DEMO_SEED) -> str:
+    """The report's line on run-to-run spread: what the study measured at the demo's settings (its paired arm, or
+    its unpaired arm for an unpaired demo), or a warning that these settings were not studied."""
     study = load_study()
     settings = study["settings"]
     if not (studied_task and configuration == settings["configuration"] and list(trainers) == settings["trainers"]
@@ -62,14 +67,18 @@ def demo_note(studied_task: bool, configuration: str, trainers: Sequence[str], f
             and settings["schedule"] == demo_schedule()):
         return ("These settings were not part of the study in docs/init_study.md: how much one training differs "
                 "from the next here is not known; read the verdict's fold warnings.")
+    arm = "paired" if seed is not None else "unpaired"
+    measured = study["arms"][arm]
     per_trainer = "; ".join(
-        f"{t['trainer']}: validation mean Dice {t['mean']:.3f} ± {t['sd']:.3f} over {t['runs']} runs, "
-        f"{t['lost']} lost a class" for t in study["trainers"])
-    d = study["paired_difference"]
-    return (f"{STUDIED} (docs/init_study.md: {study['runs_per_fold']} seeded runs of each "
-            f"fold {', '.join(map(str, settings['folds']))} per trainer): {per_trainer}. The paired difference B - A "
-            f"of one fold's two trainings ranged {d['min']:+.3f} to {d['max']:+.3f} (sd {d['sd']:.3f}): a single "
-            f"fold's difference is not a finding; the verdict above resamples the folds for that reason.")
+        f"{t['trainer']}: validation mean Dice {t['mean']:.3f} ± {t['sd']:.3f} over {t['runs']} trainings, "
+        f"{t['lost']} lost a class" for t in measured["trainers"])
+    d, ratio = measured["difference"], study["variance_ratio"]
+    return (f"{STUDIED} (docs/init_study.md, {arm} trainings as this demo ran them, {study['runs_per_fold']} runs "
+            f"of each fold {', '.join(map(str, settings['folds']))}): {per_trainer}. One fold's difference B - A "
+            f"ranged {d['min']:+.3f} to {d['max']:+.3f} (sd {d['sd']:.3f}; unpaired trainings: sd "
+            f"{study['arms']['unpaired']['difference']['sd']:.3f}, variance ratio {ratio['ratio']:.1f}, 95% CI "
+            f"{ratio['ci95'][0]:.1f} to {ratio['ci95'][1]:.1f}): a single fold's difference is not a finding; the "
+            f"verdict above uses the spread between folds for that reason.")
 
 
 def matched_trainers(epochs: Optional[int], device: str) -> List[str]:
@@ -99,19 +108,29 @@ def demo_environment(workdir: str) -> dict:
 
 
 class Runner:
-    """Runs numbered steps, each an nnU-Net command with its log in workdir/logs; skips steps already done."""
+    """Runs numbered steps, each an nnU-Net command with its log in workdir/logs; skips steps already done. Every
+    command runs in its own process group, and whatever ends the runner (a failure, Ctrl-C, SIGTERM turned into
+    SystemExit by the CLI) stops the commands still running, their augmentation workers included."""
 
     def __init__(self, workdir: str, total: int, env: dict):
         self.logs = os.path.join(workdir, "logs")
         os.makedirs(self.logs, exist_ok=True)
         self.total, self.number, self.env = total, 0, env
+        self.epochs: Optional[int] = None  # epochs per training, for the time estimate (None: no estimate)
+
+    def _header(self, title: str) -> str:
+        self.number += 1
+        return f"[{self.number}/{self.total}] {title}"
+
+    def skip(self, title: str, reason: str):
+        """A step that does not run, with the reason."""
+        print(f"{self._header(title)}: skipped ({reason})", flush=True)
 
     def step(self, title: str, done: bool, *commands: List[str]):
         """Prints the step's header; runs its commands one after the other unless done."""
-        self.number += 1
-        header = f"[{self.number}/{self.total}] {title}"
+        header = self._header(title)
         if done:
-            print(f"{header}: done before, skipped", flush=True)
+            print(f"{header}: done before, skipped (its results exist)", flush=True)
             return
         print(header, flush=True)
         start = time.time()
@@ -121,61 +140,99 @@ class Runner:
             print(f"    finished in {time.time() - start:.0f} s", flush=True)
 
     def parallel_steps(self, steps: Sequence[Tuple[str, bool, List[str]]], at_once: int):
-        """Steps of one command each (title, done, command), at most at_once running; a failure ends the rest."""
+        """Steps of one command each (title, done, command), at most at_once running; a failure or an interruption
+        stops the rest. After the first epoch of the first training it prints when the trainings will end."""
         pending = []
         for title, done, command in steps:
-            self.number += 1
-            header = f"[{self.number}/{self.total}] {title}"
+            header = self._header(title)
             if done:
-                print(f"{header}: done before, skipped", flush=True)
+                print(f"{header}: done before, skipped (its results exist)", flush=True)
             else:
                 pending.append((header, self._log_name(title), command))
-        running = []
-        while pending or running:
-            while pending and len(running) < at_once:
-                header, log_name, command = pending.pop(0)
-                print(f"{header} (started {time.strftime('%H:%M:%S')})", flush=True)
-                running.append((header, time.time(), *self._start(command, log_name, quiet=at_once > 1)))
-            finished = next((r for r in running if r[2].poll() is not None), None)
-            if finished is None:
-                time.sleep(1)
-                continue
-            running.remove(finished)
-            header, started, *process = finished
-            try:
+        running, estimated, total_left = [], False, len(pending)
+        try:
+            while pending or running:
+                while pending and len(running) < at_once:
+                    header, log_name, command = pending.pop(0)
+                    print(f"{header} (started {time.strftime('%H:%M:%S')})", flush=True)
+                    running.append((header, time.time(), *self._start(command, log_name, quiet=at_once > 1)))
+                if not estimated:
+                    estimated = self._estimate(running[0][4], total_left, at_once)
+                finished = next((r for r in running if r[2].poll() is not None), None)
+                if finished is None:
+                    time.sleep(1)
+                    continue
+                running.remove(finished)
+                header, started, *process = finished
                 self._wait(*process)
-            except NnUNetAttentionError:
-                for _, _, other, log, _ in running:
-                    other.terminate()
-                    other.wait()
-                    log.close()
-                raise
-            print(f"{header}: finished in {time.time() - started:.0f} s", flush=True)
+                print(f"{header}: finished in {time.time() - started:.0f} s", flush=True)
+        finally:
+            for _, _, process, log, _ in running:
+                _stop(process)
+                log.close()
+
+    def _estimate(self, log_file: str, trainings: int, at_once: int) -> bool:
+        """Prints when the trainings will end, once nnU-Net's log of the first one has an epoch time; True once
+        printed (or when no estimate can be made)."""
+        if self.epochs is None:
+            return True
+        with open(log_file, errors="replace") as f:
+            times = re.findall(r"Epoch time: ([0-9.]+) s", f.read())
+        if not times:
+            return False
+        seconds = float(times[0]) * self.epochs * -(-trainings // at_once)
+        end = time.strftime("%H:%M", time.localtime(time.time() + seconds))
+        print(f"    estimate: the trainings end around {end} (about {seconds / 60:.0f} min from now: {trainings} "
+              f"trainings of {self.epochs} epochs at {float(times[0]):.0f} s per epoch, {at_once} at a time; "
+              f"find_best, prediction and compare take a few minutes more). Shorter: fewer folds (-f 0 1), a "
+              f"shorter schedule (--epochs), a smaller configuration (-c 2d)", flush=True)
+        return True
 
     def _log_name(self, title: str, index: Optional[int] = None) -> str:
         suffix = "" if index is None else chr(ord("a") + index)
         return f"{self.number:02d}{suffix}_{re.sub(r'[^A-Za-z0-9]+', '_', title)[:60]}.log"
 
     def _start(self, command: List[str], log_name: str, quiet: bool = False):
-        """Starts command with its output in workdir/logs/log_name; without quiet its progress lines are echoed
-        as they come (two commands at once write to their logs only)."""
+        """Starts command in its own process group with its output in workdir/logs/log_name; without quiet its
+        progress lines are echoed as they come (two commands at once write to their logs only)."""
         log_file = os.path.join(self.logs, log_name)
         print(f"    $ {' '.join(command)}\n    log: {log_file}", flush=True)
         log = open(log_file, "w")
         process = subprocess.Popen(command, stdout=log if quiet else subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, env=self.env)
+                                   text=True, env=self.env, start_new_session=True)
         return process, log, log_file
 
     def _wait(self, process: subprocess.Popen, log, log_file: str):
-        with log:
-            if process.stdout is not None:
-                for line in process.stdout:
-                    log.write(line)
-                    if _SHOWN.search(line):
-                        print(f"    {line.rstrip()}", flush=True)
-            process.wait()
+        try:
+            with log:
+                if process.stdout is not None:
+                    for line in process.stdout:
+                        log.write(line)
+                        if _SHOWN.search(line):
+                            print(f"    {line.rstrip()}", flush=True)
+                process.wait()
+        finally:
+            _stop(process)
         if process.returncode != 0:
             raise NnUNetAttentionError(f"{process.args[0]} failed (exit {process.returncode}); see {log_file}")
+
+
+def _stop(process: subprocess.Popen, grace: float = 10.0):
+    """Ends a command's whole process group (nnU-Net's augmentation and export workers too): SIGTERM, then SIGKILL
+    after grace seconds. Nothing to do once the group has gone."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.time() + wait
+        while time.time() < deadline:
+            process.poll()
+            try:
+                os.killpg(process.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
 
 
 def _dataset_folder(root: str, dataset_id: int) -> Optional[str]:
@@ -196,9 +253,10 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
              dataset_id: Optional[int] = None, configuration: Optional[str] = None, device: Optional[str] = None,
              folds: Optional[Sequence] = None, trainers: Optional[Sequence[str]] = None, epochs: Optional[int] = None,
              synth_cases: int = SYNTH_CASES, synth_shape=SYNTH_SHAPE,
-             margins: Optional[Dict[str, float]] = None) -> str:
+             margins: Optional[Dict[str, float]] = None, seed: Optional[int] = DEMO_SEED) -> str:
     """Runs (or resumes) the whole comparison; returns the report folder. None: the demo's settings; margins go to
-    compare (equivalence margins per metric; None: DEMO_MARGINS at the studied settings, else compare's defaults)."""
+    compare (equivalence margins per metric; None: DEMO_MARGINS at the studied settings, else compare's defaults);
+    seed pairs the trainings (None: unpaired, as nnUNetv2_train runs them)."""
     from nnunet_attention.compare import DatasetSource, check_margins, compare, print_summary
     from nnunet_attention.devices import resolve_device
     from nnunet_attention.files import check_output_folder
@@ -215,7 +273,7 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
         raise NnUNetAttentionError("give either --trainers or --epochs, not both")
     if len(trainers) != 2:
         raise NnUNetAttentionError(f"--trainers takes two trainer names (ungated, gated); got {len(trainers)}")
-    note = demo_note(studied, configuration, trainers, folds)
+    note = demo_note(studied, configuration, trainers, folds, seed)
     if margins is None and note.startswith(STUDIED):
         margins = DEMO_MARGINS
         print("Equivalence margins: " + ", ".join(f"{k} +-{v:g}" for k, v in margins.items()) +
@@ -223,13 +281,17 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
     env = demo_environment(workdir)
     print("nnU-Net folders: " + ", ".join(f"{k}={env[k]}" for k in ("nnUNet_raw", "nnUNet_preprocessed",
                                                                       "nnUNet_results")), flush=True)
+    print(f"Paired trainings: seed {seed} (both trainers of a fold see the same batches and start from the same "
+          f"shared weights: docs/grid.md)" if seed is not None else "Unpaired trainings (nnUNetv2_train as is)",
+          flush=True)
     runner = Runner(workdir, 6 + 2 * len(folds), env)
+    runner.epochs = schedule_epochs(trainers[0])
     dataset_id, raw = dataset_steps(runner, workdir, msd_folder, dataset_id, synth_cases, synth_shape)
     dataset_name = os.path.basename(raw)
     folders = Folders(env["nnUNet_preprocessed"], env["nnUNet_results"])
     preprocessed = os.path.join(folders.preprocessed, dataset_name)
     results = os.path.join(folders.results, dataset_name)
-    spec = demo_spec(dataset_name, configuration, folds, trainers, device)
+    spec = demo_spec(dataset_name, configuration, folds, trainers, device, seed)
     _train(runner, spec, folders)
     test_output = _predict_test(runner, spec, folders, raw)
 
@@ -255,23 +317,35 @@ def dataset_steps(runner: Runner, workdir, msd_folder, dataset_id, synth_cases, 
                 write_msd_task(os.path.dirname(msd_folder), DEFAULT_TASK_ID, synth_cases, SYNTH_TEST_CASES,
                                shape=synth_shape, overwrite=True)  # no dataset.json: not a finished task
         else:
-            runner.step("synth: not needed, using the given MSD task", True)
+            runner.skip("synth", f"not needed: the given MSD task {msd_folder} is used")
         dataset_id = _task_id(msd_folder)
         runner.step("convert the MSD task", _dataset_folder(runner.env["nnUNet_raw"], dataset_id) is not None,
                     ["nnUNetv2_convert_MSD_dataset", "-i", os.path.abspath(msd_folder), "-np", "2"])
     else:
-        runner.step("synth: not needed, using the given dataset", True)
-        runner.step("convert: not needed, using the given dataset", True)
+        runner.skip("synth", f"not needed: dataset {dataset_id} in nnUNet_raw is used")
+        runner.skip("convert", f"not needed: dataset {dataset_id} is in nnU-Net's format already")
     raw = _dataset_folder(runner.env["nnUNet_raw"], dataset_id)
     if raw is None:
         raise NnUNetAttentionError(f"no Dataset{dataset_id:03d}_* in nnUNet_raw={runner.env['nnUNet_raw']}")
     return dataset_id, raw
 
 
-def demo_spec(dataset: str, configuration: str, folds: Sequence, trainers: Sequence[str], device: str) -> GridSpec:
+def demo_spec(dataset: str, configuration: str, folds: Sequence, trainers: Sequence[str], device: str,
+              seed: Optional[int] = DEMO_SEED) -> GridSpec:
     """The demo's study in the step model: one dataset and configuration, --npz (find_best ensembles), two processes
-    for planning and find_best."""
-    return GridSpec([dataset], [configuration], list(folds), list(trainers), PLANS, device, npz=True, processes=2)
+    for planning and find_best, paired trainings with seed (None: unpaired, nnUNetv2_train)."""
+    return GridSpec([dataset], [configuration], list(folds), list(trainers), PLANS, device, npz=True, processes=2,
+                    seed=seed)
+
+
+def schedule_epochs(trainer: str) -> Optional[int]:
+    """Epochs of a trainer's schedule, for the time estimate: the demo's, nnU-Net's (nnUNetTrainer: 1000) and its
+    _Nepochs variants; None for other trainers (their schedule is not in their name)."""
+    from nnunet_attention.trainers import SCHEDULES, nnUNetTrainerDemo
+
+    if trainer in DEMO_TRAINERS:
+        return nnUNetTrainerDemo.DEMO_EPOCHS
+    return next((epochs for epochs, pair in SCHEDULES.items() if trainer in pair), None)
 
 
 def plan_step(runner: Runner, spec: GridSpec, folders: Folders):

@@ -144,8 +144,8 @@ def run_paired_training(dataset: str, configuration: str, fold, trainer: str, se
     from nnunetv2.paths import nnUNet_preprocessed
     from nnunetv2.run.run_training import maybe_load_checkpoint
 
-    from nnunet_attention.nnunet_api import dataset_name, find_trainer_class, require_variables
     from nnunet_attention.devices import resolve_device
+    from nnunet_attention.nnunet_api import dataset_name, find_trainer_class, require_variables
 
     if continue_training and validation_only:
         raise NnUNetAttentionError("give --c or --val, not both")

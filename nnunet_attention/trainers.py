@@ -80,7 +80,7 @@ class nnUNetTrainerDemo(nnUNetTrainer):
     than one epoch, and one epoch draws no learning curve. On the CPU it takes half the cores, because the demo
     trains two at a time (nnU-Net's -device cpu would give each all of them)."""
 
-    DEMO_EPOCHS, DEMO_ITERATIONS, DEMO_VAL_ITERATIONS = 8, 50, 10
+    DEMO_EPOCHS, DEMO_ITERATIONS, DEMO_VAL_ITERATIONS = 8, 50, 5
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):

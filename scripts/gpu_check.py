@@ -14,6 +14,10 @@ keeps what the earlier ones measured:
          `nnunet-attention maps` of the gated model on the test cases (maps' time over predict's).
   grid   `nnunet-attention grid --executor local` on that task: the folds trained without --npz are validated again
          by grid jobs; each job's log shows the CUDA_VISIBLE_DEVICES it ran with.
+  pairing  paired trainings on that task (`nnunet-attention train ... --seed 0`: cuDNN deterministic, no benchmark;
+         nnU-Net's compile and AMP as they are): the gated trainer twice and the ungated once with the same seed;
+         whether the two gated runs repeat (largest weight difference, validation Dice of each) and how far apart
+         the paired gated and ungated runs end.
 Writes OUT/gpu_check.json and OUT/gpu_check.md (its "GPU table" is what the README's GPU section shows).
 """
 import argparse
@@ -36,7 +40,8 @@ CLI = [sys.executable, "-m", "nnunet_attention.cli"]
 # nnU-Net's trainer and ours on a schedule set by environment variables (check_trainers/, via nnUNet_extTrainer)
 TRAINERS = ("nnUNetTrainerScheduled", "nnUNetTrainerAttentionScheduled")
 # seconds per part (bench, train, grid): what one H100 needs with room to spare; what 2 CPU cores need at --quick
-DEFAULT_LIMITS = {"cuda": (240.0, 180.0, 60.0), "cpu": (600.0, 900.0, 600.0)}
+DEFAULT_LIMITS = {"cuda": (240.0, 180.0, 60.0, 120.0), "cpu": (600.0, 900.0, 600.0, 600.0)}
+PARTS = ("bench", "train", "grid", "pairing")
 TASK_ID = 990
 DATASET = "Dataset990_AttentionSynth"
 PLANS_3D = ("hippocampus_3d_fullres", "pancreas_3d_fullres")
@@ -190,6 +195,28 @@ class Check:
         entry["predict_seconds"], entry["maps_seconds"] = timed["predict"], timed["maps"]
         entry["maps_over_predict"] = timed["maps"] / timed["predict"]
 
+    def pairing(self, entry: dict):
+        import torch
+
+        from nnunet_attention.checkpoint import load_checkpoint
+
+        self.prepare_task()
+        runs = {}
+        for name, trainer in (("gated_1", TRAINERS[1]), ("gated_2", TRAINERS[1]), ("ungated", TRAINERS[0])):
+            results = self.work / "pairing" / name
+            self.run([*CLI, "train", TASK_ID, "3d_fullres", "0", "-tr", trainer, "--seed", "0", "-device",
+                      self.args.device], f"pairing_{name}.log", env={**self.env, "nnUNet_results": str(results)})
+            folder = results / DATASET / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_0"
+            summary = json.loads((folder / "validation" / "summary.json").read_text())
+            runs[name] = (load_checkpoint(str(folder / "checkpoint_final.pth"))["network_weights"],
+                          summary["foreground_mean"]["Dice"])
+        first, second = runs["gated_1"][0], runs["gated_2"][0]
+        entry["repeat_max_weight_difference"] = max(float((first[k].float() - second[k].float()).abs().max())
+                                                    for k in first)
+        entry["repeat_identical"] = all(torch.equal(first[k], second[k]) for k in first)
+        entry["validation_dice"] = {name: dice for name, (_, dice) in runs.items()}
+        entry["paired_difference"] = runs["gated_1"][1] - runs["ungated"][1]
+
     def grid(self, entry: dict):
         state_file = self.work / "nnUNet_results" / "nnunet_attention_grid" / "state.json"
         self.run([*CLI, "grid", "-d", TASK_ID, "-c", "3d_fullres", "-f", "0", "-tr", *TRAINERS, "-device",
@@ -253,6 +280,13 @@ def render(results: dict) -> str:
     if "maps_over_predict" in train:
         lines.append(f"maps {train['maps_seconds']:.1f} s vs nnUNetv2_predict {train['predict_seconds']:.1f} s: "
                      f"**{train['maps_over_predict']:.2f}**.")
+    pairing = results["parts"].get("pairing", {})
+    if "repeat_identical" in pairing:
+        dice = pairing["validation_dice"]
+        lines.append(f"Paired trainings (seed 0, cuDNN deterministic): the gated training twice "
+                     f"{'**repeats exactly**' if pairing['repeat_identical'] else '**does not repeat**'} (largest "
+                     f"weight difference {pairing['repeat_max_weight_difference']:.3g}; validation Dice "
+                     f"{dice['gated_1']:.4f} and {dice['gated_2']:.4f}); paired B − A {pairing['paired_difference']:+.4f}.")
     grid = results["parts"].get("grid", {})
     if "jobs" in grid:
         lines.append("grid jobs and the CUDA_VISIBLE_DEVICES each saw: " + "; ".join(
@@ -267,7 +301,7 @@ def main():
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes, no mirroring in validation or prediction (the CPU test of this script)")
     parser.add_argument("--dry-run", action="store_true", help="print what would run and exit")
-    parser.add_argument("--limits", type=float, nargs=3, metavar=("BENCH", "TRAIN", "GRID"),
+    parser.add_argument("--limits", type=float, nargs=4, metavar=("BENCH", "TRAIN", "GRID", "PAIRING"),
                         help="seconds per part (default " + "; ".join(
                             f"{d}: {' '.join(f'{v:.0f}' for v in limits)}" for d, limits in DEFAULT_LIMITS.items())
                         + ")")
@@ -281,7 +315,9 @@ def main():
             f"{'x'.join(map(str, size['shape']))}, nnUNetv2_train 3d_fullres fold 0 -tr {' and '.join(TRAINERS)} "
             f"({size['epochs']} epochs x {size['iterations']} iterations), nnUNetv2_predict and maps on imagesTs",
             f"grid ({args.limits[2]:.0f} s): nnunet-attention grid --executor local -f 0 -tr {' '.join(TRAINERS)} "
-            f"(validates with --npz, find_best, compare)"]
+            f"(validates with --npz, find_best, compare)",
+            f"pairing ({args.limits[3]:.0f} s): nnunet-attention train 3d_fullres fold 0 --seed 0: {TRAINERS[1]} "
+            f"twice, {TRAINERS[0]} once (do paired trainings repeat?)"]
     if args.dry_run:
         print(f"gpu_check on {args.device}{' (quick)' if args.quick else ''}, output {args.o}:")
         print("\n".join(f"  {line}" for line in plan))
@@ -294,9 +330,8 @@ def main():
     shutil.rmtree(check.work, ignore_errors=True)
     (check.out / "logs").mkdir(parents=True, exist_ok=True)
     print(f"gpu_check on {check.results['machine'].get('card', args.device)}", flush=True)
-    for (name, function), limit in zip((("bench", check.bench), ("train", check.train), ("grid", check.grid)),
-                                       args.limits):
-        check.part(name, limit, function)
+    for name, limit in zip(PARTS, args.limits):
+        check.part(name, limit, getattr(check, name))
     print(render(check.results))
     print(f"{check.out / 'gpu_check.md'}, {check.out / 'gpu_check.json'}")
     if any(p["status"] != "ok" for p in check.results["parts"].values()):

@@ -28,6 +28,7 @@ from nnunet_attention import demo
 from nnunet_attention.checkpoint import load_checkpoint
 from nnunet_attention.nnunet_api import model_identifier
 from nnunet_attention.progress_files import TRAINED, training_state
+from nnunet_attention.statistics import folds_needed
 from nnunet_attention.steps import Folders
 from nnunet_attention.synth import DEFAULT_TASK_ID, LABELS, TASK_NAME
 from nnunet_attention.trainers import nnUNetTrainerAttention, nnUNetTrainerDemo
@@ -64,11 +65,11 @@ def train_all(work: Path, args):
                                   demo.trainings_at_once(demo.DEMO_TRAINERS, "cpu"))
 
 
-def record(work: Path, run: int, trainer: str, fold) -> dict:
-    folder = fold_folder(work, run, trainer, fold)
+def record(work: Path, arm: str, run: int, trainer: str, fold) -> dict:
+    folder = fold_folder(work, arm, run, trainer, fold)
     logging = load_checkpoint(str(folder / "checkpoint_final.pth"), mmap=True)["logging"]
     summary = json.loads((folder / "validation" / "summary.json").read_text())
-    return {"run": run, "seed": run, "fold": fold, "trainer": trainer, "trainer_run_as": SEEDED[trainer],
+    return {"arm": arm, "run": run, "seed": run if arm == "paired" else None, "fold": fold, "trainer": trainer,
             "validation_dice": {LABELS[str(k)]: float(v["Dice"]) for k, v in summary["mean"].items()},
             "validation_mean_dice": float(summary["foreground_mean"]["Dice"]),
             "validation_cases": len(summary["metric_per_case"]),
@@ -77,14 +78,13 @@ def record(work: Path, run: int, trainer: str, fold) -> dict:
                                                            logging["epoch_end_timestamps"])]}
 
 
-def summarise(records: list, runs_asked: int, folds: list) -> dict:
-    """What the demo quotes: per trainer the validation mean Dice over every run and fold, the runs that lost a
-    class; the paired differences B - A of one fold's two trainings of the same run."""
+def arm_summary(records: list, runs: int, folds: list) -> dict:
+    """One arm: per trainer the validation mean Dice over its trainings and the trainings that lost a class; the
+    differences B - A of the two trainings of each run and fold."""
     ungated, gated = demo.DEMO_TRAINERS
     by_key = {(r["run"], r["fold"], r["trainer"]): r for r in records}
     differences = [by_key[(run, fold, gated)]["validation_mean_dice"] - by_key[(run, fold, ungated)]["validation_mean_dice"]
-                   for run in range(runs_asked) for fold in folds
-                   if (run, fold, gated) in by_key and (run, fold, ungated) in by_key]
+                   for run in range(runs) for fold in folds if (run, fold, gated) in by_key and (run, fold, ungated) in by_key]
     trainers = []
     for trainer in demo.DEMO_TRAINERS:
         values = np.array([r["validation_mean_dice"] for r in records if r["trainer"] == trainer])
@@ -93,12 +93,31 @@ def summarise(records: list, runs_asked: int, folds: list) -> dict:
                          "lost": sum(min(r["validation_dice"].values()) < LOST for r in records
                                      if r["trainer"] == trainer)})
     d = np.array(differences)
+    return {"trainers": trainers,
+            "difference": {"n": int(d.size), "mean": float(d.mean()), "sd": float(d.std(ddof=1)),
+                           "min": float(d.min()), "max": float(d.max()), "values": d.tolist()}}
+
+
+def summarise(records: list, runs_asked: int, folds: list) -> dict:
+    """What the demo quotes: each arm's figures; the variance ratio of the differences, unpaired / paired, with its
+    95% CI and one-sided p (F distribution: the differences taken as independent and normal); per arm the folds the
+    demo's verdict would need to show equivalence at a true difference of 0 (t interval inside ±margin)."""
+    from scipy.stats import f
+
+    arms = {arm: arm_summary([r for r in records if r["arm"] == arm], runs_asked, folds) for arm in ARMS}
+    paired, unpaired = (arms[a]["difference"] for a in ARMS)
+    ratio = (unpaired["sd"] / paired["sd"]) ** 2
+    df = (unpaired["n"] - 1, paired["n"] - 1)
+    needed = {f"{margin:g}": {arm: folds_needed(0.0, arms[arm]["difference"]["sd"], 1, margin)["equivalence"]
+                              for arm in ARMS} for margin in (demo.DEMO_MARGINS["dice"], 0.02)}
     return {"settings": {"configuration": demo.DEMO_CONFIGURATION, "folds": list(folds),
                          "trainers": list(demo.DEMO_TRAINERS), "synth_cases": demo.SYNTH_CASES,
-                         "synth_shape": list(demo.SYNTH_SHAPE), "schedule": demo.demo_schedule()},
-            "runs_per_fold": runs_asked, "lost_class_below": LOST, "trainers": trainers,
-            "paired_difference": {"n": int(d.size), "mean": float(d.mean()), "sd": float(d.std(ddof=1)),
-                                  "min": float(d.min()), "max": float(d.max()), "values": d.tolist()}}
+                         "synth_shape": list(demo.SYNTH_SHAPE), "schedule": demo.demo_schedule(),
+                         "paired_seeds": list(range(runs_asked)), "demo_seed": demo.DEMO_SEED},
+            "runs_per_fold": runs_asked, "lost_class_below": LOST, "arms": arms,
+            "variance_ratio": {"ratio": ratio, "ci95": [ratio / f.ppf(0.975, *df), ratio / f.ppf(0.025, *df)],
+                               "p_one_sided": float(f.sf(ratio, *df)), "df": list(df)},
+            "folds_for_equivalence": needed}
 
 
 def main():
@@ -106,7 +125,7 @@ def main():
     parser.add_argument("-o", required=True, help="work folder (nnU-Net folders, logs)")
     parser.add_argument("--report-dir", help="where init_study.json/.md/_curves.png go (default: -o); with docs, "
                                              "the package's data/demo_study.json is written too")
-    parser.add_argument("--runs", type=int, default=2, help="seeded runs per fold and trainer (default 2)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per arm, fold and trainer (default 3)")
     parser.add_argument("--folds", type=int, nargs="+", default=list(demo.DEMO_FOLDS),
                         help=f"folds (default the demo's: {' '.join(map(str, demo.DEMO_FOLDS))})")
     parser.add_argument("--cases", type=int, default=demo.SYNTH_CASES,
@@ -117,9 +136,9 @@ def main():
     work = Path(args.o).resolve()
     report_dir = Path(args.report_dir or work).resolve()
     train_all(work, args)
-    records = [record(work, run, trainer, fold) for run in range(args.runs) for fold in args.folds
-               for trainer in demo.DEMO_TRAINERS
-               if training_state(str(fold_folder(work, run, trainer, fold)), need_npz=True) == TRAINED]
+    records = [record(work, arm, run, trainer, fold) for arm in ARMS for run in range(args.runs)
+               for fold in args.folds for trainer in demo.DEMO_TRAINERS
+               if training_state(str(fold_folder(work, arm, run, trainer, fold)), need_npz=True) == TRAINED]
     summary = summarise(records, args.runs, args.folds)
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, cpu",
               "command": " ".join(["python", "scripts/init_study.py", *sys.argv[1:]]),
@@ -138,65 +157,74 @@ def render(result: dict) -> str:
     summary = result["summary"]
     classes = [n for n in LABELS.values() if n != "background"]
     settings = summary["settings"]
-    lines = ["# The demo's study", "",
+    ratio = summary["variance_ratio"]
+    lines = ["# The demo's study: paired and unpaired trainings", "",
              f"Machine: {result['machine']}. Command: `{result['command']}`. What it samples: the demo's generated task "
              f"({settings['synth_cases']} training cases of {'x'.join(map(str, settings['synth_shape']))} voxels), "
              f"configuration {settings['configuration']}, folds {', '.join(map(str, settings['folds']))}, the "
-             f"demo's trainers ({', '.join(settings['trainers'])}: {DEMO_SCHEDULE}), the demo's "
-             f"nnUNetv2_train command, two trainings at a time; {summary['runs_per_fold']} runs per fold and "
-             f"trainer, run r seeded with r. Default gate start of `nnUNetTrainerAttention`: **{result['default']}**.",
+             f"demo's trainers ({', '.join(settings['trainers'])}: {DEMO_SCHEDULE}), two trainings at a time; "
+             f"{summary['runs_per_fold']} runs per fold, trainer and arm. **Paired**: run r is the demo's own command "
+             f"with study seed r (`nnunet-attention train ... --seed r`; the demo runs seed {settings['demo_seed']}, "
+             f"so paired run {settings['demo_seed']} is what the demo trains). **Unpaired**: `nnUNetv2_train ...` as "
+             f"nnU-Net runs it, each training its own randomness. Default gate start of `nnUNetTrainerAttention`: "
+             f"**{result['default']}**.",
              "", f"Validation Dice is nnU-Net's (summary.json of the fold's validation cases); a training *lost* a "
                  f"class when its validation Dice for that class is below {summary['lost_class_below']}.", "",
-             "| run | fold | trainer | validation mean Dice | " + " | ".join(classes) + " | pseudo Dice per epoch |",
-             "|---|---|---|---|" + "---|" * len(classes) + "---|"]
-    for r in sorted(result["runs"], key=lambda r: (r["run"], r["fold"], r["trainer"])):
-        lines.append(f"| {r['run']} | {r['fold']} | {r['trainer']} | {r['validation_mean_dice']:.3f} | "
+             "## What pairing buys", "",
+             "| arm | fold pairs | B − A: mean | sd | range |", "|---|---|---|---|---|"]
+    for arm in ARMS:
+        d = summary["arms"][arm]["difference"]
+        lines.append(f"| {arm} | {d['n']} | {d['mean']:+.4f} | {d['sd']:.4f} | {d['min']:+.4f} to {d['max']:+.4f} |")
+    needed = summary["folds_for_equivalence"]
+    lines += ["", f"Variance ratio of the per-fold differences, unpaired / paired: **{ratio['ratio']:.2f}** (95% CI "
+                  f"{ratio['ci95'][0]:.2f} to {ratio['ci95'][1]:.2f}, F distribution with {ratio['df'][0]} and "
+                  f"{ratio['df'][1]} degrees of freedom; one-sided p = {ratio['p_one_sided']:.3g} for 'pairing "
+                  f"lowers the variance'). It assumes the differences independent and normal; the fold pairs of one "
+                  f"run share the task's splits, so read the CI as approximate.", "",
+              "Folds (trainings per trainer) the demo's verdict needs to show equivalence when the true difference "
+              "is 0, at each arm's spread (the t interval of compare, inside ±margin): "
+              + "; ".join(f"±{margin}: paired {k['paired']}, unpaired {k['unpaired']}" for margin, k in needed.items())
+              + ".", "",
+              "## Every training", "",
+              "| arm | run | fold | trainer | validation mean Dice | " + " | ".join(classes) + " | pseudo Dice per epoch |",
+              "|---|---|---|---|---|" + "---|" * len(classes) + "---|"]
+    for r in sorted(result["runs"], key=lambda r: (r["arm"], r["run"], r["fold"], r["trainer"])):
+        lines.append(f"| {r['arm']} | {r['run']} | {r['fold']} | {r['trainer']} | {r['validation_mean_dice']:.3f} | "
                      + " | ".join(f"{r['validation_dice'][c]:.3f}" for c in classes) + " | "
                      + " → ".join(f"{v:.2f}" for v in r["pseudo_dice_per_epoch"]) + " |")
-    lines += ["", "| trainer | trainings | validation mean Dice, mean ± sd | trainings that lost a class |",
-              "|---|---|---|---|"]
-    lines += [f"| {t['trainer']} | {t['runs']} | {t['mean']:.3f} ± {t['sd']:.3f} | {t['lost']} |"
-              for t in summary["trainers"]]
-    d = summary["paired_difference"]
-    lines += ["", f"Paired difference B - A (gated minus ungated validation mean Dice, the same run and fold): "
-                  f"n = {d['n']}, mean {d['mean']:+.3f}, sd {d['sd']:.3f}, range {d['min']:+.3f} to {d['max']:+.3f}. "
-                  f"Both trainers of a run share its seed, which may make their difference vary less than that of "
-                  f"two unseeded trainings (the demo's); the demo's own verdict resamples its folds.", "",
-              "The earlier study of gate starts (paper, identity, uniform) and budgets (2d and 3d_fullres, 250 and 500 "
-              "iterations) on the previous version of the task: [gate_start_study.md](gate_start_study.md)."]
+    lines += ["", "| arm | trainer | trainings | validation mean Dice, mean ± sd | trainings that lost a class |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {arm} | {t['trainer']} | {t['runs']} | {t['mean']:.3f} ± {t['sd']:.3f} | {t['lost']} |"
+              for arm in ARMS for t in summary["arms"][arm]["trainers"]]
+    lines += ["", "The earlier study of gate starts (paper, identity, uniform) and budgets (2d and 3d_fullres, 250 and "
+                  "500 iterations) on the previous version of the task: [gate_start_study.md](gate_start_study.md)."]
     return "\n".join(lines) + "\n"
 
 
 def plot(result: dict, path: Path):
-    """Left: each training's validation Dice per class and trainer (dots, the mean as a bar). Right: each
-    training's pseudo Dice after every epoch."""
+    """Left: each arm's per-fold differences B - A (one dot per run and fold). Right: each training's pseudo Dice
+    after every epoch, per arm."""
     from matplotlib.figure import Figure
 
     colours = dict(zip(demo.DEMO_TRAINERS, ("black", "tab:blue")))
-    classes = [n for n in LABELS.values() if n != "background"]
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
-    left, right = fig.subplots(1, 2)
-    for i, name in enumerate(["mean"] + classes):
-        for j, trainer in enumerate(demo.DEMO_TRAINERS):
-            values = [r["validation_mean_dice"] if name == "mean" else r["validation_dice"][name]
-                      for r in result["runs"] if r["trainer"] == trainer]
-            x = i + (j - 0.5) * 0.3
-            left.scatter([x] * len(values), values, color=colours[trainer], s=18,
-                         label=trainer if i == 0 else None)
-            if values:
-                left.hlines(np.mean(values), x - 0.1, x + 0.1, color=colours[trainer], lw=2)
-    left.axhline(result["summary"]["lost_class_below"], color="grey", lw=0.6, ls=":")
-    left.set_xticks(range(len(classes) + 1), ["mean"] + classes)
-    left.set_ylim(0, 1)
-    left.set_ylabel("nnU-Net's validation Dice, one dot per training", fontsize=8)
-    left.legend(fontsize=7, loc="lower right")
-    for r in result["runs"]:
-        right.plot(range(len(r["pseudo_dice_per_epoch"])), r["pseudo_dice_per_epoch"], color=colours[r["trainer"]],
-                   marker="o", ms=3, lw=0.8, alpha=0.6)
-    right.set_xlabel("epoch")
-    right.set_ylabel("pseudo Dice (validation patches), one line per training", fontsize=8)
-    right.set_ylim(0, 1)
-    fig.suptitle("The demo's study: every training at the demo's settings", fontsize=10)
+    fig = Figure(figsize=(12, 4.2), layout="constrained")
+    left, *curves = fig.subplots(1, 3)
+    for i, arm in enumerate(ARMS):
+        values = result["summary"]["arms"][arm]["difference"]["values"]
+        left.scatter(np.full(len(values), i) + np.linspace(-0.1, 0.1, len(values)), values, s=18, color="tab:blue")
+        left.hlines(np.mean(values), i - 0.2, i + 0.2, color="black", lw=2)
+    left.axhline(0, color="grey", lw=0.6)
+    left.set_xticks(range(len(ARMS)), ARMS)
+    left.set_ylabel("validation mean Dice, B − A per run and fold", fontsize=8)
+    for ax, arm in zip(curves, ARMS):
+        for r in (r for r in result["runs"] if r["arm"] == arm):
+            ax.plot(range(len(r["pseudo_dice_per_epoch"])), r["pseudo_dice_per_epoch"], color=colours[r["trainer"]],
+                    marker="o", ms=3, lw=0.8, alpha=0.6)
+        ax.set_title(f"{arm}: black {demo.DEMO_TRAINERS[0]}, blue {demo.DEMO_TRAINERS[1]}", fontsize=8)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("pseudo Dice (validation patches)", fontsize=8)
+        ax.set_ylim(0, 1)
+    fig.suptitle("The demo's study: paired and unpaired trainings at the demo's settings", fontsize=10)
     fig.savefig(path, dpi=100)
 
 

@@ -5,19 +5,32 @@ import re
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from helpers import TEST_TRAINERS, TINY_SHAPE, python_cmd, run
 
 from nnunet_attention.demo import run_demo
 
-pytestmark = pytest.mark.slow  # plans, preprocesses or trains through nnU-Net's CLIs
 
 TRAINERS = ["nnUNetTrainerTiny", "nnUNetTrainerAttentionTinyResumable"]
 SETTINGS = {"configuration": "3d_fullres", "folds": (0,)}  # one fold keeps the test short (the demo's default: 3)
 
 
-def test_demo_runs_every_step_and_resumes_after_a_kill(tmp_path, monkeypatch, capsys):
+def _trainings_of(results) -> list:
+    """The command lines of live processes whose nnUNet_results is results (nnU-Net's trainings and their workers)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if f"nnUNet_results={results}".encode() in (proc / "environ").read_bytes().split(b"\0"):
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+@pytest.mark.slow  # plans, preprocesses and trains through nnU-Net's CLIs
+def test_demo_runs_every_step_stops_its_trainings_on_sigterm_and_resumes(tmp_path, monkeypatch, capsys):
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.setenv(name, "")  # unset for the demo (it then uses its work folder); restored afterwards
     monkeypatch.setenv("nnUNet_extTrainer", str(TEST_TRAINERS))
@@ -26,7 +39,8 @@ def test_demo_runs_every_step_and_resumes_after_a_kill(tmp_path, monkeypatch, ca
     workdir = tmp_path / "demo"
     gated_fold = (workdir / "nnUNet_results" / "Dataset990_AttentionSynth" /
                   f"{TRAINERS[1]}__nnUNetPlans__3d_fullres" / "fold_0")
-    first = subprocess.Popen(python_cmd("from nnunet_attention.demo import run_demo",
+    first = subprocess.Popen(python_cmd("from nnunet_attention.cli import exit_on_sigterm",
+                                        "from nnunet_attention.demo import run_demo", "exit_on_sigterm()",
                                         f"run_demo({str(workdir)!r}, device='cpu', trainers={TRAINERS!r}, "
                                         f"configuration='3d_fullres', folds=(0,), synth_cases=6, "
                                         f"synth_shape={TINY_SHAPE!r})"),
@@ -36,15 +50,18 @@ def test_demo_runs_every_step_and_resumes_after_a_kill(tmp_path, monkeypatch, ca
                                              for log in gated_fold.glob("training_log_*.txt")):
         assert first.poll() is None, "the demo ended before it could be killed"
         time.sleep(0.2)
-    os.killpg(first.pid, signal.SIGKILL)
-    first.wait()
+    assert _trainings_of(workdir / "nnUNet_results")
+    first.send_signal(signal.SIGTERM)  # the demo only, as kill or a scheduler would
+    assert first.wait(timeout=60) == 128 + signal.SIGTERM
+    assert _trainings_of(workdir / "nnUNet_results") == []  # it stopped the trainings it had started
     assert (gated_fold / "checkpoint_latest.pth").is_file()
 
     report_dir = run_demo(str(workdir), device="cpu", trainers=TRAINERS, **SETTINGS)
     resumed = capsys.readouterr().out
     assert f"[5/8] train {TRAINERS[1]} fold 0 (resuming)" in resumed and "--c" in resumed
     assert resumed.count("done before, skipped") == 4  # synth, convert, plan, the finished ungated training
-    # kill -9 then --c: the gated training continued from its saved epoch (nnU-Net's log), it did not restart
+    assert "Paired trainings: seed 0" in resumed and "nnunet-attention train 990 3d_fullres 0" in resumed
+    # SIGTERM then --c: the gated training continued from its saved epoch (nnU-Net's log), it did not restart
     first_log, second_log = sorted(gated_fold.glob("training_log_*.txt"), key=lambda p: p.stat().st_mtime)
     epochs = [[int(e) for e in re.findall(r": Epoch (\d+)\s*$", log.read_text(), re.MULTILINE)]
               for log in (first_log, second_log)]
@@ -73,3 +90,20 @@ def test_demo_runs_every_step_and_resumes_after_a_kill(tmp_path, monkeypatch, ca
     again = capsys.readouterr().out
     assert again.count("done before, skipped") == 7 and "Report:" in again
 
+
+
+def test_the_time_estimate_comes_from_the_first_epoch_and_the_steps_left(tmp_path, capsys):
+    from nnunet_attention.demo import Runner, schedule_epochs
+
+    runner = Runner(str(tmp_path), 10, {})
+    log = tmp_path / "train.log"
+    log.write_text("2026-12-02 10:00:00: Epoch 0\n")
+    runner.epochs = schedule_epochs("nnUNetTrainerDemo")
+    assert runner.epochs == 8 and schedule_epochs("nnUNetTrainerAttention_100epochs") == 100
+    assert schedule_epochs("nnUNetTrainer") == 1000 and schedule_epochs("MyOwnTrainer") is None
+    assert not runner._estimate(str(log), 6, 2)  # no epoch time yet
+    log.write_text("2026-12-02 10:00:30: Epoch time: 30.0 s\n")
+    assert runner._estimate(str(log), 6, 2)
+    out = capsys.readouterr().out
+    assert "about 12 min from now: 6 trainings of 8 epochs at 30 s per epoch, 2 at a time" in out
+    assert "-f 0 1" in out and "--epochs" in out and "-c 2d" in out

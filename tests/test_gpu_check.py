@@ -19,6 +19,7 @@ def test_dry_run_prints_the_plan_for_cuda(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "compile on" in result.stdout and "fp16" in result.stdout and "bf16" in result.stdout
     assert "nnUNetv2_train" in result.stdout and "grid --executor local" in result.stdout
+    assert "--seed 0" in result.stdout
     assert not any(tmp_path.iterdir())  # ran nothing
 
 
@@ -38,7 +39,7 @@ def test_every_part_runs_on_the_cpu_at_quick_sizes(tmp_path):
     tmp_path = tmp_path / "out"
     results = json.loads((tmp_path / "gpu_check.json").read_text())
     assert {name: part["status"] for name, part in results["parts"].items()} == {"bench": "ok", "train": "ok",
-                                                                                 "grid": "ok"}
+                                                                                 "grid": "ok", "pairing": "ok"}
     (run,) = results["parts"]["bench"]["runs"]  # what bench --json wrote
     for key in ("parameters", "train_step_seconds", "inference_seconds", "planner_estimate"):
         assert run[key]["ratio"] > 0 and run[key]["gated"] > 0 and run[key]["ungated"] > 0
@@ -50,5 +51,9 @@ def test_every_part_runs_on_the_cpu_at_quick_sizes(tmp_path):
     assert train["last_epoch_ratio"] > 0 and train["maps_over_predict"] > 0
     assert all(len(v) == 2 for v in train["epoch_seconds"].values())
     assert results["parts"]["grid"]["jobs"]  # the folds trained without --npz were validated by grid jobs
+    pairing = results["parts"]["pairing"]
+    assert pairing["repeat_identical"] and pairing["repeat_max_weight_difference"] == 0  # on the CPU: exactly
+    assert pairing["validation_dice"]["gated_1"] == pairing["validation_dice"]["gated_2"]
     markdown = (tmp_path / "gpu_check.md").read_text()
+    assert "repeats exactly" in markdown
     assert "## GPU table" in markdown and "nnUNetPlans.json:3d_fullres" in markdown
