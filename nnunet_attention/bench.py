@@ -5,8 +5,9 @@ trainer, each initialised on the same plans), so a train step is nnU-Net's: forw
 Dice+CE loss, backward, nnU-Net's SGD. Per configuration: parameters; activation memory, the exact bytes autograd
 keeps for backward after one training forward (unique tensor storages packed by
 ``torch.autograd.graph.saved_tensors_hooks``, parameters excluded), at the plan's patch with batch size 1 (it is
-linear in the batch size), each network in a fresh process; the planner's estimate for the same input (``compute_conv_feature_map_size``, elements);
-train step time; on CUDA the train step's ``max_memory_allocated``; nnU-Net sliding-window inference time.
+linear in the batch size), each network in a fresh process; the planner's estimate for the same input
+(``compute_conv_feature_map_size``, elements); train step time; on CUDA the train step's ``max_memory_allocated``;
+nnU-Net sliding-window inference time.
 """
 import contextlib
 import io

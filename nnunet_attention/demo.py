@@ -24,16 +24,17 @@ from nnunet_attention.synth import DEFAULT_TASK_ID, write_msd_task
 _SHOWN = re.compile(r"Epoch \d+$|train_loss|val_loss|Pseudo dice|Epoch time|Mean Validation Dice|\*Best\*|"
                     r"Error|error:|Traceback")
 PLANS = "nnUNetPlans"
-SYNTH_CASES, SYNTH_TEST_CASES, SYNTH_SHAPE = 60, 4, (20, 48, 48)
+SYNTH_CASES, SYNTH_TEST_CASES, SYNTH_SHAPE = 20, 4, (20, 48, 48)
 # The demo's settings, chosen with the study in docs/init_study.md (its figures ship in data/demo_study.json): 2d,
-# three folds, nnUNetTrainerDemo's schedule (8 epochs of 50 iterations), two trainings at a time on the CPU.
-DEMO_CONFIGURATION, DEMO_FOLDS = "2d", (0, 1, 2)
+# all five folds (a t interval over 3 folds is 2x as wide as over 5: t 4.30/sqrt(3) against 2.78/sqrt(5)),
+# nnUNetTrainerDemo's schedule (5 epochs of 50 iterations), paired trainings, two at a time on the CPU.
+DEMO_CONFIGURATION, DEMO_FOLDS = "2d", (0, 1, 2, 3, 4)
 DEMO_TRAINERS = ("nnUNetTrainerDemo", "nnUNetTrainerAttentionDemo")
 STUDY_FILE = os.path.join(os.path.dirname(__file__), "data", "demo_study.json")
 # The demo's equivalence margins at its studied settings, fixed before its fresh-clone runs (docs/demo.md): one
-# training there varies by 0.02-0.025 validation Dice from the next (the study), so three folds cannot resolve
-# compare's default of 0.01; 0.05 Dice / NSD (about two such spreads) and 2 mm HD95 are what this 15-minute toy
-# comparison can speak to. --margin sets stricter ones.
+# fold's difference B - A varies by about 0.02 Dice from the next (4 validation cases per fold), so five folds cannot
+# resolve compare's default of 0.01; 0.05 Dice / NSD and 2 mm HD95 are what this 13-minute toy comparison can speak
+# to. --margin sets stricter ones.
 DEMO_MARGINS = {"dice": 0.05, "nsd": 0.05, "hd95": 2.0}
 # Paired trainings (pairing.py): both trainers of a fold share this study seed's randomness, so that the demo repeats
 # exactly on a machine and its per-fold differences vary less (docs/init_study.md).
@@ -91,7 +92,8 @@ def matched_trainers(epochs: Optional[int], device: str) -> List[str]:
             return list(DEMO_TRAINERS)
         epochs = 100
     if epochs not in SCHEDULES:
-        raise NnUNetAttentionError(f"--epochs must be one of nnU-Net's schedules {', '.join(map(str, SCHEDULES))}; got {epochs}")
+        raise NnUNetAttentionError(f"--epochs must be one of nnU-Net's schedules {', '.join(map(str, SCHEDULES))}; "
+                                   f"got {epochs}")
     return list(SCHEDULES[epochs])
 
 
@@ -117,6 +119,7 @@ class Runner:
         os.makedirs(self.logs, exist_ok=True)
         self.total, self.number, self.env = total, 0, env
         self.epochs: Optional[int] = None  # epochs per training, for the time estimate (None: no estimate)
+        self._trainings_left: Optional[Tuple[int, int]] = None  # (trainings, at once) until the estimate is out
 
     def _header(self, title: str) -> str:
         self.number += 1
@@ -149,15 +152,22 @@ class Runner:
                 print(f"{header}: done before, skipped (its results exist)", flush=True)
             else:
                 pending.append((header, self._log_name(title), command))
-        running, estimated, total_left = [], False, len(pending)
+        self._trainings_left = (len(pending), at_once)
+        running = []
         try:
             while pending or running:
                 while pending and len(running) < at_once:
                     header, log_name, command = pending.pop(0)
                     print(f"{header} (started {time.strftime('%H:%M:%S')})", flush=True)
                     running.append((header, time.time(), *self._start(command, log_name, quiet=at_once > 1)))
-                if not estimated:
-                    estimated = self._estimate(running[0][4], total_left, at_once)
+                if at_once == 1:  # one at a time: its progress lines are echoed as they come
+                    header, started, *process = running.pop()
+                    self._wait(*process)
+                    print(f"{header}: finished in {time.time() - started:.0f} s", flush=True)
+                    continue
+                if self._trainings_left:
+                    with open(running[0][4], errors="replace") as f:
+                        self._estimate(f.read())
                 finished = next((r for r in running if r[2].poll() is not None), None)
                 if finished is None:
                     time.sleep(1)
@@ -171,22 +181,22 @@ class Runner:
                 _stop(process)
                 log.close()
 
-    def _estimate(self, log_file: str, trainings: int, at_once: int) -> bool:
-        """Prints when the trainings will end, once nnU-Net's log of the first one has an epoch time; True once
-        printed (or when no estimate can be made)."""
+    def _estimate(self, output: str):
+        """Once nnU-Net's output of the first training has an epoch time: prints when the trainings will end and how
+        to shorten them (once per parallel_steps; nothing when the schedule's epochs are not known)."""
+        times = re.findall(r"Epoch time: ([0-9.]+) s", output)
+        if not times or not self._trainings_left:
+            return
+        trainings, at_once = self._trainings_left
+        self._trainings_left = None
         if self.epochs is None:
-            return True
-        with open(log_file, errors="replace") as f:
-            times = re.findall(r"Epoch time: ([0-9.]+) s", f.read())
-        if not times:
-            return False
+            return
         seconds = float(times[0]) * self.epochs * -(-trainings // at_once)
         end = time.strftime("%H:%M", time.localtime(time.time() + seconds))
         print(f"    estimate: the trainings end around {end} (about {seconds / 60:.0f} min from now: {trainings} "
               f"trainings of {self.epochs} epochs at {float(times[0]):.0f} s per epoch, {at_once} at a time; "
               f"find_best, prediction and compare take a few minutes more). Shorter: fewer folds (-f 0 1), a "
               f"shorter schedule (--epochs), a smaller configuration (-c 2d)", flush=True)
-        return True
 
     def _log_name(self, title: str, index: Optional[int] = None) -> str:
         suffix = "" if index is None else chr(ord("a") + index)
@@ -210,6 +220,7 @@ class Runner:
                         log.write(line)
                         if _SHOWN.search(line):
                             print(f"    {line.rstrip()}", flush=True)
+                            self._estimate(line)
                 process.wait()
         finally:
             _stop(process)
@@ -244,8 +255,8 @@ def _task_id(msd_folder: str) -> int:
     name = os.path.basename(os.path.normpath(msd_folder))
     match = re.fullmatch(r"Task(\d+)_[^_]+", name)
     if not match or not os.path.isfile(os.path.join(msd_folder, "dataset.json")):
-        raise NnUNetAttentionError(f"-i must be an MSD task folder named TaskXX_Name with dataset.json, imagesTr, labelsTr "
-                        f"(e.g. Task04_Hippocampus); got {msd_folder}")
+        raise NnUNetAttentionError(f"-i must be an MSD task folder named TaskXX_Name with dataset.json, imagesTr, "
+                                   f"labelsTr (e.g. Task04_Hippocampus); got {msd_folder}")
     return int(match.group(1))
 
 

@@ -6,8 +6,9 @@ The steps and their done-ness come from steps.py (nnU-Net's files, never job sta
 preprocessed data are missing, one ``nnUNetv2_train`` per run (with ``--c`` after an interruption, ``--val`` when only
 the validation is missing), then per dataset ``nnUNetv2_find_best_configuration`` over the trainers; the caller then
 compares. A step is submitted only once the steps it waits for are done (a cascade fold after the same trainer's
-lowres fold has written its next-stage predictions). A state file in nnUNet_results/nnunet_attention_grid keeps job ids, commands and log paths, for
-``--status`` and so that a re-run waits for jobs that are still queued or running instead of submitting them twice.
+lowres fold has written its next-stage predictions). A state file in nnUNet_results/nnunet_attention_grid keeps job
+ids, commands and log paths, for ``--status`` and so that a re-run waits for jobs that are still queued or running
+instead of submitting them twice.
 """
 import json
 import os

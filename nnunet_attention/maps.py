@@ -168,19 +168,21 @@ def check_input_folder(folder: str, ending: str, channels: int):
     images = [n for n in names if n.endswith(ending)]
     if not images:
         endings = sorted({n[n.find("."):] for n in names if "." in n})
-        raise NnUNetAttentionError(f"no {ending} images in {folder} (found: {', '.join(endings) or 'nothing'}); nnU-Net expects "
-                        f"CASE_0000{ending}, one file per channel")
+        raise NnUNetAttentionError(f"no {ending} images in {folder} (found: {', '.join(endings) or 'nothing'}); "
+                                   f"nnU-Net expects CASE_0000{ending}, one file per channel")
     cases: Dict[str, List[str]] = {}
     for name in images:
         match = re.fullmatch(r"(.+)_(\d{4})" + re.escape(ending), name)
         if not match:
-            raise NnUNetAttentionError(f"{os.path.join(folder, name)} lacks the channel suffix: name it CASE_0000{ending} "
-                            f"(CASE_0001{ending} for a second channel), as nnUNetv2_predict expects")
+            raise NnUNetAttentionError(f"{os.path.join(folder, name)} lacks the channel suffix: name it "
+                                       f"CASE_0000{ending} (CASE_0001{ending} for a second channel), as "
+                                       f"nnUNetv2_predict expects")
         cases.setdefault(match.group(1), []).append(match.group(2))
     for case, found in cases.items():
         if sorted(found) != [f"{c:04d}" for c in range(channels)]:
-            raise NnUNetAttentionError(f"case {case} in {folder} has channel files {', '.join(sorted(found))}; this model takes "
-                            f"{channels} channel(s): {', '.join(f'{case}_{c:04d}{ending}' for c in range(channels))}")
+            raise NnUNetAttentionError(f"case {case} in {folder} has channel files {', '.join(sorted(found))}; this "
+                                       f"model takes {channels} channel(s): "
+                                       f"{', '.join(f'{case}_{c:04d}{ending}' for c in range(channels))}")
 
 
 SUMMARY_FILE = "attention_summary.csv"

@@ -3,8 +3,9 @@
 Held here: every call of a private nnU-Net method (the predictor's input listing and preprocessing iterator, the
 trainer's loss), each with keyword arguments; the trainer built without data (built_trainer); the check that
 nnU-Net's folder variables are set (require_variables); its export workers bounded by the CPU count
-(bounded_export_workers); trainer lookup, model folders and dataset names through nnU-Net's own helpers. Public classes and helpers (PlansManager, nnUNetPredictor, the label and reader helpers, the
-trainer classes our trainers subclass) are imported where they are used. Checked against nnunetv2 2.8.1 (pyproject
+(bounded_export_workers); trainer lookup, model folders and dataset names through nnU-Net's own helpers. Public
+classes and helpers (PlansManager, nnUNetPredictor, the label and reader helpers, the trainer classes our trainers
+subclass) are imported where they are used. Checked against nnunetv2 2.8.1 (pyproject
 pins >=2.8.1,<2.9; the test suite is the check for a new minor version: see the README).
 """
 import contextlib

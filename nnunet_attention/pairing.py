@@ -117,8 +117,8 @@ class PairedTraining:
         workers = self.augmentation_workers
         seed = self.pair_seed % 2 ** 31
         return (MultiThreadedAugmenter(_WorkerSeededLoader(train.data_loader, seed), None, workers,
-                                       num_cached_per_queue=max(2, 6 // workers), seeds=[seed + i for i in range(workers)],
-                                       pin_memory=pin),
+                                       num_cached_per_queue=max(2, 6 // workers),
+                                       seeds=[seed + i for i in range(workers)], pin_memory=pin),
                 MultiThreadedAugmenter(_WorkerSeededLoader(val.data_loader, seed + 1000), None, max(1, workers // 2),
                                        seeds=[seed + 1000 + i for i in range(max(1, workers // 2))], pin_memory=pin))
 

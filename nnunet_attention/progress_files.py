@@ -46,7 +46,8 @@ def train_command(dataset: str, configuration: str, fold, trainer: str, state: s
     program = ["nnUNetv2_train"] if seed is None else ["nnunet-attention", "train"]
     return [*program, str(dataset), configuration, str(fold), "-tr", trainer,
             *(["-p", plans] if plans else []), *(["-device", device] if device else []), *(["--npz"] if npz else []),
-            *{RESUME: ["--c"], VALIDATE: ["--val"]}.get(state, []), *(["--seed", str(seed)] if seed is not None else [])]
+            *{RESUME: ["--c"], VALIDATE: ["--val"]}.get(state, []),
+            *(["--seed", str(seed)] if seed is not None else [])]
 
 
 def epoch_reached(fold_folder: str) -> Optional[int]:

@@ -21,8 +21,8 @@ def retrofit_network(plain: nn.Module, gated: nn.Module) -> nn.Module:
     """Copies every weight of plain into gated and makes every gate an exact pass-through."""
     missing, unexpected = gated.load_state_dict(plain.state_dict(), strict=False)
     if unexpected or any(".attention_gates." not in k for k in missing):
-        raise NnUNetAttentionError(f"the gated network does not match the ungated one (missing {missing[:3]}, unexpected "
-                            f"{unexpected[:3]})")
+        raise NnUNetAttentionError(f"the gated network does not match the ungated one (missing {missing[:3]}, "
+                                   f"unexpected {unexpected[:3]})")
     for gate in gates_by_level(gated).values():
         gate.make_identity()
     return gated
@@ -44,9 +44,9 @@ def _plans_and_configuration(checkpoint: dict, checkpoint_file: str):
         with open(os.path.join(model_folder, "dataset.json")) as f:
             dataset_json = json.load(f)
     if plans is None or dataset_json is None or configuration not in plans.get("configurations", {}):
-        raise NnUNetAttentionError(f"cannot find the plans/configuration/dataset.json this checkpoint was trained with (not "
-                            f"in the checkpoint, not in {model_folder}); retrofit a checkpoint inside its nnU-Net "
-                            f"model folder")
+        raise NnUNetAttentionError(f"cannot find the plans/configuration/dataset.json this checkpoint was trained "
+                                   f"with (not in the checkpoint, not in {model_folder}); retrofit a checkpoint "
+                                   f"inside its nnU-Net model folder")
     if folder_plans is not None and plans is not folder_plans:
         ours = PlansManager(plans).get_configuration(configuration).configuration.get("architecture")
         theirs = (PlansManager(folder_plans).get_configuration(configuration).configuration.get("architecture")
@@ -72,8 +72,8 @@ def retrofit_checkpoint(checkpoint_file: str, output_file: str, trainer_name: st
     checkpoint = load_checkpoint(checkpoint_file, trust=trust_checkpoint)
     weights = checkpoint["network_weights"]
     if any(".attention_gates." in k for k in weights):
-        raise NnUNetAttentionError(f"{checkpoint_file} is already gated (it has attention_gates weights); use it directly "
-                            f"with -pretrained_weights")
+        raise NnUNetAttentionError(f"{checkpoint_file} is already gated (it has attention_gates weights); use it "
+                                   f"directly with -pretrained_weights")
     plans, configuration, dataset_json = _plans_and_configuration(checkpoint, checkpoint_file)
     trainer_class = gated_trainer_class(trainer_name)
     if trainer_class.gate_output_transform:

@@ -103,7 +103,8 @@ def write_msd_task(output_dir: str, task_id: int = DEFAULT_TASK_ID, cases: int =
         raise NnUNetAttentionError(f"--test-cases must be 0 or more, got {test_cases}")
     final_task = os.path.join(output_dir, task_folder_name(task_id))
     if os.path.exists(final_task) and not overwrite:
-        raise NnUNetAttentionError(f"{final_task} exists; pass --overwrite to replace it, or choose another -o / --task-id")
+        raise NnUNetAttentionError(f"{final_task} exists; pass --overwrite to replace it, or choose another -o / "
+                                   f"--task-id")
     os.makedirs(output_dir, exist_ok=True)
     task = os.path.join(output_dir, f".{task_folder_name(task_id)}.partial")
     shutil.rmtree(task, ignore_errors=True)  # what an interrupted run left

@@ -80,7 +80,7 @@ class nnUNetTrainerDemo(nnUNetTrainer):
     than one epoch, and one epoch draws no learning curve. On the CPU it takes half the cores, because the demo
     trains two at a time (nnU-Net's -device cpu would give each all of them)."""
 
-    DEMO_EPOCHS, DEMO_ITERATIONS, DEMO_VAL_ITERATIONS = 8, 50, 5
+    DEMO_EPOCHS, DEMO_ITERATIONS, DEMO_VAL_ITERATIONS = 5, 50, 5
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -129,5 +129,6 @@ globals().update({gated.__name__: gated for epochs, (_, gated) in _VARIANTS.item
 
 __all__ = ["nnUNetTrainerAttention", "nnUNetTrainerDemo", "nnUNetTrainerAttentionDemo",
            "nnUNetTrainerAttentionNoDeepSupervision", "nnUNetTrainerAttentionIdentityInit",
-           "nnUNetTrainerAttentionUniformInit", "nnUNetTrainerAttentionAllSkips", "nnUNetTrainerAttentionOutputTransform",
+           "nnUNetTrainerAttentionUniformInit", "nnUNetTrainerAttentionAllSkips",
+           "nnUNetTrainerAttentionOutputTransform",
            *(gated for epochs, (_, gated) in SCHEDULES.items() if epochs != 1000)]

@@ -286,7 +286,8 @@ def render(results: dict) -> str:
         lines.append(f"Paired trainings (seed 0, cuDNN deterministic): the gated training twice "
                      f"{'**repeats exactly**' if pairing['repeat_identical'] else '**does not repeat**'} (largest "
                      f"weight difference {pairing['repeat_max_weight_difference']:.3g}; validation Dice "
-                     f"{dice['gated_1']:.4f} and {dice['gated_2']:.4f}); paired B − A {pairing['paired_difference']:+.4f}.")
+                     f"{dice['gated_1']:.4f} and {dice['gated_2']:.4f}); paired B − A "
+                     f"{pairing['paired_difference']:+.4f}.")
     grid = results["parts"].get("grid", {})
     if "jobs" in grid:
         lines.append("grid jobs and the CUDA_VISIBLE_DEVICES each saw: " + "; ".join(

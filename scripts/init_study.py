@@ -83,8 +83,9 @@ def arm_summary(records: list, runs: int, folds: list) -> dict:
     differences B - A of the two trainings of each run and fold."""
     ungated, gated = demo.DEMO_TRAINERS
     by_key = {(r["run"], r["fold"], r["trainer"]): r for r in records}
-    differences = [by_key[(run, fold, gated)]["validation_mean_dice"] - by_key[(run, fold, ungated)]["validation_mean_dice"]
-                   for run in range(runs) for fold in folds if (run, fold, gated) in by_key and (run, fold, ungated) in by_key]
+    dice = {key: r["validation_mean_dice"] for key, r in by_key.items()}
+    differences = [dice[(run, fold, gated)] - dice[(run, fold, ungated)] for run in range(runs) for fold in folds
+                   if (run, fold, gated) in dice and (run, fold, ungated) in dice]
     trainers = []
     for trainer in demo.DEMO_TRAINERS:
         values = np.array([r["validation_mean_dice"] for r in records if r["trainer"] == trainer])
@@ -159,7 +160,8 @@ def render(result: dict) -> str:
     settings = summary["settings"]
     ratio = summary["variance_ratio"]
     lines = ["# The demo's study: paired and unpaired trainings", "",
-             f"Machine: {result['machine']}. Command: `{result['command']}`. What it samples: the demo's generated task "
+             f"Machine: {result['machine']}. Command: `{result['command']}`. What it samples: the demo's generated "
+             f"task "
              f"({settings['synth_cases']} training cases of {'x'.join(map(str, settings['synth_shape']))} voxels), "
              f"configuration {settings['configuration']}, folds {', '.join(map(str, settings['folds']))}, the "
              f"demo's trainers ({', '.join(settings['trainers'])}: {DEMO_SCHEDULE}), two trainings at a time; "
@@ -186,7 +188,8 @@ def render(result: dict) -> str:
               + "; ".join(f"±{margin}: paired {k['paired']}, unpaired {k['unpaired']}" for margin, k in needed.items())
               + ".", "",
               "## Every training", "",
-              "| arm | run | fold | trainer | validation mean Dice | " + " | ".join(classes) + " | pseudo Dice per epoch |",
+              "| arm | run | fold | trainer | validation mean Dice | " + " | ".join(classes)
+              + " | pseudo Dice per epoch |",
               "|---|---|---|---|---|" + "---|" * len(classes) + "---|"]
     for r in sorted(result["runs"], key=lambda r: (r["arm"], r["run"], r["fold"], r["trainer"])):
         lines.append(f"| {r['arm']} | {r['run']} | {r['fold']} | {r['trainer']} | {r['validation_mean_dice']:.3f} | "

@@ -96,14 +96,17 @@ def test_the_time_estimate_comes_from_the_first_epoch_and_the_steps_left(tmp_pat
     from nnunet_attention.demo import Runner, schedule_epochs
 
     runner = Runner(str(tmp_path), 10, {})
-    log = tmp_path / "train.log"
-    log.write_text("2026-12-02 10:00:00: Epoch 0\n")
-    runner.epochs = schedule_epochs("nnUNetTrainerDemo")
-    assert runner.epochs == 8 and schedule_epochs("nnUNetTrainerAttention_100epochs") == 100
+    from nnunet_attention.trainers import nnUNetTrainerDemo
+
+    assert schedule_epochs("nnUNetTrainerAttentionDemo") == nnUNetTrainerDemo.DEMO_EPOCHS
+    assert schedule_epochs("nnUNetTrainerAttention_100epochs") == 100
+    runner.epochs = 8
     assert schedule_epochs("nnUNetTrainer") == 1000 and schedule_epochs("MyOwnTrainer") is None
-    assert not runner._estimate(str(log), 6, 2)  # no epoch time yet
-    log.write_text("2026-12-02 10:00:30: Epoch time: 30.0 s\n")
-    assert runner._estimate(str(log), 6, 2)
+    runner._trainings_left = (6, 2)
+    runner._estimate("2026-12-02 10:00:00: Epoch 0\n")  # no epoch time yet: nothing
+    assert capsys.readouterr().out == "" and runner._trainings_left == (6, 2)
+    runner._estimate("2026-12-02 10:00:30: Epoch time: 30.0 s\n")
+    assert runner._trainings_left is None  # once
     out = capsys.readouterr().out
     assert "about 12 min from now: 6 trainings of 8 epochs at 30 s per epoch, 2 at a time" in out
     assert "-f 0 1" in out and "--epochs" in out and "-c 2d" in out

@@ -95,6 +95,16 @@ def test_library_code_sets_no_matplotlib_backend_or_warning_filter():
             assert "filterwarnings" not in text, source
 
 
+def test_no_line_is_longer_than_120_columns_in_the_package_scripts_and_tests():
+    import pathlib
+
+    root = pathlib.Path(__file__).parents[1]
+    long = [f"{source.relative_to(root)}:{number}" for folder in ("nnunet_attention", "scripts", "tests")
+            for source in (root / folder).rglob("*.py")
+            for number, line in enumerate(source.read_text().splitlines(), 1) if len(line) > 120]
+    assert long == []
+
+
 def test_bench_finds_a_users_own_trainer_as_nnunet_does(monkeypatch):
     from helpers import TEST_TRAINERS
 

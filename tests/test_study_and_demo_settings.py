@@ -1,5 +1,6 @@
 """The demo stands on the committed study: the figures it quotes ship with the package and are the study's
-(docs/init_study.json), the study sampled exactly the demo's settings, and no training there lost a class."""
+(docs/init_study.json), the study sampled exactly the demo's settings (its paired arm with the demo's own seed among
+its seeds), and no training there lost a class."""
 import json
 from pathlib import Path
 
@@ -18,10 +19,14 @@ def test_the_study_sampled_the_demos_settings_and_no_training_lost_a_class():
     assert STUDY["studied_demo_settings"]
     assert settings == {"configuration": demo.DEMO_CONFIGURATION, "folds": list(demo.DEMO_FOLDS),
                         "trainers": list(demo.DEMO_TRAINERS), "synth_cases": demo.SYNTH_CASES,
-                        "synth_shape": list(demo.SYNTH_SHAPE), "schedule": demo.demo_schedule()}
+                        "synth_shape": list(demo.SYNTH_SHAPE), "schedule": demo.demo_schedule(),
+                        "paired_seeds": settings["paired_seeds"], "demo_seed": demo.DEMO_SEED}
+    assert demo.DEMO_SEED in settings["paired_seeds"]
+    for arm in ("paired", "unpaired"):
+        assert STUDY["summary"]["arms"][arm]["difference"]["n"] >= 6
     for trainer in demo.DEMO_TRAINERS:
         runs = [r for r in STUDY["runs"] if r["trainer"] == trainer]
-        assert len(runs) >= 5 and {r["fold"] for r in runs} == set(demo.DEMO_FOLDS)
+        assert len(runs) >= 12 and {r["fold"] for r in runs} == set(demo.DEMO_FOLDS)
         assert all(min(r["validation_dice"].values()) >= STUDY["summary"]["lost_class_below"] for r in runs)
         assert all(len(r["pseudo_dice_per_epoch"]) == nnUNetTrainerDemo.DEMO_EPOCHS >= 5 for r in runs)
 
@@ -34,7 +39,10 @@ def test_the_demo_note_quotes_the_study_only_at_its_settings():
     trainers, folds = list(demo.DEMO_TRAINERS), demo.DEMO_FOLDS
     note = demo.demo_note(True, demo.DEMO_CONFIGURATION, trainers, folds)
     assert "The study at exactly these settings" in note
-    assert f"{STUDY['summary']['trainers'][0]['mean']:.3f}" in note
+    assert f"{STUDY['summary']['arms']['paired']['trainers'][0]['mean']:.3f}" in note
+    unpaired = demo.demo_note(True, demo.DEMO_CONFIGURATION, trainers, folds, seed=None)
+    assert "unpaired trainings as this demo ran them" in unpaired
+    assert f"{STUDY['summary']['arms']['unpaired']['trainers'][0]['mean']:.3f}" in unpaired
     assert "not part of the study" in demo.demo_note(True, "3d_fullres", trainers, folds)
     assert "not part of the study" in demo.demo_note(True, demo.DEMO_CONFIGURATION, trainers, (0,))
     assert "not part of the study" in demo.demo_note(False, demo.DEMO_CONFIGURATION, trainers, folds)

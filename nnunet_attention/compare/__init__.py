@@ -168,7 +168,8 @@ def print_summary(report: dict, output_dir: str):
         print(f"verdict {v['dataset']} {v['configuration']}: B ({report['trainers'][1]}) against A "
               f"({report['trainers'][0]}): {verdicts}" +
               "".join(f"\n  {headline_sentence(report['metrics'][m]['title'], s)}\n    {verdict_sentence(s)}"
-                      .replace("**", "") for m, s in v["metrics"].items()) + "".join(f"\n  warning: {w}" for w in v["warnings"]))
+                      .replace("**", "") for m, s in v["metrics"].items())
+              + "".join(f"\n  warning: {w}" for w in v["warnings"]))
     if report.get("note"):
         print(report["note"])
     for line in [f"warning: {w}" for w in report["warnings"]] + [f"missing: {m}" for m in report["missing"]]:

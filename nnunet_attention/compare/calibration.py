@@ -60,8 +60,9 @@ def run_cell(cell: Cell, studies: int, seed: int = 0, old_bootstrap: bool = Fals
     covered, widths, old_covered, old_excludes = [], [], [], []
     for study in range(studies):
         paired = simulated_pairs(cell, rng)
-        row = analyse_pairs(paired, seed=study, margins={cell.metric: cell.margin},
-                            bootstrap_samples=SIMULATION_BOOTSTRAP)[("Simulated", "3d_fullres", FOREGROUND, cell.metric)]
+        rows = analyse_pairs(paired, seed=study, margins={cell.metric: cell.margin},
+                             bootstrap_samples=SIMULATION_BOOTSTRAP)
+        row = rows[("Simulated", "3d_fullres", FOREGROUND, cell.metric)]
         outcomes.append(row["outcome"])
         low, high = row["hierarchical_ci95"]
         covered.append(low <= cell.true_difference <= high)

@@ -253,7 +253,8 @@ def _paired_markdown(entry: dict, report: dict) -> List[str]:
         for metric, s in by_metric.items():
             p = "n/a" if s["p_b_better"] is None else f"{s['p_b_better']:.0%}"
             lines.append(f"| {class_label(label)} | {report['metrics'][metric]['title']} | {s['n_pairs']} | "
-                         f"{_fmt(s['mean_difference'], True)} | {_ci(s['bootstrap_ci95'])} | {_ci(s['hierarchical_ci95'])} | "
+                         f"{_fmt(s['mean_difference'], True)} | {_ci(s['bootstrap_ci95'])} | "
+                         f"{_ci(s['hierarchical_ci95'])} | "
                          f"{p} | {_fmt(s['median_difference'], True)} | {s['wins']} / {s['ties']} / {s['losses']} | "
                          f"{_p(s['wilcoxon_p'])} |")
     return lines
@@ -278,7 +279,8 @@ def _terciles_markdown(entry: dict, report: dict) -> List[str]:
         if label == FOREGROUND:
             continue
         for metric, groups in by_metric.items():
-            cells = [f"{_fmt(g['mean_difference'], True)} (n={g['n']}, {g['volume_mm3'][0]:.0f}–{g['volume_mm3'][1]:.0f})"
+            cells = [f"{_fmt(g['mean_difference'], True)} (n={g['n']}, "
+                     f"{g['volume_mm3'][0]:.0f}–{g['volume_mm3'][1]:.0f})"
                      for g in groups] + ["n/a"] * (3 - len(groups))
             lines.append(f"| {label} | {report['metrics'][metric]['title']} | " + " | ".join(cells) + " |")
     return lines
