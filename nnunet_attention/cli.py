@@ -176,6 +176,8 @@ def _default_processes() -> int:
     return default_num_processes
 
 
+MARGIN_HELP = ("equivalence margins, e.g. dice=0.02 nsd=0.02 hd95=2 (mm); default dice=0.01 nsd=0.01 hd95=1 "
+               "(docs/compare.md; the demo at its studied settings: dice=0.05 nsd=0.05 hd95=2)")
 TRUST_HELP = ("load the checkpoint even if it holds pickled objects beyond what nnU-Net checkpoints contain; this "
               "RUNS CODE FROM THE FILE: only for files whose origin you trust")
 
@@ -214,9 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="NSD tolerance in mm: one value, or one per class in dataset.json's order (default 1.0)")
     p.add_argument("-np", type=int, default=_default_processes(),
                    help="processes for the boundary metrics (default: nnU-Net's default_num_processes, %(default)s)")
-    p.add_argument("--margin", nargs="+", type=margin, metavar="METRIC=VALUE",
-                   help="equivalence margins, e.g. dice=0.02 nsd=0.02 hd95=2 (mm); default dice=0.01 nsd=0.01 "
-                        "hd95=1 (docs/compare.md)")
+    p.add_argument("--margin", nargs="+", type=margin, metavar="METRIC=VALUE", help=MARGIN_HELP)
     p.set_defaults(func=_compare)
 
     p = sub.add_parser("grid", help="the datasets x configurations x folds x trainers study, locally or on SLURM "
@@ -247,9 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print what would run and what is done, run nothing")
     p.add_argument("-np", type=int, default=_default_processes(), help="processes for compare's boundary metrics")
     p.add_argument("--poll-seconds", type=float, default=10.0, help="how often job states are checked (default 10)")
-    p.add_argument("--margin", nargs="+", type=margin, metavar="METRIC=VALUE",
-                   help="equivalence margins, e.g. dice=0.02 nsd=0.02 hd95=2 (mm); default dice=0.01 nsd=0.01 "
-                        "hd95=1 (docs/compare.md)")
+    p.add_argument("--margin", nargs="+", type=margin, metavar="METRIC=VALUE", help=MARGIN_HELP)
     p.set_defaults(func=_grid)
 
     p = sub.add_parser("train", help="nnUNetv2_train with paired randomness: both trainers of a fold see the same "
@@ -287,9 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="paired trainings with this study seed (default %(default)s: docs/grid.md)")
     pairing.add_argument("--unpaired", action="store_true",
                          help="train with nnUNetv2_train as is: each training its own randomness")
-    p.add_argument("--margin", nargs="+", type=margin, metavar="METRIC=VALUE",
-                   help="equivalence margins, e.g. dice=0.02 nsd=0.02 hd95=2 (mm); default dice=0.01 nsd=0.01 "
-                        "hd95=1 (docs/compare.md)")
+    p.add_argument("--margin", nargs="+", type=margin, metavar="METRIC=VALUE", help=MARGIN_HELP)
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("bench", help="gated/ungated cost ratios: parameters, train step, memory, inference")

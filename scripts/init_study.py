@@ -1,7 +1,8 @@
 """The demo's study: how much one training differs from the next at exactly the demo's settings, with and without
 paired randomness; resumable.
 
-    python scripts/init_study.py -o study_work --report-dir docs          # the committed study (2 cores: ~75 min)
+    python scripts/init_study.py -o study_work --report-dir docs --runs 2 --last-run-folds 0   # the committed study
+                                                                        # (2 cores: about 60 minutes)
     python scripts/init_study.py -o tmp --runs 1 --folds 0 --cases 5      # a smoke run
 
 It makes the demo's data with the demo's own steps (synth, nnUNetv2_convert_MSD_dataset, nnUNetv2_plan_and_preprocess),
@@ -59,7 +60,8 @@ def train_all(work: Path, args):
     for run in range(args.runs):
         for arm in ARMS:
             runner.env = {**env, "nnUNet_results": str(results_root(work, arm, run))}
-            arm_spec = replace(spec, seed=run if arm == "paired" else None)
+            folds = args.last_run_folds if run == args.runs - 1 and args.last_run_folds is not None else args.folds
+            arm_spec = replace(spec, folds=folds, seed=run if arm == "paired" else None)
             steps = demo.training_steps(arm_spec, Folders(env["nnUNet_preprocessed"], runner.env["nnUNet_results"]))
             runner.parallel_steps([(f"{arm} run {run}: {title}", done, command) for title, done, command in steps],
                                   demo.trainings_at_once(demo.DEMO_TRAINERS, "cpu"))
@@ -129,6 +131,8 @@ def main():
     parser.add_argument("--runs", type=int, default=3, help="runs per arm, fold and trainer (default 3)")
     parser.add_argument("--folds", type=int, nargs="+", default=list(demo.DEMO_FOLDS),
                         help=f"folds (default the demo's: {' '.join(map(str, demo.DEMO_FOLDS))})")
+    parser.add_argument("--last-run-folds", type=int, nargs="+",
+                        help="the last run trains only these folds (a shorter study; the report pairs what exists)")
     parser.add_argument("--cases", type=int, default=demo.SYNTH_CASES,
                         help=f"training cases of the generated task (default the demo's {demo.SYNTH_CASES})")
     args = parser.parse_args()
