@@ -30,6 +30,7 @@ import torch
 
 from nnunet_attention.errors import NnUNetAttentionError
 
+
 def pair_seed(seed: int, dataset: str, configuration: str, fold) -> int:
     """The seed both trainers of one fold share: from the study's seed and the fold's identity, not the trainer."""
     return zlib.crc32(f"{seed}|{dataset}|{configuration}|{fold}".encode())
@@ -88,8 +89,8 @@ class PairedTraining:
 
         from nnunet_attention.networks import unwrap
 
-        with torch.random.fork_rng(devices=[]):
-            seed_everything(self.pair_seed)
+        with torch.random.fork_rng(devices=[]):  # building the reference draws from torch only
+            torch.manual_seed(self.pair_seed)
             reference = nnUNetTrainer.build_network_architecture(
                 self.plans_manager, self.configuration_manager,
                 determine_num_input_channels(self.plans_manager, self.configuration_manager, self.dataset_json),
