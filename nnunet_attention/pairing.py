@@ -44,12 +44,15 @@ def seed_everything(seed: int):
 
 class _WorkerSeededLoader:
     """One augmentation worker's copy of nnU-Net's data loader. batchgenerators seeds only numpy in a worker; the
-    transforms (batchgeneratorsv2) also draw from torch, so the worker seeds torch from its numpy seed too."""
+    transforms (batchgeneratorsv2) also draw from torch, so the worker seeds torch from its numpy seed too. One torch
+    thread per worker, as nnU-Net's NonDetMultiThreadedAugmenter sets it: a worker forked from a training that used
+    several threads hangs in torch's thread pool otherwise (seen with -device cpu on 2 threads)."""
 
     def __init__(self, loader, seed: int):
         self.loader, self.seed = loader, seed
 
     def set_thread_id(self, thread_id: int):
+        torch.set_num_threads(1)  # as nnU-Net's own workers do: a forked worker must not enter the parent's pool
         torch.manual_seed(self.seed + thread_id)
         random.seed(self.seed + thread_id)
         self.loader.set_thread_id(thread_id)
