@@ -278,8 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trainers", nargs=2, metavar=("UNGATED", "GATED"), help="trainer pair (default: by --epochs)")
     p.add_argument("--epochs", type=int,
                    help="nnU-Net schedule length; picks nnUNetTrainer_Nepochs and nnUNetTrainerAttention_Nepochs "
-                        "(default on cpu: the demo's own trainers, 8 short epochs; on cuda 100; 1000 = nnU-Net's "
-                        "full schedule)")
+                        "(default on cpu: the demo's own short trainers, docs/demo.md; on cuda 100; 1000 = "
+                        "nnU-Net's full schedule)")
     pairing = p.add_mutually_exclusive_group()
     pairing.add_argument("--seed", type=int, default=0,
                          help="paired trainings with this study seed (default %(default)s: docs/grid.md)")
