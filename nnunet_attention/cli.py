@@ -28,32 +28,26 @@ def _margins(args):
 
 
 def _trainers(args):
-    import inspect
-
-    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-
-    from nnunet_attention import _discovery, trainers
+    from nnunet_attention.model import discovery, trainers
 
     if args.path:
-        print(_discovery.TRAINER_FOLDER)
+        print(discovery.TRAINER_FOLDER)
         return
-    names = sorted(name for name, obj in inspect.getmembers(trainers, inspect.isclass)
-                   if issubclass(obj, nnUNetTrainer) and obj.__module__ == trainers.__name__)
-    print("\n".join(names))
+    print("\n".join(trainers.trainer_names()))
     print(f"\nnnU-Net finds these through nnUNet_extTrainer={os.environ.get('nnUNet_extTrainer', '')}",
           file=sys.stderr)
 
 
 def _synth(args):
     from nnunet_attention.files import check_output_folder
-    from nnunet_attention.synth import write_msd_task
+    from nnunet_attention.study.synth import write_msd_task
 
     def progress(done, total):
         print(f"\rsynth: {done}/{total} cases", end="" if done < total else "\n", file=sys.stderr)
 
     check_output_folder(args.o)
-    print(write_msd_task(args.o, args.task_id, args.cases, args.test_cases, args.seed, progress=progress,
-                         overwrite=args.overwrite))
+    print(write_msd_task(args.o, args.task_id, args.cases, args.test_cases, args.seed, shape=tuple(args.shape),
+                         progress=progress, overwrite=args.overwrite))
 
 
 def _progress_line(message, final):
@@ -69,7 +63,7 @@ def _compare(args):
 
 def _grid(args):
     from nnunet_attention.compare import check_margins
-    from nnunet_attention.grid import ExecutorOptions, GridSpec, dry_run, run_grid, status_table
+    from nnunet_attention.study.grid import ExecutorOptions, GridSpec, dry_run, run_grid, status_table
     from nnunet_attention.nnunet_api import dataset_name, require_variables
 
     check_margins(_margins(args))
@@ -93,7 +87,7 @@ def _train(args):
 
     from nnunet_attention.devices import resolve_device
     from nnunet_attention.nnunet_api import find_trainer_class, require_variables
-    from nnunet_attention.pairing import run_paired_training
+    from nnunet_attention.model.pairing import run_paired_training
 
     require_variables("nnUNet_preprocessed", "nnUNet_results", why="training")
     find_trainer_class(args.tr)  # a wrong name is a one-line error before this process is set up for training
@@ -118,7 +112,7 @@ def exit_on_sigterm():
 
 
 def _demo(args):
-    from nnunet_attention.demo import run_demo
+    from nnunet_attention.study.demo import run_demo
 
     exit_on_sigterm()
     run_demo(args.o, args.i, args.d, args.c, args.device, args.f, args.trainers, args.epochs, margins=_margins(args),
@@ -126,7 +120,7 @@ def _demo(args):
 
 
 def _bench(args):
-    from nnunet_attention.bench import format_table, run_bench
+    from nnunet_attention.tools.bench import format_table, run_bench
 
     results = run_bench(args.plans, args.c, args.device, args.repeats, args.amp, args.compile, args.tr, args.json)
     print(format_table(results))
@@ -135,7 +129,7 @@ def _bench(args):
 
 
 def _maps(args):
-    from nnunet_attention.maps import run_maps
+    from nnunet_attention.tools.maps import run_maps
 
     for line in run_maps(args.i, args.o, args.d, args.c, args.tr, args.p, args.f, args.chk, args.levels, args.device,
                          args.step_size, not args.disable_tta, args.npp, not args.no_png, args.trust_checkpoint,
@@ -144,7 +138,7 @@ def _maps(args):
 
 
 def _retrofit(args):
-    from nnunet_attention.retrofit import retrofit_checkpoint
+    from nnunet_attention.tools.retrofit import retrofit_checkpoint
 
     summary = retrofit_checkpoint(args.i, args.o, args.tr, trust_checkpoint=args.trust_checkpoint,
                                   overwrite=args.overwrite)
@@ -183,10 +177,10 @@ TRUST_HELP = ("load the checkpoint even if it holds pickled objects beyond what 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from nnunet_attention.synth import DEFAULT_TASK_ID
+    from nnunet_attention.study.synth import DEFAULT_TASK_ID
 
     parser = _Parser(prog="nnunet-attention",
-                                     description="Attention-gated U-Nets for nnU-Net v2: tools around the trainers.")
+                     description="Attention-gated U-Nets for nnU-Net v2: tools around the trainers.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("trainers", help="list our nnU-Net trainers (or, with --path, the folder nnU-Net searches)")
@@ -199,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cases", type=int, default=24, help="training cases (default 24)")
     p.add_argument("--test-cases", type=int, default=4, help="test cases in imagesTs (default 4)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--shape", type=int, nargs=3, default=[24, 64, 64], metavar=("Z", "Y", "X"),
+                   help="voxels per case (default 24 64 64)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing task folder of the same name")
     p.set_defaults(func=_synth)
 

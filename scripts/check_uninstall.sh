@@ -22,7 +22,7 @@ echo "   ok: silent start, nnUNetv2_train -h works, nothing left in $site"
 echo "2. reinstall"
 pip install -q --no-deps -e "$checkout"
 folder=$(cd /tmp && python -c "import os; print(os.environ['nnUNet_extTrainer'])")
-[ "$folder" = "$checkout/nnunet_attention/ext_trainers" ] || fail "discovery registered '$folder'"
+[ "$folder" = "$checkout/nnunet_attention/model/ext_trainers" ] || fail "discovery registered '$folder'"
 echo "   ok: nnUNet_extTrainer=$folder"
 
 echo "3. moved editable checkout"

@@ -26,14 +26,13 @@ import json
 import os
 import platform
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from nnunet_attention import steps
-from nnunet_attention.nnunet_api import bounded_export_workers
+from nnunet_attention.nnunet_api import bounded_export_workers, model_identifier
+from nnunet_attention.study import steps
+from nnunet_attention.study.executor import LocalExecutor, StepTimeout
 
 HERE = Path(__file__).resolve().parent
 CLI = [sys.executable, "-m", "nnunet_attention.cli"]
@@ -44,6 +43,7 @@ DEFAULT_LIMITS = {"cuda": (240.0, 180.0, 60.0, 120.0), "cpu": (600.0, 900.0, 600
 PARTS = ("bench", "train", "grid", "pairing")
 TASK_ID = 990
 DATASET = "Dataset990_AttentionSynth"
+PLANS = "nnUNetPlans"
 PLANS_3D = ("hippocampus_3d_fullres", "pancreas_3d_fullres")
 ALL_PLANS = (*PLANS_3D, "pancreas_2d", "pancreas_resenc_m_3d_fullres")
 TASK_PLAN = "task_3d_fullres"  # the generated task's nnUNetPlans 3d_fullres: seconds on a CPU, not the MSD shapes
@@ -95,27 +95,26 @@ class Check:
         # the generated task's steps, from the step model grid and demo use (nnU-Net's defaults: no --npz)
         self.spec = steps.GridSpec([DATASET], ["3d_fullres"], [0], list(TRAINERS), device=args.device, npz=False,
                                    processes=2)
-        self.folders = steps.Folders(str(self.work / "nnUNet_preprocessed"), str(self.work / "nnUNet_results"))
+        self.folders = steps.Folders.of(self.env)
 
     # --- running ---------------------------------------------------------------------------------------------------
     def run(self, command, log_name: str, env=None):
         """A command under the part's deadline, its output in OUT/logs/log_name."""
-        remaining = self.deadline - time.time()
-        if remaining <= 0:
-            raise PartTimeout(f"time limit reached before {command[0]}")
-        log_file = self.out / "logs" / log_name
-        print(f"    $ {' '.join(map(str, command))}", flush=True)
-        with open(log_file, "w") as log:  # its own process group: a timeout ends nnU-Net's workers too
-            process = subprocess.Popen(list(map(str, command)), env=env or self.env, stdout=log,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
-            try:
-                process.wait(timeout=remaining)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-                raise PartTimeout(f"{command[0]} passed the part's time limit; see {log_file}") from None
-        if process.returncode != 0:
-            raise RuntimeError(f"{' '.join(map(str, command[:3]))} failed (exit {process.returncode}); see {log_file}")
+        self.run_steps([steps.Step("command", DATASET, tuple(map(str, command)))], env, log_name=log_name)
+
+    def run_steps(self, to_run, env=None, log_name=None):
+        """Steps one after the other (executor.LocalExecutor) under the part's deadline, logs in OUT/logs."""
+        if self.deadline - time.time() <= 0:
+            raise PartTimeout(f"time limit reached before {to_run[0].command[0]}")
+        executor = LocalExecutor(env or self.env, str(self.out / "logs"), deadline=self.deadline,
+                                 log_name=(lambda step: log_name) if log_name else None,
+                                 on_start=lambda step, log: print(f"    $ {' '.join(step.command)}", flush=True))
+        try:
+            failed = executor.run_steps(to_run)
+        except StepTimeout as error:
+            raise PartTimeout(str(error)) from None
+        if failed:
+            raise RuntimeError(f"{' '.join(failed[0].command[:3])} failed; see {executor.log_file(failed[0])}")
 
     def part(self, name: str, limit: float, function):
         print(f"[{name}] (limit {limit:.0f} s)", flush=True)
@@ -153,20 +152,13 @@ class Check:
             self.write()
 
     def prepare_task(self):
-        from nnunet_attention.synth import write_msd_task
-
+        """The generated task, converted and planned (steps.prepare_steps, as the demo and the tests' fixtures)."""
         task = self.work / "msd" / f"Task{TASK_ID:03d}_AttentionSynth"
-        if not (task / "dataset.json").is_file():
-            write_msd_task(str(task.parent), TASK_ID, self.size["cases"], self.size["test_cases"],
-                           shape=self.size["shape"], overwrite=True)
-        if not (self.work / "nnUNet_raw" / DATASET).is_dir():
-            self.run(["nnUNetv2_convert_MSD_dataset", "-i", task, "-np", "2"], "convert.log")
-        plan = steps.plan_step(self.spec, DATASET, self.folders)
-        if not plan.done:
-            self.run(plan.command, "plan.log")
+        self.run_steps(steps.prepare_steps(str(task), self.spec, self.folders,
+                                           {key: self.size[key] for key in ("cases", "test_cases", "shape")}))
 
     def train(self, entry: dict):
-        from nnunet_attention.checkpoint import load_checkpoint
+        from nnunet_attention.model.checkpoint import load_checkpoint
 
         self.prepare_task()
         entry["epochs"], entry["iterations_per_epoch"] = self.size["epochs"], self.size["iterations"]
@@ -174,7 +166,7 @@ class Check:
         for step in steps.train_steps(self.spec, DATASET, self.folders):  # without --npz: grid validates again
             trainer = step.trainer
             self.run(step.command, f"train_{trainer}.log")
-            folder = self.work / "nnUNet_results" / DATASET / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_0"
+            folder = self.work / "nnUNet_results" / DATASET / model_identifier(trainer, PLANS, "3d_fullres") / "fold_0"
             logging = load_checkpoint(str(folder / "checkpoint_final.pth"), mmap=True)["logging"]
             entry["epoch_seconds"][trainer] = [e - s for s, e in zip(logging["epoch_start_timestamps"],
                                                                      logging["epoch_end_timestamps"])]
@@ -198,7 +190,7 @@ class Check:
     def pairing(self, entry: dict):
         import torch
 
-        from nnunet_attention.checkpoint import load_checkpoint
+        from nnunet_attention.model.checkpoint import load_checkpoint
 
         self.prepare_task()
         runs = {}
@@ -206,7 +198,7 @@ class Check:
             results = self.work / "pairing" / name
             self.run([*CLI, "train", TASK_ID, "3d_fullres", "0", "-tr", trainer, "--seed", "0", "-device",
                       self.args.device], f"pairing_{name}.log", env={**self.env, "nnUNet_results": str(results)})
-            folder = results / DATASET / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_0"
+            folder = results / DATASET / model_identifier(trainer, PLANS, "3d_fullres") / "fold_0"
             summary = json.loads((folder / "validation" / "summary.json").read_text())
             runs[name] = (load_checkpoint(str(folder / "checkpoint_final.pth"))["network_weights"],
                           summary["foreground_mean"]["Dice"])

@@ -13,7 +13,8 @@ Runs alternate between the arms, so that a study cut short stays balanced. Per t
 Dice per class and the pseudo Dice per epoch; per arm, run and fold the paired difference B - A of the foreground mean
 Dice; per arm the sd of those differences, the variance ratio unpaired / paired with its 95% CI (F distribution) and the
 folds each arm would need for the demo's verdict. It writes REPORT_DIR/init_study.json, init_study.md,
-init_study_curves.png and the summary the demo quotes, nnunet_attention/data/demo_study.json (with --report-dir docs).
+init_study_curves.png and the summary the demo quotes, nnunet_attention/study/data/demo_study.json (with
+--report-dir docs).
 """
 import argparse
 import json
@@ -25,20 +26,18 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunet_attention import demo
-from nnunet_attention.checkpoint import load_checkpoint
+from nnunet_attention.compare.statistics import folds_needed
+from nnunet_attention.model.checkpoint import load_checkpoint
+from nnunet_attention.model.trainers import nnUNetTrainerAttention, nnUNetTrainerDemo
 from nnunet_attention.nnunet_api import model_identifier
-from nnunet_attention.progress_files import TRAINED, training_state
-from nnunet_attention.statistics import folds_needed
-from nnunet_attention.steps import Folders
-from nnunet_attention.synth import DEFAULT_TASK_ID, LABELS, TASK_NAME
-from nnunet_attention.trainers import nnUNetTrainerAttention, nnUNetTrainerDemo
+from nnunet_attention.study import demo, steps
+from nnunet_attention.study.steps import TRAINED, Folders, training_state
+from nnunet_attention.study.synth import DEFAULT_TASK_ID, LABELS, TASK_NAME
 
 LOST = 0.1  # a class whose validation Dice stays below this was not learned
 ARMS = ("paired", "unpaired")
 DATASET = f"Dataset{DEFAULT_TASK_ID:03d}_{TASK_NAME}"
-DEMO_SCHEDULE = (f"{nnUNetTrainerDemo.DEMO_EPOCHS} epochs of {nnUNetTrainerDemo.DEMO_ITERATIONS} iterations, "
-                 f"{nnUNetTrainerDemo.DEMO_VAL_ITERATIONS} validation batches each")
+DEMO_SCHEDULE = "{} epochs of {} iterations, {} validation batches each".format(*nnUNetTrainerDemo.schedule)
 
 
 def results_root(work: Path, arm: str, run: int) -> Path:
@@ -54,17 +53,16 @@ def train_all(work: Path, args):
     """The demo's data and plans (its own steps), then every run's trainings, the arms alternating, two at a time."""
     env = demo.demo_environment(str(work))
     runner = demo.Runner(str(work), 3 + args.runs * len(args.folds) * 2 * len(ARMS), env)
-    demo.dataset_steps(runner, str(work), None, None, args.cases, demo.SYNTH_SHAPE)
-    spec = demo.demo_spec(DATASET, demo.DEMO_CONFIGURATION, args.folds, demo.DEMO_TRAINERS, "cpu")
-    demo.plan_step(runner, spec, Folders(env["nnUNet_preprocessed"], env["nnUNet_results"]))
+    spec = demo.prepare(runner, str(work), None, None, demo.DEMO_CONFIGURATION, args.folds, demo.DEMO_TRAINERS, "cpu",
+                        None, {"cases": args.cases, "test_cases": demo.SYNTH_TEST_CASES,
+                               "shape": list(demo.SYNTH_SHAPE)})
     for run in range(args.runs):
         for arm in ARMS:
             runner.env = {**env, "nnUNet_results": str(results_root(work, arm, run))}
             folds = args.last_run_folds if run == args.runs - 1 and args.last_run_folds is not None else args.folds
             arm_spec = replace(spec, folds=folds, seed=run if arm == "paired" else None)
-            steps = demo.training_steps(arm_spec, Folders(env["nnUNet_preprocessed"], runner.env["nnUNet_results"]))
-            runner.parallel_steps([(f"{arm} run {run}: {title}", done, command) for title, done, command in steps],
-                                  demo.trainings_at_once(demo.DEMO_TRAINERS, "cpu"))
+            runner.parallel_steps(steps.train_steps(arm_spec, DATASET, Folders.of(runner.env)),
+                                  demo.trainings_at_once(demo.DEMO_TRAINERS, "cpu"), label=f"{arm} run {run}: ")
 
 
 def record(work: Path, arm: str, run: int, trainer: str, fold) -> dict:

@@ -7,10 +7,10 @@ share the fast ones."""
 import json
 
 import pytest
-from helpers import (DATASET_ID, DATASET_NAME, REGION_DATASET_ID, REGION_DATASET_NAME, REGIONS, TINY_SHAPE,
-                     TINY_TRAINERS, TRAINED_FOLDS, nnunet_env, run, tiny_spec, train_in_parallel)
+from helpers import (DATASET_ID, DATASET_NAME, REGION_DATASET_ID, REGION_DATASET_NAME, REGIONS, TRAINED_FOLDS,
+                     prepare_task, run_steps, tiny_spec, train_in_parallel)
 
-from nnunet_attention.synth import write_msd_task
+from nnunet_attention.study import steps
 
 SHARED_TASKS = ("preprocessed_task", "trained_models", "region_models")
 
@@ -29,12 +29,7 @@ def pytest_collection_modifyitems(items):
 def preprocessed_task(tmp_path_factory):
     """nnU-Net folders holding Dataset990 converted from MSD layout and preprocessed for 3d_fullres and 2d."""
     root = tmp_path_factory.mktemp("nnunet")
-    env = nnunet_env(root)
-    task = write_msd_task(str(root / "msd"), task_id=DATASET_ID, cases=6, test_cases=2, seed=1, shape=TINY_SHAPE)
-    run(["nnUNetv2_convert_MSD_dataset", "-i", task, "-np", "1"], env)
-    run(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "3d_fullres", "2d", "-np", "1", "1",
-         "--verify_dataset_integrity"], env)
-    return root, env
+    return root, prepare_task(root, DATASET_ID, ["3d_fullres", "2d"], cases=6, test_cases=2, seed=1)
 
 
 @pytest.fixture(scope="session")
@@ -42,9 +37,9 @@ def trained_models(preprocessed_task):
     """Both tiny trainers trained on folds 0 and 1 of 3d_fullres with --npz, then nnUNetv2_find_best_configuration
     across them: as nnU-Net leaves a finished cross-validation."""
     root, env = preprocessed_task
-    train_in_parallel(env, tiny_spec(DATASET_NAME, TRAINED_FOLDS))
-    run(["nnUNetv2_find_best_configuration", str(DATASET_ID), "-c", "3d_fullres", "-tr", *TINY_TRAINERS,
-         "-f", *map(str, TRAINED_FOLDS), "-np", "1"], env)
+    spec = tiny_spec(DATASET_NAME, TRAINED_FOLDS)
+    train_in_parallel(env, spec)
+    run_steps(env, [steps.find_best_step(spec, DATASET_NAME, steps.Folders.of(env), [])])
     return root, env
 
 
@@ -53,13 +48,13 @@ def region_models(tmp_path_factory):
     """Dataset992, region-based (BraTS-style nested regions with regions_class_order): both tiny trainers on fold 0
     of 3d_fullres with --npz; no find_best."""
     root = tmp_path_factory.mktemp("regions")
-    env = nnunet_env(root)
-    task = write_msd_task(str(root / "msd"), task_id=REGION_DATASET_ID, cases=5, test_cases=1, seed=3,
-                          shape=TINY_SHAPE)
-    run(["nnUNetv2_convert_MSD_dataset", "-i", task, "-np", "1"], env)
-    dataset_json = root / "nnUNet_raw" / REGION_DATASET_NAME / "dataset.json"
-    content = json.loads(dataset_json.read_text())
-    dataset_json.write_text(json.dumps({**content, "labels": REGIONS, "regions_class_order": [1, 2]}))
-    run(["nnUNetv2_plan_and_preprocess", "-d", str(REGION_DATASET_ID), "-c", "3d_fullres", "-np", "1"], env)
+
+    def nested_regions(raw):
+        dataset_json = raw / "dataset.json"
+        content = json.loads(dataset_json.read_text())
+        dataset_json.write_text(json.dumps({**content, "labels": REGIONS, "regions_class_order": [1, 2]}))
+
+    env = prepare_task(root, REGION_DATASET_ID, ["3d_fullres"], cases=5, test_cases=1, seed=3,
+                       edit_raw=nested_regions)
     train_in_parallel(env, tiny_spec(REGION_DATASET_NAME, [0]))
     return root, env

@@ -6,7 +6,9 @@ import sys
 from pathlib import Path
 from typing import Tuple
 
-from nnunet_attention import steps
+from nnunet_attention.nnunet_api import model_identifier
+from nnunet_attention.study import steps
+from nnunet_attention.study.executor import LocalExecutor
 
 TESTS = Path(__file__).parent
 TEST_TRAINERS = TESTS / "ext_trainers"
@@ -21,6 +23,9 @@ TRAINED_FOLDS = (0, 1)
 REGION_DATASET_ID, REGION_DATASET_NAME = 992, "Dataset992_AttentionSynth"
 REGIONS = {"background": 0, "lesion": [1, 2], "cyst": 2}
 CLI = [sys.executable, "-m", "nnunet_attention.cli"]
+# inputs small enough for a CPU forward pass through each of nnU-Net's reference plans (tools/reference_plans.py)
+SMALL_INPUT = {"hippocampus_3d_fullres": (16, 24, 16), "pancreas_3d_fullres": (8, 64, 64),
+               "pancreas_2d": (256, 256), "pancreas_resenc_m_3d_fullres": (8, 64, 64)}
 
 
 def nnunet_env(root: Path, **extra) -> dict:
@@ -59,30 +64,53 @@ def train(env, trainer, configuration, fold, *extra) -> subprocess.CompletedProc
                 *extra], {**env, "nnUNet_n_proc_DA": "0"})
 
 
+def run_steps(env, to_run, processes: int = 1, logs: Path = None):
+    """Steps through the executor grid and the demo use (executor.LocalExecutor), processes at a time; on a failure
+    the test fails with the end of the step's log."""
+    executor = LocalExecutor(env, str(logs or Path(env["nnUNet_results"]).parent / "logs"), processes)
+    failed = executor.run_steps(to_run)
+    if failed:
+        log = Path(executor.log_file(failed[0]))
+        raise AssertionError(f"{' '.join(failed[0].command)} failed:\n"
+                             f"{log.read_text()[-4000:] if log.is_file() else '(no log)'}")
+
+
+def prepare_task(root: Path, task_id: int, configurations, cases: int, test_cases: int, seed: int,
+                 edit_raw=None) -> dict:
+    """A generated task in root's nnU-Net folders, prepared as the demo and gpu_check prepare theirs
+    (steps.prepare_steps: synth, convert, plan with one process); edit_raw(raw dataset folder) runs before planning.
+    Returns the environment."""
+    env = nnunet_env(root)
+    dataset = f"Dataset{task_id:03d}_AttentionSynth"
+    spec = steps.GridSpec([dataset], list(configurations), [0], list(TINY_TRAINERS), device="cpu", processes=1)
+    prepared = steps.prepare_steps(str(root / "msd" / f"Task{task_id:03d}_AttentionSynth"), spec, steps.Folders.of(env),
+                                   {"cases": cases, "test_cases": test_cases, "seed": seed, "shape": TINY_SHAPE})
+    run_steps(env, prepared[:-1])
+    if edit_raw:
+        edit_raw(root / "nnUNet_raw" / dataset)
+    run_steps(env, prepared[-1:])
+    return env
+
+
 def train_in_parallel(env, spec: steps.GridSpec, processes: int = 2):
     """The train steps of spec that are not done, as the step model builds them for grid and the demo (nnU-Net's
-    commands), run two at a time: a tiny training spends most of its time single-threaded (start-up, validation
-    export), so two share the CPU well."""
-    folders = steps.Folders(env["nnUNet_preprocessed"], env["nnUNet_results"])
-    pending = [s for dataset in spec.datasets for s in steps.train_steps(spec, dataset, folders) if not s.done]
-    active = []
-    while pending or active:
-        while pending and len(active) < processes:
-            command = pending.pop(0).command
-            active.append((command, subprocess.Popen(command, env={**env, "nnUNet_n_proc_DA": "0"},
-                                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)))
-        command, process = active.pop(0)
-        output = process.communicate()[0]
-        assert process.returncode == 0, f"{' '.join(command)} failed:\n{output[-4000:]}"
+    commands), two at a time (a tiny training spends most of its time single-threaded: start-up, validation
+    export), augmenting in-process."""
+    folders = steps.Folders.of(env)
+    run_steps({**env, "nnUNet_n_proc_DA": "0"},
+              [s for dataset in spec.datasets for s in steps.train_steps(spec, dataset, folders)], processes)
 
 
 def tiny_spec(dataset: str, folds) -> steps.GridSpec:
-    """Both tiny trainers on folds of 3d_fullres with --npz (find_best and compare read the .npz files)."""
-    return steps.GridSpec([dataset], ["3d_fullres"], list(folds), list(TINY_TRAINERS), device="cpu", npz=True)
+    """Both tiny trainers on folds of 3d_fullres with --npz (find_best and compare read the .npz files), one process
+    for find_best."""
+    return steps.GridSpec([dataset], ["3d_fullres"], list(folds), list(TINY_TRAINERS), device="cpu", npz=True,
+                          processes=1)
 
 
 def fold_dir(root: Path, trainer: str, configuration: str, fold) -> Path:
-    return root / "nnUNet_results" / DATASET_NAME / f"{trainer}__nnUNetPlans__{configuration}" / f"fold_{fold}"
+    return (root / "nnUNet_results" / DATASET_NAME / model_identifier(trainer, "nnUNetPlans", configuration)
+            / f"fold_{fold}")
 
 
 NNUNET_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer", "nnUNet_def_n_proc",

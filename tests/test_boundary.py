@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunet_attention import boundary
+from nnunet_attention.compare import boundary
 
 SPACING = (3.0, 1.0, 1.0)  # anisotropic, as MSD MR/CT: z is coarse
 SHAPE = (40, 100, 100)

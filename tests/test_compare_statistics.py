@@ -6,12 +6,12 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from nnunet_attention import boundary
+from nnunet_attention.compare import boundary
 from nnunet_attention.compare import analysis, plots, render
 from scipy import stats as scipy_stats
 
 from nnunet_attention.compare.calibration import Cell, run_cell
-from nnunet_attention.statistics import BOOTSTRAP_SAMPLES, folds_needed, row_rng, two_level_bootstrap, verdict
+from nnunet_attention.compare.statistics import BOOTSTRAP_SAMPLES, folds_needed, row_rng, two_level_bootstrap, verdict
 
 
 def test_identical_folds_give_the_case_bootstrap():

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from nnunet_attention import trainers
-from nnunet_attention.bench import BENCH_DATASET_JSON, bench_plans
+from nnunet_attention.model import trainers
+from nnunet_attention.tools.bench import BENCH_DATASET_JSON, bench_plans
 from nnunet_attention.nnunet_api import built_trainer
-from nnunet_attention.reference_plans import reference_configurations
+from nnunet_attention.tools.reference_plans import reference_configurations
 
 VARIANTS = ["nnUNetTrainerAttention", "nnUNetTrainerAttentionNoDeepSupervision", "nnUNetTrainerAttentionIdentityInit",
             "nnUNetTrainerAttentionUniformInit", "nnUNetTrainerAttentionAllSkips",

@@ -5,12 +5,12 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
-from nnunet_attention.bench import activation_bytes
-from nnunet_attention.reference_plans import reference_configurations
-from nnunet_attention.trainers import nnUNetTrainerAttention
+from helpers import SMALL_INPUT
 
-SMALL_INPUT = {"hippocampus_3d_fullres": (16, 24, 16), "pancreas_3d_fullres": (8, 64, 64),
-               "pancreas_2d": (256, 256), "pancreas_resenc_m_3d_fullres": (8, 64, 64)}
+from nnunet_attention.tools.bench import activation_bytes
+from nnunet_attention.tools.reference_plans import reference_configurations
+from nnunet_attention.model.trainers import nnUNetTrainerAttention
+
 PLANNER_FACTOR = 1.01  # the planner's gated-minus-ungated elements vs the exact extra bytes / element size
 
 

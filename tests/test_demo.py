@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from helpers import TEST_TRAINERS, TINY_SHAPE, python_cmd, run
 
-from nnunet_attention.demo import run_demo
+from nnunet_attention.nnunet_api import model_identifier
+from nnunet_attention.study.demo import run_demo
 
 
 TRAINERS = ["nnUNetTrainerTiny", "nnUNetTrainerAttentionTinyResumable"]
@@ -38,9 +39,9 @@ def test_demo_runs_every_step_stops_its_trainings_on_sigterm_and_resumes(tmp_pat
     monkeypatch.setenv("nnUNet_compile", "f")
     workdir = tmp_path / "demo"
     gated_fold = (workdir / "nnUNet_results" / "Dataset990_AttentionSynth" /
-                  f"{TRAINERS[1]}__nnUNetPlans__3d_fullres" / "fold_0")
+                  model_identifier(TRAINERS[1], "nnUNetPlans", "3d_fullres") / "fold_0")
     first = subprocess.Popen(python_cmd("from nnunet_attention.cli import exit_on_sigterm",
-                                        "from nnunet_attention.demo import run_demo", "exit_on_sigterm()",
+                                        "from nnunet_attention.study.demo import run_demo", "exit_on_sigterm()",
                                         f"run_demo({str(workdir)!r}, device='cpu', trainers={TRAINERS!r}, "
                                         f"configuration='3d_fullres', folds=(0,), synth_cases=6, "
                                         f"synth_shape={TINY_SHAPE!r})"),
@@ -93,12 +94,12 @@ def test_demo_runs_every_step_stops_its_trainings_on_sigterm_and_resumes(tmp_pat
 
 
 def test_the_time_estimate_comes_from_the_first_epoch_and_the_steps_left(tmp_path, capsys):
-    from nnunet_attention.demo import Runner, schedule_epochs
+    from nnunet_attention.study.demo import Runner, schedule_epochs
 
     runner = Runner(str(tmp_path), 10, {})
-    from nnunet_attention.trainers import nnUNetTrainerDemo
+    from nnunet_attention.model.trainers import nnUNetTrainerDemo
 
-    assert schedule_epochs("nnUNetTrainerAttentionDemo") == nnUNetTrainerDemo.DEMO_EPOCHS
+    assert schedule_epochs("nnUNetTrainerAttentionDemo") == nnUNetTrainerDemo.schedule[0]
     assert schedule_epochs("nnUNetTrainerAttention_100epochs") == 100
     runner.epochs = 8
     assert schedule_epochs("nnUNetTrainer") == 1000 and schedule_epochs("MyOwnTrainer") is None
@@ -110,3 +111,10 @@ def test_the_time_estimate_comes_from_the_first_epoch_and_the_steps_left(tmp_pat
     out = capsys.readouterr().out
     assert "about 12 min from now: 6 trainings of 8 epochs at 30 s per epoch, 2 at a time" in out
     assert "-f 0 1" in out and "--epochs" in out and "-c 2d" in out
+    runner._first = (6, 2, time.time() - 100)  # the first training ended after 100 s: 3 rounds of 100 s, 200 s left
+    runner._refine(100.0)
+    expected = time.strftime("%H:%M", time.localtime(time.time() + 200))
+    assert f"estimate from the first whole training (100 s): the trainings end around {expected}" in \
+        capsys.readouterr().out
+    runner._refine(100.0)  # once
+    assert capsys.readouterr().out == ""

@@ -5,7 +5,7 @@ import sys
 
 from helpers import TEST_TRAINERS, python_cmd
 
-from nnunet_attention import _discovery
+from nnunet_attention.model import discovery
 
 
 def _fresh_python(*code_lines, **env_changes):
@@ -17,26 +17,26 @@ def _fresh_python(*code_lines, **env_changes):
 def test_interpreter_start_registers_our_folder_without_importing_torch():
     out = _fresh_python("import os, sys; print(os.environ['nnUNet_extTrainer']); print('torch' in sys.modules)")
     folder, torch_imported = out.splitlines()
-    assert folder == _discovery.TRAINER_FOLDER
+    assert folder == discovery.TRAINER_FOLDER
     assert torch_imported == "False"
 
 
 def test_users_own_folders_keep_their_place_in_front():
     own = os.pathsep.join(["/data/my_trainers", "/data/more_trainers"])
     out = _fresh_python("import os; print(os.environ['nnUNet_extTrainer'])", nnUNet_extTrainer=own)
-    assert out == os.pathsep.join([own, _discovery.TRAINER_FOLDER])
+    assert out == os.pathsep.join([own, discovery.TRAINER_FOLDER])
 
 
 def test_registration_is_idempotent():
-    environ = {"nnUNet_extTrainer": _discovery.TRAINER_FOLDER}
-    _discovery.register_trainer_folder(environ)
-    assert environ["nnUNet_extTrainer"] == _discovery.TRAINER_FOLDER
+    environ = {"nnUNet_extTrainer": discovery.TRAINER_FOLDER}
+    discovery.register_trainer_folder(environ)
+    assert environ["nnUNet_extTrainer"] == discovery.TRAINER_FOLDER
 
 
 def test_nnunet_finds_our_trainers_and_a_users_subclass_of_them():
     out = _fresh_python(
         "from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as find",
-        "import nnunet_attention.trainers as ours",
+        "import nnunet_attention.model.trainers as ours",
         "for name in ['nnUNetTrainerAttention', 'nnUNetTrainerAttention_5epochs', 'nnUNetTrainerAttention_8000epochs',",
         "             'nnUNetTrainerAttentionNoDeepSupervision', 'nnUNetTrainerAttentionIdentityInit']:",
         "    assert find(name) is getattr(ours, name), name",
@@ -47,22 +47,10 @@ def test_nnunet_finds_our_trainers_and_a_users_subclass_of_them():
     assert out.endswith("True")
 
 
-def test_schedule_variants_compose_nnunets_own_schedules():
-    from nnunetv2.training.nnUNetTrainer.variants.training_length import nnUNetTrainer_Xepochs as schedules
-
-    from nnunet_attention import trainers
-
-    for epochs in (1, 5, 10, 20, 50, 100, 250, 500, 750, 2000, 4000, 8000):
-        suffix = "1epoch" if epochs == 1 else f"{epochs}epochs"
-        ours = getattr(trainers, f"nnUNetTrainerAttention_{suffix}")
-        assert issubclass(ours, trainers.nnUNetTrainerAttention)
-        assert issubclass(ours, getattr(schedules, f"nnUNetTrainer_{suffix}"))
-
-
 def test_trainers_command_lists_and_points_to_the_folder():
     listing = subprocess.run([sys.executable, "-m", "nnunet_attention.cli", "trainers"], capture_output=True,
                              text=True, check=True).stdout.split()
     assert "nnUNetTrainerAttention" in listing and "nnUNetTrainerAttention_1epoch" in listing
     path = subprocess.run([sys.executable, "-m", "nnunet_attention.cli", "trainers", "--path"], capture_output=True,
                           text=True, check=True).stdout.strip()
-    assert path == _discovery.TRAINER_FOLDER
+    assert path == discovery.TRAINER_FOLDER

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from nnunet_attention.gate import AttentionGate
+from nnunet_attention.model.gate import AttentionGate
 
 CASES = [  # conv_op, skip size, stride between skip and gating level
     (nn.Conv2d, (32, 48), (2, 2)),

@@ -7,13 +7,12 @@ from dynamic_network_architectures.building_blocks.unet_decoder import UNetDecod
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
-from nnunet_attention import trainers
-from nnunet_attention.decoder import AttentionUNetDecoder
-from nnunet_attention.networks import gates_by_level
-from nnunet_attention.reference_plans import reference_configurations
+from helpers import SMALL_INPUT
 
-SMALL_INPUT = {"hippocampus_3d_fullres": (16, 24, 16), "pancreas_3d_fullres": (8, 64, 64),
-               "pancreas_2d": (256, 256), "pancreas_resenc_m_3d_fullres": (8, 64, 64)}
+from nnunet_attention.model import trainers
+from nnunet_attention.model.decoder import AttentionUNetDecoder
+from nnunet_attention.model.networks import gates_by_level
+from nnunet_attention.tools.reference_plans import reference_configurations
 
 
 @pytest.mark.parametrize("name", SMALL_INPUT)
@@ -108,7 +107,7 @@ def test_no_line_is_longer_than_120_columns_in_the_package_scripts_and_tests():
 def test_bench_finds_a_users_own_trainer_as_nnunet_does(monkeypatch):
     from helpers import TEST_TRAINERS
 
-    from nnunet_attention.trainers import gated_trainer_class
+    from nnunet_attention.model.trainers import gated_trainer_class
     from nnunet_attention.errors import NnUNetAttentionError
 
     monkeypatch.setenv("nnUNet_extTrainer", str(TEST_TRAINERS))

@@ -4,17 +4,17 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
+from helpers import SMALL_INPUT
+
 from nnunet_attention.errors import NnUNetAttentionError
-from nnunet_attention.gate import GATE_INITS
-from nnunet_attention.networks import (AttentionPlainConvUNet, AttentionResidualEncoderUNet, build_gated_network,
+from nnunet_attention.model.gate import GATE_INITS
+from nnunet_attention.model.networks import (AttentionPlainConvUNet, AttentionResidualEncoderUNet, build_gated_network,
                                        gates_by_level)
-from nnunet_attention.reference_plans import reference_configurations
-from nnunet_attention.trainers import nnUNetTrainerAttention
+from nnunet_attention.tools.reference_plans import reference_configurations
+from nnunet_attention.model.trainers import nnUNetTrainerAttention
 
 CONFIGURATIONS = reference_configurations()
 # small inputs keep CPU time down; each is a multiple of the configuration's total stride
-SMALL_INPUT = {"hippocampus_3d_fullres": (16, 24, 16), "pancreas_3d_fullres": (8, 64, 64),
-               "pancreas_2d": (256, 256), "pancreas_resenc_m_3d_fullres": (8, 64, 64)}
 
 
 def _pair(name, deep_supervision):

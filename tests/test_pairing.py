@@ -6,7 +6,7 @@ import pytest
 import torch
 from helpers import CLI, DATASET_ID, cli_in_process, fold_dir, private_copy, run
 
-from nnunet_attention.pairing import pair_seed
+from nnunet_attention.model.pairing import pair_seed
 
 UNGATED, GATED = "nnUNetTrainerTinyRecording", "nnUNetTrainerAttentionTinyRecording"
 

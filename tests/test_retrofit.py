@@ -9,10 +9,10 @@ from helpers import TINY_TRAINERS, cli_in_process, fold_dir, private_copy, train
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
-from nnunet_attention.networks import gates_by_level
-from nnunet_attention.reference_plans import reference_configurations
-from nnunet_attention.retrofit import retrofit_network
-from nnunet_attention.trainers import nnUNetTrainerAttention
+from nnunet_attention.model.networks import gates_by_level
+from nnunet_attention.tools.reference_plans import reference_configurations
+from nnunet_attention.tools.retrofit import retrofit_network
+from nnunet_attention.model.trainers import nnUNetTrainerAttention
 
 UNGATED, GATED = TINY_TRAINERS
 CLI = [sys.executable, "-m", "nnunet_attention.cli", "retrofit"]

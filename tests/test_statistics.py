@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from nnunet_attention.statistics import holm, paired_statistics
+from nnunet_attention.compare.statistics import holm, paired_statistics
 
 
 def test_paired_statistics_against_hand_computed_values():

@@ -1,17 +1,22 @@
-"""The step model (steps.py) and grid's engine: a cascade fold waits for the same trainer's lowres fold, which is done
-only once its next-stage predictions are written; grid submits in that order (real submitit jobs), shows the
-dependency in --dry-run and --status, and leaves a dependent of a failed step waiting."""
+"""The step model (steps.py) and its executors: a cascade fold waits for the same trainer's lowres fold, which is done
+only once its next-stage predictions are written; both executors (grid's real submitit jobs, local processes) start
+steps in that order and leave a dependent of a failed step waiting; grid shows the dependency in --dry-run and
+--status."""
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from nnunet_attention import grid, steps
-from nnunet_attention.bench import bench_plans
 from nnunet_attention.errors import NnUNetAttentionError
-from nnunet_attention.progress_files import TRAINED, VALIDATE, training_state
-from nnunet_attention.reference_plans import reference_configurations
+from nnunet_attention.nnunet_api import model_identifier
+from nnunet_attention.study import grid, steps
+from nnunet_attention.study.executor import LocalExecutor, StepTimeout
+from nnunet_attention.study.steps import TRAINED, VALIDATE, training_state
+from nnunet_attention.tools.bench import bench_plans
+from nnunet_attention.tools.reference_plans import reference_configurations
 
 DATASET = "Dataset990_AttentionSynth"
 TRAINERS = ["nnUNetTrainer", "nnUNetTrainerAttention"]
@@ -42,7 +47,8 @@ def _spec(configurations, folds=(0,)):
 
 def _fold(folders, trainer, configuration, fold, cases=("a", "b")):
     """A finished fold as nnU-Net leaves it: final checkpoint, validation summary and .npz."""
-    folder = Path(folders.results) / DATASET / f"{trainer}__nnUNetPlans__{configuration}" / f"fold_{fold}"
+    folder = (Path(folders.results) / DATASET / model_identifier(trainer, "nnUNetPlans", configuration)
+              / f"fold_{fold}")
     validation = folder / "validation"
     validation.mkdir(parents=True)
     (folder / "checkpoint_final.pth").write_text("")
@@ -93,31 +99,53 @@ def _recording_step(name: str, log, after=(), fail=False):
                       check=check)
 
 
-def test_grid_submits_a_step_only_after_what_it_waits_for(tmp_path, monkeypatch):
+def _executor(kind: str, tmp_path, slots: int, log):
+    """The two executors of the one interface (executor.StepExecutor): grid's submitit jobs, local processes."""
+    if kind == "grid":
+        return grid.Grid(_spec(["3d_fullres"]), grid.ExecutorOptions("local", max_parallel=slots), log=log,
+                         poll_seconds=0.2)
+    executor = LocalExecutor(dict(os.environ), str(tmp_path / "logs"), slots)
+    executor.report = log
+    return executor
+
+
+@pytest.mark.parametrize("kind", ["grid", "local"])
+def test_a_step_starts_only_after_what_it_waits_for(kind, tmp_path, monkeypatch):
     monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
     log = tmp_path / "order.txt"
     first = _recording_step("lowres", log)
     second = _recording_step("cascade", log, after=[first.key])
     other = _recording_step("other", log)
-    runner = grid.Grid(_spec(["3d_fullres"]), grid.ExecutorOptions("local", max_parallel=3), log=lambda line: None,
-                       poll_seconds=0.2)
+    runner = _executor(kind, tmp_path, 3, lambda line: None)
     assert runner.run_steps([second, first, other]) == []  # the dependent listed first, three slots free
     order = log.read_text().split()
     assert order.index("cascade") > order.index("lowres") and sorted(order) == ["cascade", "lowres", "other"]
 
 
-def test_a_step_waiting_for_a_failed_one_is_not_submitted(tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind", ["grid", "local"])
+def test_a_step_waiting_for_a_failed_one_is_not_started(kind, tmp_path, monkeypatch):
     monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
     log = tmp_path / "order.txt"
     broken = _recording_step("lowres", log, fail=True)
     waiting = _recording_step("cascade", log, after=[broken.key])
     lines = []
-    runner = grid.Grid(_spec(["3d_fullres"]), grid.ExecutorOptions("local", max_parallel=2), log=lines.append,
-                       poll_seconds=0.2)
+    runner = _executor(kind, tmp_path, 2, lines.append)
     failed = runner.run_steps([waiting, broken])
     assert [s.key for s in failed] == [broken.key, waiting.key]
-    assert "cascade" not in log.read_text().split() and waiting.key not in runner.state["jobs"]
+    assert "cascade" not in log.read_text().split()
     assert any(line.startswith(f"BLOCKED {waiting.key}") for line in lines)
+    if kind == "grid":
+        assert waiting.key not in runner.state["jobs"]
+
+
+def test_a_local_executor_stops_what_runs_when_its_deadline_passes(tmp_path):
+    sleeper = steps.Step("train", DATASET, (sys.executable, "-c", "import time; time.sleep(60)"), "3d_fullres", "0",
+                         "t")
+    executor = LocalExecutor(dict(os.environ), str(tmp_path / "logs"), deadline=time.time() + 1)
+    started = time.time()
+    with pytest.raises(StepTimeout):
+        executor.run_steps([sleeper])
+    assert time.time() - started < 30 and executor._running == {}
 
 
 def test_dry_run_and_status_show_the_dependency(folders, monkeypatch):

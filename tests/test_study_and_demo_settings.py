@@ -4,8 +4,8 @@ its seeds), and no training there lost a class."""
 import json
 from pathlib import Path
 
-from nnunet_attention import demo
-from nnunet_attention.trainers import nnUNetTrainerAttention, nnUNetTrainerDemo
+from nnunet_attention.study import demo
+from nnunet_attention.model.trainers import nnUNetTrainerAttention, nnUNetTrainerDemo
 
 STUDY = json.loads((Path(__file__).parents[1] / "docs" / "init_study.json").read_text())
 
@@ -28,7 +28,7 @@ def test_the_study_sampled_the_demos_settings_and_no_training_lost_a_class():
         runs = [r for r in STUDY["runs"] if r["trainer"] == trainer]
         assert len(runs) >= 12 and {r["fold"] for r in runs} == set(demo.DEMO_FOLDS)
         assert all(min(r["validation_dice"].values()) >= STUDY["summary"]["lost_class_below"] for r in runs)
-        assert all(len(r["pseudo_dice_per_epoch"]) == nnUNetTrainerDemo.DEMO_EPOCHS >= 5 for r in runs)
+        assert all(len(r["pseudo_dice_per_epoch"]) == nnUNetTrainerDemo.schedule[0] >= 5 for r in runs)
 
 
 def test_the_study_names_the_default_start():

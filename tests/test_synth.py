@@ -3,7 +3,7 @@ import json
 import numpy as np
 import SimpleITK as sitk
 
-from nnunet_attention.synth import write_msd_task
+from nnunet_attention.study.synth import write_msd_task
 
 
 def test_synth_writes_a_deterministic_msd_task(tmp_path):

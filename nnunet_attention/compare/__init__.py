@@ -14,7 +14,7 @@ from nnunet_attention.compare import analysis, plots, render
 from nnunet_attention.compare.read import DatasetSource, read_results
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.files import atomic_path, check_output_folder, write_text
-from nnunet_attention.statistics import DEFAULT_MARGINS
+from nnunet_attention.compare.statistics import DEFAULT_MARGINS
 
 DEFAULT_NSD_TOLERANCE_MM = 1.0
 __all__ = ["DatasetSource", "compare", "compare_datasets", "print_summary"]

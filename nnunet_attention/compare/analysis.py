@@ -6,7 +6,7 @@ from typing import Dict, List, Optional, Sequence
 import pandas as pd
 
 from nnunet_attention.compare.read import METRICS
-from nnunet_attention.statistics import (BOOTSTRAP_SAMPLES, CI_METHOD, DEFAULT_MARGINS, fold_t_interval,
+from nnunet_attention.compare.statistics import (BOOTSTRAP_SAMPLES, CI_METHOD, DEFAULT_MARGINS, fold_t_interval,
                                          folds_needed, holm, minimal_detectable_difference, paired_statistics,
                                          row_rng, share_b_better, verdict)
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from nnunet_attention.compare.analysis import FOREGROUND, analyse_pairs
-from nnunet_attention.statistics import two_level_bootstrap
+from nnunet_attention.compare.statistics import two_level_bootstrap
 
 SIMULATION_BOOTSTRAP = 200  # the descriptive bootstraps only; the verdict does not resample
 

@@ -16,8 +16,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from nnunet_attention import boundary
-from nnunet_attention.checkpoint import load_checkpoint
+from nnunet_attention.compare import boundary
+from nnunet_attention.model.checkpoint import load_checkpoint
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.nnunet_api import model_identifier
 

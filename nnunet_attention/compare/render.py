@@ -5,10 +5,10 @@ from typing import Dict, List, Optional
 import numpy as np
 import pandas as pd
 
-from nnunet_attention import boundary
+from nnunet_attention.compare import boundary
 from nnunet_attention.compare.analysis import FOREGROUND
 from nnunet_attention.compare.read import METRICS, Results, TrainerResults
-from nnunet_attention.statistics import verdict_rule
+from nnunet_attention.compare.statistics import verdict_rule
 
 SUMMARY_KEYS = ("n_pairs", "mean_a", "mean_b", "mean_difference", "estimate", "bootstrap_ci95", "hierarchical_ci95",
                 "ci_method", "df", "p_b_better", "wilcoxon_p", "t_p", "p_holm", "holm_family", "n_folds", "outcome",

@@ -3,37 +3,24 @@ schedules so that nnU-Net's real CLIs train, validate and predict in seconds on 
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_attention.trainers import nnUNetTrainerAttention
+from nnunet_attention.model.trainers import ShortSchedule, nnUNetTrainerAttention
 
 
-class _Tiny:
+class _Tiny(ShortSchedule):
     """2 epochs of 3 iterations, 1 validation batch; no mirroring at validation (8x fewer forward passes); one torch
-    thread (the tests train two at a time on two cores; nnU-Net's -device cpu would give each all of them)."""
+    thread on two cores (the tests train two at a time)."""
 
-    def _shorten(self):
-        torch.set_num_threads(1)
-        self.num_epochs = 2
-        self.num_iterations_per_epoch = 3
-        self.num_val_iterations_per_epoch = 1
-
-    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
-        configured = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-        self.inference_allowed_mirroring_axes = None
-        return configured
+    schedule = (2, 3, 1)
+    cpu_share = 2
+    validation_mirroring = False
 
 
 class nnUNetTrainerAttentionTiny(_Tiny, nnUNetTrainerAttention):
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self._shorten()
+    pass
 
 
 class nnUNetTrainerTiny(_Tiny, nnUNetTrainer):
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self._shorten()
+    pass
 
 
 class nnUNetTrainerAttentionTinyFrozen(nnUNetTrainerAttentionTiny):
@@ -48,11 +35,8 @@ class nnUNetTrainerAttentionTinyFrozen(nnUNetTrainerAttentionTiny):
 class nnUNetTrainerAttentionTinyResumable(nnUNetTrainerAttentionTiny):
     """4 epochs, and checkpoint_latest.pth after every one: something to kill and resume with --c."""
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 4
-        self.save_every = 1
+    schedule = (4, 3, 1)
+    checkpoint_every = 1
 
 
 class _Recording:

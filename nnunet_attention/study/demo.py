@@ -8,17 +8,15 @@ import glob
 import json
 import os
 import re
-import signal
-import subprocess
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from nnunet_attention.errors import NnUNetAttentionError
-from nnunet_attention import steps
 from nnunet_attention.nnunet_api import bounded_export_workers
-from nnunet_attention.progress_files import RESUME, VALIDATE
-from nnunet_attention.steps import Folders, GridSpec
-from nnunet_attention.synth import DEFAULT_TASK_ID, write_msd_task
+from nnunet_attention.study import steps
+from nnunet_attention.study.executor import LocalExecutor, run_or_raise
+from nnunet_attention.study.steps import RESUME, VALIDATE, Folders, GridSpec
+from nnunet_attention.study.synth import DEFAULT_TASK_ID, task_folder_name
 
 # what nnU-Net prints that is worth showing while a step runs; the rest goes to the step's log file
 _SHOWN = re.compile(r"Epoch \d+$|train_loss|val_loss|Pseudo dice|Epoch time|Mean Validation Dice|\*Best\*|"
@@ -33,8 +31,8 @@ DEMO_TRAINERS = ("nnUNetTrainerDemo", "nnUNetTrainerAttentionDemo")
 STUDY_FILE = os.path.join(os.path.dirname(__file__), "data", "demo_study.json")
 # The demo's equivalence margins at its studied settings, fixed before its fresh-clone runs (docs/demo.md): one
 # fold's difference B - A varies by about 0.02 Dice from the next (4 validation cases per fold), so five folds cannot
-# resolve compare's default of 0.01; 0.05 Dice / NSD and 2 mm HD95 are what this 13-minute toy comparison can speak
-# to. --margin sets stricter ones.
+# resolve compare's default of 0.01; 0.05 Dice / NSD and 2 mm HD95 are what this short toy comparison can speak to.
+# --margin sets stricter ones.
 DEMO_MARGINS = {"dice": 0.05, "nsd": 0.05, "hd95": 2.0}
 # Paired trainings (pairing.py): both trainers of a fold share this study seed's randomness, so that the demo repeats
 # exactly on a machine and its per-fold differences vary less (docs/init_study.md).
@@ -46,9 +44,9 @@ STUDIED = "The study at exactly these settings"
 
 def demo_schedule() -> List[int]:
     """[epochs, iterations per epoch, validation batches per epoch] of the demo's trainers."""
-    from nnunet_attention.trainers import nnUNetTrainerDemo as t
+    from nnunet_attention.model.trainers import nnUNetTrainerDemo as t
 
-    return [t.DEMO_EPOCHS, t.DEMO_ITERATIONS, t.DEMO_VAL_ITERATIONS]
+    return list(t.schedule)
 
 
 def load_study() -> dict:
@@ -85,7 +83,7 @@ def demo_note(studied_task: bool, configuration: str, trainers: Sequence[str], f
 def matched_trainers(epochs: Optional[int], device: str) -> List[str]:
     """The trainer pair: the demo's own on the CPU by default; with epochs, nnU-Net's nnUNetTrainer_Nepochs and ours
     with the same schedule (100 epochs on cuda by default)."""
-    from nnunet_attention.trainers import SCHEDULES
+    from nnunet_attention.model.trainers import SCHEDULES
 
     if epochs is None:
         if device == "cpu":
@@ -110,16 +108,16 @@ def demo_environment(workdir: str) -> dict:
 
 
 class Runner:
-    """Runs numbered steps, each an nnU-Net command with its log in workdir/logs; skips steps already done. Every
-    command runs in its own process group, and whatever ends the runner (a failure, Ctrl-C, SIGTERM turned into
-    SystemExit by the CLI) stops the commands still running, their augmentation workers included."""
+    """The demo's numbered steps, their commands run through executor.LocalExecutor with their logs in workdir/logs;
+    steps already done are skipped. A command that runs alone has its progress lines echoed; for parallel trainings
+    it prints, after the first epoch, when they will end, and again once the first training has ended."""
 
     def __init__(self, workdir: str, total: int, env: dict):
         self.logs = os.path.join(workdir, "logs")
-        os.makedirs(self.logs, exist_ok=True)
         self.total, self.number, self.env = total, 0, env
         self.epochs: Optional[int] = None  # epochs per training, for the time estimate (None: no estimate)
         self._trainings_left: Optional[Tuple[int, int]] = None  # (trainings, at once) until the estimate is out
+        self._first: Optional[Tuple[int, int, float]] = None  # (trainings, at once, start) until the refined one
 
     def _header(self, title: str) -> str:
         self.number += 1
@@ -129,57 +127,62 @@ class Runner:
         """A step that does not run, with the reason."""
         print(f"{self._header(title)}: skipped ({reason})", flush=True)
 
-    def step(self, title: str, done: bool, *commands: List[str]):
-        """Prints the step's header; runs its commands one after the other unless done."""
+    def in_process(self, title: str):
+        """A step this process does itself (compare)."""
+        print(self._header(title), flush=True)
+
+    def step(self, title: str, chain: Sequence[steps.Step]):
+        """One numbered step: the commands of chain one after the other, unless all are done."""
         header = self._header(title)
-        if done:
+        if all(s.done for s in chain):
             print(f"{header}: done before, skipped (its results exist)", flush=True)
             return
         print(header, flush=True)
         start = time.time()
-        for i, command in enumerate(commands):
-            self._wait(*self._start(command, self._log_name(title, i if len(commands) > 1 else None)))
-        if commands:
-            print(f"    finished in {time.time() - start:.0f} s", flush=True)
+        names = {s.key: self._log_name(title, i if len(chain) > 1 else None) for i, s in enumerate(chain)}
+        echo = (lambda step, line: _SHOWN.search(line) and print(f"    {line.rstrip()}", flush=True))
+        self._run(chain, 1, names, on_line=echo)
+        print(f"    finished in {time.time() - start:.0f} s", flush=True)
 
-    def parallel_steps(self, steps: Sequence[Tuple[str, bool, List[str]]], at_once: int):
-        """Steps of one command each (title, done, command), at most at_once running; a failure or an interruption
-        stops the rest. After the first epoch of the first training it prints when the trainings will end."""
-        pending = []
-        for title, done, command in steps:
-            header = self._header(title)
-            if done:
-                print(f"{header}: done before, skipped (its results exist)", flush=True)
-            else:
-                pending.append((header, self._log_name(title), command))
-        self._trainings_left = (len(pending), at_once)
-        running = []
-        try:
-            while pending or running:
-                while pending and len(running) < at_once:
-                    header, log_name, command = pending.pop(0)
-                    print(f"{header} (started {time.strftime('%H:%M:%S')})", flush=True)
-                    running.append((header, time.time(), *self._start(command, log_name, quiet=at_once > 1)))
-                if at_once == 1:  # one at a time: its progress lines are echoed as they come
-                    header, started, *process = running.pop()
-                    self._wait(*process)
-                    print(f"{header}: finished in {time.time() - started:.0f} s", flush=True)
-                    continue
-                if self._trainings_left:
-                    with open(running[0][4], errors="replace") as f:
-                        self._estimate(f.read())
-                finished = next((r for r in running if r[2].poll() is not None), None)
-                if finished is None:
-                    time.sleep(1)
-                    continue
-                running.remove(finished)
-                header, started, *process = finished
-                self._wait(*process)
-                print(f"{header}: finished in {time.time() - started:.0f} s", flush=True)
-        finally:
-            for _, _, process, log, _ in running:
-                _stop(process)
-                log.close()
+    def parallel_steps(self, trainings: Sequence[steps.Step], at_once: int, label: str = ""):
+        """Training steps, each numbered (its title after label), at most at_once running; an interruption stops
+        them; a failure lets the others end, then raises."""
+        headers, names = {}, {}
+        notes = {RESUME: " (resuming)", VALIDATE: " (validating)"}
+        for step in trainings:
+            title = f"{label}train {step.trainer} fold {step.fold}{notes.get(step.state, '')}"
+            headers[step.key] = self._header(title)
+            names[step.key] = self._log_name(title)
+            if step.done:
+                print(f"{headers[step.key]}: done before, skipped (its results exist)", flush=True)
+        pending = sum(not s.done for s in trainings)
+        self._trainings_left = (pending, at_once)
+        self._first = (pending, at_once, time.time())
+        first_key = next((s.key for s in trainings if not s.done), None)
+
+        def started(step, log_file):
+            print(f"{headers[step.key]} (started {time.strftime('%H:%M:%S')})", flush=True)
+            print(f"    $ {' '.join(step.command)}\n    log: {log_file}", flush=True)
+
+        def ended(step, seconds, code):
+            print(f"{headers[step.key]}: {'finished' if code == 0 else f'failed (exit {code})'} in {seconds:.0f} s",
+                  flush=True)
+            if code == 0:
+                self._refine(seconds)
+
+        def line(step, text):
+            if step.key == first_key:
+                self._estimate(text)
+
+        self._run(trainings, at_once, names, on_start=started, on_end=ended, on_line=line)
+
+    def _run(self, chain: Sequence[steps.Step], at_once: int, names: dict, on_start=None, on_end=None,
+             on_line=None):
+        def announce(step, log_file):
+            print(f"    $ {' '.join(step.command)}\n    log: {log_file}", flush=True)
+
+        run_or_raise(LocalExecutor(self.env, self.logs, at_once, log_name=lambda step: names[step.key],
+                                   on_start=on_start or announce, on_end=on_end, on_line=on_line), chain)
 
     def _estimate(self, output: str):
         """Once nnU-Net's output of the first training has an epoch time: prints when the trainings will end and how
@@ -192,58 +195,30 @@ class Runner:
         if self.epochs is None:
             return
         seconds = float(times[0]) * self.epochs * -(-trainings // at_once)
-        end = time.strftime("%H:%M", time.localtime(time.time() + seconds))
-        print(f"    estimate: the trainings end around {end} (about {seconds / 60:.0f} min from now: {trainings} "
-              f"trainings of {self.epochs} epochs at {float(times[0]):.0f} s per epoch, {at_once} at a time; "
-              f"find_best, prediction and compare take a few minutes more). Shorter: fewer folds (-f 0 1), a "
+        print(f"    estimate: the trainings end around {_clock(seconds)} (about {seconds / 60:.0f} min from now: "
+              f"{trainings} trainings of {self.epochs} epochs at {float(times[0]):.0f} s per epoch, {at_once} at a "
+              f"time; find_best, prediction and compare take a few minutes more). Shorter: fewer folds (-f 0 1), a "
               f"shorter schedule (--epochs), a smaller configuration (-c 2d)", flush=True)
+
+    def _refine(self, seconds: float):
+        """After the first training has ended: the end of the trainings again, from its whole time (start-up and
+        validation included), once per parallel_steps."""
+        if not self._first:
+            return
+        trainings, at_once, started = self._first
+        self._first = None
+        left = seconds * -(-trainings // at_once) - (time.time() - started)
+        if trainings > at_once:
+            print(f"    estimate from the first whole training ({seconds:.0f} s): the trainings end around "
+                  f"{_clock(left)}", flush=True)
 
     def _log_name(self, title: str, index: Optional[int] = None) -> str:
         suffix = "" if index is None else chr(ord("a") + index)
         return f"{self.number:02d}{suffix}_{re.sub(r'[^A-Za-z0-9]+', '_', title)[:60]}.log"
 
-    def _start(self, command: List[str], log_name: str, quiet: bool = False):
-        """Starts command in its own process group with its output in workdir/logs/log_name; without quiet its
-        progress lines are echoed as they come (two commands at once write to their logs only)."""
-        log_file = os.path.join(self.logs, log_name)
-        print(f"    $ {' '.join(command)}\n    log: {log_file}", flush=True)
-        log = open(log_file, "w")
-        process = subprocess.Popen(command, stdout=log if quiet else subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, env=self.env, start_new_session=True)
-        return process, log, log_file
 
-    def _wait(self, process: subprocess.Popen, log, log_file: str):
-        try:
-            with log:
-                if process.stdout is not None:
-                    for line in process.stdout:
-                        log.write(line)
-                        if _SHOWN.search(line):
-                            print(f"    {line.rstrip()}", flush=True)
-                            self._estimate(line)
-                process.wait()
-        finally:
-            _stop(process)
-        if process.returncode != 0:
-            raise NnUNetAttentionError(f"{process.args[0]} failed (exit {process.returncode}); see {log_file}")
-
-
-def _stop(process: subprocess.Popen, grace: float = 10.0):
-    """Ends a command's whole process group (nnU-Net's augmentation and export workers too): SIGTERM, then SIGKILL
-    after grace seconds. Nothing to do once the group has gone."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.time() + wait
-        while time.time() < deadline:
-            process.poll()
-            try:
-                os.killpg(process.pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.1)
+def _clock(seconds_from_now: float) -> str:
+    return time.strftime("%H:%M", time.localtime(time.time() + seconds_from_now))
 
 
 def _dataset_folder(root: str, dataset_id: int) -> Optional[str]:
@@ -284,6 +259,8 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
         raise NnUNetAttentionError("give either --trainers or --epochs, not both")
     if len(trainers) != 2:
         raise NnUNetAttentionError(f"--trainers takes two trainer names (ungated, gated); got {len(trainers)}")
+    if msd_folder is not None:
+        _task_id(msd_folder)  # a one-line error before anything runs
     note = demo_note(studied, configuration, trainers, folds, seed)
     if margins is None and note.startswith(STUDIED):
         margins = DEMO_MARGINS
@@ -297,17 +274,21 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
           flush=True)
     runner = Runner(workdir, 6 + 2 * len(folds), env)
     runner.epochs = schedule_epochs(trainers[0])
-    dataset_id, raw = dataset_steps(runner, workdir, msd_folder, dataset_id, synth_cases, synth_shape)
-    dataset_name = os.path.basename(raw)
-    folders = Folders(env["nnUNet_preprocessed"], env["nnUNet_results"])
+    folders = Folders.of(env)
+    spec = prepare(runner, workdir, msd_folder, dataset_id, configuration, folds, trainers, device, seed,
+                   {"cases": synth_cases, "test_cases": SYNTH_TEST_CASES, "shape": list(synth_shape)})
+    dataset_name = spec.datasets[0]
+    raw = os.path.join(folders.raw, dataset_name)
     preprocessed = os.path.join(folders.preprocessed, dataset_name)
     results = os.path.join(folders.results, dataset_name)
-    spec = demo_spec(dataset_name, configuration, folds, trainers, device, seed)
-    _train(runner, spec, folders)
+    trainings = steps.train_steps(spec, dataset_name, folders)
+    runner.parallel_steps(trainings, trainings_at_once(spec.trainers, spec.device))
+    runner.step("find the best configuration across both trainers",
+                [steps.find_best_step(spec, dataset_name, folders, trainings)])
     test_output = _predict_test(runner, spec, folders, raw)
 
     report_dir = os.path.join(results, "nnunet_attention_compare")
-    runner.step("compare the two trainers", False)
+    runner.in_process("compare the two trainers")
     report = compare([DatasetSource(dataset_name, results, preprocessed)], [configuration], trainers, PLANS, folds,
                      report_dir, num_processes=2, note=note, margins=margins)
     print_summary(report, report_dir)
@@ -317,28 +298,32 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
     return report_dir
 
 
-def dataset_steps(runner: Runner, workdir, msd_folder, dataset_id, synth_cases, synth_shape):
-    """Steps synth and convert (each skipped when done or not needed); returns (dataset id, its nnUNet_raw folder)."""
-    if dataset_id is None:
-        if msd_folder is None:
-            msd_folder = os.path.join(workdir, "msd", f"Task{DEFAULT_TASK_ID:03d}_AttentionSynth")
-            done = os.path.isfile(os.path.join(msd_folder, "dataset.json"))
-            runner.step(f"synth: a generated MSD task in {msd_folder}", done)
-            if not done:  # in-process: it is ours, not an nnU-Net command
-                write_msd_task(os.path.dirname(msd_folder), DEFAULT_TASK_ID, synth_cases, SYNTH_TEST_CASES,
-                               shape=synth_shape, overwrite=True)  # no dataset.json: not a finished task
-        else:
-            runner.skip("synth", f"not needed: the given MSD task {msd_folder} is used")
-        dataset_id = _task_id(msd_folder)
-        runner.step("convert the MSD task", _dataset_folder(runner.env["nnUNet_raw"], dataset_id) is not None,
-                    ["nnUNetv2_convert_MSD_dataset", "-i", os.path.abspath(msd_folder), "-np", "2"])
-    else:
+def prepare(runner: Runner, workdir: str, msd_folder: Optional[str], dataset_id: Optional[int],
+            configuration: str, folds: Sequence, trainers: Sequence[str], device: str, seed: Optional[int],
+            synth: dict) -> GridSpec:
+    """Steps synth, convert and plan (steps.prepare_steps; synth only for the generated task, neither for a dataset
+    already in nnUNet_raw); returns the demo's study of the prepared dataset."""
+    folders = Folders.of(runner.env)
+    if dataset_id is not None:
         runner.skip("synth", f"not needed: dataset {dataset_id} in nnUNet_raw is used")
         runner.skip("convert", f"not needed: dataset {dataset_id} is in nnU-Net's format already")
-    raw = _dataset_folder(runner.env["nnUNet_raw"], dataset_id)
-    if raw is None:
-        raise NnUNetAttentionError(f"no Dataset{dataset_id:03d}_* in nnUNet_raw={runner.env['nnUNet_raw']}")
-    return dataset_id, raw
+        raw = _dataset_folder(folders.raw, dataset_id)
+        if raw is None:
+            raise NnUNetAttentionError(f"no Dataset{dataset_id:03d}_* in nnUNet_raw={folders.raw}")
+        spec = demo_spec(os.path.basename(raw), configuration, folds, trainers, device, seed)
+        runner.step("plan and preprocess", [steps.plan_step(spec, spec.datasets[0], folders)])
+        return spec
+    generated = msd_folder is None
+    msd_folder = msd_folder or os.path.join(workdir, "msd", task_folder_name(DEFAULT_TASK_ID))
+    spec = demo_spec(steps.converted_name(msd_folder), configuration, folds, trainers, device, seed)
+    prepared = steps.prepare_steps(msd_folder, spec, folders, synth if generated else None)
+    if not generated:
+        runner.skip("synth", f"not needed: the given MSD task {msd_folder} is used")
+    titles = {"synth": f"synth: a generated MSD task in {msd_folder}", "convert": "convert the MSD task",
+              "plan": "plan and preprocess"}
+    for step in prepared:
+        runner.step(titles[step.kind], [step])
+    return spec
 
 
 def demo_spec(dataset: str, configuration: str, folds: Sequence, trainers: Sequence[str], device: str,
@@ -352,42 +337,16 @@ def demo_spec(dataset: str, configuration: str, folds: Sequence, trainers: Seque
 def schedule_epochs(trainer: str) -> Optional[int]:
     """Epochs of a trainer's schedule, for the time estimate: the demo's, nnU-Net's (nnUNetTrainer: 1000) and its
     _Nepochs variants; None for other trainers (their schedule is not in their name)."""
-    from nnunet_attention.trainers import SCHEDULES, nnUNetTrainerDemo
+    from nnunet_attention.model.trainers import SCHEDULES, nnUNetTrainerDemo
 
     if trainer in DEMO_TRAINERS:
-        return nnUNetTrainerDemo.DEMO_EPOCHS
+        return nnUNetTrainerDemo.schedule[0]
     return next((epochs for epochs, pair in SCHEDULES.items() if trainer in pair), None)
-
-
-def plan_step(runner: Runner, spec: GridSpec, folders: Folders):
-    """Step plan: nnU-Net's planning and preprocessing (skipped when its data exist)."""
-    step = steps.plan_step(spec, spec.datasets[0], folders)
-    runner.step("plan and preprocess", step.done, list(step.command))
-
-
-def training_steps(spec: GridSpec, folders: Folders) -> List[Tuple[str, bool, List[str]]]:
-    """(title, done, command) per fold and trainer: the nnUNetv2_train that brings it to done (a fold trained
-    without --npz is validated again)."""
-    return runner_items(steps.train_steps(spec, spec.datasets[0], folders))
-
-
-def runner_items(trainings: Sequence[steps.Step]) -> List[Tuple[str, bool, List[str]]]:
-    notes = {RESUME: " (resuming)", VALIDATE: " (validating)"}
-    return [(f"train {s.trainer} fold {s.fold}{notes.get(s.state, '')}", s.done, list(s.command)) for s in trainings]
 
 
 def trainings_at_once(trainers: Sequence[str], device: str) -> int:
     """Two on the CPU for the demo's trainers (each takes half the cores); otherwise one."""
     return 2 if device == "cpu" and list(trainers) == list(DEMO_TRAINERS) and (os.cpu_count() or 1) >= 2 else 1
-
-
-def _train(runner: Runner, spec: GridSpec, folders: Folders):
-    """Steps plan, train (every fold of both trainers) and find_best."""
-    plan_step(runner, spec, folders)
-    trainings = steps.train_steps(spec, spec.datasets[0], folders)
-    runner.parallel_steps(runner_items(trainings), trainings_at_once(spec.trainers, spec.device))
-    best = steps.find_best_step(spec, spec.datasets[0], folders, trainings)
-    runner.step("find the best configuration across both trainers", best.done, list(best.command))
 
 
 def _predict_test(runner: Runner, spec: GridSpec, folders: Folders, raw: str) -> Optional[str]:
@@ -399,9 +358,12 @@ def _predict_test(runner: Runner, spec: GridSpec, folders: Folders, raw: str) ->
     has_test = os.path.isdir(test_images) and bool(os.listdir(test_images))
     predictions = steps.best_prediction_steps(dataset, folders, test_images, test_output, spec.device,
                                               spec.folds) if has_test else []
-    done = not predictions or predictions[0].done
-    runner.step("predict imagesTs with the chosen model or ensemble" + ("" if has_test else ": no imagesTs"), done,
-                *[list(s.command) for s in predictions])
+    title = "predict imagesTs with the chosen model or ensemble"
+    if not has_test:
+        runner.skip(title, f"no test images in {test_images}")
+        return None
+    done = predictions[0].done
+    runner.step(title, predictions)
     if not done:
         steps.mark_predicted(dataset, folders, test_output)
-    return test_output if has_test else None
+    return test_output

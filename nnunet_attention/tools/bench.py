@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from nnunet_attention.errors import NnUNetAttentionError
-from nnunet_attention.networks import unwrap
-from nnunet_attention.reference_plans import reference_configurations
+from nnunet_attention.model.networks import unwrap
+from nnunet_attention.tools.reference_plans import reference_configurations
 
 NUM_CLASSES = 3
 CPU_MAX_PATCH_VOXELS = {2: 256 * 256, 3: 32 * 64 * 64}
@@ -53,7 +53,7 @@ BENCH_DATASET_JSON = {"labels": {"background": 0, **{f"c{i}": i for i in range(1
 def paired_trainers(configuration: dict, gated_trainer: str, device: str) -> Dict[str, object]:
     """{"ungated": nnUNetTrainer, "gated": gated_trainer}, each built with its network, loss and optimizer
     (nnunet_api.built_trainer) from the same plans and seed."""
-    from nnunet_attention.trainers import gated_trainer_class
+    from nnunet_attention.model.trainers import gated_trainer_class
 
     gated_trainer_class(gated_trainer)
     trainers = {}
@@ -316,7 +316,7 @@ def run_bench(plans_file: Optional[str], configurations: Optional[Sequence[str]]
     """The bench command: checks its inputs, benches each configuration (progress on stderr), writes json_file."""
     from nnunet_attention.devices import resolve_device
     from nnunet_attention.files import check_output_file, write_text
-    from nnunet_attention.trainers import gated_trainer_class
+    from nnunet_attention.model.trainers import gated_trainer_class
 
     resolve_device(device)
     if repeats < 1:

@@ -21,9 +21,9 @@ from nnunetv2.utilities.label_handling.label_handling import determine_num_input
 from torch import nn
 from torch.nn import functional as F
 
-from nnunet_attention.checkpoint import load_checkpoint
+from nnunet_attention.model.checkpoint import load_checkpoint
 from nnunet_attention.errors import NnUNetAttentionError
-from nnunet_attention.networks import gates_by_level, unwrap
+from nnunet_attention.model.networks import gates_by_level, unwrap
 from nnunet_attention.nnunet_api import predictor_inputs, preprocessed_cases
 
 
@@ -133,7 +133,7 @@ class AttentionMapPredictor(nnUNetPredictor):
             summary += [attention_summary(case, level, level_map, segmentation > 0, region)
                         for level, level_map in zip(self.levels, maps)]
             if write_png:
-                from nnunet_attention.maps_png import write_overview
+                from nnunet_attention.tools.maps_png import write_overview
 
                 write_overview(inputs[i - 1][0], segmentation, dict(zip(self.levels, maps)),
                                f"{ofile}_attention.png")

@@ -2,9 +2,10 @@
 prediction with find_best's choice (predict per member, ensemble, postprocessing). Each step has its command, its
 done-ness read from the files nnU-Net writes (progress_files.py) and the steps it must wait for (a cascade fold waits
 for the same trainer's lowres fold, find_best for every training, ensembling for its members' predictions). grid,
-demo and the study scripts build their pipelines from here; runners (submitit in grid, subprocesses in demo) only
-execute them, in the environment they were given. compare is not an nnU-Net command: grid and the demo call it in
-this process once find_best is done; it reads what these steps leave."""
+demo and the study scripts build their pipelines from here; executors (executor.py: submitit jobs in grid, processes
+elsewhere) only run them, in the environment they were given. The state names (NEW, RESUME, VALIDATE, TRAINED for a
+training; DONE for any other step) are this module's to export. compare is not an nnU-Net command: grid and the demo
+call it in this process once find_best is done; it reads what these steps leave."""
 import json
 import os
 from dataclasses import dataclass, field, replace
@@ -13,9 +14,11 @@ from typing import Callable, List, Optional, Sequence, Tuple
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.nnunet_api import model_identifier
 from nnunet_attention.files import write_text
-from nnunet_attention.progress_files import NEW, TRAINED, found_best_for, newer_than, train_command, training_state
+from nnunet_attention.study.progress_files import (  # noqa: F401  (RESUME, VALIDATE, epoch_reached: re-exported)
+    NEW, RESUME, TRAINED, VALIDATE, epoch_reached, found_best_for, newer_than, train_command, training_state)
 
 CASCADE = "3d_cascade_fullres"
+DONE = "done"  # the state of a finished plan, find_best or prediction (a finished training is TRAINED)
 PREDICTED = "done.json"  # beside the predictions: written once every prediction step has run, names the models
 
 
@@ -29,7 +32,7 @@ class Step:
     configuration: str = ""
     fold: str = ""
     trainer: str = ""
-    state: str = NEW  # for train steps: progress_files' state; else NEW or TRAINED (done)
+    state: str = NEW  # for train steps: progress_files' state; else NEW or DONE
     after: tuple = ()
     check: Callable[[], str] = field(default=lambda: NEW, compare=False, repr=False)  # reads the state again
 
@@ -40,7 +43,7 @@ class Step:
 
     @property
     def done(self) -> bool:
-        return self.state == TRAINED
+        return self.state in (TRAINED, DONE)
 
     def refreshed(self) -> "Step":
         """The step with its state read again from nnU-Net's files."""
@@ -68,16 +71,22 @@ class GridSpec:
 
 @dataclass(frozen=True)
 class Folders:
-    """nnU-Net's preprocessed and results roots the steps read (the process's own variables by default; the demo
-    passes its work folder's)."""
+    """nnU-Net's roots the steps read (the process's own variables by default; the demo passes its work folder's);
+    raw only where a task is converted."""
     preprocessed: str
     results: str
+    raw: Optional[str] = None
 
     @classmethod
     def from_environment(cls) -> "Folders":
         from nnunetv2.paths import nnUNet_preprocessed, nnUNet_results
 
-        return cls(str(nnUNet_preprocessed), str(nnUNet_results))
+        return cls(str(nnUNet_preprocessed), str(nnUNet_results), os.environ.get("nnUNet_raw"))
+
+    @classmethod
+    def of(cls, env: dict) -> "Folders":
+        """The folders an environment (a dict of nnU-Net's variables) names."""
+        return cls(env["nnUNet_preprocessed"], env["nnUNet_results"], env.get("nnUNet_raw"))
 
 
 def dataset_id(name: str) -> str:
@@ -114,7 +123,7 @@ def preprocessed(folders: Folders, dataset: str, plans: str, configurations: Seq
 
 def plan_step(spec: GridSpec, dataset: str, folders: Folders) -> Step:
     def planned():
-        return TRAINED if preprocessed(folders, dataset, spec.plans, spec.configurations) else NEW
+        return DONE if preprocessed(folders, dataset, spec.plans, spec.configurations) else NEW
 
     if planned() == NEW and spec.plans != "nnUNetPlans":
         raise NnUNetAttentionError(f"{dataset} has no {spec.plans} plans and data yet; plan and preprocess it "
@@ -122,6 +131,40 @@ def plan_step(spec: GridSpec, dataset: str, folders: Folders) -> Step:
     to_preprocess = sorted({"3d_fullres" if c == CASCADE else c for c in spec.configurations})
     return Step("plan", dataset, ("nnUNetv2_plan_and_preprocess", "-d", dataset_id(dataset), "-c", *to_preprocess,
                                   *_processes(spec), "--verify_dataset_integrity"), state=planned(), check=planned)
+
+
+def converted_name(msd_folder: str) -> str:
+    """The dataset nnUNetv2_convert_MSD_dataset makes of TaskNN_Name: DatasetNNN_Name."""
+    task, name = os.path.basename(os.path.normpath(msd_folder)).split("_", 1)
+    return f"Dataset{int(task[len('Task'):]):03d}_{name}"
+
+
+def prepare_steps(msd_folder: str, spec: GridSpec, folders: Folders, synth: Optional[dict] = None) -> List[Step]:
+    """A task from the MSD layout to nnU-Net's preprocessed data: with synth (write_msd_task's cases, test_cases,
+    seed, shape) first nnunet-attention synth writes msd_folder; then nnUNetv2_convert_MSD_dataset into
+    folders.raw, then planning (plan_step for spec's only dataset); each done once its files exist, each waiting for
+    the one before. The demo, scripts/gpu_check.py and the tests' fixtures prepare their tasks with these."""
+    dataset = spec.datasets[0]
+
+    def written():
+        return DONE if os.path.isfile(os.path.join(msd_folder, "dataset.json")) else NEW
+
+    def converted():
+        return DONE if os.path.isfile(os.path.join(folders.raw, dataset, "dataset.json")) else NEW
+
+    task_id = dataset_id(dataset)
+    prepared = []
+    if synth is not None:
+        prepared.append(Step("synth", dataset, (
+            "nnunet-attention", "synth", "-o", os.path.dirname(os.path.abspath(msd_folder)), "--task-id", task_id,
+            "--cases", str(synth["cases"]), "--test-cases", str(synth["test_cases"]), "--seed",
+            str(synth.get("seed", 0)), "--shape", *map(str, synth["shape"]), "--overwrite"),
+            state=written(), check=written))
+    prepared.append(Step("convert", dataset, ("nnUNetv2_convert_MSD_dataset", "-i", os.path.abspath(msd_folder),
+                                              "-np", str(spec.processes or 1)),
+                         state=converted(), after=tuple(s.key for s in prepared), check=converted))
+    plan = plan_step(spec, dataset, folders)
+    return [*prepared, replace(plan, after=(prepared[-1].key,))]
 
 
 def _processes(spec: GridSpec) -> tuple:
@@ -174,7 +217,7 @@ def train_steps(spec: GridSpec, dataset: str, folders: Folders) -> List[Step]:
 
 def find_best_step(spec: GridSpec, dataset: str, folders: Folders, trainings: Sequence[Step]) -> Step:
     def best_found():
-        return TRAINED if found_best_for(os.path.join(folders.results, dataset), spec.trainers, spec.folds,
+        return DONE if found_best_for(os.path.join(folders.results, dataset), spec.trainers, spec.folds,
                                          spec.configurations, spec.plans) else NEW
 
     return Step("find_best", dataset, ("nnUNetv2_find_best_configuration", dataset_id(dataset), "-c",
@@ -207,7 +250,7 @@ def best_prediction_steps(dataset: str, folders: Folders, images: str, output: s
         return []
 
     def predicted():
-        return TRAINED if newer_than(os.path.join(output, PREDICTED), [information]) else NEW
+        return DONE if newer_than(os.path.join(output, PREDICTED), [information]) else NEW
 
     with open(information) as f:
         best = json.load(f)["best_model_or_ensemble"]

@@ -11,10 +11,10 @@ from nnunetv2.utilities.label_handling.label_handling import determine_num_input
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from torch import nn
 
-from nnunet_attention.checkpoint import load_checkpoint
+from nnunet_attention.model.checkpoint import load_checkpoint
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.files import atomic_path
-from nnunet_attention.networks import gates_by_level
+from nnunet_attention.model.networks import gates_by_level
 
 
 def retrofit_network(plain: nn.Module, gated: nn.Module) -> nn.Module:
@@ -62,7 +62,7 @@ def retrofit_checkpoint(checkpoint_file: str, output_file: str, trainer_name: st
     """Writes output_file for nnUNetv2_train -tr trainer_name -pretrained_weights (through a temporary file moved
     into place, so a failure leaves nothing half-written); returns a summary."""
     from nnunet_attention.files import check_output_file
-    from nnunet_attention.trainers import gated_trainer_class
+    from nnunet_attention.model.trainers import gated_trainer_class
 
     if not os.path.isfile(checkpoint_file):
         raise NnUNetAttentionError(f"checkpoint not found: {checkpoint_file}")

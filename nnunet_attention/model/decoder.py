@@ -9,7 +9,7 @@ from dynamic_network_architectures.building_blocks.unet_decoder import UNetDecod
 from torch import nn
 from torch.nn.modules.dropout import _DropoutNd
 
-from nnunet_attention.gate import AttentionGate
+from nnunet_attention.model.gate import AttentionGate
 
 
 class AttentionUNetDecoder(UNetDecoder):

@@ -101,6 +101,8 @@ def write_msd_task(output_dir: str, task_id: int = DEFAULT_TASK_ID, cases: int =
         raise NnUNetAttentionError(f"--cases must be at least 2 (nnU-Net needs two training cases), got {cases}")
     if test_cases < 0:
         raise NnUNetAttentionError(f"--test-cases must be 0 or more, got {test_cases}")
+    if len(shape) != 3 or min(shape) < 8:
+        raise NnUNetAttentionError(f"--shape takes three sizes of at least 8 voxels (Z Y X), got {list(shape)}")
     final_task = os.path.join(output_dir, task_folder_name(task_id))
     if os.path.exists(final_task) and not overwrite:
         raise NnUNetAttentionError(f"{final_task} exists; pass --overwrite to replace it, or choose another -o / "

@@ -90,7 +90,7 @@ class PairedTraining:
         from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
         from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 
-        from nnunet_attention.networks import unwrap
+        from nnunet_attention.model.networks import unwrap
 
         with torch.random.fork_rng(devices=[]):  # building the reference draws from torch only
             torch.manual_seed(self.pair_seed)

@@ -22,8 +22,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.files import write_text
 from nnunet_attention.nnunet_api import model_folder
-from nnunet_attention.progress_files import NEW, RESUME, VALIDATE, epoch_reached
-from nnunet_attention.steps import GridSpec, Step, study_steps
+from nnunet_attention.study.executor import StepExecutor
+from nnunet_attention.study.steps import NEW, RESUME, VALIDATE, GridSpec, Step, epoch_reached, study_steps
 
 GRID_FOLDER = "nnunet_attention_grid"
 PASSED_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer", "nnUNet_def_n_proc",
@@ -73,8 +73,9 @@ class ExecutorOptions:
             resolve_device("cuda")
 
 
-class Grid:
-    """Submits the missing steps of a GridSpec through submitit and waits for them, recording every job."""
+class Grid(StepExecutor):
+    """Submits the missing steps of a GridSpec through submitit and waits for them (executor.StepExecutor's loop),
+    recording every job in the state file."""
 
     def __init__(self, spec: GridSpec, options: ExecutorOptions, log: Callable[[str], None] = print,
                  poll_seconds: float = 5.0):
@@ -87,6 +88,7 @@ class Grid:
         self.state = self._read_state()
         self._gpus = _visible_gpus()
         self._local_jobs = {}  # key -> submitit job submitted by this process (polled through submitit)
+        self._active, self._states, self._last_line = set(), {}, None  # jobs running now; their last states
 
     # --- the state file ---------------------------------------------------------------------------------------
     def _read_state(self) -> dict:
@@ -151,60 +153,48 @@ class Grid:
         self.log(f"submitted {step.key} as job {job.job_id}: {' '.join(step.command)}")
         return str(job.job_id)
 
-    def _limit(self) -> int:
+    # --- the executor (executor.StepExecutor's loop) --------------------------------------------------------------
+    @property
+    def max_parallel(self) -> int:
         if self.options.max_parallel > 0:
             return self.options.max_parallel
         return 10 ** 6 if self.options.kind == "slurm" else max(1, len(self._gpus))
 
-    def run_steps(self, steps: Sequence[Step]) -> List[Step]:
-        """Runs steps not done (jobs of an earlier invocation still queued or running are waited for, not
-        resubmitted), at most _limit() at once, each once the steps it waits for (Step.after) are done; returns the
-        steps that ended without their files saying done, and those left waiting for one of them."""
-        todo = [s for s in steps if not s.done]
-        if not todo:
-            return []
-        waiting = {s.key: s for s in todo}
-        states = self.job_states(list(waiting))
-        active = {k for k, st in states.items() if st in ("pending", "running")}
-        for key in sorted(active):
+    def report(self, line: str):
+        self.log(line)
+
+    def already_running(self, keys: Sequence[str]) -> List[str]:
+        states = self.job_states(keys)
+        active = sorted(k for k, st in states.items() if st in ("pending", "running"))
+        for key in active:
             self.log(f"{key}: job {self.state['jobs'][key]['job_id']} of an earlier run is {states[key]}; waiting "
                      f"for it")
-        queue = [s for s in todo if s.key not in active]
-        failed, finished, last_line = [], set(), None
-        while queue or active:
-            failed_keys = {f.key for f in failed}
-            for step in [s for s in queue if any(k in failed_keys for k in s.after)]:
-                queue.remove(step)
-                failed.append(step)
-                self.log(f"BLOCKED {step.key}: it waits for "
-                         f"{', '.join(k for k in step.after if k in failed_keys)}, which failed")
-            ready = [s for s in queue if all(k not in waiting or k in finished for k in s.after)]
-            free_gpus = [g for g in self._gpus if g not in {self.state["jobs"][k].get("gpu") for k in active}]
-            while ready and len(active) < self._limit():
-                step = ready.pop(0)
-                queue.remove(step)
-                self.submit(step, free_gpus.pop(0) if (self.options.kind == "local" and free_gpus) else None)
-                active.add(step.key)
-            states = self.job_states(sorted(active))
-            for key, st in states.items():
-                if st == "ended":
-                    active.discard(key)
-                    if not waiting[key].refreshed().done:
-                        failed.append(waiting[key])
-                        self.log(f"FAILED {key}: job {self.state['jobs'][key]['job_id']}; log "
-                                 f"{self.state['jobs'][key]['log']}")
-                    else:
-                        finished.add(key)
-                        self.log(f"done {key}")
-            counts = {st: sum(1 for k in active if states.get(k) == st) for st in ("pending", "running")}
-            line = (f"grid: {len(finished)} done, {counts['running']} running, "
-                    f"{counts['pending'] + len(queue)} pending, {len(failed)} failed")
-            if line != last_line:
-                self.log(line)
-                last_line = line
-            if active:
-                time.sleep(self.poll_seconds)
-        return failed
+        self._active.update(active)
+        return active
+
+    def start(self, step: Step):
+        busy = {self.state["jobs"][k].get("gpu") for k in self._active}
+        free_gpus = [g for g in self._gpus if g not in busy]
+        self.submit(step, free_gpus[0] if (self.options.kind == "local" and free_gpus) else None)
+        self._active.add(step.key)
+
+    def ended(self, steps: Dict[str, Step]) -> Dict[str, bool]:
+        self._states = self.job_states(sorted(steps))
+        results = {}
+        for key, st in self._states.items():
+            if st == "ended":
+                self._active.discard(key)
+                results[key] = steps[key].refreshed().done
+                job = self.state["jobs"][key]
+                self.log(f"done {key}" if results[key] else f"FAILED {key}: job {job['job_id']}; log {job['log']}")
+        return results
+
+    def progress(self, done: int, running: int, queued: int, failed: int):
+        pending = sum(1 for k in self._active if self._states.get(k) == "pending")
+        line = f"grid: {done} done, {running - pending} running, {pending + queued} pending, {failed} failed"
+        if line != self._last_line:
+            self.log(line)
+            self._last_line = line
 
     # --- status ------------------------------------------------------------------------------------------------
     def status_rows(self, steps: Sequence[Step]) -> List[dict]:
@@ -285,18 +275,14 @@ def log_tail(path: Optional[str], lines: int = 15) -> str:
 
 def run_grid(spec: GridSpec, options: ExecutorOptions, compare_processes: int, poll_seconds: float = 10.0,
              log: Callable[[str], None] = print, margins: Optional[Dict[str, float]] = None) -> bool:
-    """The whole grid: plan, train, find_best per dataset whose trainings are done, then compare the first trainer
-    with each other one; returns whether every step is done (a re-run continues where it stands)."""
+    """The whole grid in one run of the steps (plan, then train, then find_best per dataset, each once what it waits
+    for is done), then compare the first trainer with each other one; returns whether every step is done (a re-run
+    continues where it stands)."""
     from nnunet_attention.compare import compare_datasets
 
     options.check_runnable(spec.device)
     grid = Grid(spec, options, log=log, poll_seconds=poll_seconds)
-    failed = grid.run_steps([s for s in study_steps(spec) if s.kind == "plan"])
-    if not failed:  # train commands depend on what exists now (--c, --val)
-        failed = grid.run_steps([s for s in study_steps(spec) if s.kind == "train"])
-        steps = study_steps(spec)
-        trained = {d for d in spec.datasets if all(s.done for s in steps if s.kind == "train" and s.dataset == d)}
-        failed += grid.run_steps([s for s in steps if s.kind == "find_best" and s.dataset in trained])
+    failed = grid.run_steps(study_steps(spec))  # each step once what it waits for is done
     steps = study_steps(spec)
     if any(s.done for s in steps if s.kind == "train"):
         from nnunetv2.paths import nnUNet_results
