@@ -37,7 +37,7 @@ def load_checkpoint(path: str, map_location="cpu", mmap: bool = False, trust: bo
     except pickle.UnpicklingError as e:
         if "GLOBAL" in str(e):
             raise NnUNetAttentionError(f"{path} holds {_foreign_type(e)}, which is not part of an nnU-Net "
-                                           f"checkpoint; refused without running it; {TRUST_HINT}") from None
+                                       f"checkpoint; refused without running it; {TRUST_HINT}") from None
         raise NnUNetAttentionError(f"{path} is not a readable nnU-Net checkpoint (UnpicklingError)") from None
     except Exception as e:
         raise NnUNetAttentionError(f"{path} is not a readable nnU-Net checkpoint ({type(e).__name__}: "

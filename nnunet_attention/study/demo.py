@@ -269,7 +269,7 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
               " (the demo's, fixed before its runs: docs/demo.md; --margin sets others)", flush=True)
     env = demo_environment(workdir)
     print("nnU-Net folders: " + ", ".join(f"{k}={env[k]}" for k in ("nnUNet_raw", "nnUNet_preprocessed",
-                                                                      "nnUNet_results")), flush=True)
+                                                                    "nnUNet_results")), flush=True)
     print(f"Paired trainings: seed {seed} (both trainers of a fold see the same batches and start from the same "
           f"shared weights: docs/grid.md)" if seed is not None else "Unpaired trainings (nnUNetv2_train as is)",
           flush=True)

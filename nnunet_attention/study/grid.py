@@ -217,7 +217,7 @@ class Grid(StepExecutor):
             epoch = None
             if step.kind == "train":
                 epoch = epoch_reached(model_folder(step.dataset, step.trainer, self.spec.plans, step.configuration,
-                                                  step.fold))
+                                                   step.fold))
             rows.append({"step": step.kind, "dataset": step.dataset, "configuration": step.configuration,
                          "fold": step.fold, "trainer": step.trainer, "state": state, "epoch": epoch,
                          "job": job.get("job_id"), "log": job.get("log")})

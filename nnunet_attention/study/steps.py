@@ -218,7 +218,7 @@ def train_steps(spec: GridSpec, dataset: str, folders: Folders) -> List[Step]:
 def find_best_step(spec: GridSpec, dataset: str, folders: Folders, trainings: Sequence[Step]) -> Step:
     def best_found():
         return DONE if found_best_for(os.path.join(folders.results, dataset), spec.trainers, spec.folds,
-                                         spec.configurations, spec.plans) else NEW
+                                      spec.configurations, spec.plans) else NEW
 
     return Step("find_best", dataset, ("nnUNetv2_find_best_configuration", dataset_id(dataset), "-c",
                                        *spec.configurations, "-tr", *spec.trainers, "-p", spec.plans,

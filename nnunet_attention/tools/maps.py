@@ -85,14 +85,14 @@ class AttentionMapPredictor(nnUNetPredictor):
         gates = gates_by_level(self.network)
         if not gates:
             raise NnUNetAttentionError(f"the model in {model_folder} has no attention gates (trainer "
-                            f"{self.trainer_name}); train it with nnUNetTrainerAttention or convert it with "
+                                       f"{self.trainer_name}); train it with nnUNetTrainerAttention or convert it with "
                             f"nnunet-attention retrofit")
         if self.configuration_manager.previous_stage_name is not None:
             raise NnUNetAttentionError("maps does not support cascade configurations; use 3d_fullres, 3d_lowres or 2d")
         self.levels = sorted(gates) if not levels else sorted(set(levels))
         if any(level not in gates for level in self.levels):
             raise NnUNetAttentionError(f"--levels must be among this model's gated levels {sorted(gates)} (0 = full "
-                            f"resolution); got {levels}")
+                                       f"resolution); got {levels}")
         self.segmentation_label_manager = self.label_manager
         self.label_manager = _ReservesMapChannels(self.label_manager, len(self.levels))
         self.network = LogitsWithAttentionMaps(self.network, self.levels)
@@ -103,7 +103,8 @@ class AttentionMapPredictor(nnUNetPredictor):
         returns the case names and the summary rows."""
         if not issubclass(self.plans_manager.image_reader_writer_class, SimpleITKIO):
             raise NnUNetAttentionError(f"maps are written with SimpleITK; this dataset's reader "
-                            f"({self.plans_manager.image_reader_writer_class.__name__}) is not SimpleITK-based")
+                                       f"({self.plans_manager.image_reader_writer_class.__name__}) is not "
+                                       f"SimpleITK-based")
         check_input_folder(input_folder, self.dataset_json["file_ending"],
                            determine_num_input_channels(self.plans_manager, self.configuration_manager,
                                                         self.dataset_json))

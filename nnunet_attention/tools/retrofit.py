@@ -53,7 +53,8 @@ def _plans_and_configuration(checkpoint: dict, checkpoint_file: str):
                   if configuration in folder_plans.get("configurations", {}) else None)
         if ours != theirs:
             raise NnUNetAttentionError(f"the checkpoint's plans do not match {folder_plans_file} for configuration "
-                                f"'{configuration}'; pass the checkpoint from the model folder it was trained in")
+                                       f"'{configuration}'; pass the checkpoint from the model folder it was "
+                                       f"trained in")
     return plans, configuration, dataset_json
 
 
@@ -78,7 +79,7 @@ def retrofit_checkpoint(checkpoint_file: str, output_file: str, trainer_name: st
     trainer_class = gated_trainer_class(trainer_name)
     if trainer_class.gate_output_transform:
         raise NnUNetAttentionError(f"-tr {trainer_name} has gate output transforms, which cannot start as an exact "
-                            f"pass-through; retrofit for a trainer without them (e.g. nnUNetTrainerAttention)")
+                                   f"pass-through; retrofit for a trainer without them (e.g. nnUNetTrainerAttention)")
 
     plans_manager = PlansManager(plans)
     configuration_manager = plans_manager.get_configuration(configuration)
@@ -94,7 +95,7 @@ def retrofit_checkpoint(checkpoint_file: str, output_file: str, trainer_name: st
         plain.load_state_dict(weights)
     except RuntimeError as e:
         raise NnUNetAttentionError(f"the checkpoint's weights do not match its plans' configuration '{configuration}' "
-                            f"({str(e).splitlines()[0]})") from None
+                                   f"({str(e).splitlines()[0]})") from None
     retrofit_network(plain, gated)
     init_args = {k: v for k, v in (checkpoint.get("init_args") or {}).items() if k != "device"}
     init_args.update(plans=plans, configuration=configuration, dataset_json=dataset_json)
