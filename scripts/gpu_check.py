@@ -15,9 +15,8 @@ keeps what the earlier ones measured:
   grid   `nnunet-attention grid --executor local` on that task: the folds trained without --npz are validated again
          by grid jobs; each job's log shows the CUDA_VISIBLE_DEVICES it ran with.
   pairing  paired trainings on that task (`nnunet-attention train ... --seed 0`: cuDNN deterministic, no benchmark;
-         nnU-Net's compile and AMP as they are): the gated trainer twice and the ungated once with the same seed;
-         whether the two gated runs repeat (largest weight difference, validation Dice of each) and how far apart
-         the paired gated and ungated runs end.
+         nnU-Net's compile and AMP as they are): the gated trainer twice with the same seed; whether the two runs
+         repeat, and how far apart they end (largest weight difference, validation Dice of each).
 Writes OUT/gpu_check.json and OUT/gpu_check.md (its "GPU table" is what the README's GPU section shows).
 """
 import argparse
@@ -194,7 +193,7 @@ class Check:
 
         self.prepare_task()
         runs = {}
-        for name, trainer in (("gated_1", TRAINERS[1]), ("gated_2", TRAINERS[1]), ("ungated", TRAINERS[0])):
+        for name, trainer in (("gated_1", TRAINERS[1]), ("gated_2", TRAINERS[1])):
             results = self.work / "pairing" / name
             self.run([*CLI, "train", TASK_ID, "3d_fullres", "0", "-tr", trainer, "--seed", "0", "-device",
                       self.args.device], f"pairing_{name}.log", env={**self.env, "nnUNet_results": str(results)})
@@ -207,7 +206,6 @@ class Check:
                                                     for k in first)
         entry["repeat_identical"] = all(torch.equal(first[k], second[k]) for k in first)
         entry["validation_dice"] = {name: dice for name, (_, dice) in runs.items()}
-        entry["paired_difference"] = runs["gated_1"][1] - runs["ungated"][1]
 
     def grid(self, entry: dict):
         state_file = self.work / "nnUNet_results" / "nnunet_attention_grid" / "state.json"
@@ -278,8 +276,7 @@ def render(results: dict) -> str:
         lines.append(f"Paired trainings (seed 0, cuDNN deterministic): the gated training twice "
                      f"{'**repeats exactly**' if pairing['repeat_identical'] else '**does not repeat**'} (largest "
                      f"weight difference {pairing['repeat_max_weight_difference']:.3g}; validation Dice "
-                     f"{dice['gated_1']:.4f} and {dice['gated_2']:.4f}); paired B − A "
-                     f"{pairing['paired_difference']:+.4f}.")
+                     f"{dice['gated_1']:.4f} and {dice['gated_2']:.4f}).")
     grid = results["parts"].get("grid", {})
     if "jobs" in grid:
         lines.append("grid jobs and the CUDA_VISIBLE_DEVICES each saw: " + "; ".join(
