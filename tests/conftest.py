@@ -13,9 +13,6 @@ from helpers import (DATASET_ID, DATASET_NAME, REGION_DATASET_ID, REGION_DATASET
 from nnunet_attention.study import steps
 
 SHARED_TASKS = ("preprocessed_task", "trained_models", "region_models")
-# slow tests that share nothing but join the group so that the two workers end at about the same time (the other
-# worker runs gpu_check and the demo, about 17 min together under load)
-BALANCING = ("test_compile_amp",)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
@@ -23,8 +20,7 @@ def pytest_collection_modifyitems(items):
     """Groups the tests that share a task; puts the slow tests first (stable), so that under xdist the long
     standalone ones (demo, gpu_check) start at once beside the group and the fast ones fill in at the end."""
     for item in items:
-        if any(name in SHARED_TASKS for name in getattr(item, "fixturenames", ())) or (
-                item.module.__name__ in BALANCING and item.get_closest_marker("slow")):
+        if any(name in SHARED_TASKS for name in getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.xdist_group("shared_tasks"))
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
