@@ -145,6 +145,9 @@ def prepare_steps(msd_folder: str, spec: GridSpec, folders: Folders, synth: Opti
     folders.raw, then planning (plan_step for spec's only dataset); each done once its files exist, each waiting for
     the one before. The demo, scripts/gpu_check.py and the tests' fixtures prepare their tasks with these."""
     dataset = spec.datasets[0]
+    if folders.raw is None:
+        raise NnUNetAttentionError("nnUNet_raw is not set; export it as for nnU-Net (documentation/"
+                                   "setting_up_paths.md): the MSD task is converted into it")
 
     def written():
         return DONE if os.path.isfile(os.path.join(msd_folder, "dataset.json")) else NEW
