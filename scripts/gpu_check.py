@@ -65,7 +65,7 @@ def bench_runs(quick: bool, device: str):
 
 def sizes(quick: bool) -> dict:
     if quick:
-        return {"cases": 6, "test_cases": 2, "shape": (16, 48, 48), "epochs": 2, "iterations": 3, "val": 1,
+        return {"cases": 5, "test_cases": 1, "shape": (16, 48, 48), "epochs": 2, "iterations": 2, "val": 1,
                 "repeats": 1}
     return {"cases": 20, "test_cases": 4, "shape": (20, 48, 48), "epochs": 2, "iterations": 50, "val": 10,
             "repeats": 5}
@@ -173,13 +173,17 @@ class Check:
         last = [entry["epoch_seconds"][t][-1] for t in TRAINERS]
         entry["last_epoch_ratio"] = last[1] / last[0]  # the first epoch holds torch.compile's compilation
         images = self.work / "nnUNet_raw" / DATASET / "imagesTs"
-        tta = ["--disable_tta"] if self.args.quick else []  # on the GPU nnU-Net's default: mirroring on
+        # --quick: no mirroring, one process per stage (nnU-Net's 3 + 3 spawned processes outlast one tiny case);
+        # on the GPU nnU-Net's defaults: mirroring on
+        tta = ["--disable_tta"] if self.args.quick else []
+        processes = ["-npp", "1"] if self.args.quick else []
         timed = {}
         for name, command in (
                 ("predict", ["nnUNetv2_predict", "-i", images, "-o", self.out / "predict", "-d", TASK_ID, "-c",
-                             "3d_fullres", "-tr", TRAINERS[1], "-f", "0", "-device", self.args.device, *tta]),
+                             "3d_fullres", "-tr", TRAINERS[1], "-f", "0", "-device", self.args.device, *tta,
+                             *processes, *(["-nps", "1"] if self.args.quick else [])]),
                 ("maps", [*CLI, "maps", "-i", images, "-o", self.out / "maps", "-d", TASK_ID, "-c", "3d_fullres",
-                          "-tr", TRAINERS[1], "-f", "0", "-device", self.args.device, "--no_png", *tta])):
+                          "-tr", TRAINERS[1], "-f", "0", "-device", self.args.device, "--no_png", *tta, *processes])):
             start = time.time()
             self.run(command, f"{name}.log")
             timed[name] = time.time() - start
@@ -307,7 +311,7 @@ def main():
             f"grid ({args.limits[2]:.0f} s): nnunet-attention grid --executor local -f 0 -tr {' '.join(TRAINERS)} "
             f"(validates with --npz, find_best, compare)",
             f"pairing ({args.limits[3]:.0f} s): nnunet-attention train 3d_fullres fold 0 --seed 0: {TRAINERS[1]} "
-            f"twice, {TRAINERS[0]} once (do paired trainings repeat?)"]
+            f"twice (do paired trainings repeat?)"]
     if args.dry_run:
         print(f"gpu_check on {args.device}{' (quick)' if args.quick else ''}, output {args.o}:")
         print("\n".join(f"  {line}" for line in plan))

@@ -47,19 +47,26 @@ def test_empty_masks_follow_the_stated_convention():
                                                                 "empty": "prediction"}
 
 
-def test_folder_metrics_read_files_in_physical_spacing_and_cache_per_case(tmp_path):
-    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
-
+def _write_cases(tmp_path, cases: dict):
+    """Prediction and reference files of {case: (prediction mask, reference mask)}: (predictions, references)."""
     predictions, references = tmp_path / "pred", tmp_path / "ref"
-    predictions.mkdir()
-    references.mkdir()
-    center = np.array([60.0, 45.0, 45.0])
-    shifted = center + np.array([0, 0, 10.0])
-    for name, (p, r) in {"a": (sphere(shifted), sphere(center)), "b": (sphere(center), sphere(center))}.items():
+    for folder in (predictions, references):
+        folder.mkdir(parents=True, exist_ok=True)
+    for name, (p, r) in cases.items():
         for folder, mask in ((predictions, p), (references, r)):
             image = sitk.GetImageFromArray(mask.astype(np.uint8))
             image.SetSpacing(SPACING[::-1])  # SimpleITK: x, y, z
             sitk.WriteImage(image, str(folder / f"{name}.nii.gz"))
+    return predictions, references
+
+
+def test_folder_metrics_read_files_in_physical_spacing_and_cache_per_case(tmp_path):
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+    center = np.array([60.0, 45.0, 45.0])
+    shifted = center + np.array([0, 0, 10.0])
+    predictions, references = _write_cases(tmp_path, {"a": (sphere(shifted), sphere(center)),
+                                                      "b": (sphere(center), sphere(center))})
     tolerances = {"1": 5.0}
     first = boundary.folder_metrics(str(predictions), str(references), ["a", "b"], ".nii.gz", SimpleITKIO, [1],
                                     tolerances)
@@ -82,3 +89,28 @@ def test_folder_metrics_read_files_in_physical_spacing_and_cache_per_case(tmp_pa
     other_tolerance = boundary.folder_metrics(str(predictions), str(references), ["b"], ".nii.gz", SimpleITKIO,
                                               [1], {"1": 2.0})
     assert other_tolerance["b"]["1"]["nsd"] == pytest.approx(1.0)
+
+
+@pytest.mark.slow  # starts worker processes
+def test_workers_start_once_the_work_left_pays_for_them_and_serve_every_folder_after(tmp_path):
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+    center = np.array([60.0, 45.0, 45.0])
+    cases = {f"c{i}": (sphere(center + np.array([0, 0, 2.0 * i])), sphere(center)) for i in range(3)}
+    folders = [_write_cases(tmp_path / name, cases) for name in ("first", "second")]
+    alone = boundary.folder_metrics(*map(str, folders[0]), list(cases), ".nii.gz", SimpleITKIO, [1], {"1": 2.0})
+    for predictions, _ in folders:
+        (predictions / boundary.CACHE_FILE).unlink(missing_ok=True)
+    with boundary.CaseWorkers(2, pool_start_seconds=0) as workers:
+        first = boundary.folder_metrics(*map(str, folders[0]), list(cases), ".nii.gz", SimpleITKIO, [1], {"1": 2.0},
+                                        workers)
+        pool = workers._pool
+        assert pool is not None  # the first case measured here, the two left in the pool
+        second = boundary.folder_metrics(*map(str, folders[1]), list(cases), ".nii.gz", SimpleITKIO, [1],
+                                         {"1": 2.0}, workers)
+        assert workers._pool is pool  # the same processes for the next folder
+    assert workers._pool is None
+    assert first == alone == second
+    with boundary.CaseWorkers(2) as workers:  # tiny cases: the work left never pays for a pool
+        boundary.folder_metrics(*map(str, folders[0]), list(cases), ".nii.gz", SimpleITKIO, [1], {"1": 3.0}, workers)
+        assert workers._pool is None

@@ -22,6 +22,7 @@ the implementation does.
 import json
 import multiprocessing
 import os
+import time
 import warnings
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -37,9 +38,9 @@ LabelOrRegion = Union[int, Tuple[int, ...]]
 
 
 def implementation() -> str:
-    import monai
+    from importlib.metadata import version
 
-    return (f"MONAI {monai.__version__}: compute_surface_dice(use_subvoxels=True) for NSD, "
+    return (f"MONAI {version('monai')}: compute_surface_dice(use_subvoxels=True) for NSD, "
             f"compute_hausdorff_distance(percentile=95, directed=False) for HD95")
 
 
@@ -110,12 +111,60 @@ def _case_job(arguments):
     return case, case_metrics(prediction_file, reference_file, reader_class, labels, tolerances, ignore_label)
 
 
+class CaseWorkers:
+    """Measures cases here until the work left would outlast starting worker processes, then in a pool that every
+    folder after it shares (a spawned worker imports torch, MONAI and nnU-Net: seconds that tiny validation sets or a
+    pool per folder would pay again and again). Use as a context manager.
+
+    Args:
+        num_processes: processes at most, and no more than the CPUs (a CPU-bound worker beyond them only costs its
+            start-up); 1 measures every case here.
+        pool_start_seconds: what starting the pool is taken to cost; the pool starts once the cases left times the
+            last case's seconds exceed it.
+    """
+
+    def __init__(self, num_processes: int = 1, pool_start_seconds: float = 15.0):
+        self.num_processes = min(num_processes, os.cpu_count() or 1)
+        self.pool_start_seconds = pool_start_seconds
+        self._pool = None
+        self._case_seconds = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool = None
+
+    def _pool_pays(self, cases_left: int) -> bool:
+        if self._pool is not None:
+            return True
+        return (self.num_processes > 1 and self._case_seconds is not None
+                and cases_left * self._case_seconds > self.pool_start_seconds)
+
+    def measure(self, jobs: list):
+        """(case, metrics) of each job, in the order they finish."""
+        import monai.metrics  # noqa: F401  (imported before the first case is timed: its seconds are the case's own)
+
+        pending = list(jobs)
+        while pending and not self._pool_pays(len(pending)):
+            start = time.perf_counter()
+            yield _case_job(pending.pop(0))
+            self._case_seconds = time.perf_counter() - start
+        if pending:
+            if self._pool is None:
+                self._pool = multiprocessing.get_context("spawn").Pool(self.num_processes)
+            yield from self._pool.imap_unordered(_case_job, pending)
+
+
 def folder_metrics(prediction_folder: str, reference_folder: str, cases: Sequence[str], file_ending: str,
                    reader_class: type, labels: Sequence[LabelOrRegion], tolerances: Dict[str, float],
-                   num_processes: int = 1, progress: Optional[Callable[[int, int], None]] = None,
+                   workers: Optional[CaseWorkers] = None, progress: Optional[Callable[[int, int], None]] = None,
                    ignore_label: Optional[int] = None) -> Dict[str, dict]:
     """case -> key -> {"nsd", "hd95", "empty", "reference_mm3"} for the cases' predictions in prediction_folder against
-    reference_folder (nnUNet_preprocessed/DatasetX/gt_segmentations), cached in prediction_folder/CACHE_FILE."""
+    reference_folder (nnUNet_preprocessed/DatasetX/gt_segmentations), cached in prediction_folder/CACHE_FILE;
+    measured by workers (default: in this process)."""
     cache_file = os.path.join(prediction_folder, CACHE_FILE)
     version = f"{implementation()}; format {CACHE_FORMAT}; ignore label {ignore_label}"
     cached = {}
@@ -143,21 +192,10 @@ def folder_metrics(prediction_folder: str, reference_folder: str, cases: Sequenc
             jobs.append((case, prediction_file, reference_file, reader_class, list(labels), tolerances,
                          ignore_label))
     if jobs:
-        done = 0
-        if num_processes > 1 and len(jobs) > 1:
-            with multiprocessing.get_context("spawn").Pool(min(num_processes, len(jobs))) as pool:
-                for case, metrics in pool.imap_unordered(_case_job, jobs):
-                    results[case] = metrics
-                    done += 1
-                    if progress:
-                        progress(done, len(jobs))
-        else:
-            for job in jobs:
-                case, metrics = _case_job(job)
-                results[case] = metrics
-                done += 1
-                if progress:
-                    progress(done, len(jobs))
+        for done, (case, metrics) in enumerate((workers or CaseWorkers()).measure(jobs), start=1):
+            results[case] = metrics
+            if progress:
+                progress(done, len(jobs))
         payload = {"implementation": version, "cases": {
             case: {"fingerprint": fingerprints[case], "tolerances": tolerances, "metrics": results[case]}
             for case in cases}}

@@ -127,7 +127,7 @@ class DatasetLabels:
     def class_names(self) -> List[str]:
         return [self.names[k] for k in self.keys]
 
-    def boundary_metrics(self, prediction_folder: str, cases: List[str], num_processes: int,
+    def boundary_metrics(self, prediction_folder: str, cases: List[str], workers: boundary.CaseWorkers,
                          progress: Optional[Callable]) -> Dict[str, dict]:
         if not cases:
             return {}
@@ -137,7 +137,7 @@ class DatasetLabels:
             self._reader = determine_reader_writer_from_dataset_json(
                 self.dataset_json, os.path.join(self.gt_folder, cases[0] + self.file_ending), verbose=False)
         return boundary.folder_metrics(prediction_folder, self.gt_folder, cases, self.file_ending, self._reader,
-                                       self.labels, self.tolerances, num_processes, progress, self.ignore_label)
+                                       self.labels, self.tolerances, workers, progress, self.ignore_label)
 
     def case_rows(self, summary: dict, measured: Dict[str, dict], prefix: dict) -> List[dict]:
         """Long-form rows of one validated folder: Dice from nnU-Net's summary, NSD and HD95 as measured."""
@@ -182,7 +182,7 @@ def _progress(log: Optional[Callable], what: str) -> Optional[Callable]:
 
 
 def _read_trainer(dataset: DatasetLabels, trainer: str, plans: str, configuration: str, folds: Sequence,
-                  rows: List[dict], missing: List[str], warnings: List[str], num_processes: int,
+                  rows: List[dict], missing: List[str], warnings: List[str], workers: boundary.CaseWorkers,
                   log: Optional[Callable]) -> TrainerResults:
     folder = os.path.join(dataset.source.results, model_identifier(trainer, plans, configuration))
     found = TrainerResults(trainer, configuration, folder)
@@ -201,7 +201,7 @@ def _read_trainer(dataset: DatasetLabels, trainer: str, plans: str, configuratio
         found.nnunet_fold_dice[fold] = {dataset.names[k]: summary["mean"].get(k, {}).get("Dice")
                                         for k in dataset.keys}
         cases = [case_id(e["prediction_file"], dataset.file_ending) for e in summary["metric_per_case"]]
-        measured = dataset.boundary_metrics(os.path.join(fold_folder, "validation"), cases, num_processes,
+        measured = dataset.boundary_metrics(os.path.join(fold_folder, "validation"), cases, workers,
                                             _progress(log, f"{dataset.source.name} {configuration} {trainer} "
                                                            f"fold {fold}"))
         rows += dataset.case_rows(summary, measured, {"dataset": dataset.source.name, "configuration": configuration,
@@ -231,7 +231,8 @@ def _trainers_in_identifier(identifier: str) -> List[str]:
     return [convert_identifier_to_trainer_plans_config(m)[0] for m in models]
 
 
-def read_ensembles(dataset: DatasetLabels, trainers: Sequence[str], num_processes: int, log) -> Optional[dict]:
+def read_ensembles(dataset: DatasetLabels, trainers: Sequence[str], workers: boundary.CaseWorkers,
+                   log) -> Optional[dict]:
     """find_best_configuration's answer for these trainers, with Dice, NSD and HD95 per class of its ensembles."""
     info_file = os.path.join(dataset.source.results, "inference_information.json")
     if not os.path.isfile(info_file):
@@ -246,7 +247,7 @@ def read_ensembles(dataset: DatasetLabels, trainers: Sequence[str], num_processe
         if key.startswith("ensemble___") and os.path.isfile(summary_file):
             summary = read_summary(summary_file)
             cases = [case_id(e["prediction_file"], dataset.file_ending) for e in summary["metric_per_case"]]
-            measured = dataset.boundary_metrics(folder, cases, num_processes,
+            measured = dataset.boundary_metrics(folder, cases, workers,
                                                 _progress(log, f"{dataset.source.name} ensemble"))
             per_class[key] = {dataset.names[k]: {
                 "dice": summary["mean"].get(k, {}).get("Dice"),
@@ -266,11 +267,12 @@ def read_results(sources: Sequence[DatasetSource], configurations: Sequence[str]
     """Everything compare reports on, read from nnU-Net's files; what is missing is listed, not fatal."""
     rows, missing, warnings = [], [], []
     datasets, found, ensembles = {}, {}, {}
-    for source in sources:
-        dataset = datasets[source.name] = DatasetLabels(source, nsd_tolerance)
-        for configuration in configurations:
-            for trainer in trainers:
-                found[(source.name, configuration, trainer)] = _read_trainer(
-                    dataset, trainer, plans, configuration, folds, rows, missing, warnings, num_processes, log)
-        ensembles[source.name] = read_ensembles(dataset, trainers, num_processes, log)
+    with boundary.CaseWorkers(num_processes) as workers:
+        for source in sources:
+            dataset = datasets[source.name] = DatasetLabels(source, nsd_tolerance)
+            for configuration in configurations:
+                for trainer in trainers:
+                    found[(source.name, configuration, trainer)] = _read_trainer(
+                        dataset, trainer, plans, configuration, folds, rows, missing, warnings, workers, log)
+            ensembles[source.name] = read_ensembles(dataset, trainers, workers, log)
     return Results(pd.DataFrame(rows, columns=COLUMNS), datasets, found, ensembles, missing, warnings)

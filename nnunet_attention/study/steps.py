@@ -60,7 +60,7 @@ class GridSpec:
     plans: str = "nnUNetPlans"
     device: str = "cuda"
     npz: bool = True
-    processes: Optional[int] = None  # -np of planning and find_best (None: nnU-Net's default)
+    processes: Optional[int] = None  # -npfp and -np of planning, -np of find_best (None: nnU-Net's defaults)
     seed: Optional[int] = None  # paired trainings (pairing.py) with this study seed; None: nnUNetv2_train as is
 
     def __post_init__(self):
@@ -129,8 +129,12 @@ def plan_step(spec: GridSpec, dataset: str, folders: Folders) -> Step:
         raise NnUNetAttentionError(f"{dataset} has no {spec.plans} plans and data yet; plan and preprocess it "
                                    f"yourself with the matching planner (-pl), then run again")
     to_preprocess = sorted({"3d_fullres" if c == CASCADE else c for c in spec.configurations})
+    # fingerprinting takes its own process count (-npfp, nnU-Net's default 8): spawned processes beyond the cores
+    # only cost their start-up
+    fingerprint = ("-npfp", str(spec.processes)) if spec.processes else ()
     return Step("plan", dataset, ("nnUNetv2_plan_and_preprocess", "-d", dataset_id(dataset), "-c", *to_preprocess,
-                                  *_processes(spec), "--verify_dataset_integrity"), state=planned(), check=planned)
+                                  *_processes(spec), *fingerprint, "--verify_dataset_integrity"), state=planned(),
+                check=planned)
 
 
 def converted_name(msd_folder: str) -> str:
