@@ -28,11 +28,13 @@ def _margins(args):
 
 
 def _trainers(args):
-    from nnunet_attention.model import discovery, trainers
+    from nnunet_attention.model import discovery
 
-    if args.path:
+    if args.path:  # without importing torch and nnU-Net: seconds in a shell script
         print(discovery.TRAINER_FOLDER)
         return
+    from nnunet_attention.model import trainers
+
     print("\n".join(trainers.trainer_names()))
     print(f"\nnnU-Net finds these through nnUNet_extTrainer={os.environ.get('nnUNet_extTrainer', '')}",
           file=sys.stderr)

@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 from typing import Tuple
 
+import pytest
+
 from nnunet_attention.nnunet_api import model_identifier
 from nnunet_attention.study import steps
 from nnunet_attention.study.executor import LocalExecutor
@@ -26,6 +28,14 @@ CLI = [sys.executable, "-m", "nnunet_attention.cli"]
 # inputs small enough for a CPU forward pass through each of nnU-Net's reference plans (tools/reference_plans.py)
 SMALL_INPUT = {"hippocampus_3d_fullres": (16, 24, 16), "pancreas_3d_fullres": (8, 64, 64),
                "pancreas_2d": (256, 256), "pancreas_resenc_m_3d_fullres": (8, 64, 64)}
+# the largest reference network: seconds to build and run per test on two cores, so it runs with the slow tests
+LARGE_PLANS = ("pancreas_resenc_m_3d_fullres",)
+
+
+def plan_cases(names=tuple(SMALL_INPUT)) -> list:
+    """pytest parameters, one per reference plan name; the large plans marked slow (the fast subset stays an inner
+    loop, the suite runs them all)."""
+    return [pytest.param(name, marks=[pytest.mark.slow] * (name in LARGE_PLANS)) for name in names]
 
 
 def nnunet_env(root: Path, **extra) -> dict:

@@ -17,9 +17,11 @@ from nnunet_attention.tools.reference_plans import reference_configurations
 VARIANTS = ["nnUNetTrainerAttention", "nnUNetTrainerAttentionNoDeepSupervision", "nnUNetTrainerAttentionIdentityInit",
             "nnUNetTrainerAttentionUniformInit", "nnUNetTrainerAttentionAllSkips",
             "nnUNetTrainerAttentionOutputTransform"]
-# the large plans (20-50 s each on two cores) with the slow tests; every variant on the small plan in the fast ones
+# the default gated trainer on the small plan in the fast tests; the large plans (20-50 s each on two cores) and every
+# other variant on the small plan (5 s each) with the slow ones
 CASES = ([pytest.param(plan, "nnUNetTrainerAttention", marks=[pytest.mark.slow] * (plan != "hippocampus_3d_fullres"))
-          for plan in reference_configurations()] + [("hippocampus_3d_fullres", v) for v in VARIANTS[1:]])
+          for plan in reference_configurations()]
+         + [pytest.param("hippocampus_3d_fullres", v, marks=pytest.mark.slow) for v in VARIANTS[1:]])
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
-from helpers import SMALL_INPUT
+from helpers import SMALL_INPUT, plan_cases
 
 from nnunet_attention.tools.bench import activation_bytes
 from nnunet_attention.tools.reference_plans import reference_configurations
@@ -59,7 +59,7 @@ def test_saved_tensor_count_equals_an_independent_graph_walk_at_the_full_patch()
     assert 1 < ratio <= 1.01
 
 
-@pytest.mark.parametrize("name", SMALL_INPUT)
+@pytest.mark.parametrize("name", plan_cases())
 def test_planner_estimate_counts_the_gates_at_their_exact_size(name):
     _, networks = _networks(name)
     size = SMALL_INPUT[name]

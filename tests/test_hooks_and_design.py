@@ -7,7 +7,7 @@ from dynamic_network_architectures.building_blocks.unet_decoder import UNetDecod
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
-from helpers import SMALL_INPUT
+from helpers import SMALL_INPUT, plan_cases
 
 from nnunet_attention.model import trainers
 from nnunet_attention.model.decoder import AttentionUNetDecoder
@@ -15,7 +15,7 @@ from nnunet_attention.model.networks import gates_by_level
 from nnunet_attention.tools.reference_plans import reference_configurations
 
 
-@pytest.mark.parametrize("name", SMALL_INPUT)
+@pytest.mark.parametrize("name", plan_cases())
 def test_a_forward_hook_on_every_gate_fires_once_per_forward_with_alpha(name):
     cm = ConfigurationManager(reference_configurations()[name])
     network = trainers.nnUNetTrainerAttention.build_network_architecture(None, cm, 1, 3, True)

@@ -4,7 +4,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
-from helpers import SMALL_INPUT
+from helpers import SMALL_INPUT, plan_cases
 
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.model.gate import GATE_INITS
@@ -25,7 +25,7 @@ def _pair(name, deep_supervision):
     return cm, plain, gated
 
 
-@pytest.mark.parametrize("name", CONFIGURATIONS)
+@pytest.mark.parametrize("name", plan_cases(CONFIGURATIONS))
 def test_gated_network_matches_plain_outputs_keys_and_estimates(name):
     cm, plain, gated = _pair(name, True)
     n_stages = cm.network_arch_init_kwargs["n_stages"]

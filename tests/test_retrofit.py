@@ -5,7 +5,7 @@ import sys
 
 import pytest
 import torch
-from helpers import TINY_TRAINERS, cli_in_process, fold_dir, private_copy, train
+from helpers import SMALL_INPUT, TINY_TRAINERS, cli_in_process, fold_dir, plan_cases, private_copy, train
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
@@ -16,17 +16,15 @@ from nnunet_attention.model.trainers import nnUNetTrainerAttention
 
 UNGATED, GATED = TINY_TRAINERS
 CLI = [sys.executable, "-m", "nnunet_attention.cli", "retrofit"]
-INPUTS = {"hippocampus_3d_fullres": (16, 24, 16), "pancreas_2d": (256, 256),
-          "pancreas_resenc_m_3d_fullres": (8, 64, 64)}
 
 
-@pytest.mark.parametrize("name", INPUTS)
+@pytest.mark.parametrize("name", plan_cases(["hippocampus_3d_fullres", "pancreas_2d", "pancreas_resenc_m_3d_fullres"]))
 def test_retrofitted_network_reproduces_the_ungated_one_and_learns(name):
     cm = ConfigurationManager(reference_configurations()[name])
     torch.manual_seed(0)
     plain = nnUNetTrainer.build_network_architecture(None, cm, 1, 3, True)
     gated = retrofit_network(plain, nnUNetTrainerAttention.build_network_architecture(None, cm, 1, 3, True))
-    x = torch.randn(2, 1, *INPUTS[name])
+    x = torch.randn(2, 1, *SMALL_INPUT[name])
     with torch.no_grad():
         expected = plain(x)
     outputs = gated(x)
