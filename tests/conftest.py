@@ -7,12 +7,12 @@ share the fast ones."""
 import json
 
 import pytest
-from helpers import (DATASET_ID, DATASET_NAME, REGION_DATASET_ID, REGION_DATASET_NAME, REGIONS, TRAINED_FOLDS,
-                     prepare_task, run_steps, tiny_spec, train_in_parallel)
+from helpers import (DATASET_ID, DATASET_NAME, REGION_DATASET_ID, REGION_DATASET_NAME, REGIONS, TINY_TRAINERS,
+                     TRAINED_FOLDS, prepare_task, run, run_steps, tiny_spec, train_in_parallel)
 
 from nnunet_attention.study import steps
 
-SHARED_TASKS = ("preprocessed_task", "trained_models", "region_models")
+SHARED_TASKS = ("preprocessed_task", "trained_models", "gated_predictions", "region_models")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
@@ -41,6 +41,19 @@ def trained_models(preprocessed_task):
     train_in_parallel(env, spec)
     run_steps(env, [steps.find_best_step(spec, DATASET_NAME, steps.Folders.of(env), [])])
     return root, env
+
+
+@pytest.fixture(scope="session")
+def gated_predictions(trained_models, tmp_path_factory):
+    """nnUNetv2_predict of the gated tiny trainer's two folds on the test images, without mirroring (as maps is run
+    against it), one process per stage: (test images folder, predictions folder)."""
+    root, env = trained_models
+    images = root / "nnUNet_raw" / DATASET_NAME / "imagesTs"
+    out = tmp_path_factory.mktemp("gated_predictions")
+    run(["nnUNetv2_predict", "-i", str(images), "-o", str(out), "-d", str(DATASET_ID), "-c", "3d_fullres", "-tr",
+         TINY_TRAINERS[1], "-f", *map(str, TRAINED_FOLDS), "-device", "cpu", "--disable_tta", "-npp", "1", "-nps",
+         "1"], env)
+    return images, out
 
 
 @pytest.fixture(scope="session")

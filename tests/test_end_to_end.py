@@ -13,8 +13,8 @@ pytestmark = pytest.mark.slow  # plans, preprocesses or trains through nnU-Net's
 TRAINER = "nnUNetTrainerAttentionTiny"
 
 
-def test_trained_gated_model_predicts_in_the_inputs_geometry(trained_models, tmp_path):
-    root, env = trained_models
+def test_trained_gated_model_predicts_in_the_inputs_geometry(trained_models, gated_predictions):
+    root, _ = trained_models
     trained = fold_dir(root, TRAINER, "3d_fullres", 0)
     log = open(glob.glob(str(trained / "training_log_*.txt"))[0]).read()
     assert "Attention gates (paper init) on the skip connections of levels [1, 2]" in log
@@ -24,10 +24,7 @@ def test_trained_gated_model_predicts_in_the_inputs_geometry(trained_models, tmp
     gate_keys = [k for k in checkpoint["network_weights"] if ".attention_gates." in k]
     assert any(k.endswith("theta.weight") for k in gate_keys) and any(k.endswith("psi.weight") for k in gate_keys)
 
-    images = root / "nnUNet_raw" / DATASET_NAME / "imagesTs"
-    predictions = tmp_path / "predictions"
-    run(["nnUNetv2_predict", "-i", str(images), "-o", str(predictions), "-d", str(DATASET_ID), "-c", "3d_fullres",
-         "-f", "0", "-tr", TRAINER, "-device", "cpu", "-chk", "checkpoint_final.pth", "-npp", "1", "-nps", "1"], env)
+    images, predictions = gated_predictions  # nnUNetv2_predict of this trainer's folds 0 and 1
     inputs = sorted(images.glob("*_0000.nii.gz"))
     assert len(inputs) == 2
     for image_file in inputs:

@@ -28,15 +28,16 @@ def _weights(root, trainer) -> dict:
 @pytest.mark.slow
 def test_paired_trainers_see_the_same_batches_start_equal_and_repeat_exactly(preprocessed_task, tmp_path):
     """Seed 5: the ungated and gated trainers of a pair see identical batches and start their shared tensors equal;
-    the gated training again under seed 5 (its own folders) ends bit-identical, under seed 6 it does not; nnU-Net's
-    own command trains unpaired."""
+    under seed 6 the gated training sees other batches and ends elsewhere; nnU-Net's own command trains unpaired.
+    That a seeded training repeats bit for bit is tested by test_gpu_check's CPU run of scripts/gpu_check.py (its
+    pairing part: the gated trainer twice under seed 0, nnU-Net's augmentation workers, weights and Dice equal)."""
     trained = {}
-    for name, trainer, seed in (("pair", UNGATED, 5), ("pair", GATED, 5), ("again", GATED, 5), ("other", GATED, 6)):
+    for name, trainer, seed in (("pair", UNGATED, 5), ("pair", GATED, 5), ("other", GATED, 6)):
         root, env = (trained[name][0], trained[name][1]) if name in trained else private_copy(
             preprocessed_task[0], tmp_path / name)
         _paired(env, trainer, seed, "--npz")
         trained[name] = (root, env)
-    (pair, _), (again, _), (other, _) = trained["pair"], trained["again"], trained["other"]
+    (pair, _), (other, _) = trained["pair"], trained["other"]
     ungated, gated = _recorded(pair, UNGATED), _recorded(pair, GATED)
     assert len(ungated["batches"]) == 6 and gated["batches"] == ungated["batches"]  # data and targets, in order
     assert set(ungated["start"]) < set(gated["start"])  # the gates are extra
@@ -44,9 +45,7 @@ def test_paired_trainers_see_the_same_batches_start_equal_and_repeat_exactly(pre
     log = next(fold_dir(pair, GATED, "2d", 0).glob("training_log_*.txt")).read_text()
     assert f"pair seed {pair_seed(5, 'Dataset990_AttentionSynth', '2d', 0)}" in log and "2 augmentation workers" in log
 
-    first, second, different = (_weights(root, GATED) for root in (pair, again, other))
-    assert all(torch.equal(first[k], second[k]) for k in first)  # bit for bit, on the CPU
-    assert _validation_dice(pair) == _validation_dice(again)
+    first, different = (_weights(root, GATED) for root in (pair, other))
     assert _recorded(other, GATED)["batches"] != gated["batches"]
     assert any(not torch.equal(first[k], different[k]) for k in first)
 
@@ -55,11 +54,6 @@ def test_paired_trainers_see_the_same_batches_start_equal_and_repeat_exactly(pre
         {**unpaired_env, "nnUNet_n_proc_DA": "2"})  # nnU-Net's own command: its own randomness
     assert _recorded(unpaired, GATED)["batches"] != gated["batches"]
     assert "Paired" not in next(fold_dir(unpaired, GATED, "2d", 0).glob("training_log_*.txt")).read_text()
-
-
-def _validation_dice(root) -> float:
-    summary = json.loads((fold_dir(root, GATED, "2d", 0) / "validation" / "summary.json").read_text())
-    return summary["foreground_mean"]["Dice"]
 
 
 def test_train_needs_a_seed_and_a_trainer_nnunet_finds(capsys, monkeypatch, tmp_path):
