@@ -1,10 +1,10 @@
 """torch.compile and mixed precision on the CPU, with the networks and the train_step nnU-Net uses.
 
 compile: every built-in plan (2d, 3d, ResEnc) with the default gated trainer, and on one plan every variant that
-changes the graph (no deep supervision, every skip gated, the output transform), traced with 0 graph breaks; forward and backward of the compiled network (aot_eager) equal eager within
-1e-4 (outputs) and 1e-3 relative (gate gradients); one inductor run (slow). AMP: nnU-Net's own train_step of the
-gated trainer under CPU autocast, fp16 with a GradScaler, stays finite and close to fp32 for three steps (bf16: see
-the test's docstring)."""
+changes the graph (no deep supervision, every skip gated, the output transform), traced with 0 graph breaks; forward
+and backward of the compiled network (aot_eager) equal eager within 1e-4 (outputs) and 1e-3 relative (gate
+gradients); one inductor run (slow). AMP: nnU-Net's own train_step of the gated trainer under CPU autocast, fp16 with
+a GradScaler, stays finite and close to fp32 for three steps (bf16: see the test's docstring)."""
 import numpy as np
 import pytest
 import torch

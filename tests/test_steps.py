@@ -183,6 +183,7 @@ def test_prediction_with_find_bests_choice_is_a_chain_of_steps(folders, tmp_path
     folds_at = predict.index("-f")
     assert predict[:3] == ("nnUNetv2_predict", "-i", "imagesTs") and predict[folds_at + 1:folds_at + 3] == ("0", "1")
     assert "--disable_tta" in predict and ("--save_probabilities" in predict) == (len(models) > 1)
+    assert predict[predict.index("-npp") + 1] == predict[predict.index("-nps") + 1] == "1"  # on the CPU
     assert built[-1].command[0] == "nnUNetv2_apply_postprocessing" and not any(s.done for s in built)
     (output / "postprocessed").mkdir(parents=True)  # what the commands leave
     steps.mark_predicted(DATASET, folders, str(output))

@@ -270,6 +270,11 @@ def best_prediction_steps(dataset: str, folders: Folders, images: str, output: s
     return steps
 
 
+# on the CPU: no mirroring (8x fewer forward passes), and one preprocessing and one export process beside the network
+# (nnU-Net's 3 + 3 spawned processes would take the cores the network's forward passes need)
+CPU_PREDICTION = ("--disable_tta", "-npp", "1", "-nps", "1")
+
+
 def _prediction_commands(best: dict, dataset_number: str, images: str, output: str, device: str,
                          folds: List[str]) -> List[Tuple[str, dict, List[str]]]:
     models = best["selected_model_or_models"]
@@ -281,7 +286,7 @@ def _prediction_commands(best: dict, dataset_number: str, images: str, output: s
         commands.append(("predict", model, [
             "nnUNetv2_predict", "-i", images, "-o", member_output, "-d", dataset_number, "-c", model["configuration"],
             "-tr", model["trainer"], "-p", model["plans_identifier"], "-f", *folds, "-device", device,
-            *(["--save_probabilities"] if ensemble else []), *(["--disable_tta"] if device == "cpu" else [])]))
+            *(["--save_probabilities"] if ensemble else []), *(CPU_PREDICTION if device == "cpu" else [])]))
     raw_output = os.path.join(output, "ensemble") if ensemble else members[0]
     if ensemble:
         commands.append(("ensemble", {}, ["nnUNetv2_ensemble", "-i", *members, "-o", raw_output, "-np", "2"]))
