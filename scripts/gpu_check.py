@@ -173,17 +173,17 @@ class Check:
         last = [entry["epoch_seconds"][t][-1] for t in TRAINERS]
         entry["last_epoch_ratio"] = last[1] / last[0]  # the first epoch holds torch.compile's compilation
         images = self.work / "nnUNet_raw" / DATASET / "imagesTs"
-        # --quick: no mirroring, one process per stage (nnU-Net's 3 + 3 spawned processes outlast one tiny case);
-        # on the GPU nnU-Net's defaults: mirroring on
-        tta = ["--disable_tta"] if self.args.quick else []
-        processes = ["-npp", "1"] if self.args.quick else []
+        # --quick: predicted as the demo predicts on the CPU (no mirroring, one process per stage: nnU-Net's 3 + 3
+        # spawned processes outlast one tiny case), maps alike; otherwise nnU-Net's defaults (mirroring on)
+        quick = self.args.quick
         timed = {}
         for name, command in (
                 ("predict", ["nnUNetv2_predict", "-i", images, "-o", self.out / "predict", "-d", TASK_ID, "-c",
-                             "3d_fullres", "-tr", TRAINERS[1], "-f", "0", "-device", self.args.device, *tta,
-                             *processes, *(["-nps", "1"] if self.args.quick else [])]),
+                             "3d_fullres", "-tr", TRAINERS[1], "-f", "0", "-device", self.args.device,
+                             *(steps.CPU_PREDICTION if quick else [])]),
                 ("maps", [*CLI, "maps", "-i", images, "-o", self.out / "maps", "-d", TASK_ID, "-c", "3d_fullres",
-                          "-tr", TRAINERS[1], "-f", "0", "-device", self.args.device, "--no_png", *tta, *processes])):
+                          "-tr", TRAINERS[1], "-f", "0", "-device", self.args.device, "--no_png",
+                          *(["--disable_tta", "-npp", "1"] if quick else [])])):
             start = time.time()
             self.run(command, f"{name}.log")
             timed[name] = time.time() - start

@@ -45,14 +45,13 @@ def trained_models(preprocessed_task):
 
 @pytest.fixture(scope="session")
 def gated_predictions(trained_models, tmp_path_factory):
-    """nnUNetv2_predict of the gated tiny trainer's two folds on the test images, without mirroring (as maps is run
-    against it), one process per stage: (test images folder, predictions folder)."""
+    """nnUNetv2_predict of the gated tiny trainer's two folds on the test images as the demo predicts on the CPU
+    (steps.CPU_PREDICTION: no mirroring, as maps is run against it): (test images folder, predictions folder)."""
     root, env = trained_models
     images = root / "nnUNet_raw" / DATASET_NAME / "imagesTs"
     out = tmp_path_factory.mktemp("gated_predictions")
     run(["nnUNetv2_predict", "-i", str(images), "-o", str(out), "-d", str(DATASET_ID), "-c", "3d_fullres", "-tr",
-         TINY_TRAINERS[1], "-f", *map(str, TRAINED_FOLDS), "-device", "cpu", "--disable_tta", "-npp", "1", "-nps",
-         "1"], env)
+         TINY_TRAINERS[1], "-f", *map(str, TRAINED_FOLDS), "-device", "cpu", *steps.CPU_PREDICTION], env)
     return images, out
 
 

@@ -26,7 +26,7 @@ def _weights(root, trainer) -> dict:
 
 
 @pytest.mark.slow
-def test_paired_trainers_see_the_same_batches_start_equal_and_repeat_exactly(preprocessed_task, tmp_path):
+def test_paired_trainers_see_the_same_batches_and_start_equal_other_seeds_differ(preprocessed_task, tmp_path):
     """Seed 5: the ungated and gated trainers of a pair see identical batches and start their shared tensors equal;
     under seed 6 the gated training sees other batches and ends elsewhere; nnU-Net's own command trains unpaired.
     That a seeded training repeats bit for bit is tested by test_gpu_check's CPU run of scripts/gpu_check.py (its

@@ -5,6 +5,8 @@ import pytest
 import SimpleITK as sitk
 from helpers import CLI, REGION_DATASET_ID, REGION_DATASET_NAME, TINY_TRAINERS, private_copy, run
 
+from nnunet_attention.study import steps
+
 pytestmark = pytest.mark.slow  # plans, preprocesses and trains through nnU-Net's CLIs
 
 
@@ -17,8 +19,7 @@ def test_region_based_task_find_best_predict_and_maps(region_models, tmp_path):
     images = root / "nnUNet_raw" / REGION_DATASET_NAME / "imagesTs"
     predictions = tmp_path / "predictions"
     run(["nnUNetv2_predict", "-i", str(images), "-o", str(predictions), "-d", str(REGION_DATASET_ID), "-c",
-         "3d_fullres", "-tr", TINY_TRAINERS[1], "-f", "0", "-device", "cpu", "--disable_tta", "-npp", "1", "-nps",
-         "1"], env)
+         "3d_fullres", "-tr", TINY_TRAINERS[1], "-f", "0", "-device", "cpu", *steps.CPU_PREDICTION], env)
     maps = run([*CLI, "maps", "-i", str(images), "-o", str(tmp_path / "maps"), "-d", str(REGION_DATASET_ID), "-c",
                 "3d_fullres", "-tr", TINY_TRAINERS[1], "-f", "0", "-device", "cpu", "--disable_tta", "--no_png"], env)
     assert "mean alpha" in maps.stdout
