@@ -5,14 +5,28 @@ Under pytest-xdist (`.ci/run`: `-n 2 --dist loadgroup`) every test that uses one
 so that each is built once; the other worker takes the tests that build their own tasks (demo, gpu_check), and both
 share the fast ones."""
 import json
+import os
 
 import pytest
+import torch
 from helpers import (DATASET_ID, DATASET_NAME, REGION_DATASET_ID, REGION_DATASET_NAME, REGIONS, TINY_TRAINERS,
                      TRAINED_FOLDS, prepare_task, run, run_steps, tiny_spec, train_in_parallel)
 
 from nnunet_attention.study import steps
 
 SHARED_TASKS = ("preprocessed_task", "trained_models", "gated_predictions", "region_models")
+
+
+def pytest_configure(config):
+    """Under pytest-xdist the N workers share the cores: each gets cores // N torch threads, and so do the processes
+    its tests start (OMP_NUM_THREADS) unless they set their own, as nnU-Net's commands do. Two workers of two
+    threads each on two cores spend a third of their CPU contending (test_compile_amp's autocast test, both at once:
+    74 s each with two threads, 50 s with one)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
