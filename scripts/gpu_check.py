@@ -91,9 +91,10 @@ class Check:
         self.results = {"machine": machine(args.device), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
                         "quick": args.quick, "parts": {}}
         self.deadline = None
-        # the generated task's steps, from the step model grid and demo use (nnU-Net's defaults: no --npz)
+        # the generated task's steps, from the step model grid and demo use (nnU-Net's defaults: no --npz); --quick:
+        # one process per nnU-Net pool (each spawned worker imports torch and nnU-Net, longer than its share of 5 cases)
         self.spec = steps.GridSpec([DATASET], ["3d_fullres"], [0], list(TRAINERS), device=args.device, npz=False,
-                                   processes=2)
+                                   processes=1 if args.quick else 2)
         self.folders = steps.Folders.of(self.env)
 
     # --- running ---------------------------------------------------------------------------------------------------

@@ -43,12 +43,12 @@ def _trainer(plan: str, variant: str, patch_factor: int = 2):
                          torch.device("cpu"))
 
 
-def _batch(trainer, seed: int = 0):
+def _batch(trainer, seed: int = 0, size: int = 2):
     """data and target(s) as nnU-Net's dataloader gives them: the target at every deep-supervision scale."""
     generator = torch.Generator().manual_seed(seed)
     patch = trainer.configuration_manager.patch_size
-    data = torch.randn(2, 1, *patch, generator=generator)
-    target = torch.randint(0, 3, (2, 1, *patch), generator=generator).float()
+    data = torch.randn(size, 1, *patch, generator=generator)
+    target = torch.randint(0, 3, (size, 1, *patch), generator=generator).float()
     if not trainer.enable_deep_supervision:
         return {"data": data, "target": target}
     strides = np.cumprod(np.vstack(trainer.configuration_manager.pool_op_kernel_sizes), axis=0)[:-1]
@@ -95,7 +95,8 @@ def test_inductor_compiled_equals_eager():
 
 
 def _losses(precision: str, steps: int = 3):
-    """nnU-Net's train_step of the gated trainer, from the same start and batches, under CPU autocast."""
+    """nnU-Net's train_step of the gated trainer, from the same start and batches of one patch, under CPU autocast
+    (fp16 convolution backward on the CPU takes about 15 s per step at batch 2)."""
     trainer = _trainer("hippocampus_3d_fullres", "nnUNetTrainerAttention")
     if precision == "fp16":
         trainer.grad_scaler = torch.amp.GradScaler("cpu")  # nnU-Net makes one only for CUDA
@@ -103,12 +104,12 @@ def _losses(precision: str, steps: int = 3):
     for step in range(steps):
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
         with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
-            losses.append(float(trainer.train_step(_batch(trainer, seed=step))["loss"]))
+            losses.append(float(trainer.train_step(_batch(trainer, seed=step, size=1))["loss"]))
     weights = torch.cat([p.detach().flatten() for p in trainer.network.parameters()])
     return np.array(losses), weights
 
 
-@pytest.mark.slow  # fp16 on the CPU is slow: about 30 s
+@pytest.mark.slow  # fp16 on the CPU is slow: about 20 s
 def test_nnunets_train_step_under_cpu_autocast_stays_finite_and_close_to_fp32():
     """fp16 with a GradScaler, as nnU-Net trains on CUDA. bf16 is left out: on the CPU its losses differ from run to
     run in one process (threaded reductions) and its third step gave a NaN loss in two of three suite runs; it is not

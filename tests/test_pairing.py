@@ -11,9 +11,9 @@ from nnunet_attention.model.pairing import pair_seed
 UNGATED, GATED = "nnUNetTrainerTinyRecording", "nnUNetTrainerAttentionTinyRecording"
 
 
-def _paired(env, trainer, seed, *extra):
-    return run([*CLI, "train", str(DATASET_ID), "2d", "0", "-tr", trainer, "--seed", str(seed), "-device", "cpu",
-                *extra], {**env, "nnUNet_n_proc_DA": "2"})  # two augmentation workers: the ordered multi-worker path
+def _paired(env, trainer, seed):
+    return run([*CLI, "train", str(DATASET_ID), "2d", "0", "-tr", trainer, "--seed", str(seed), "-device", "cpu"],
+               {**env, "nnUNet_n_proc_DA": "2"})  # two augmentation workers: the ordered multi-worker path
 
 
 def _recorded(root, trainer) -> dict:
@@ -35,7 +35,7 @@ def test_paired_trainers_see_the_same_batches_and_start_equal_other_seeds_differ
     for name, trainer, seed in (("pair", UNGATED, 5), ("pair", GATED, 5), ("other", GATED, 6)):
         root, env = (trained[name][0], trained[name][1]) if name in trained else private_copy(
             preprocessed_task[0], tmp_path / name)
-        _paired(env, trainer, seed, "--npz")
+        _paired(env, trainer, seed)
         trained[name] = (root, env)
     (pair, _), (other, _) = trained["pair"], trained["other"]
     ungated, gated = _recorded(pair, UNGATED), _recorded(pair, GATED)
