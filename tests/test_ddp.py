@@ -10,36 +10,37 @@ from ddp_worker import run_rank
 
 pytestmark = pytest.mark.slow  # needs the preprocessed task (nnU-Net's planning and preprocessing)
 
+GATED = {"nnUNetTrainerAttention": True, "nnUNetTrainerAttentionNoDeepSupervision": False}  # deep supervision
+NNUNETS_OWN = "nnUNetTrainerNoDeepSupervision"
 
-def _free_port() -> int:
-    with socket.socket() as s:
+
+def _free_ports(count: int) -> list:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:  # all bound at once: distinct ports
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
 
 
-def _ddp(trainer: str, env: dict, monkeypatch, tmp_path) -> list:
+def test_gated_trainers_train_under_ddp_where_nnunets_own_no_deep_supervision_net_fails(preprocessed_task,
+                                                                                       monkeypatch, tmp_path):
+    _, env = preprocessed_task
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_extTrainer"):
         monkeypatch.setenv(name, env[name])
     monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))  # this test's own, not the shared one
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
-    mp.spawn(run_rank, args=(2, trainer, _free_port(), str(tmp_path)), nprocs=2, join=True)
-    return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    trainers = [*GATED, NNUNETS_OWN]
+    mp.spawn(run_rank, args=(2, list(zip(trainers, _free_ports(len(trainers)))), str(tmp_path)), nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
 
-
-@pytest.mark.parametrize("trainer, deep_supervision", [("nnUNetTrainerAttention", True),
-                                                       ("nnUNetTrainerAttentionNoDeepSupervision", False)])
-def test_gated_trainers_train_under_ddp(trainer, deep_supervision, preprocessed_task, monkeypatch, tmp_path):
-    _, env = preprocessed_task
-    ranks = _ddp(trainer, env, monkeypatch, tmp_path)
-    for rank in ranks:
-        assert rank["error"] is None and len(rank["losses"]) == 2
-        assert rank["max_weight_difference_across_ranks"] == 0.0
-        heads = rank["heads_requiring_grad"]
-        assert heads[-1] and all(heads[:-1]) == deep_supervision and any(heads[:-1]) == deep_supervision
-    assert ranks[0]["losses"] != ranks[1]["losses"]  # different batches per rank, yet the same weights
-
-
-def test_nnunets_own_no_deep_supervision_net_fails_where_ours_trains(preprocessed_task, monkeypatch, tmp_path):
-    _, env = preprocessed_task
-    ranks = _ddp("nnUNetTrainerNoDeepSupervision", env, monkeypatch, tmp_path)
-    assert all("finished reduction in the prior iteration" in (r["error"] or "") for r in ranks)
+    for trainer, deep_supervision in GATED.items():
+        for rank in ranks:
+            result = rank[trainer]
+            assert result["error"] is None and len(result["losses"]) == 2, trainer
+            assert result["max_weight_difference_across_ranks"] == 0.0, trainer
+            heads = result["heads_requiring_grad"]
+            assert heads[-1] and all(heads[:-1]) == deep_supervision and any(heads[:-1]) == deep_supervision
+        assert ranks[0][trainer]["losses"] != ranks[1][trainer]["losses"]  # other batches per rank, same weights
+    assert all("finished reduction in the prior iteration" in (r[NNUNETS_OWN]["error"] or "") for r in ranks)

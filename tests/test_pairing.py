@@ -39,7 +39,7 @@ def test_paired_trainers_see_the_same_batches_and_start_equal_other_seeds_differ
         trained[name] = (root, env)
     (pair, _), (other, _) = trained["pair"], trained["other"]
     ungated, gated = _recorded(pair, UNGATED), _recorded(pair, GATED)
-    assert len(ungated["batches"]) == 6 and gated["batches"] == ungated["batches"]  # data and targets, in order
+    assert len(ungated["batches"]) == 4 and gated["batches"] == ungated["batches"]  # data and targets, in order
     assert set(ungated["start"]) < set(gated["start"])  # the gates are extra
     assert all(gated["start"][k] == v for k, v in ungated["start"].items())  # every shared tensor starts equal
     log = next(fold_dir(pair, GATED, "2d", 0).glob("training_log_*.txt")).read_text()

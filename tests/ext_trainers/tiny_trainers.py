@@ -7,10 +7,10 @@ from nnunet_attention.model.trainers import ShortSchedule, nnUNetTrainerAttentio
 
 
 class _Tiny(ShortSchedule):
-    """2 epochs of 3 iterations, 1 validation batch; no mirroring at validation (8x fewer forward passes); one torch
+    """2 epochs of 2 iterations, 1 validation batch; no mirroring at validation (8x fewer forward passes); one torch
     thread on two cores (the tests train two at a time)."""
 
-    schedule = (2, 3, 1)
+    schedule = (2, 2, 1)
     cpu_share = 2
     validation_mirroring = False
 
@@ -35,7 +35,7 @@ class nnUNetTrainerAttentionTinyFrozen(nnUNetTrainerAttentionTiny):
 class nnUNetTrainerAttentionTinyResumable(nnUNetTrainerAttentionTiny):
     """4 epochs, and checkpoint_latest.pth after every one: something to kill and resume with --c."""
 
-    schedule = (4, 3, 1)
+    schedule = (4, 2, 1)
     checkpoint_every = 1
 
 
