@@ -27,8 +27,10 @@ def test_dry_run_prints_the_plan_for_cuda(tmp_path):
 def test_every_part_runs_on_the_cpu_at_quick_sizes(tmp_path):
     """In a user's shell: nnU-Net's variables and the user's own nnUNet_extTrainer set (bench once crashed there)."""
     users = {k: str(tmp_path / "users" / k) for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
-    # one export process per validation and prediction, as every test here (nnU-Net spawns them; each imports torch)
-    env = {**os.environ, **users, "nnUNet_extTrainer": str(TEST_TRAINERS), "nnUNet_def_n_proc": "1"}
+    # one export process per validation and prediction, as every test here (nnU-Net spawns them; each imports torch);
+    # the trainings share the cores with the other xdist worker (conftest: one torch thread each)
+    env = {**os.environ, **users, "nnUNet_extTrainer": str(TEST_TRAINERS), "nnUNet_def_n_proc": "1",
+           "NNUNET_ATTENTION_CPU_SHARE": os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")}
     result = subprocess.run([sys.executable, str(SCRIPT), "-o", str(tmp_path / "out"), "--device", "cpu", "--quick"],
                             capture_output=True, text=True, env=env)  # the CPU's default time limits
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -149,6 +149,14 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, inputs, tmp_path
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.pth").exists()
 
 
+def test_demo_under_a_bad_nnunet_def_n_proc_is_one_line_before_it_writes(inputs, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("nnUNet_def_n_proc", "two")  # nnU-Net would fail on it in every command the demo starts
+    status, err = _cli(capsys, "demo", "-o", tmp_path / "out")
+    assert status == 2 and len(err.strip().splitlines()) == 1, err
+    assert "nnUNet_def_n_proc must be a whole number of processes, got 'two'" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_compare_reads_no_code_from_checkpoints_and_says_which_it_skipped(inputs, tmp_path, capsys):
     status, err = _cli(capsys, "compare", "-d", "991", "-c", "3d_fullres", "-tr", "nnUNetTrainerTiny",
                        "nnUNetTrainerAttention", "-f", "0", "-o", tmp_path / "report")

@@ -99,13 +99,22 @@ def matched_trainers(epochs: Optional[int], device: str) -> List[str]:
 def demo_environment(workdir: str) -> dict:
     """The environment the demo's nnU-Net commands run in (this process's stays as it is): nnU-Net's three folders
     the user's if set, else inside workdir; nnUNet_def_n_proc, unless set, at most the CPU count (nnU-Net's default
-    of 8 export workers spends most of a small validation starting them)."""
+    of 8 export workers spends most of a small validation starting them). The demo's planning and find_best take
+    that many processes too (demo_processes)."""
     env = dict(os.environ)
+    processes = env.setdefault("nnUNet_def_n_proc", bounded_export_workers())
+    if not processes.isdigit() or int(processes) < 1:
+        raise NnUNetAttentionError(f"nnUNet_def_n_proc must be a whole number of processes, got {processes!r}; "
+                                   f"unset it or export e.g. nnUNet_def_n_proc=2")
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         env[name] = env.get(name) or os.path.join(os.path.abspath(workdir), name)
         os.makedirs(env[name], exist_ok=True)
-    env.setdefault("nnUNet_def_n_proc", bounded_export_workers())
     return env
+
+
+def demo_processes(env: dict) -> int:
+    """Processes for the demo's planning, find_best and compare: nnUNet_def_n_proc of its environment."""
+    return int(env["nnUNet_def_n_proc"])
 
 
 class Runner:
@@ -291,7 +300,7 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
     report_dir = os.path.join(results, "nnunet_attention_compare")
     runner.in_process("compare the two trainers")
     report = compare([DatasetSource(dataset_name, results, preprocessed)], [configuration], trainers, PLANS, folds,
-                     report_dir, num_processes=2, note=note, margins=margins)
+                     report_dir, num_processes=spec.processes, note=note, margins=margins)
     print_summary(report, report_dir)
     print(f"\nReport: {os.path.join(report_dir, 'report.md')}", flush=True)
     if test_output:
@@ -311,12 +320,14 @@ def prepare(runner: Runner, workdir: str, msd_folder: Optional[str], dataset_id:
         raw = _dataset_folder(folders.raw, dataset_id)
         if raw is None:
             raise NnUNetAttentionError(f"no Dataset{dataset_id:03d}_* in nnUNet_raw={folders.raw}")
-        spec = demo_spec(os.path.basename(raw), configuration, folds, trainers, device, seed)
+        spec = demo_spec(os.path.basename(raw), configuration, folds, trainers, device, seed,
+                         demo_processes(runner.env))
         runner.step("plan and preprocess", [steps.plan_step(spec, spec.datasets[0], folders)])
         return spec
     generated = msd_folder is None
     msd_folder = msd_folder or os.path.join(workdir, "msd", task_folder_name(DEFAULT_TASK_ID))
-    spec = demo_spec(steps.converted_name(msd_folder), configuration, folds, trainers, device, seed)
+    spec = demo_spec(steps.converted_name(msd_folder), configuration, folds, trainers, device, seed,
+                     demo_processes(runner.env))
     prepared = steps.prepare_steps(msd_folder, spec, folders, synth if generated else None)
     if not generated:
         runner.skip("synth", f"not needed: the given MSD task {msd_folder} is used")
@@ -328,11 +339,11 @@ def prepare(runner: Runner, workdir: str, msd_folder: Optional[str], dataset_id:
 
 
 def demo_spec(dataset: str, configuration: str, folds: Sequence, trainers: Sequence[str], device: str,
-              seed: Optional[int] = DEMO_SEED) -> GridSpec:
-    """The demo's study in the step model: one dataset and configuration, --npz (find_best ensembles), two processes
-    for planning and find_best, paired trainings with seed (None: unpaired, nnUNetv2_train)."""
-    return GridSpec([dataset], [configuration], list(folds), list(trainers), PLANS, device, npz=True, processes=2,
-                    seed=seed)
+              seed: Optional[int], processes: int) -> GridSpec:
+    """The demo's study in the step model: one dataset and configuration, --npz (find_best ensembles), processes for
+    planning and find_best, paired trainings with seed (None: unpaired, nnUNetv2_train)."""
+    return GridSpec([dataset], [configuration], list(folds), list(trainers), PLANS, device, npz=True,
+                    processes=processes, seed=seed)
 
 
 def schedule_epochs(trainer: str) -> Optional[int]:

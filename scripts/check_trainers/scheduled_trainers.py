@@ -1,7 +1,8 @@
 """Trainers of scripts/gpu_check.py: nnU-Net's trainer and our gated one on a short schedule (ShortSchedule) whose
 numbers come from the environment (NNUNET_ATTENTION_EPOCHS epochs of NNUNET_ATTENTION_ITERATIONS iterations,
 NNUNET_ATTENTION_VAL_ITERATIONS validation batches; with NNUNET_ATTENTION_MIRRORING=0 no mirroring when validating,
-as --quick predicts with --disable_tta), everything else nnU-Net's defaults (on CUDA: torch.compile and AMP)."""
+as --quick predicts with --disable_tta; on the CPU, NNUNET_ATTENTION_CPU_SHARE trainings or test workers share the
+cores, as ShortSchedule.cpu_share), everything else nnU-Net's defaults (on CUDA: torch.compile and AMP)."""
 import os
 
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -17,6 +18,11 @@ class _FromEnvironment(ShortSchedule):
     @property
     def validation_mirroring(self):
         return os.environ.get("NNUNET_ATTENTION_MIRRORING") != "0"
+
+    @property
+    def cpu_share(self):
+        share = os.environ.get("NNUNET_ATTENTION_CPU_SHARE")
+        return int(share) if share else None
 
 
 class nnUNetTrainerScheduled(_FromEnvironment, nnUNetTrainer):
