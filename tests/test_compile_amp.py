@@ -109,7 +109,7 @@ def _losses(precision: str, steps: int = 3):
     return np.array(losses), weights
 
 
-@pytest.mark.slow  # fp16 on the CPU is slow: about 20 s
+@pytest.mark.slow  # fp16 on the CPU is slow: 20-30 s
 def test_nnunets_train_step_under_cpu_autocast_stays_finite_and_close_to_fp32():
     """fp16 with a GradScaler, as nnU-Net trains on CUDA. bf16 is left out: on the CPU its losses differ from run to
     run in one process (threaded reductions) and its third step gave a NaN loss in two of three suite runs; it is not

@@ -43,7 +43,7 @@ class _Recording:
     """Writes what the pairing test compares to output_folder/recorded.json: a digest of every tensor of the network
     at the start (by name) and of each training batch's data and target arrays, in the order they arrive. No final
     validation: the pairing test compares batches and weights, and nnU-Net's validation (two spawned process pools)
-    would be half of each training's time."""
+    would be a third of each training's time."""
 
     def on_train_start(self):
         super().on_train_start()
