@@ -8,7 +8,6 @@ import json
 import os
 
 import pytest
-import torch
 from helpers import (DATASET_ID, DATASET_NAME, REGION_DATASET_ID, REGION_DATASET_NAME, REGIONS, TINY_TRAINERS,
                      TRAINED_FOLDS, prepare_task, run, run_steps, tiny_spec, train_in_parallel)
 
@@ -24,6 +23,8 @@ def pytest_configure(config):
     74 s each with two threads, 50 s with one)."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
+        import torch
+
         threads = max(1, (os.cpu_count() or 1) // workers)
         torch.set_num_threads(threads)
         os.environ["OMP_NUM_THREADS"] = str(threads)

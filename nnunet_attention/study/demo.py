@@ -99,8 +99,8 @@ def matched_trainers(epochs: Optional[int], device: str) -> List[str]:
 def demo_environment(workdir: str) -> dict:
     """The environment the demo's nnU-Net commands run in (this process's stays as it is): nnU-Net's three folders
     the user's if set, else inside workdir; nnUNet_def_n_proc, unless set, at most the CPU count (nnU-Net's default
-    of 8 export workers spends most of a small validation starting them). The demo's planning and find_best take
-    that many processes too (demo_processes)."""
+    of 8 export workers spends most of a small validation starting them). The demo's planning, find_best and compare
+    take that many processes too (prepare)."""
     env = dict(os.environ)
     processes = env.setdefault("nnUNet_def_n_proc", bounded_export_workers())
     if not processes.isdigit() or int(processes) < 1:
@@ -110,11 +110,6 @@ def demo_environment(workdir: str) -> dict:
         env[name] = env.get(name) or os.path.join(os.path.abspath(workdir), name)
         os.makedirs(env[name], exist_ok=True)
     return env
-
-
-def demo_processes(env: dict) -> int:
-    """Processes for the demo's planning, find_best and compare: nnUNet_def_n_proc of its environment."""
-    return int(env["nnUNet_def_n_proc"])
 
 
 class Runner:
@@ -314,20 +309,19 @@ def prepare(runner: Runner, workdir: str, msd_folder: Optional[str], dataset_id:
     """Steps synth, convert and plan (steps.prepare_steps; synth only for the generated task, neither for a dataset
     already in nnUNet_raw); returns the demo's study of the prepared dataset."""
     folders = Folders.of(runner.env)
+    processes = int(runner.env["nnUNet_def_n_proc"])  # checked by demo_environment
     if dataset_id is not None:
         runner.skip("synth", f"not needed: dataset {dataset_id} in nnUNet_raw is used")
         runner.skip("convert", f"not needed: dataset {dataset_id} is in nnU-Net's format already")
         raw = _dataset_folder(folders.raw, dataset_id)
         if raw is None:
             raise NnUNetAttentionError(f"no Dataset{dataset_id:03d}_* in nnUNet_raw={folders.raw}")
-        spec = demo_spec(os.path.basename(raw), configuration, folds, trainers, device, seed,
-                         demo_processes(runner.env))
+        spec = demo_spec(os.path.basename(raw), configuration, folds, trainers, device, seed, processes)
         runner.step("plan and preprocess", [steps.plan_step(spec, spec.datasets[0], folders)])
         return spec
     generated = msd_folder is None
     msd_folder = msd_folder or os.path.join(workdir, "msd", task_folder_name(DEFAULT_TASK_ID))
-    spec = demo_spec(steps.converted_name(msd_folder), configuration, folds, trainers, device, seed,
-                     demo_processes(runner.env))
+    spec = demo_spec(steps.converted_name(msd_folder), configuration, folds, trainers, device, seed, processes)
     prepared = steps.prepare_steps(msd_folder, spec, folders, synth if generated else None)
     if not generated:
         runner.skip("synth", f"not needed: the given MSD task {msd_folder} is used")
