@@ -10,7 +10,7 @@ from nnunet_attention.compare import boundary
 from nnunet_attention.compare import analysis, plots, render
 from scipy import stats as scipy_stats
 
-from nnunet_attention.compare.calibration import Cell, run_cell
+from nnunet_attention.compare.calibration import Cell, CrossValidation, run_cell
 from nnunet_attention.compare.statistics import BOOTSTRAP_SAMPLES, folds_needed, row_rng, two_level_bootstrap, verdict
 
 
@@ -89,17 +89,65 @@ def _fold_constant_table(fold_means, cases=6, **kwargs):
     return _table([np.full(cases, m) for m in fold_means], **kwargs)
 
 
-def test_the_interval_is_scipys_t_interval_of_the_fold_means():
+def _corrected(means, cases=6):
+    """The corrected k-fold t of fold means from one cross-validation whose folds validate `cases` cases each (so
+    n_train = (k - 1) x cases): scipy's one-sample t with the variance times 1 + k n_val/n_train, k - 1 df."""
+    means = np.asarray(means, dtype=float)
+    k = means.size
+    factor = 1 + k * cases / ((k - 1) * cases)
+    se = scipy_stats.sem(means) * np.sqrt(factor)
+    half = scipy_stats.t.ppf(0.975, k - 1) * se
+    return [means.mean() - half, means.mean() + half], 2 * scipy_stats.t.sf(abs(means.mean()) / se, k - 1), factor
+
+
+def test_the_interval_is_the_corrected_t_of_the_fold_means_and_scipys_t_is_the_descriptive_line():
     means = np.array([0.012, -0.004, 0.02, 0.007])
     v = _verdict(_fold_constant_table(means), {"dice": 0.5})["metrics"]["dice"]
-    oracle = scipy_stats.ttest_1samp(means, 0.0)
-    assert v["hierarchical_ci95"] == pytest.approx(list(oracle.confidence_interval(0.95)), abs=1e-12)
-    assert v["t_p"] == pytest.approx(oracle.pvalue) and v["df"] == 3 and v["estimate"] == pytest.approx(means.mean())
+    ci, p, factor = _corrected(means)
+    assert factor == pytest.approx(1 + 4 / 3) and v["correction_factor"] == pytest.approx(factor)
+    assert v["validation_to_training"] == pytest.approx(1 / 3)  # 6 validated, 18 trained on: 24 cases in 4 folds
+    assert v["hierarchical_ci95"] == pytest.approx(ci, abs=1e-12) and v["t_p"] == pytest.approx(p)
+    oracle = scipy_stats.ttest_1samp(means, 0.0)  # "these trainings": folds as independent, uncorrected
+    assert v["trainings_ci95"] == pytest.approx(list(oracle.confidence_interval(0.95)), abs=1e-12)
+    assert v["trainings_t_p"] == pytest.approx(oracle.pvalue)
+    assert v["df"] == 3 and v["estimate"] == pytest.approx(means.mean())
+    assert v["design"] == "one cross-validation, 4 fold(s)" and v["n_repeats"] == 1 and v["fold_correlation"] is None
+    assert "new cases" in v["estimand"]
+
+
+def test_the_five_fold_factor_is_2_25_and_the_sizes_come_from_n_train_when_given():
+    means = [0.01, -0.01, 0.005, 0.0, -0.005]
+    table = _fold_constant_table(means)
+    v = _verdict(table)["metrics"]["dice"]
+    assert v["correction_factor"] == pytest.approx(2.25)
+    paired = analysis.pairs(analysis.with_foreground_mean(table), ["A", "B"]).assign(n_train=54)  # a 10-fold split
+    s = analysis.analyse_pairs(paired)[("DatasetA", "3d_fullres", "foreground_mean", "dice")]
+    assert s["validation_to_training"] == pytest.approx(6 / 54) and s["correction_factor"] == pytest.approx(
+        1 + 5 * 6 / 54)
+
+
+def test_repeated_cross_validation_is_one_design_with_a_fold_correlation():
+    """Two repeats of 3-fold on the same 12 cases: J = 6 trainings, n_val/n_train = 4/8, factor 1 + 6/2 = 4."""
+    rng = np.random.default_rng(8)
+    rows = []
+    persistent = rng.normal(0, 0.05, 12)
+    for repeat in range(2):
+        order = rng.permutation(12)
+        for fold in range(3):
+            for case in order[fold * 4:(fold + 1) * 4]:
+                d = 0.01 * fold + persistent[case]
+                rows.append({"dataset": "DatasetA", "configuration": "3d_fullres", "class": "foreground_mean",
+                             "metric": "dice", "fold": repeat * 3 + fold, "case": f"c{case}", "a": 0.7,
+                             "b": 0.7 + d, "difference": d, "reference_mm3": 100.0, "repeat": repeat})
+    s = analysis.analyse_pairs(pd.DataFrame(rows))[("DatasetA", "3d_fullres", "foreground_mean", "dice")]
+    assert s["n_folds"] == 6 and s["df"] == 5 and s["n_repeats"] == 2 and s["design"] == "2 × 3-fold"
+    assert s["correction_factor"] == pytest.approx(4.0)
+    assert -1 <= s["fold_correlation"] <= 1
 
 
 def test_a_margin_decides_equivalence_at_the_intervals_edge():
     means = np.array([0.01, -0.01, 0.005, 0.0, -0.005])
-    half = scipy_stats.ttest_1samp(means, 0.0).confidence_interval(0.95).high
+    half = _corrected(means)[0][1]
     table = _fold_constant_table(means)
     inside, outside = (_verdict(table, {"dice": m})["metrics"]["dice"] for m in (half + 1e-4, half - 1e-4))
     assert inside["verdict"] == "equivalent" and inside["margin"] == pytest.approx(half + 1e-4)
@@ -107,10 +155,13 @@ def test_a_margin_decides_equivalence_at_the_intervals_edge():
     assert f"±{half + 1e-4:g}" in render.headline_sentence("Dice", inside)
 
 
-def test_better_and_worse_follow_the_t_tests_sign_and_p():
+def test_better_and_worse_need_significance_and_a_ci_beyond_the_margin():
     gain = _fold_constant_table([0.03, 0.02, 0.025, 0.035, 0.03])
     assert _verdict(gain)["metrics"]["dice"]["verdict"] == "better"
-    assert _verdict(gain, {"dice": 0.1})["metrics"]["dice"]["verdict"] == "better"  # significance first
+    negligible = _verdict(gain, {"dice": 0.1})["metrics"]["dice"]  # significant, but inside ±0.1: does not matter
+    assert negligible["verdict"] == "equivalent" and negligible["excludes_zero"] is True
+    sentence = render.headline_sentence("Dice", negligible)
+    assert "different from 0 but within ±0.1" in sentence
     hd95_gain = _fold_constant_table([-2.0, -1.5, -2.5, -1.8, -2.2], metric="hd95")
     results = analysis.analyse(hd95_gain, ["A", "B"])
     assert results[("DatasetA", "3d_fullres", "foreground_mean", "hd95")]["outcome"] == "better"  # lower is better
@@ -122,14 +173,14 @@ def test_better_and_worse_follow_the_t_tests_sign_and_p():
 def test_folds_that_disagree_are_inconclusive_and_need_fewer_folds_as_the_spread_falls():
     rng = np.random.default_rng(2)
     needed = []
-    for spread in (0.2, 0.1, 0.05):
+    for spread in (0.12, 0.1, 0.08):
         shifts = np.array([1.0, -1.0, 0.5, -0.5, 0.0]) * spread
-        v = _verdict(_table([rng.normal(m, 0.01, 12) for m in shifts]))["metrics"]["dice"]
+        v = _verdict(_table([rng.normal(m, 0.01, 12) for m in shifts]), {"dice": 0.1})["metrics"]["dice"]
         assert v["verdict"] == "inconclusive"
         assert v["minimal_detectable_difference"] > v["margin"]
         needed.append(v["folds_needed"]["equivalence"])
     assert needed[0] > needed[1] > needed[2] > 5, needed
-    assert "folds to show equivalence" in render.verdict_sentence(v)
+    assert "trainings per trainer to show equivalence" in render.verdict_sentence(v)
 
 
 @pytest.mark.parametrize("estimate, spread, margin", [(0.004, 0.02, 0.01), (0.0, 0.05, 0.02), (0.01, 0.3, 0.02)])
@@ -152,6 +203,22 @@ def test_folds_needed_is_the_fewest_folds_whose_interval_settles_it(estimate, sp
         assert needed["exclude_zero"] is None
     assert folds_needed(2 * margin, spread, 5, margin)["equivalence"] is None  # beyond the margin: never equivalent
     assert folds_needed(0.0, None, 1, margin) == {"equivalence": None, "exclude_zero": None}
+
+
+def test_trainings_needed_at_the_corrected_interval_and_its_floor():
+    """With n_val/n_train = 1/4 the standard error is s sqrt(1/J + 1/4): at the figure, J trainings settle it and
+    J - 1 do not; when 1.96 s / 2 exceeds the margin no number of trainings does, and the sentence says why."""
+    spread, margin, ratio = 0.01, 0.02, 0.25
+    needed = folds_needed(0.0, spread * np.sqrt(1 / 5 + ratio), 5, margin, ratio)["equivalence"]
+
+    def half(k):
+        return scipy_stats.t.ppf(0.975, k - 1) * spread * np.sqrt(1 / k + ratio)
+
+    assert half(needed) < margin <= half(needed - 1)
+    assert folds_needed(0.0, 0.05 * np.sqrt(1 / 5 + ratio), 5, margin, ratio)["equivalence"] is None
+    v = _verdict(_table([np.full(12, m) for m in (0.05, -0.05, 0.03, -0.03, 0.0)]), {"dice": 0.02})
+    sentence = render.verdict_sentence(v["metrics"]["dice"])
+    assert "no number of trainings on this dataset" in sentence and "80% power" in sentence
 
 
 def test_a_consistent_gain_in_one_fold_only_is_not_a_finding():
@@ -193,8 +260,7 @@ def test_adding_a_dataset_raises_the_headline_holm_p_of_the_others_and_leaves_th
     two datasets the smaller headline p is doubled, the larger kept (unless below the doubled one)."""
     a = _fold_constant_table([0.02, 0.01, 0.03])
     b = _fold_constant_table([0.05, 0.04, 0.06, 0.05], dataset="DatasetB")
-    p = {d: scipy_stats.ttest_1samp(m, 0.0).pvalue for d, m in (("DatasetA", [0.02, 0.01, 0.03]),
-                                                                 ("DatasetB", [0.05, 0.04, 0.06, 0.05]))}
+    p = {d: _corrected(m)[1] for d, m in (("DatasetA", [0.02, 0.01, 0.03]), ("DatasetB", [0.05, 0.04, 0.06, 0.05]))}
     alone = analysis.analyse(a, ["A", "B"])[("DatasetA", "3d_fullres", "foreground_mean", "dice")]
     assert alone["p_holm"] == pytest.approx(p["DatasetA"])
     together = analysis.analyse(pd.concat([a, b]), ["A", "B"])
@@ -213,6 +279,17 @@ def test_calibration_at_three_folds_keeps_its_error_rates():
     result = run_cell(Cell(folds=3, cases=4, true_difference=0.0, margin=0.05), studies=200, seed=11)
     assert result["better"] + result["worse"] <= 0.075, result
     assert result["coverage"] >= 0.93, result
+
+
+def test_calibration_under_correlated_repeated_cross_validation():
+    """Cross-validation as it is: two repeats of 5-fold on 40 cases whose trainings correlate by 0.2 through shared
+    training cases, training effects dominating, skewed case noise with 2% failures (200 studies, seeded): the
+    corrected interval keeps its error rates where today's uncorrected t over 10 "folds" would not."""
+    cell = CrossValidation(40, 5, 0.0, 0.02, repeats=2, fold_correlation=0.2, fold_sd=0.03, case_sd=0.01,
+                           failure_rate=0.02)
+    result = run_cell(cell, studies=200, seed=12)
+    assert result["better"] + result["worse"] <= 0.075, result
+    assert result["coverage"] >= 0.925, result
 
 
 def test_size_terciles_and_worst_cases():
@@ -304,3 +381,78 @@ def _ink(path) -> int:
 
     image = imread(str(path))
     return int((image[..., :3].sum(-1) < 2.5).sum())
+
+
+def test_random_effects_mean_solves_paule_mandel_and_floors_hartung_knapp_at_one():
+    from nnunet_attention.compare.statistics import random_effects_mean
+
+    y, v = np.array([0.02, -0.01, 0.05, 0.03]), np.array([1e-4, 4e-4, 2e-4, 1e-4])
+    r = random_effects_mean(y, v)
+    tau2 = r["tau"] ** 2
+    w = 1 / (v + tau2)
+    assert r["estimate"] == pytest.approx(np.sum(w * y) / w.sum())
+    assert np.sum(w * (y - r["estimate"]) ** 2) == pytest.approx(len(y) - 1, abs=1e-6)  # Q(tau^2) = M - 1
+    q = max(1.0, np.sum(w * (y - r["estimate"]) ** 2) / 3)
+    half = scipy_stats.t.ppf(0.975, 3) * np.sqrt(q / w.sum())
+    assert r["ci95"] == pytest.approx([r["estimate"] - half, r["estimate"] + half]) and r["df"] == 3
+    spread = scipy_stats.t.ppf(0.975, 2) * np.sqrt(tau2 + r["se"] ** 2)
+    assert r["prediction95"] == pytest.approx([r["estimate"] - spread, r["estimate"] + spread])
+    agreeing = random_effects_mean([0.01, 0.011, 0.0105], [1e-4] * 3)  # less spread than their own noise: tau 0
+    assert agreeing["tau"] == 0 and agreeing["se"] == pytest.approx(np.sqrt(1e-4 / 3))  # q floored at 1
+    assert random_effects_mean([0.01], [1e-4])["ci95"] is None
+
+
+def test_across_datasets_judges_the_shared_effect_by_the_same_rule():
+    rng = np.random.default_rng(9)
+    tables = [_table([rng.normal(0.03 + shift, 0.004, 12) for _ in range(5)], dataset=f"Dataset{d}")
+              for d, shift in enumerate((0.0, 0.004, -0.003, 0.002))]
+    results = analysis.analyse(pd.concat(tables), ["A", "B"])
+    across = analysis.across_datasets(results, {"dice": 0.01})["dice"]
+    assert across["n_datasets"] == 4 and across["outcome"] == "better" and across["ci95"][0] > 0.01
+    assert across["prediction95"] is not None and across["df"] == 3
+    one = analysis.across_datasets(analysis.analyse(tables[0], ["A", "B"]))["dice"]
+    assert one["outcome"] == "inconclusive" and one["n_datasets"] == 1 and "fewer than 2" in one["note"]
+    report = {"trainers": ["A", "B"], "metrics": {"dice": {"title": "Dice", "decimals": 3}},
+              "across_datasets": {"dice": across}}
+    first = render.across_datasets_lines(report)
+    assert first[0].startswith("**Across 4 datasets**") and "Dice: better" in first[2]
+    row = plots.across_row({"dice": across})[0]
+    assert plots.forest_label(row) == "across 4 datasets (random effects)"
+
+
+def test_a_class_lost_in_every_fold_by_both_trainers_is_named():
+    rows = []
+    for fold in range(3):
+        for i in range(4):
+            for trainer in ("A", "B"):
+                for name, value in (("hippocampus", 0.8 + 0.01 * i), ("amygdala", 0.0)):
+                    rows.append({"dataset": "DatasetA", "configuration": "3d_fullres", "trainer": trainer,
+                                 "fold": fold, "case": f"c{fold}_{i}", "class": name, "metric": "dice",
+                                 "value": value, "empty": "", "reference_mm3": 50.0})
+    table = pd.DataFrame(rows)
+    results = analysis.analyse(table, ["A", "B"])
+    (v,) = analysis.verdicts(results, {("DatasetA", "3d_fullres"): ([0, 1, 2], [0, 1, 2])})
+    assert v["lost_classes"] == [{"class": "amygdala", "folds_a": ["0", "1", "2"], "folds_b": ["0", "1", "2"],
+                                  "n_folds": 3}]
+    assert any("neither trainer learned it" in w and "amygdala" in w for w in v["warnings"])
+    assert results[("DatasetA", "3d_fullres", "hippocampus", "dice")]["lost_in_folds"] == {"a": [], "b": []}
+
+
+def test_printed_ci_ends_round_outwards_so_they_never_seem_to_contradict_the_outcome():
+    assert render._ci([-0.00996, 0.01004], 3) == "-0.010 to +0.011"
+    assert render._ci([0.002, 0.006], 3) == "+0.002 to +0.006"
+    assert render._fmt(0.0041, True, 3) == "+0.004"
+
+
+def test_repeats_and_training_sizes_come_from_splits_final():
+    from nnunet_attention.compare.read import cross_validation_design
+
+    cases = [f"c{i}" for i in range(10)]
+    five = [{"train": [c for c in cases if c not in cases[2 * f:2 * f + 2]], "val": cases[2 * f:2 * f + 2]}
+            for f in range(5)]
+    shuffled = cases[::-1]
+    again = [{"train": [c for c in cases if c not in shuffled[2 * f:2 * f + 2]], "val": shuffled[2 * f:2 * f + 2]}
+             for f in range(5)]
+    design = cross_validation_design(five + again)
+    assert [design[str(f)]["repeat"] for f in range(10)] == [0] * 5 + [1] * 5
+    assert {d["n_train"] for d in design.values()} == {8}

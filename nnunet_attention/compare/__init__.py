@@ -42,7 +42,8 @@ def compare(datasets: Sequence[DatasetSource], configurations: Sequence[str], tr
     results = read_results(datasets, configurations, trainers, plans, folds, nsd_tolerance, num_processes, log)
     if results.table.empty:
         raise NnUNetAttentionError("no validation/summary.json found; missing: " + "; ".join(results.missing))
-    paired = analysis.pairs(analysis.with_foreground_mean(results.table), trainers)  # once, for statistics and plots
+    paired = analysis.with_design(analysis.pairs(analysis.with_foreground_mean(results.table), trainers),
+                                  results.designs)  # once, for statistics and plots
     statistics = analysis.analyse_pairs(paired, seed, margins)
     os.makedirs(output_dir, exist_ok=True)
     report = render.report_header(trainers, plans, folds, results, missing_datasets, note, margins)
@@ -68,7 +69,8 @@ def compare(datasets: Sequence[DatasetSource], configurations: Sequence[str], tr
                                   for c in labels.class_names + [analysis.FOREGROUND]]
         report["datasets"][name] = section
     report["verdict"] = analysis.verdicts(statistics, folds_found)
-    report["figures"] = [plots.plot_forest(report["summary"], trainers, output_dir)]
+    report["across_datasets"] = analysis.across_datasets(statistics, margins)
+    report["figures"] = [plots.plot_forest(report["summary"], trainers, output_dir, report["across_datasets"])]
     _write_csv([row for t in trainers for name, section in report["datasets"].items()
                 for entry in section["configurations"].values() for row in entry["per_case"][t]],
                os.path.join(output_dir, "per_case.csv"))
@@ -161,14 +163,18 @@ def compare_datasets(datasets: Sequence[str], configurations: Sequence[str], tra
 def print_summary(report: dict, output_dir: str):
     """What a command prints after compare: the verdict lines, then warnings and what is missing (stderr), then
     the report's path."""
-    from nnunet_attention.compare.render import headline_sentence, verdict_sentence
+    from nnunet_attention.compare.render import across_datasets_lines, headline_sentence, verdict_sentence
 
+    for line in across_datasets_lines(report):
+        if line:
+            print(line.replace("**", ""))
     for v in report["verdict"]:
         verdicts = ", ".join(f"{report['metrics'][m]['title']} {s['verdict']}" for m, s in v["metrics"].items())
         print(f"verdict {v['dataset']} {v['configuration']}: B ({report['trainers'][1]}) against A "
               f"({report['trainers'][0]}): {verdicts}" +
-              "".join(f"\n  {headline_sentence(report['metrics'][m]['title'], s)}\n    {verdict_sentence(s)}"
-                      .replace("**", "") for m, s in v["metrics"].items())
+              "".join(f"\n  {headline_sentence(report['metrics'][m]['title'], s, report['metrics'][m]['decimals'])}"
+                      f"\n    {verdict_sentence(s, report['metrics'][m]['decimals'])}".replace("**", "")
+                      for m, s in v["metrics"].items())
               + "".join(f"\n  warning: {w}" for w in v["warnings"]))
     if report.get("note"):
         print(report["note"])

@@ -1,21 +1,33 @@
 """Statistics of the long-form table (read.py), as pure functions: the pairs of B against A, and per dataset x
-configuration x class (and the foreground mean) x metric the case-level and two-level statistics, per-fold
-differences, differences by reference-structure size, the worst cases, the verdict and its warnings."""
+configuration x class (and the foreground mean) x metric the case-level and fold-level statistics, per-fold
+differences, differences by reference-structure size, the worst cases, classes a trainer lost, the verdict and its
+warnings, and the random-effects verdict across datasets.
+
+The pairs table may carry two optional columns that describe the cross-validation: ``repeat`` (which repeat of a
+repeated k-fold cross-validation a fold belongs to; fold ids unique over the whole design; absent = one
+cross-validation) and ``n_train`` (the fold's training-set size, from splits_final.json; absent = the cases the
+repeat's other folds validate)."""
+import math
 from typing import Dict, List, Optional, Sequence
 
+import numpy as np
 import pandas as pd
 
 from nnunet_attention.compare.read import METRICS
-from nnunet_attention.compare.statistics import (BOOTSTRAP_SAMPLES, CI_METHOD, DEFAULT_MARGINS, fold_t_interval,
-                                         folds_needed, holm, minimal_detectable_difference, paired_statistics,
-                                         row_rng, share_b_better, verdict)
+from nnunet_attention.compare.statistics import (ALPHA, POWER, BOOTSTRAP_SAMPLES, CI_METHOD, DEFAULT_MARGINS, ESTIMAND,
+                                                 folds_needed, holm, minimal_detectable_difference,
+                                                 overlap_variance_factor, paired_statistics, random_effects_mean,
+                                                 row_rng, share_b_better, t_interval_of_folds, verdict)
 
 FOREGROUND = "foreground_mean"
 MIN_FOLDS, MIN_PAIRS = 3, 30
 ROW_KEY = ["dataset", "configuration", "class", "metric"]
 VERDICT_KEYS = ("mean_difference", "estimate", "hierarchical_ci95", "ci_method", "df", "bootstrap_ci95", "t_p",
                 "p_holm", "holm_family", "p_b_better", "margin", "hierarchical_se", "minimal_detectable_difference",
-                "folds_needed", "n_folds", "n_pairs", "excluded_nan_pairs")
+                "folds_needed", "n_folds", "n_pairs", "excluded_nan_pairs", "estimand", "n_repeats", "design",
+                "correction_factor", "validation_to_training", "fold_correlation", "trainings_ci95", "trainings_se",
+                "trainings_t_p", "excludes_zero", "power")
+LOST_DICE = 0.0  # a class is lost in a fold when every case with the class in its reference scores Dice at most this
 HOLM_FAMILIES = {"headline": "the foreground-mean rows of the metric (every dataset x configuration)",
                  "per class": "the per-class rows of the metric (every dataset x configuration x class)"}
 
@@ -39,21 +51,88 @@ def pairs(table: pd.DataFrame, trainers: Sequence[str]) -> pd.DataFrame:
     return joined.assign(difference=joined["b"] - joined["a"]).reset_index()
 
 
+def with_design(paired: pd.DataFrame, designs: Dict[str, Dict[str, dict]]) -> pd.DataFrame:
+    """The pairs with the optional repeat and n_train columns, from each dataset's splits (read.read_design: dataset ->
+    fold -> {"repeat", "n_train"}); folds the splits do not name (e.g. "all") get none, and analyse_pairs infers."""
+    if not any(designs.values()):
+        return paired
+    keys = list(zip(paired["dataset"], paired["fold"].astype(str)))
+    found = [designs.get(d, {}).get(f, {}) for d, f in keys]
+    return paired.assign(repeat=[e.get("repeat", 0) for e in found],
+                         n_train=[e.get("n_train", np.nan) for e in found])
+
+
 def row_statistics(row: pd.DataFrame, metric: str, key: Sequence[str], seed: int,
                    bootstrap_samples: int = BOOTSTRAP_SAMPLES) -> dict:
     """Case-level and fold-level statistics of one dataset x configuration x class x metric, seeded by its key."""
-    _, higher_is_better, tie = METRICS[metric]
+    higher_is_better, tie = METRICS[metric].higher_is_better, METRICS[metric].tie_tolerance
     kept = row.dropna(subset=["a", "b"])
     rng = row_rng(seed, *key)
     stats = paired_statistics(kept["difference"].to_numpy(), rng, tie, higher_is_better, bootstrap_samples)
     by_fold = {fold: group["difference"].to_numpy() for fold, group in kept.groupby("fold", sort=True)}
-    stats.update(fold_t_interval(list(by_fold.values())), ci_method=CI_METHOD,
+    design = fold_design(kept)
+    ratio = design["validation_to_training"]
+    factor = overlap_variance_factor(len(by_fold), ratio)
+    corrected, trainings = (t_interval_of_folds(list(by_fold.values()), f) for f in (factor, 1.0))
+    stats.update(estimate=corrected["estimate"], hierarchical_se=corrected["se"], df=corrected["df"],
+                 hierarchical_ci95=corrected["ci95"], t_p=corrected["p"], ci_method=CI_METHOD, estimand=ESTIMAND,
+                 trainings_ci95=trainings["ci95"], trainings_se=trainings["se"], trainings_t_p=trainings["p"],
+                 correction_factor=factor if len(by_fold) > 1 else None, **design,
                  p_b_better=share_b_better(list(by_fold.values()), rng, higher_is_better, bootstrap_samples))
     stats.update(mean_a=float(kept["a"].mean()) if len(kept) else None,
                  mean_b=float(kept["b"].mean()) if len(kept) else None,
                  excluded_nan_pairs=int(len(row) - len(kept)), n_folds=len(by_fold),
-                 per_fold_difference={str(f): float(d.mean()) for f, d in by_fold.items()})
+                 per_fold_difference={str(f): float(d.mean()) for f, d in by_fold.items()},
+                 lost_in_folds=lost_in_folds(row) if metric == "dice" and key[2] != FOREGROUND else {"a": [], "b": []})
     return stats
+
+
+def fold_design(kept: pd.DataFrame) -> dict:
+    """The cross-validation behind a row's folds: repeats, folds per repeat, the mean n_val / n_train over folds
+    (n_train from the optional column, else the cases the repeat's other folds validate: exact when every fold of a
+    repeat is compared, larger than the truth, so conservative, when only some are), and, with two or more repeats,
+    fold_correlation: the correlation between the per-fold differences of trainings in different repeats that
+    validate the same case (what the data show of trainings agreeing beyond chance)."""
+    if kept.empty:
+        return {"n_repeats": 0, "design": "no paired folds", "validation_to_training": 0.0, "fold_correlation": None}
+    repeat = kept["repeat"] if "repeat" in kept else pd.Series(0, index=kept.index)
+    folds = kept.assign(repeat=repeat.fillna(0).to_numpy()).groupby("fold", sort=True)
+    repeats = folds["repeat"].first()
+    n_val = folds["case"].nunique()
+    cases_per_repeat = kept.assign(repeat=repeat.fillna(0).to_numpy()).groupby("repeat")["case"].nunique()
+    inferred = repeats.map(cases_per_repeat) - n_val
+    n_train = folds["n_train"].first().fillna(inferred) if "n_train" in kept else inferred
+    ratio = float((n_val / n_train.clip(lower=1)).mean())
+    sizes = repeats.value_counts(sort=False).sort_index()
+    design = (f"{len(sizes)} × {sizes.iloc[0]}-fold" if sizes.nunique() == 1 else
+              f"{len(sizes)} repeats of {', '.join(map(str, sizes))} folds") if len(sizes) > 1 else \
+        f"one cross-validation, {sizes.iloc[0]} fold(s)"
+    return {"n_repeats": int(len(sizes)), "design": design, "validation_to_training": ratio,
+            "fold_correlation": _fold_correlation(kept.assign(repeat=repeat.fillna(0).to_numpy()))
+            if len(sizes) > 1 else None}
+
+
+def _fold_correlation(kept: pd.DataFrame) -> Optional[float]:
+    fold_mean = kept.groupby("fold")["difference"].transform("mean")
+    by_case = kept.assign(fold_mean=fold_mean).pivot_table(index="case", columns="repeat", values="fold_mean")
+    pairs_of_repeats = [by_case[[r, s]].dropna().to_numpy() for i, r in enumerate(by_case.columns)
+                        for s in by_case.columns[i + 1:]]
+    stacked = np.concatenate([p for p in pairs_of_repeats if len(p)] or [np.empty((0, 2))])
+    if len(stacked) < 3 or np.ptp(stacked[:, 0]) == 0 or np.ptp(stacked[:, 1]) == 0:
+        return None
+    return float(np.corrcoef(stacked[:, 0], stacked[:, 1])[0, 1])
+
+
+def lost_in_folds(row: pd.DataFrame) -> Dict[str, list]:
+    """The folds in which each trainer (a, b) scored Dice at most LOST_DICE (or no value) in every case that has the
+    class in its reference: a class that training did not learn."""
+    present = row[row["reference_mm3"] > 0]
+    lost = {"a": [], "b": []}
+    for fold, group in present.groupby("fold", sort=True):
+        for side in lost:
+            if (group[side].fillna(0) <= LOST_DICE).all():
+                lost[side].append(fold.item() if hasattr(fold, "item") else fold)
+    return lost
 
 
 def size_terciles(row: pd.DataFrame) -> List[dict]:
@@ -96,7 +175,7 @@ def analyse_pairs(paired: pd.DataFrame, seed: int = 0, margins: Optional[Dict[st
         metric = key[3]
         results[key] = {**row_statistics(row, metric, key, seed, bootstrap_samples),
                         "size_terciles": size_terciles(row),
-                        "worst_cases": worst_cases(row, METRICS[metric][1]) if key[2] == FOREGROUND else [],
+                        "worst_cases": worst_cases(row, METRICS[metric].higher_is_better) if key[2] == FOREGROUND else [],
                         "holm_family": "headline" if key[2] == FOREGROUND else "per class"}
     for metric in METRICS:
         for family in HOLM_FAMILIES:
@@ -105,17 +184,20 @@ def analyse_pairs(paired: pd.DataFrame, seed: int = 0, margins: Optional[Dict[st
                 results[k]["p_holm"] = p
     for (*_, metric), s in results.items():
         margin = margins[metric]
-        s.update(outcome=verdict(s["hierarchical_ci95"], s["p_holm"], s["estimate"], METRICS[metric][1], margin,
+        s.update(outcome=verdict(s["hierarchical_ci95"], s["p_holm"], s["estimate"], METRICS[metric].higher_is_better, margin,
                                  s["n_folds"]),
-                 margin=margin, minimal_detectable_difference=minimal_detectable_difference(s["hierarchical_se"],
-                                                                                           s["df"]),
-                 folds_needed=folds_needed(s["estimate"], s["hierarchical_se"], s["n_folds"], margin))
+                 excludes_zero=None if s["hierarchical_ci95"] is None else not (
+                     s["hierarchical_ci95"][0] <= 0 <= s["hierarchical_ci95"][1]),
+                 margin=margin, power=POWER,
+                 minimal_detectable_difference=minimal_detectable_difference(s["hierarchical_se"], s["df"]),
+                 folds_needed=folds_needed(s["estimate"], s["hierarchical_se"], s["n_folds"], margin,
+                                           s["validation_to_training"]))
     return results
 
 
 def verdicts(results: Dict[tuple, dict], folds_found: Dict[tuple, Sequence]) -> List[dict]:
-    """Per dataset x configuration: the verdict per metric on the foreground mean, and warnings when it stands on
-    thin ground. folds_found: (dataset, configuration) -> (folds of A, folds of B)."""
+    """Per dataset x configuration: the verdict per metric on the foreground mean, the classes a trainer lost, and
+    warnings when it stands on thin ground. folds_found: (dataset, configuration) -> (folds of A, folds of B)."""
     lines = []
     for (dataset, configuration), (folds_a, folds_b) in folds_found.items():
         by_metric, warnings = {}, []
@@ -135,6 +217,70 @@ def verdicts(results: Dict[tuple, dict], folds_found: Dict[tuple, Sequence]) -> 
         one_sided = sorted(set(map(str, folds_a)) ^ set(map(str, folds_b)))
         if one_sided:
             warnings.append(f"fold(s) {', '.join(one_sided)} validated for one trainer only (left out of the pairs)")
+        lost = lost_classes(results, dataset, configuration)
+        warnings += [lost_class_warning(entry) for entry in lost]
         lines.append({"dataset": dataset, "configuration": configuration, "metrics": by_metric,
-                      "warnings": warnings})
+                      "warnings": warnings, "lost_classes": lost})
     return lines
+
+
+def lost_classes(results: Dict[tuple, dict], dataset: str, configuration: str) -> List[dict]:
+    """The classes that trainer A or B lost (Dice 0 in every case with the class) in at least one fold."""
+    found = []
+    for (d, c, name, metric), s in results.items():
+        if (d, c) == (dataset, configuration) and metric == "dice" and name != FOREGROUND:
+            lost = s.get("lost_in_folds", {"a": [], "b": []})
+            if lost["a"] or lost["b"]:
+                found.append({"class": name, "folds_a": [str(f) for f in lost["a"]],
+                              "folds_b": [str(f) for f in lost["b"]], "n_folds": s["n_folds"]})
+    return found
+
+
+def lost_class_warning(entry: dict) -> str:
+    both = sorted(set(entry["folds_a"]) & set(entry["folds_b"]), key=str)
+    text = (f"class {entry['class']}: Dice 0 in every case that has it, A in fold(s) {', '.join(entry['folds_a']) or 'none'}, "
+            f"B in fold(s) {', '.join(entry['folds_b']) or 'none'}")
+    if len(both) == entry["n_folds"]:
+        return text + (" — neither trainer learned it: the foreground-mean verdict averages over a class neither "
+                       "trainer learned (look at its per-class row, and train longer)")
+    return text + " — a lost class moves the foreground mean by a whole class; read the per-class rows"
+
+
+def across_datasets(results: Dict[tuple, dict], margins: Optional[Dict[str, float]] = None) -> Dict[str, dict]:
+    """Per metric, the random-effects mean of the foreground-mean estimates over the dataset x configuration rows
+    compared (statistics.random_effects_mean: Paule-Mandel tau^2, modified Hartung-Knapp-Sidik-Jonkman interval with
+    M - 1 degrees of freedom), each row's variance its verdict's squared standard error; the outcome by the same rule
+    and margins as a single dataset's. Rows without an interval (fewer than 2 folds) are left out and named."""
+    margins = {**DEFAULT_MARGINS, **(margins or {})}
+    combined = {}
+    for metric in METRICS:
+        rows = {k: s for k, s in results.items() if k[2] == FOREGROUND and k[3] == metric}
+        if not rows:
+            continue
+        used = {k: s for k, s in rows.items() if s["hierarchical_se"] is not None}
+        pooled = random_effects_mean([s["estimate"] for s in used.values()],
+                                     [s["hierarchical_se"] ** 2 for s in used.values()])
+        margin = margins[metric]
+        n = len(used)
+        outcome = verdict(pooled["ci95"], pooled["p"], pooled["estimate"], METRICS[metric].higher_is_better, margin,
+                          n) if n >= 2 else "inconclusive"
+        note = ("fewer than 2 datasets with an interval: no verdict across datasets" if n < 2 else
+                f"{n} datasets: the interval has {n - 1} degree(s) of freedom (t_0.975 = "
+                f"{_t975(n - 1):.2f}), so it is wide with few datasets; it covers the spread of true effects "
+                f"between datasets (tau) as well as each dataset's own uncertainty" if n < 5 else
+                f"{n} datasets; the interval covers the spread of true effects between datasets (tau) as well as each "
+                f"dataset's own uncertainty")
+        combined[metric] = {"estimate": pooled["estimate"], "ci95": pooled["ci95"], "se": pooled["se"],
+                            "df": pooled["df"], "p": pooled["p"], "tau": pooled["tau"],
+                            "prediction95": pooled["prediction95"], "outcome": outcome, "margin": margin,
+                            "n_datasets": n, "datasets": [f"{k[0]} {k[1]}" for k in used],
+                            "left_out": [f"{k[0]} {k[1]}" for k in rows if k not in used],
+                            "method": "random-effects mean, Paule-Mandel tau^2, modified Hartung-Knapp-Sidik-Jonkman "
+                                      "interval (t, M - 1 degrees of freedom)", "note": note}
+    return combined
+
+
+def _t975(df: int) -> float:
+    from scipy.stats import t
+
+    return float(t.ppf(1 - ALPHA / 2, df))

@@ -1,19 +1,21 @@
-"""Simulated two-level studies with a known answer, passed through compare's own analysis (analyse_pairs), to
+"""Simulated studies with a known answer, passed through compare's own analysis (analyse_pairs, across_datasets), to
 measure how often its verdict is wrong: the evidence behind the stated 95% (scripts/calibrate_compare.py writes the
-table in docs/compare.md; a fast test runs a small cell).
+table in docs/compare.md; a fast test runs small cells).
 
-A study has k trainings (folds) per trainer and n validation cases per fold. The difference B - A of one case is
-true_difference + u_fold + e_case: u_fold ~ N(0, fold_sd), the training's own luck, shared by the fold's cases;
-e_case the case's noise, normal (Dice-like) or tie-heavy (HD95-like: most cases exactly equal, the rest a
-heavy-tailed difference in whole voxels).
+Two models. ``Cell``: k independent trainings (folds) per trainer, n validation cases each; the difference B - A of a
+case is true_difference + u_fold + e_case (the interval's own assumptions, kept for contrast). ``CrossValidation``:
+cross-validation as it is: N cases split into k folds (repeated R times with new splits), each training's effect
+depends on its training set (trainings that share training cases agree: the fold correlation), a case keeps a
+persistent part across repeats, case noise is skewed with rare catastrophic failures, folds may be unequal.
+``Datasets``: several such tasks whose true differences scatter around a shared mean, judged by across_datasets.
 """
 from dataclasses import asdict, dataclass
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Optional, Union
 
 import numpy as np
 import pandas as pd
 
-from nnunet_attention.compare.analysis import FOREGROUND, analyse_pairs
+from nnunet_attention.compare.analysis import FOREGROUND, across_datasets, analyse_pairs
 from nnunet_attention.compare.statistics import two_level_bootstrap
 
 SIMULATION_BOOTSTRAP = 200  # the descriptive bootstraps only; the verdict does not resample
@@ -21,7 +23,7 @@ SIMULATION_BOOTSTRAP = 200  # the descriptive bootstraps only; the verdict does 
 
 @dataclass(frozen=True)
 class Cell:
-    """One kind of study. noise: "normal" (case differences N(0, case_sd)) or "ties" (0 with probability
+    """Independent trainings. noise: "normal" (case differences N(0, case_sd)) or "ties" (0 with probability
     tie_share, else a Laplace(case_sd) difference rounded to whole millimetres, as HD95 on a 1 mm grid)."""
     folds: int
     cases: int
@@ -33,58 +35,178 @@ class Cell:
     noise: str = "normal"
     tie_share: float = 0.6
 
+    def pairs(self, rng: np.random.Generator) -> pd.DataFrame:
+        fold_effect = rng.normal(0, self.fold_sd, self.folds)
+        if self.noise == "normal":
+            noise = rng.normal(0, self.case_sd, (self.folds, self.cases))
+        else:
+            noise = np.round(rng.laplace(0, self.case_sd, (self.folds, self.cases)))
+            noise[rng.random((self.folds, self.cases)) < self.tie_share] = 0.0
+        difference = self.true_difference + fold_effect[:, None] + noise
+        folds, cases = np.meshgrid(np.arange(self.folds), np.arange(self.cases), indexing="ij")
+        return _pairs_table(self.metric, folds.ravel(), (folds * self.cases + cases).ravel(), difference.ravel())
 
-def simulated_pairs(cell: Cell, rng: np.random.Generator) -> pd.DataFrame:
+
+@dataclass(frozen=True)
+class CrossValidation:
+    """R repeats of k-fold cross-validation on N cases. A training's effect is fold_sd (sqrt(w) z_T + sqrt(1 - w)
+    e): z_T the normalised sum of per-case "how much this case, trained on, favours B" over its training set, so two
+    trainings correlate by w times the share of training cases they have in common; w is set so that two folds of
+    one cross-validation correlate by fold_correlation. A case's difference adds a persistent part (persistent_sd,
+    the same in every repeat), fresh noise (case_sd; "skewed": a centred gamma(2), else normal) and, with
+    probability failure_rate, a catastrophic failure of one trainer (±U(0.4, 0.9), either sign). unequal: fold sizes
+    0.6x to 1.4x the mean instead of nnU-Net's near-equal split."""
+    cases: int
+    folds: int
+    true_difference: float
+    margin: float
+    repeats: int = 1
+    fold_sd: float = 0.02
+    fold_correlation: float = 0.2
+    case_sd: float = 0.05
+    persistent_sd: float = 0.02
+    failure_rate: float = 0.0
+    skewed: bool = True
+    unequal: bool = False
+    metric: str = "dice"
+    repeat_column: bool = True
+
+    def pairs(self, rng: np.random.Generator, dataset: str = "Simulated") -> pd.DataFrame:
+        n, k = self.cases, self.folds
+        weight = min(1.0, self.fold_correlation * (k - 1) / (k - 2)) if k > 2 else 0.0
+        favour = rng.normal(0, 1, n)
+        persistent = rng.normal(0, self.persistent_sd, n)
+        fold_ids, case_ids, differences, repeats = [], [], [], []
+        for repeat in range(self.repeats):
+            assignment = self._split(rng)
+            for fold in range(k):
+                validation = np.flatnonzero(assignment == fold)
+                training = np.flatnonzero(assignment != fold)
+                effect = self.fold_sd * (np.sqrt(weight) * favour[training].sum() / np.sqrt(training.size)
+                                         + np.sqrt(1 - weight) * rng.normal())
+                noise = self._noise(rng, validation.size)
+                failed = rng.random(validation.size) < self.failure_rate
+                noise[failed] += rng.choice([-1.0, 1.0], failed.sum()) * rng.uniform(0.4, 0.9, failed.sum())
+                differences.append(self.true_difference + effect + persistent[validation] + noise)
+                fold_ids.append(np.full(validation.size, repeat * k + fold))
+                case_ids.append(validation)
+                repeats.append(np.full(validation.size, repeat))
+        table = _pairs_table(self.metric, np.concatenate(fold_ids), np.concatenate(case_ids),
+                             np.concatenate(differences), dataset)
+        return table.assign(repeat=np.concatenate(repeats)) if self.repeat_column else table
+
+    def _split(self, rng: np.random.Generator) -> np.ndarray:
+        order = rng.permutation(self.cases)
+        if self.unequal:
+            share = 1 + 0.4 * np.linspace(-1, 1, self.folds)
+            bounds = np.round(np.cumsum(share) / share.sum() * self.cases).astype(int)[:-1]
+            parts = np.split(order, bounds)
+        else:
+            parts = np.array_split(order, self.folds)
+        assignment = np.empty(self.cases, dtype=int)
+        for fold, part in enumerate(rng.permutation(len(parts))):
+            assignment[parts[part]] = fold
+        return assignment
+
+    def _noise(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        if self.skewed:
+            return self.case_sd * (rng.gamma(2.0, 1.0, size) - 2.0) / np.sqrt(2.0)
+        return rng.normal(0, self.case_sd, size)
+
+
+@dataclass(frozen=True)
+class Datasets:
+    """datasets tasks, each a CrossValidation like task (cases varying from 0.6x to 1.4x its size), whose true
+    differences scatter as N(true_difference, between_sd): across_datasets' answer is judged against
+    true_difference, the mean over tasks."""
+    datasets: int
+    task: CrossValidation
+    between_sd: float = 0.01
+
+    @property
+    def true_difference(self) -> float:
+        return self.task.true_difference
+
+    @property
+    def margin(self) -> float:
+        return self.task.margin
+
+    def pairs(self, rng: np.random.Generator) -> pd.DataFrame:
+        sizes = np.round(self.task.cases * np.linspace(0.6, 1.4, self.datasets)).astype(int)
+        tables = []
+        for d, size in enumerate(sizes):
+            truth = self.task.true_difference + rng.normal(0, self.between_sd)
+            task = CrossValidation(**{**asdict(self.task), "cases": int(size), "true_difference": truth})
+            tables.append(task.pairs(rng, dataset=f"Simulated{d:02d}"))
+        return pd.concat(tables, ignore_index=True)
+
+
+def _pairs_table(metric: str, folds: np.ndarray, cases: np.ndarray, difference: np.ndarray,
+                 dataset: str = "Simulated") -> pd.DataFrame:
     """One study's pairs table, in the layout compare.analysis.pairs makes from nnU-Net's files."""
-    fold_effect = rng.normal(0, cell.fold_sd, cell.folds)
-    if cell.noise == "normal":
-        noise = rng.normal(0, cell.case_sd, (cell.folds, cell.cases))
-    else:
-        noise = np.round(rng.laplace(0, cell.case_sd, (cell.folds, cell.cases)))
-        noise[rng.random((cell.folds, cell.cases)) < cell.tie_share] = 0.0
-    difference = cell.true_difference + fold_effect[:, None] + noise
-    a = np.full_like(difference, 0.8 if cell.metric != "hd95" else 5.0)
-    folds, cases = np.meshgrid(np.arange(cell.folds), np.arange(cell.cases), indexing="ij")
-    return pd.DataFrame({"dataset": "Simulated", "configuration": "3d_fullres", "class": FOREGROUND,
-                         "metric": cell.metric, "fold": folds.ravel(), "case": cases.ravel().astype(str),
-                         "a": a.ravel(), "b": (a + difference).ravel(), "difference": difference.ravel(),
-                         "reference_mm3": 1000.0})
+    a = np.full(difference.shape, 0.8 if metric != "hd95" else 5.0)
+    return pd.DataFrame({"dataset": dataset, "configuration": "3d_fullres", "class": FOREGROUND, "metric": metric,
+                         "fold": folds, "case": [f"case_{c:04d}" for c in cases], "a": a, "b": a + difference,
+                         "difference": difference, "reference_mm3": 1000.0})
 
 
-def run_cell(cell: Cell, studies: int, seed: int = 0, old_bootstrap: bool = False) -> Dict[str, float]:
-    """studies simulated studies of one cell through analyse_pairs: the share of each outcome, how often the 95% CI
-    covers the true difference, and its mean width; with old_bootstrap, the same for the percentile two-level
+AnyCell = Union[Cell, CrossValidation, Datasets]
+
+
+def run_cell(cell: AnyCell, studies: int, seed: int = 0, old_bootstrap: bool = False) -> Dict[str, float]:
+    """studies simulated studies of one cell through analyse_pairs (and across_datasets for Datasets): the share of
+    each outcome, how often the 95% CI covers the true difference, its mean width, and the mean fold correlation the
+    analysis reports (repeated designs); with old_bootstrap (Cell only), the same for the percentile two-level
     bootstrap the verdict used before (its CI, and how often it excluded 0)."""
     rng = np.random.default_rng(seed)
     outcomes: List[str] = []
-    covered, widths, old_covered, old_excludes = [], [], [], []
+    covered, widths, old_covered, old_excludes, correlations = [], [], [], [], []
+    metric = cell.task.metric if isinstance(cell, Datasets) else cell.metric
     for study in range(studies):
-        paired = simulated_pairs(cell, rng)
-        rows = analyse_pairs(paired, seed=study, margins={cell.metric: cell.margin},
+        paired = cell.pairs(rng)
+        rows = analyse_pairs(paired, seed=study, margins={metric: cell.margin},
                              bootstrap_samples=SIMULATION_BOOTSTRAP)
-        row = rows[("Simulated", "3d_fullres", FOREGROUND, cell.metric)]
+        if isinstance(cell, Datasets):
+            row = across_datasets(rows, {metric: cell.margin})[metric]
+            low, high = row["ci95"]
+        else:
+            row = rows[("Simulated", "3d_fullres", FOREGROUND, metric)]
+            low, high = row["hierarchical_ci95"]
+            if row.get("fold_correlation") is not None:
+                correlations.append(row["fold_correlation"])
         outcomes.append(row["outcome"])
-        low, high = row["hierarchical_ci95"]
         covered.append(low <= cell.true_difference <= high)
         widths.append(high - low)
-        if old_bootstrap:
+        if old_bootstrap and isinstance(cell, Cell):
             by_fold = [g["difference"].to_numpy() for _, g in paired.groupby("fold")]
             old_low, old_high = np.percentile(two_level_bootstrap(by_fold, rng, 2000), [2.5, 97.5])
             old_covered.append(old_low <= cell.true_difference <= old_high)
             old_excludes.append(not old_low <= 0 <= old_high)
-    result = {**asdict(cell), "studies": studies, "coverage": float(np.mean(covered)),
+    result = {"model": type(cell).__name__, **_flat(cell), "studies": studies, "coverage": float(np.mean(covered)),
               "mean_ci_width": float(np.mean(widths)),
+              "mean_fold_correlation_reported": float(np.mean(correlations)) if correlations else None,
               **{outcome: outcomes.count(outcome) / studies for outcome in ("better", "worse", "equivalent",
                                                                             "inconclusive")}}
-    if old_bootstrap:
+    if old_covered:
         result.update(old_coverage=float(np.mean(old_covered)), old_excludes_zero=float(np.mean(old_excludes)))
     return result
 
 
-def standard_cells() -> Iterable[Cell]:
-    """The cells of the shipped study: folds 2, 3, 5, 10 x cases per fold 4, 20, 100, with no true difference and
-    with the true difference at the margin (Dice-like, margin 0.05); the same with tie-heavy HD95-like noise (margin
-    2 mm); and the two clear cases (5 x 20, training sd 0.004) that must be decided."""
+def _flat(cell: AnyCell) -> dict:
+    if isinstance(cell, Datasets):
+        return {**asdict(cell.task), "datasets": cell.datasets, "between_sd": cell.between_sd}
+    return asdict(cell)
+
+
+def standard_cells() -> Iterable[AnyCell]:
+    """The cells of the shipped study.
+
+    Independent trainings (the interval's assumptions; folds 2, 3, 5, 10 x cases 4, 20, 100; no true difference and
+    the true difference at the margin; tie-heavy HD95-like noise too). Cross-validation itself: 5-fold on 40 cases
+    (and 20 cases), fold correlation 0, 0.1, 0.2, 0.3, 1-3 repeats, skewed noise with 2% catastrophic failures,
+    unequal folds; a negligible true difference (+0.004 at ±0.01) measured precisely; clear gains and clear
+    equivalence. Across datasets: 2, 4, 10 datasets with scattered true effects, no shared effect and a shared gain.
+    """
     for folds in (2, 3, 5, 10):
         for cases in (4, 20, 100):
             yield Cell(folds, cases, 0.0, 0.05)
@@ -92,3 +214,19 @@ def standard_cells() -> Iterable[Cell]:
             yield Cell(folds, cases, 0.0, 2.0, fold_sd=0.5, case_sd=3.0, metric="hd95", noise="ties")
     yield Cell(5, 20, 0.0, 0.05, fold_sd=0.004)
     yield Cell(5, 20, 0.05, 0.01, fold_sd=0.004)
+    for correlation in (0.0, 0.1, 0.2, 0.3):
+        for repeats in (1, 2, 3):
+            yield CrossValidation(40, 5, 0.0, 0.02, repeats=repeats, fold_correlation=correlation,
+                                  failure_rate=0.02)
+    for repeats in (1, 2):
+        yield CrossValidation(20, 5, 0.0, 0.05, repeats=repeats, fold_correlation=0.2, failure_rate=0.02,
+                              unequal=True)
+        yield CrossValidation(40, 5, 0.0, 0.02, repeats=repeats, fold_correlation=0.2, failure_rate=0.02,
+                              skewed=False, persistent_sd=0.05, case_sd=0.02)
+    yield CrossValidation(200, 5, 0.004, 0.01, repeats=2, fold_sd=0.001, case_sd=0.005, persistent_sd=0.002)
+    yield CrossValidation(40, 5, 0.05, 0.01, fold_sd=0.005, case_sd=0.02, persistent_sd=0.01)
+    yield CrossValidation(40, 5, 0.0, 0.02, repeats=2, fold_sd=0.003, case_sd=0.01, persistent_sd=0.005)
+    for datasets in (2, 4, 10):
+        for truth in (0.0, 0.03):
+            yield Datasets(datasets, CrossValidation(40, 5, truth, 0.01, fold_correlation=0.2, failure_rate=0.02),
+                           between_sd=0.01)

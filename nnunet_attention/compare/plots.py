@@ -2,7 +2,7 @@
 pyplot, no backend switch). Every point is drawn as a marker, so a series of one epoch or one case still shows."""
 import os
 import textwrap
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,7 +36,7 @@ def plot_metrics(prefix: str, table: pd.DataFrame, classes: Sequence[str], train
     """Per metric (rows) and class (columns): box and points of both trainers."""
     fig, axes = _figure(len(classes), len(METRICS), 3.2, 2.9)
     jitter = np.random.default_rng(0)
-    for i, (metric, (title, _, _)) in enumerate(METRICS.items()):
+    for i, (metric, (title, *_)) in enumerate(METRICS.items()):
         for ax, name in zip(axes[i], classes):
             data = [table[(table["metric"] == metric) & (table["class"] == name) & (table["trainer"] == t)]["value"]
                     .dropna().to_numpy() for t in trainers]
@@ -54,7 +54,7 @@ def plot_paired_differences(prefix: str, paired: pd.DataFrame, classes: Sequence
     """Per metric: each case's B - A per class, the mean as a bar."""
     fig, axes = _figure(1, len(METRICS), 1.8 + 1.4 * len(classes), 2.6)
     jitter = np.random.default_rng(0)
-    for ax, (metric, (title, higher, _)) in zip(axes[:, 0], METRICS.items()):
+    for ax, (metric, (title, higher, *_)) in zip(axes[:, 0], METRICS.items()):
         for i, name in enumerate(classes, start=1):
             d = paired[(paired["metric"] == metric) & (paired["class"] == name)]["difference"].dropna().to_numpy()
             ax.scatter(i + jitter.uniform(-0.15, 0.15, len(d)), d, s=12, alpha=0.7)
@@ -72,7 +72,7 @@ def plot_scatter(prefix: str, paired: pd.DataFrame, classes: Sequence[str], trai
                  output_dir: str) -> str:
     """Per metric (rows) and class (columns): each case's A against B, with the identity line."""
     fig, axes = _figure(len(classes), len(METRICS), 3.0, 3.0)
-    for i, (metric, (title, _, _)) in enumerate(METRICS.items()):
+    for i, (metric, (title, *_)) in enumerate(METRICS.items()):
         for ax, name in zip(axes[i], classes):
             row = paired[(paired["metric"] == metric) & (paired["class"] == name)].dropna(subset=["a", "b"])
             ax.scatter(row["a"], row["b"], s=12, alpha=0.7)
@@ -92,7 +92,7 @@ def plot_size_terciles(prefix: str, terciles: Dict[tuple, List[dict]], classes: 
     """Per metric (rows) and class (columns): mean B - A in the small, medium and large thirds of the reference
     structures."""
     fig, axes = _figure(len(classes), len(METRICS), 3.0, 2.6)
-    for i, (metric, (title, _, _)) in enumerate(METRICS.items()):
+    for i, (metric, (title, *_)) in enumerate(METRICS.items()):
         for ax, name in zip(axes[i], classes):
             groups = terciles.get((name, metric), [])
             ax.bar(range(len(groups)), [g["mean_difference"] for g in groups], color="tab:purple")
@@ -135,15 +135,29 @@ def forest_label(row: dict) -> str:
     foreground mean as "all classes"), and the row's n."""
     import re
 
+    if row.get("across"):
+        return f"across {row['across']} datasets (random effects)"
     dataset = re.sub(r"^Dataset\d+_", "", row["dataset"])
     name = "all classes" if row["class"] == "foreground_mean" else row["class"]
     dice = row["metrics"]["dice"]
     return f"{dataset} {row['configuration']} {name} ({dice.get('n_folds', 0)} folds, {dice.get('n_pairs', 0)} cases)"
 
 
-def plot_forest(rows: List[dict], trainers: Sequence[str], output_dir: str) -> str:
-    """forest.png (forest_figure) in output_dir."""
-    return _save(forest_figure(rows, trainers), output_dir, "forest.png")
+def plot_forest(rows: List[dict], trainers: Sequence[str], output_dir: str,
+                across: Optional[Dict[str, dict]] = None) -> str:
+    """forest.png (forest_figure) in output_dir; with across (analysis.across_datasets) from two datasets on, its
+    random-effects mean as the last row."""
+    return _save(forest_figure(rows + across_row(across or {}), trainers), output_dir, "forest.png")
+
+
+def across_row(across: Dict[str, dict]) -> List[dict]:
+    """The across-datasets verdict as one forest row (none below two datasets)."""
+    if not across or min(a["n_datasets"] for a in across.values()) < 2:
+        return []
+    return [{"dataset": "", "configuration": "", "class": "foreground_mean",
+             "across": next(iter(across.values()))["n_datasets"],
+             "metrics": {m: {"estimate": a["estimate"], "hierarchical_ci95": a["ci95"], "outcome": a["outcome"],
+                             "margin": a["margin"]} for m, a in across.items()}}]
 
 
 def forest_figure(rows: List[dict], trainers: Sequence[str]):
@@ -155,14 +169,14 @@ def forest_figure(rows: List[dict], trainers: Sequence[str]):
     fig, axes = _figure(len(METRICS), 1, 4.2, height)
     labels = [forest_label(r) for r in rows]
     positions = np.arange(len(rows))[::-1]
-    for ax, (metric, (title, higher_is_better, _)) in zip(axes[0], METRICS.items()):
-        stats = [r["metrics"][metric] for r in rows]
+    for ax, (metric, (title, higher_is_better, *_)) in zip(axes[0], METRICS.items()):
+        stats = [r["metrics"].get(metric, {}) for r in rows]
         margin = next((s["margin"] for s in stats if s.get("margin") is not None), None)
         if margin is not None:
             ax.axvspan(-margin, margin, color="tab:green", alpha=0.15, lw=0)
         ax.axvline(0, color="grey", lw=0.8)
         for y, s, row in zip(positions, stats, rows):
-            colour = "black" if row["class"] == "foreground_mean" else "tab:blue"
+            colour = "darkred" if row.get("across") else "black" if row["class"] == "foreground_mean" else "tab:blue"
             if s.get("bootstrap_ci95"):
                 ax.plot(s["bootstrap_ci95"], [y + 0.22] * 2, color="grey", lw=1.0)
             if s.get("hierarchical_ci95"):

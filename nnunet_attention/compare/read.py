@@ -11,7 +11,7 @@ the ensembles of ``nnUNetv2_find_best_configuration`` are read when they exist.
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -21,10 +21,17 @@ from nnunet_attention.model.checkpoint import load_checkpoint
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.nnunet_api import model_identifier
 
-METRICS = {  # key: (title, higher is better, tie tolerance)
-    "dice": ("Dice", True, 1e-3),
-    "nsd": ("NSD", True, 1e-3),
-    "hd95": ("HD95 (mm)", False, 1e-2),
+class Metric(NamedTuple):
+    title: str
+    higher_is_better: bool
+    tie_tolerance: float
+    decimals: int  # fixed decimals in the report; a CI's ends are rounded outwards to them
+
+
+METRICS = {
+    "dice": Metric("Dice", True, 1e-3, 3),
+    "nsd": Metric("NSD", True, 1e-3, 3),
+    "hd95": Metric("HD95 (mm)", False, 1e-2, 2),
 }
 CURVE_SERIES = ("train_losses", "val_losses", "mean_fg_dice", "ema_fg_dice")
 COLUMNS = ["dataset", "configuration", "trainer", "fold", "case", "class", "metric", "value", "empty",
@@ -61,6 +68,7 @@ class Results:
     ensembles: Dict[str, Optional[dict]]
     missing: List[str]
     warnings: List[str]
+    designs: Dict[str, Dict[str, dict]] = field(default_factory=dict)  # dataset -> fold -> repeat, n_train
 
 
 def read_summary(path: str) -> dict:
@@ -275,4 +283,34 @@ def read_results(sources: Sequence[DatasetSource], configurations: Sequence[str]
                     found[(source.name, configuration, trainer)] = _read_trainer(
                         dataset, trainer, plans, configuration, folds, rows, missing, warnings, workers, log)
             ensembles[source.name] = read_ensembles(dataset, trainers, workers, log)
-    return Results(pd.DataFrame(rows, columns=COLUMNS), datasets, found, ensembles, missing, warnings)
+    designs = {source.name: read_design(source.preprocessed) for source in sources}
+    return Results(pd.DataFrame(rows, columns=COLUMNS), datasets, found, ensembles, missing, warnings, designs)
+
+
+def read_design(preprocessed: str) -> Dict[str, dict]:
+    """fold -> {"repeat", "n_train"} from nnUNet_preprocessed/DatasetX/splits_final.json (cross_validation_design);
+    empty when the file is missing or not a list of splits (compare then infers the sizes from the folds it reads)."""
+    path = os.path.join(preprocessed, "splits_final.json")
+    try:
+        with open(path) as f:
+            splits = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    if not (isinstance(splits, list) and all(isinstance(e, dict) and isinstance(e.get("train"), list)
+                                             and isinstance(e.get("val"), list) for e in splits)):
+        return {}
+    return cross_validation_design(splits)
+
+
+def cross_validation_design(splits: List[dict]) -> Dict[str, dict]:
+    """Which repeat of a repeated k-fold cross-validation each fold of splits_final.json belongs to, and its training
+    set's size: consecutive entries form one repeat until their validation sets cover every case (nnU-Net's own
+    five folds are repeat 0; entries appended after them by a repeated cross-validation are repeats 1, 2, ...)."""
+    cases = set(splits[0]["train"]) | set(splits[0]["val"]) if splits else set()
+    design, repeat, covered = {}, 0, set()
+    for fold, entry in enumerate(splits):
+        design[str(fold)] = {"repeat": repeat, "n_train": len(entry["train"])}
+        covered |= set(entry["val"])
+        if covered >= cases:
+            repeat, covered = repeat + 1, set()
+    return design

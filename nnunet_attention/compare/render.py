@@ -1,5 +1,6 @@
 """The report as JSON (report.json, per_case.csv's rows) and as markdown (report.md), from what read.py read and
 analysis.py computed. Keys of earlier reports are kept; new ones are added beside them."""
+import math
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -85,19 +86,30 @@ def configuration_entry(results: Results, dataset: str, configuration: str, trai
     return entry
 
 
-def _fmt(value, signed: bool = False) -> str:
-    """Three significant digits (a sign on differences); n/a for a missing value."""
+def _fmt(value, signed: bool = False, decimals: Optional[int] = None) -> str:
+    """A value with the metric's fixed decimals (three significant digits without them), a sign on differences; n/a
+    for a missing value."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "n/a"
-    return f"{value:+.3g}" if signed else f"{value:.3g}"
+    if decimals is None:
+        return f"{value:+.3g}" if signed else f"{value:.3g}"
+    return f"{value:+.{decimals}f}" if signed else f"{value:.{decimals}f}"
 
 
 def _p(value) -> str:
     return "n/a" if value is None else ("< 0.001" if value < 0.001 else f"{value:.3f}")
 
 
-def _ci(ci) -> str:
-    return f"{_fmt(ci[0], True)} to {_fmt(ci[1], True)}" if ci else "n/a"
+def _ci(ci, decimals: Optional[int] = None) -> str:
+    """A CI's ends; with fixed decimals rounded outwards, so that a printed end never looks inside a margin the CI
+    crosses (0.01004 prints +0.011, not +0.010 inside ±0.01)."""
+    if not ci:
+        return "n/a"
+    if decimals is None:
+        return f"{_fmt(ci[0], True)} to {_fmt(ci[1], True)}"
+    scale = 10 ** decimals
+    low, high = math.floor(ci[0] * scale + 1e-9) / scale, math.ceil(ci[1] * scale - 1e-9) / scale
+    return f"{_fmt(low, True, decimals)} to {_fmt(high, True, decimals)}"
 
 
 def class_label(name: str) -> str:
@@ -131,13 +143,18 @@ def render_markdown(report: dict) -> str:
 
 def _verdict_markdown(report: dict) -> List[str]:
     lines = ["## Verdict", ""]
+    lines += across_datasets_lines(report)
     for v in report["verdict"]:
         lines.append(f"**{v['dataset']} {v['configuration']}** (B = {report['trainers'][1]} against "
                      f"A = {report['trainers'][0]}, all classes):")
         lines.append("")
+        dice = v["metrics"].get("dice", {})
+        if dice:
+            lines.append(f"- What this answers: {dice['estimand']}; design: {dice['design']}.")
         for metric, m in v["metrics"].items():
-            lines.append(f"- {headline_sentence(report['metrics'][metric]['title'], m)}")
-            lines.append(f"  - {verdict_sentence(m)}")
+            decimals = report["metrics"][metric]["decimals"]
+            lines.append(f"- {headline_sentence(report['metrics'][metric]['title'], m, decimals)}")
+            lines.append(f"  - {verdict_sentence(m, decimals)}")
         lines += [f"- warning: {w}" for w in v["warnings"]]
         lines.append("")
     if report.get("note"):
@@ -145,31 +162,77 @@ def _verdict_markdown(report: dict) -> List[str]:
     return lines + [f"Rule: {report['verdict_rule']}", ""]
 
 
-def headline_sentence(title: str, m: dict) -> str:
+def across_datasets_lines(report: dict) -> List[str]:
+    """report.md's first lines when two or more dataset x configuration rows were compared."""
+    across = {m: a for m, a in report.get("across_datasets", {}).items() if a["n_datasets"] >= 2}
+    if not across:
+        return []
+    n = next(iter(across.values()))["n_datasets"]
+    lines = [f"**Across {n} datasets** (the method across tasks: a random-effects mean of the per-dataset "
+             f"estimates, each weighted by its own uncertainty plus the spread between tasks):", ""]
+    for metric, a in across.items():
+        decimals = report["metrics"][metric]["decimals"]
+        title = report["metrics"][metric]["title"]
+        prediction = (f"; a new task's difference would lie in {_ci(a['prediction95'], decimals)} (95% prediction)"
+                      if a["prediction95"] else "")
+        lines.append(f"- **{title}: {_outcome_words(a['outcome'], a['margin'], _excludes_zero(a['ci95']))}** — "
+                     f"B − A {_fmt(a['estimate'], True, decimals)} (95% CI {_ci(a['ci95'], decimals)}), spread of true "
+                     f"differences between datasets (tau) {_fmt(a['tau'], False, decimals)}{prediction}")
+    return lines + [f"- {next(iter(across.values()))['note']}", ""]
+
+
+def _excludes_zero(ci) -> bool:
+    return bool(ci) and not ci[0] <= 0 <= ci[1]
+
+
+def _outcome_words(outcome: str, margin: float, excludes_zero: bool) -> str:
+    if outcome == "inconclusive":
+        return f"inconclusive at ±{margin:g} (this study cannot tell)"
+    if outcome == "equivalent":
+        return f"equivalent within ±{margin:g}" + (" (different from 0 but within the margin)" if excludes_zero
+                                                    else "")
+    return outcome
+
+
+def headline_sentence(title: str, m: dict, decimals: Optional[int] = None) -> str:
     """The verdict in plain words with its n, e.g. "Dice: equivalent within ±0.05 — B − A −0.005 (95% CI −0.040 to
-    +0.030), 3 trainings per trainer, 12 cases"."""
-    outcome = m["verdict"] + (f" within ±{m['margin']:g}" if m["verdict"] in ("equivalent", "inconclusive") else "")
+    +0.030), 3 trainings per trainer, 12 cases"; a CI inside the margin that excludes 0 says both."""
+    outcome = m["verdict"] + (f" within ±{m['margin']:g}" if m["verdict"] == "equivalent" else "")
     if m["verdict"] == "inconclusive":
         outcome = f"inconclusive at ±{m['margin']:g} (this study cannot tell)"
-    return (f"**{title}: {outcome}** — B − A {_fmt(m.get('estimate'), True)} (95% CI {_ci(m['hierarchical_ci95'])}), "
-            f"{m['n_folds']} training(s) per trainer, {m.get('n_pairs', 'n/a')} cases")
+    both = (f": different from 0 but within ±{m['margin']:g}" if m["verdict"] == "equivalent" and m.get("excludes_zero")
+            else "")
+    return (f"**{title}: {outcome}** — B − A {_fmt(m.get('estimate'), True, decimals)} (95% CI "
+            f"{_ci(m['hierarchical_ci95'], decimals)}){both}, {m['n_folds']} training(s) per trainer, "
+            f"{m.get('n_pairs', 'n/a')} cases")
 
 
-def verdict_sentence(m: dict) -> str:
-    """The details behind one metric's outcome: the test, what the study could detect and, when it cannot tell, the
-    folds that would settle it."""
-    share = "n/a" if m["p_b_better"] is None else f"{m['p_b_better']:.0%}"
-    text = (f"t test on the per-fold differences ({m.get('df') if m.get('df') is not None else 'no'} degrees of "
-            f"freedom): p {_p(m.get('t_p'))}, Holm-adjusted {_p(m['p_holm'])}; B better in {share} of two-level "
-            f"bootstrap resamples; ")
+def verdict_sentence(m: dict, decimals: Optional[int] = None) -> str:
+    """The details behind one metric's outcome: the test, what the study could detect (level and power), what these
+    trainings alone show, and, when it cannot tell, the trainings that would settle it."""
+    factor = m.get("correction_factor")
+    text = (f"corrected t on the per-fold differences ({m.get('df') if m.get('df') is not None else 'no'} degrees "
+            f"of freedom" + (f", variance x{factor:.2f} for the training cases the folds share" if factor else "")
+            + f"): p {_p(m.get('t_p'))}, Holm-adjusted {_p(m['p_holm'])}; ")
     detectable = m["minimal_detectable_difference"]
-    text += ("the study could detect " + (f"a difference of {detectable:.3g} or more (5% level, 80% power)"
+    text += ("the study could detect " + (f"a difference of {_fmt(detectable, False, decimals)} or more (5% level, "
+                                          f"{m.get('power', 0.8):.0%} power)"
                                           if detectable is not None else "nothing: fewer than 2 folds paired"))
+    if m.get("trainings_ci95"):
+        text += (f"; these trainings alone (folds as independent, no correction: a description, not the verdict) "
+                 f"95% CI {_ci(m['trainings_ci95'], decimals)}")
     if m["verdict"] == "inconclusive":
         needed = m["folds_needed"]
-        settle = [f"about {needed['equivalence']} folds to show equivalence" if needed["equivalence"] else
-                  "equivalence cannot be shown at the observed difference",
-                  f"about {needed['exclude_zero']} to exclude 0" if needed["exclude_zero"] else None]
+        estimate = m.get("estimate")
+        if needed["equivalence"]:
+            equivalence = f"about {needed['equivalence']} trainings per trainer to show equivalence"
+        elif estimate is not None and abs(estimate) < m["margin"]:
+            equivalence = ("no number of trainings on this dataset shows equivalence at this spread (the part of "
+                           "the variance that comes from the data every training shares stays): a wider margin, "
+                           "more cases or more datasets")
+        else:
+            equivalence = "equivalence cannot be shown at the observed difference"
+        settle = [equivalence, f"about {needed['exclude_zero']} to exclude 0" if needed["exclude_zero"] else None]
         text += f"; {m['n_folds']} fold(s) paired, " + (
             "; ".join(t for t in settle if t) if m["hierarchical_se"] is not None else
             "train at least 2 folds per trainer (two folds give 1 degree of freedom: only a large, consistent "
@@ -182,8 +245,8 @@ def verdict_sentence(m: dict) -> str:
 def _summary_markdown(report: dict) -> List[str]:
     margins = ", ".join(f"{report['metrics'][k]['title']} ±{v:g}" for k, v in report["margins"].items())
     lines = ["## Summary", "",
-             "B − A is the mean of the per-fold mean differences with its 95% t interval (the verdict's); p Holm is "
-             "the t test's p adjusted within its family: the headline rows of a metric (all classes, every dataset "
+             "B − A is the mean of the per-fold mean differences with its 95% corrected t interval (the verdict's); "
+             "p Holm is the t test's p adjusted within its family: the headline rows of a metric (all classes, every dataset "
              "× configuration) form one family, the per-class rows another. Outcomes by the rule above, margins "
              f"{margins}. Forest plot: ![forest](forest.png)", "",
              "Headline (all classes):", "",
@@ -207,11 +270,11 @@ def _summary_rows(rows: List[dict], report: dict, with_class: bool) -> List[str]
     lines = []
     for row in rows:
         for metric in report["metrics"]:
-            s = row["metrics"][metric]
+            s, d = row["metrics"][metric], report["metrics"][metric]["decimals"]
             cells = [row["dataset"], row["configuration"], *([row["class"]] if with_class else []),
                      report["metrics"][metric]["title"], *([] if with_class else [str(s["n_folds"])]),
-                     str(s["n_pairs"]), _fmt(s["mean_a"]), _fmt(s["mean_b"]),
-                     f"{_fmt(s['estimate'], True)} ({_ci(s['hierarchical_ci95'])})", _p(s["p_holm"]),
+                     str(s["n_pairs"]), _fmt(s["mean_a"], False, d), _fmt(s["mean_b"], False, d),
+                     f"{_fmt(s['estimate'], True, d)} ({_ci(s['hierarchical_ci95'], d)})", _p(s["p_holm"]),
                      s["outcome"] or "n/a"]
             lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -247,7 +310,7 @@ def _configuration_markdown(configuration: str, entry: dict, report: dict) -> Li
 
 def _paired_markdown(entry: dict, report: dict) -> List[str]:
     lines = ["", "Paired per-case differences (B − A):", "",
-             "| class | metric | pairs | mean diff | case 95% CI | fold t 95% CI | B better in (resamples) | "
+             "| class | metric | pairs | mean diff | case 95% CI | corrected t 95% CI | B better in (resamples) | "
              "median diff | wins / ties / losses | Wilcoxon p |", "|---|---|---|---|---|---|---|---|---|---|"]
     for label, by_metric in entry["paired"].items():
         for metric, s in by_metric.items():
@@ -313,8 +376,8 @@ def _ensembles_markdown(ensembles: Optional[dict], a: str, b: str) -> List[str]:
 def report_header(trainers, plans, folds, results: Results, missing_datasets, note, margins: dict) -> dict:
     return {"trainers": list(trainers), "plans": plans, "folds": list(folds),
             "difference": f"{trainers[1]} minus {trainers[0]}",
-            "metrics": {m: {"title": t, "higher_is_better": h, "tie_tolerance": tie}
-                        for m, (t, h, tie) in METRICS.items()},
+            "metrics": {m: {"title": d.title, "higher_is_better": d.higher_is_better,
+                            "tie_tolerance": d.tie_tolerance, "decimals": d.decimals} for m, d in METRICS.items()},
             "boundary_metrics": {"implementation": boundary.implementation(),
                                  "empty_convention": boundary.EMPTY_CONVENTION + "; Dice: both empty = 1 (nnU-Net's "
                                                      "summary.json says NaN), so that every metric scores the same "
@@ -324,6 +387,7 @@ def report_header(trainers, plans, folds, results: Results, missing_datasets, no
             "missing": list(missing_datasets) + list(results.missing),
             "missing_datasets": list(missing_datasets), "warnings": list(results.warnings), "note": note,
             "margins": dict(margins), "verdict_rule": verdict_rule(margins), "verdict": [], "summary": [],
+            "across_datasets": {},
             "datasets": {}, "curves": {}, "figures": []}
 
 

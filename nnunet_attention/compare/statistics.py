@@ -1,11 +1,12 @@
-"""Paired comparison of two trainers on the same cases: the verdict's t interval on per-fold mean differences,
-case-level bootstrap and Wilcoxon (descriptive), the two-level bootstrap's share of resamples in which B is better,
-Holm's correction within a family of rows, and the verdict rule.
+"""Paired comparison of two trainers on the same cases: the verdict's corrected t interval on per-fold mean
+differences, case-level bootstrap and Wilcoxon (descriptive), the two-level bootstrap's share of resamples in which B
+is better, Holm's correction within a family of rows, the verdict rule, and the random-effects mean across datasets.
 
-Why a t interval on the folds: a training is the unit that varies (nnU-Net's folds are separate trainings), and with
-k folds the mean of the k per-fold differences has k - 1 degrees of freedom. The percentile two-level bootstrap used
-before covered the truth in only 74-89% of simulated studies at 2-5 folds; this interval keeps 95% (docs/compare.md,
-scripts/calibrate_compare.py)."""
+Why a t interval on the folds, corrected for overlap: a training is the unit that varies (nnU-Net's folds are
+separate trainings), J trainings carry J - 1 degrees of freedom, and because any two training sets of a k-fold
+cross-validation share most of their cases the per-fold differences correlate; the variance factor of the corrected
+repeated k-fold t accounts for that. What the verdict keeps, and where it does not, is measured by simulating
+cross-validation itself (docs/compare.md, scripts/calibrate_compare.py)."""
 import math
 import zlib
 from typing import Dict, List, Optional, Sequence
@@ -18,24 +19,30 @@ POWER = 0.8
 # The equivalence margin per metric when none is given: B - A within +-margin is "no difference that matters".
 DEFAULT_MARGINS = {"dice": 0.01, "nsd": 0.01, "hd95": 1.0}
 OUTCOMES = ("better", "worse", "equivalent", "inconclusive")
-CI_METHOD = "t interval on the per-fold mean differences B - A, k - 1 degrees of freedom"
+CI_METHOD = ("corrected repeated k-fold t on the per-fold mean differences B - A (Nadeau & Bengio 2003; Bouckaert & "
+             "Frank 2004): variance s^2 (1/J + n_val/n_train), J - 1 degrees of freedom")
+ESTIMAND = ("the expected difference B - A for trainings on data like this task's, scored on new cases (the "
+            "method on this task, not these particular trainings)")
 
 
 def verdict_rule(margins: Dict[str, float]) -> str:
     """The four-outcome rule, with the margins it was judged against."""
     stated = ", ".join(f"{m} ±{v:g}" for m, v in margins.items())
-    return (f"Per training (fold) the mean difference B - A over its validation cases; the estimate is the mean of "
-            f"those k per-fold differences and its 95% CI a t interval with k - 1 degrees of freedom (folds taken as "
-            f"independent trainings: docs/compare.md). B is **better** (or **worse**) when the two-sided t test of "
-            f"that estimate against 0, Holm-adjusted within its family (the headline rows of a metric, or its "
-            f"per-class rows), gives p < {ALPHA}, in the estimate's direction; **equivalent** when the 95% CI lies "
-            f"inside [-margin, +margin] (two one-sided tests at 2.5% each; margins fixed before the run: {stated}); "
-            f"**inconclusive** otherwise, and always from fewer than 2 folds. Detectable: the smallest difference "
-            f"this study would detect at the 5% level with {POWER:.0%} power, (t_0.975 + t_0.80) x the standard "
-            f"error at its degrees of freedom. Folds needed: the fewest folds (trainings per trainer) whose t "
-            f"interval, at the observed spread between folds, would lie inside ±margin (or exclude 0 at the observed "
-            f"difference). Headline on the foreground mean (per case, the mean over classes); per class in the "
-            f"tables. A class empty in both reference and prediction scores as perfect in every metric.")
+    return (f"What the verdict answers: {ESTIMAND}. Per training (fold) the mean difference B - A over its validation "
+            f"cases; the estimate is the mean of those J per-fold differences (J = folds over every repeat of the "
+            f"cross-validation) and its 95% CI a t interval with J - 1 degrees of freedom whose variance s^2 (1/J + "
+            f"n_val/n_train) accounts for the cases the trainings' training sets share (the corrected repeated k-fold "
+            f"t; sizes from splits_final.json; docs/compare.md measures where it holds). **equivalent** when the 95% "
+            f"CI lies inside [-margin, +margin] (two one-sided tests at 2.5% each; margins fixed before the run: "
+            f"{stated}), also when it excludes 0: a difference within the margin does not matter; B is **better** (or "
+            f"**worse**) otherwise when the two-sided t test of the estimate against 0, Holm-adjusted within its "
+            f"family (the headline rows of a metric, or its per-class rows), gives p < {ALPHA}, in the estimate's "
+            f"direction; **inconclusive** otherwise, and always from fewer than 2 folds. Detectable: the smallest "
+            f"difference this study would detect at the 5% level with {POWER:.0%} power, (t_0.975 + t_0.80) x the "
+            f"same standard error. Trainings needed: the fewest folds over all repeats whose interval, at the "
+            f"observed spread, would lie inside ±margin (or exclude 0 at the observed difference). Headline on the "
+            f"foreground mean (per case, the mean over classes); per class in the tables. A class empty in both "
+            f"reference and prediction scores as perfect in every metric.")
 
 
 def row_rng(seed: int, *key: str) -> np.random.Generator:
@@ -90,24 +97,32 @@ def two_level_bootstrap(differences_by_fold: Sequence[np.ndarray], rng: np.rando
     return totals / counts
 
 
-def fold_t_interval(differences_by_fold: Sequence[np.ndarray]) -> dict:
-    """The verdict's statistics from per-fold differences: estimate (the mean of the per-fold mean differences), its
-    standard error, degrees of freedom (folds - 1), the 95% t interval and the two-sided t-test p against 0. Without
-    two folds with cases only the estimate; with no spread between folds the interval is the estimate itself and p
-    is 0 (or None when the estimate is 0 too)."""
+def t_interval_of_folds(differences_by_fold: Sequence[np.ndarray], variance_factor: float = 1.0) -> dict:
+    """A t interval from per-fold differences: estimate (the mean of the per-fold mean differences), its standard
+    error (the folds' sample variance / k, times variance_factor), degrees of freedom (folds - 1), the 95% interval
+    and the two-sided t-test p against 0. variance_factor 1 treats the folds as independent trainings; the verdict
+    passes overlap_variance_factor. Without two folds with cases only the estimate; with no spread between folds the
+    interval is the estimate itself and p is 0 (or None when the estimate is 0 too)."""
     from scipy.stats import t
 
     means = np.array([np.mean(d) for d in differences_by_fold if len(d)], dtype=float)
     k = means.size
-    result = {"estimate": float(means.mean()) if k else None, "hierarchical_se": None, "df": None,
-              "hierarchical_ci95": None, "t_p": None}
+    result = {"estimate": float(means.mean()) if k else None, "se": None, "df": None, "ci95": None, "p": None}
     if k < 2:
         return result
-    estimate, se = float(means.mean()), float(means.std(ddof=1) / math.sqrt(k))
+    estimate = float(means.mean())
+    se = float(means.std(ddof=1) * math.sqrt(variance_factor / k))
     half = float(t.ppf(1 - ALPHA / 2, k - 1)) * se
     p = (None if estimate == 0 else 0.0) if se == 0 else float(2 * t.sf(abs(estimate) / se, k - 1))
-    return {**result, "hierarchical_se": se, "df": k - 1, "hierarchical_ci95": [estimate - half, estimate + half],
-            "t_p": p}
+    return {**result, "se": se, "df": k - 1, "ci95": [estimate - half, estimate + half], "p": p}
+
+
+def overlap_variance_factor(n_folds: int, validation_to_training: float) -> float:
+    """The corrected (repeated) k-fold t's variance factor over the naive s^2 / J (Nadeau & Bengio 2003; Bouckaert &
+    Frank 2004): (1/J + n_val/n_train) / (1/J) = 1 + J n_val/n_train; 2.25 for one 5-fold cross-validation, 3.5
+    for two. It equals the variance inflation of J trainings whose differences correlate by n_val/(n_val +
+    n_train) (0.2 at 5 folds): training sets that share cases make trainings agree more than new data would."""
+    return 1.0 + n_folds * validation_to_training
 
 
 def share_b_better(differences_by_fold: Sequence[np.ndarray], rng: np.random.Generator, higher_is_better: bool,
@@ -125,10 +140,10 @@ def verdict(ci: Optional[Sequence[float]], p_holm: Optional[float], estimate: Op
     """verdict_rule for one row: "better", "worse", "equivalent" or "inconclusive" (B against A)."""
     if ci is None or estimate is None or n_folds < 2:
         return "inconclusive"
-    if p_holm is not None and p_holm < ALPHA and estimate != 0:
-        return "better" if (estimate > 0) == higher_is_better else "worse"
     if -margin <= ci[0] and ci[1] <= margin:
         return "equivalent"
+    if p_holm is not None and p_holm < ALPHA and estimate != 0:
+        return "better" if (estimate > 0) == higher_is_better else "worse"
     return "inconclusive"
 
 
@@ -142,27 +157,31 @@ def minimal_detectable_difference(se: Optional[float], df: Optional[int]) -> Opt
     return float((t.ppf(1 - ALPHA / 2, df) + t.ppf(POWER, df)) * se)
 
 
-def folds_needed(estimate: Optional[float], se: Optional[float], n_folds: int, margin: float) -> dict:
-    """The fewest folds (trainings per trainer) that would settle the question if the spread between per-fold
-    differences and the estimate stay as observed, with the t quantile of each candidate's own degrees of freedom:
-    "equivalence" (95% CI inside ±margin; None when the estimate is at or beyond the margin) and "exclude_zero" (95%
-    CI excludes 0; None when the estimate is 0). None for both without a standard error."""
+MAX_TRAININGS = 100_000  # folds_needed searches up to this many trainings per trainer
+
+
+def folds_needed(estimate: Optional[float], se: Optional[float], n_folds: int, margin: float,
+                 validation_to_training: float = 0.0) -> dict:
+    """The fewest trainings per trainer (folds, over every repeat of the cross-validation) that would settle the
+    question if the spread between per-fold differences and the estimate stay as observed, at the verdict's interval:
+    standard error s sqrt(1/J + n_val/n_train) with J - 1 degrees of freedom. "equivalence" (95% CI inside ±margin)
+    and "exclude_zero" (95% CI excludes 0); None when the estimate is at or beyond the margin (or 0), and None when no
+    number of trainings reaches it: the share s^2 n_val/n_train of the variance comes from the data every training
+    shares, which more trainings on this dataset do not remove. None for both without a standard error."""
     from scipy.stats import t
 
     if estimate is None or se is None or se == 0:
         return {"equivalence": None, "exclude_zero": None}
-    spread = se * math.sqrt(n_folds)
+    spread = se / math.sqrt(1 / n_folds + validation_to_training)
 
     def settles(k: int, target: float) -> bool:
-        return t.ppf(1 - ALPHA / 2, k - 1) * spread / math.sqrt(k) < target
+        return t.ppf(1 - ALPHA / 2, k - 1) * spread * math.sqrt(1 / k + validation_to_training) < target
 
     def fewest(target: float) -> Optional[int]:
-        if target <= 0:
+        if target <= 0 or not settles(MAX_TRAININGS, target):
             return None
-        low, high = 1, 2  # settles(low) is false (one fold: no interval), settles(high) is searched for
-        while not settles(high, target):
-            low, high = high, 2 * high
-        while high - low > 1:  # the half-width falls as the folds grow
+        low, high = 1, MAX_TRAININGS  # settles(low) is false (one fold: no interval), settles(high) is true
+        while high - low > 1:  # the half-width falls as the trainings grow
             middle = (low + high) // 2
             low, high = (low, middle) if settles(middle, target) else (middle, high)
         return high
@@ -180,3 +199,39 @@ def holm(p_values: Sequence[Optional[float]]) -> List[Optional[float]]:
         running = max(running, min(1.0, (len(tested) - rank) * p))
         adjusted[i] = running
     return adjusted
+
+
+def random_effects_mean(estimates: Sequence[float], variances: Sequence[float]) -> dict:
+    """The random-effects mean of per-dataset estimates with known variances: between-dataset variance tau^2 by
+    Paule-Mandel (the generalised Q statistic set to its expectation M - 1), the mean weighted by 1 / (v + tau^2),
+    and the modified Hartung-Knapp-Sidik-Jonkman interval (q floored at 1, t with M - 1 degrees of freedom), whose
+    coverage stays near nominal with few studies where DerSimonian-Laird's does not (IntHout et al., BMC Med Res
+    Methodol 2014). The prediction interval for a new dataset (M >= 3) uses t with M - 2 degrees of freedom."""
+    from scipy.optimize import brentq
+    from scipy.stats import t
+
+    y, v = np.asarray(estimates, dtype=float), np.maximum(np.asarray(variances, dtype=float), 1e-12)
+    m = y.size
+    result = {"estimate": float(y.mean()) if m else None, "se": None, "df": None, "ci95": None, "p": None,
+              "tau": None, "prediction95": None}
+    if m < 2:
+        return result
+
+    def excess_q(tau2: float) -> float:
+        w = 1 / (v + tau2)
+        mu = np.sum(w * y) / np.sum(w)
+        return float(np.sum(w * (y - mu) ** 2) - (m - 1))
+
+    tau2 = 0.0 if excess_q(0.0) <= 0 else brentq(excess_q, 0.0, float(np.ptp(y) ** 2 + v.max()) * 10)
+    w = 1 / (v + tau2)
+    mu = float(np.sum(w * y) / np.sum(w))
+    q = float(np.sum(w * (y - mu) ** 2) / (m - 1))
+    se = math.sqrt(max(1.0, q) / float(np.sum(w)))
+    half = float(t.ppf(1 - ALPHA / 2, m - 1)) * se
+    p = float(2 * t.sf(abs(mu) / se, m - 1)) if se > 0 else (None if mu == 0 else 0.0)
+    prediction = None
+    if m >= 3:
+        spread = float(t.ppf(1 - ALPHA / 2, m - 2)) * math.sqrt(tau2 + se ** 2)
+        prediction = [mu - spread, mu + spread]
+    return {"estimate": mu, "se": se, "df": m - 1, "ci95": [mu - half, mu + half], "p": p,
+            "tau": math.sqrt(tau2), "prediction95": prediction}
