@@ -175,7 +175,8 @@ def analyse_pairs(paired: pd.DataFrame, seed: int = 0, margins: Optional[Dict[st
         metric = key[3]
         results[key] = {**row_statistics(row, metric, key, seed, bootstrap_samples),
                         "size_terciles": size_terciles(row),
-                        "worst_cases": worst_cases(row, METRICS[metric].higher_is_better) if key[2] == FOREGROUND else [],
+                        "worst_cases": (worst_cases(row, METRICS[metric].higher_is_better) if key[2] == FOREGROUND
+                                        else []),
                         "holm_family": "headline" if key[2] == FOREGROUND else "per class"}
     for metric in METRICS:
         for family in HOLM_FAMILIES:
@@ -184,8 +185,8 @@ def analyse_pairs(paired: pd.DataFrame, seed: int = 0, margins: Optional[Dict[st
                 results[k]["p_holm"] = p
     for (*_, metric), s in results.items():
         margin = margins[metric]
-        s.update(outcome=verdict(s["hierarchical_ci95"], s["p_holm"], s["estimate"], METRICS[metric].higher_is_better, margin,
-                                 s["n_folds"]),
+        s.update(outcome=verdict(s["hierarchical_ci95"], s["p_holm"], s["estimate"],
+                                 METRICS[metric].higher_is_better, margin, s["n_folds"]),
                  excludes_zero=None if s["hierarchical_ci95"] is None else not (
                      s["hierarchical_ci95"][0] <= 0 <= s["hierarchical_ci95"][1]),
                  margin=margin, power=POWER,
@@ -238,8 +239,8 @@ def lost_classes(results: Dict[tuple, dict], dataset: str, configuration: str) -
 
 def lost_class_warning(entry: dict) -> str:
     both = sorted(set(entry["folds_a"]) & set(entry["folds_b"]), key=str)
-    text = (f"class {entry['class']}: Dice 0 in every case that has it, A in fold(s) {', '.join(entry['folds_a']) or 'none'}, "
-            f"B in fold(s) {', '.join(entry['folds_b']) or 'none'}")
+    text = (f"class {entry['class']}: Dice 0 in every case that has it, A in fold(s) "
+            f"{', '.join(entry['folds_a']) or 'none'}, B in fold(s) {', '.join(entry['folds_b']) or 'none'}")
     if len(both) == entry["n_folds"]:
         return text + (" — neither trainer learned it: the foreground-mean verdict averages over a class neither "
                        "trainer learned (look at its per-class row, and train longer)")
@@ -262,8 +263,8 @@ def across_datasets(results: Dict[tuple, dict], margins: Optional[Dict[str, floa
                                      [s["hierarchical_se"] ** 2 for s in used.values()])
         margin = margins[metric]
         n = len(used)
-        outcome = verdict(pooled["ci95"], pooled["p"], pooled["estimate"], METRICS[metric].higher_is_better, margin,
-                          n) if n >= 2 else "inconclusive"
+        outcome = (verdict(pooled["ci95"], pooled["p"], pooled["estimate"], METRICS[metric].higher_is_better,
+                           margin, n) if n >= 2 else "inconclusive")
         note = ("fewer than 2 datasets with an interval: no verdict across datasets" if n < 2 else
                 f"{n} datasets: the interval has {n - 1} degree(s) of freedom (t_0.975 = "
                 f"{_t975(n - 1):.2f}), so it is wide with few datasets; it covers the spread of true effects "

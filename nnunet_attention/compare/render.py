@@ -176,8 +176,8 @@ def across_datasets_lines(report: dict) -> List[str]:
         prediction = (f"; a new task's difference would lie in {_ci(a['prediction95'], decimals)} (95% prediction)"
                       if a["prediction95"] else "")
         lines.append(f"- **{title}: {_outcome_words(a['outcome'], a['margin'], _excludes_zero(a['ci95']))}** — "
-                     f"B − A {_fmt(a['estimate'], True, decimals)} (95% CI {_ci(a['ci95'], decimals)}), spread of true "
-                     f"differences between datasets (tau) {_fmt(a['tau'], False, decimals)}{prediction}")
+                     f"B − A {_fmt(a['estimate'], True, decimals)} (95% CI {_ci(a['ci95'], decimals)}), spread "
+                     f"of true differences between datasets (tau) {_fmt(a['tau'], False, decimals)}{prediction}")
     return lines + [f"- {next(iter(across.values()))['note']}", ""]
 
 
@@ -195,13 +195,13 @@ def _outcome_words(outcome: str, margin: float, excludes_zero: bool) -> str:
 
 
 def headline_sentence(title: str, m: dict, decimals: Optional[int] = None) -> str:
-    """The verdict in plain words with its n, e.g. "Dice: equivalent within ±0.05 — B − A −0.005 (95% CI −0.040 to
-    +0.030), 3 trainings per trainer, 12 cases"; a CI inside the margin that excludes 0 says both."""
+    """The verdict in plain words with its n, e.g. "Dice: equivalent within ±0.05 — B − A −0.005 (95% CI −0.040
+    to +0.030), 3 trainings per trainer, 12 cases"; a CI inside the margin that excludes 0 says both."""
     outcome = m["verdict"] + (f" within ±{m['margin']:g}" if m["verdict"] == "equivalent" else "")
     if m["verdict"] == "inconclusive":
         outcome = f"inconclusive at ±{m['margin']:g} (this study cannot tell)"
-    both = (f": different from 0 but within ±{m['margin']:g}" if m["verdict"] == "equivalent" and m.get("excludes_zero")
-            else "")
+    both = (f": different from 0 but within ±{m['margin']:g}"
+            if m["verdict"] == "equivalent" and m.get("excludes_zero") else "")
     return (f"**{title}: {outcome}** — B − A {_fmt(m.get('estimate'), True, decimals)} (95% CI "
             f"{_ci(m['hierarchical_ci95'], decimals)}){both}, {m['n_folds']} training(s) per trainer, "
             f"{m.get('n_pairs', 'n/a')} cases")
@@ -246,9 +246,9 @@ def _summary_markdown(report: dict) -> List[str]:
     margins = ", ".join(f"{report['metrics'][k]['title']} ±{v:g}" for k, v in report["margins"].items())
     lines = ["## Summary", "",
              "B − A is the mean of the per-fold mean differences with its 95% corrected t interval (the verdict's); "
-             "p Holm is the t test's p adjusted within its family: the headline rows of a metric (all classes, every dataset "
-             "× configuration) form one family, the per-class rows another. Outcomes by the rule above, margins "
-             f"{margins}. Forest plot: ![forest](forest.png)", "",
+             "p Holm is the t test's p adjusted within its family: the headline rows of a metric (all classes, every "
+             "dataset × configuration) form one family, the per-class rows another. Outcomes by the rule above, "
+             f"margins {margins}. Forest plot: ![forest](forest.png)", "",
              "Headline (all classes):", "",
              "| dataset | configuration | metric | trainings | cases | A | B | B − A (95% CI) | p Holm | outcome |",
              "|---|---|---|---|---|---|---|---|---|---|"]
