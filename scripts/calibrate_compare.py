@@ -1,63 +1,92 @@
-"""The calibration study of compare's verdict: simulated two-level studies with a known answer through compare's own
-analysis (nnunet_attention.compare.calibration), counting how often the verdict is wrong.
+"""The calibration study of compare's verdict: simulated studies with a known answer through compare's own analysis
+(nnunet_attention.compare.calibration: independent trainings, cross-validation as it is, several datasets), counting
+how often the verdict is wrong.
 
-    python scripts/calibrate_compare.py --docs docs          # the committed table (2 cores: about 10 minutes)
+    python scripts/calibrate_compare.py --docs docs          # the committed table (2 cores: about 25 minutes)
     python scripts/calibrate_compare.py --studies 50         # a quick look, printed only
 
-Writes DOCS/compare_calibration.json and the table between the calibration markers of DOCS/compare.md.
+Writes DOCS/compare_calibration.json, and the table and its summary between the calibration markers of
+DOCS/compare.md (the summary's figures are checked against the JSON by a test).
 """
 import argparse
 import json
 import os
 import platform
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from nnunet_attention.compare.calibration import run_cell, standard_cells
+from nnunet_attention.compare.calibration import run_cell, standard_cells, summary_text
 
 START, END = "<!-- calibration table: written by scripts/calibrate_compare.py -->", "<!-- end of calibration table -->"
 
 
+def _design(r: dict) -> str:
+    if r["model"] == "Cell":
+        return f"{r['folds']} independent trainings × {r['cases']} cases"
+    text = (f"{r['repeats']} × {r['folds']}-fold on {r['cases']} cases" + (", unequal folds" if r["unequal"] else "")
+            + f", fold correlation {r['fold_correlation']:g}")
+    return f"{r['datasets']} datasets, each {text}, between-dataset sd {r['between_sd']:g}" if r["model"] == \
+        "Datasets" else text
+
+
+def _noise(r: dict) -> str:
+    if r["model"] == "Cell":
+        return f"{r['noise']}, training sd {r['fold_sd']:g}, case sd {r['case_sd']:g}"
+    return (f"{'skewed' if r['skewed'] else 'normal'}, training sd {r['fold_sd']:g}, case sd {r['case_sd']:g}, "
+            f"persistent sd {r['persistent_sd']:g}, failures {r['failure_rate']:.0%}")
+
+
 def table(rows: list) -> str:
-    lines = ["| metric (noise) | folds × cases | true B − A | margin | CI covers the truth | better / worse | "
-             "equivalent | inconclusive | mean CI width | old bootstrap: covers / excludes 0 |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| metric | design | noise | true B − A | margin | CI covers the truth | better / worse | equivalent | "
+             "inconclusive | mean CI width | old bootstrap: covers / excludes 0 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         old = (f"{r['old_coverage']:.0%} / {r['old_excludes_zero']:.0%}" if "old_coverage" in r else "")
-        lines.append(f"| {r['metric']} ({r['noise']}, training sd {r['fold_sd']:g}, case sd {r['case_sd']:g}) | "
-                     f"{r['folds']} × {r['cases']} | {r['true_difference']:g} | ±{r['margin']:g} | "
+        lines.append(f"| {r['metric']} | {_design(r)} | {_noise(r)} | {r['true_difference']:g} | ±{r['margin']:g} | "
                      f"{r['coverage']:.1%} | {r['better']:.1%} / {r['worse']:.1%} | {r['equivalent']:.1%} | "
                      f"{r['inconclusive']:.1%} | {r['mean_ci_width']:.3g} | {old} |")
     return "\n".join(lines)
+
+
+def _run(job):
+    index, cell, studies, seed = job
+    return run_cell(cell, studies, seed=seed + index, old_bootstrap=True)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--studies", type=int, default=400, help="simulated studies per cell (default 400)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulation (default 0)")
+    parser.add_argument("-np", type=int, default=os.cpu_count() or 1, help="processes (default: the CPU count)")
     parser.add_argument("--docs", help="docs folder: write compare_calibration.json and the table in compare.md")
     args = parser.parse_args()
     cells = list(standard_cells())
+    jobs = [(i, cell, args.studies, args.seed) for i, cell in enumerate(cells)]
     rows = []
-    for i, cell in enumerate(cells):
-        rows.append(run_cell(cell, args.studies, seed=args.seed + i, old_bootstrap=True))
-        print(f"\r{i + 1}/{len(cells)} cells", end="", file=sys.stderr, flush=True)
+    with ProcessPoolExecutor(args.np) as pool:
+        for row in pool.map(_run, jobs):
+            rows.append(row)
+            print(f"\r{len(rows)}/{len(cells)} cells", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     text = table(rows)
     print(text)
+    print(summary_text(rows))
     if args.docs:
         docs = Path(args.docs)
         command = " ".join(["python", "scripts/calibrate_compare.py", *sys.argv[1:]])
         machine = f"{platform.machine()}, {os.cpu_count()} cores"
         (docs / "compare_calibration.json").write_text(json.dumps({"command": command, "machine": machine,
-                                                                   "cells": rows}, indent=1))
+                                                                   "studies": args.studies, "cells": rows},
+                                                                  indent=1))
         page = (docs / "compare.md").read_text()
         if START not in page or END not in page:
             sys.exit(f"calibrate_compare: {docs / 'compare.md'} has no calibration markers; add\n{START}\n{END}")
         before, rest = page.split(START, 1)
         after = rest.split(END, 1)[1]
         (docs / "compare.md").write_text(f"{before}{START}\n\nCommand: `{command}` ({args.studies} studies per "
-                                         f"cell; machine: {machine}).\n\n{text}\n\n{END}{after}")
+                                         f"cell; machine: {machine}).\n\n{summary_text(rows)}\n\n{text}\n\n"
+                                         f"{END}{after}")
 
 
 if __name__ == "__main__":

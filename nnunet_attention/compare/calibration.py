@@ -230,3 +230,57 @@ def standard_cells() -> Iterable[AnyCell]:
         for truth in (0.0, 0.03):
             yield Datasets(datasets, CrossValidation(40, 5, truth, 0.01, fold_correlation=0.2, failure_rate=0.02),
                            between_sd=0.01)
+
+
+def _span(values: List[float]) -> str:
+    low, high = min(values), max(values)
+    return f"{low:.1%}" if f"{low:.1%}" == f"{high:.1%}" else f"{low:.1%}–{high:.1%}"
+
+
+def summary_text(rows: List[dict]) -> str:
+    """The calibration's figures that docs quote, from the cells' results (docs/compare.md carries this text; a test
+    compares it with docs/compare_calibration.json)."""
+    def cells(model, **where):
+        return [r for r in rows if r["model"] == model and all(
+            (r[k] in v) if isinstance(v, tuple) else r[k] == v for k, v in where.items())]
+
+    def wrong(group):
+        return [r["better"] + r["worse"] for r in group]
+
+    lines = []
+    independent = cells("Cell", true_difference=0.0)
+    if independent:
+        coverage = _span([r["coverage"] for r in independent])
+        lines.append(f"- **Independent trainings, no true difference** (the interval's own assumptions, "
+                     f"{len(independent)} cells): the 95% CI covered the truth in {coverage}, \"better\"/\"worse\" in "
+                     f"{_span(wrong(independent))} (the correction makes it conservative here).")
+    for label, correlations in (("0–0.2", (0.0, 0.1, 0.2)), ("0.3", (0.3,))):
+        group = cells("CrossValidation", true_difference=0.0, fold_correlation=correlations)
+        if group:
+            lines.append(f"- **Cross-validation, fold correlation {label}, no true difference** ({len(group)} cells: "
+                         f"1–3 repeats, skewed noise, 2% failures, unequal folds): coverage "
+                         f"{_span([r['coverage'] for r in group])}, \"better\"/\"worse\" {_span(wrong(group))}.")
+    negligible = [r for r in cells("CrossValidation") if 0 < r["true_difference"] < r["margin"]]
+    if negligible:
+        lines.append(f"- **A negligible true difference** (+{negligible[0]['true_difference']:g} at "
+                     f"±{negligible[0]['margin']:g}, measured precisely): \"equivalent\" in "
+                     f"{_span([r['equivalent'] for r in negligible])}, \"better\" in "
+                     f"{_span([r['better'] for r in negligible])}.")
+    gains = [r for r in cells("CrossValidation") if r["true_difference"] >= 2 * r["margin"]]
+    if gains:
+        lines.append(f"- **A clear gain** (+{gains[0]['true_difference']:g} at ±{gains[0]['margin']:g}): \"better\" "
+                     f"in {_span([r['better'] for r in gains])}.")
+    clear = cells("CrossValidation", true_difference=0.0, fold_sd=0.003)
+    if clear:
+        lines.append(f"- **Clear equivalence** (trainings and cases that vary little): \"equivalent\" in "
+                     f"{_span([r['equivalent'] for r in clear])}.")
+    null_across = cells("Datasets", true_difference=0.0)
+    if null_across:
+        lines.append(f"- **Across datasets** ({', '.join(str(r['datasets']) for r in null_across)} datasets, true "
+                     f"effects scattered around 0): coverage {_span([r['coverage'] for r in null_across])}, "
+                     f"\"better\"/\"worse\" {_span(wrong(null_across))}.")
+    gain_across = [r for r in cells("Datasets") if r["true_difference"] > 0]
+    if gain_across:
+        lines.append(f"- **A shared gain across datasets** (+{gain_across[0]['true_difference']:g}): \"better\" in "
+                     + ", ".join(f"{r['better']:.1%} ({r['datasets']} datasets)" for r in gain_across) + ".")
+    return "\n".join(lines)
