@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("-d", type=int, help="an nnU-Net dataset id already in nnUNet_raw")
     p.add_argument("-c", help="configuration (default 2d: see docs/demo.md)")
     p.add_argument("-device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
-    p.add_argument("-f", nargs="+", type=fold, help="folds to train (default 0 1 2)")
+    p.add_argument("-f", nargs="+", type=fold, help="folds to train (default 0 1 2 3 4)")
     p.add_argument("--trainers", nargs=2, metavar=("UNGATED", "GATED"), help="trainer pair (default: by --epochs)")
     p.add_argument("--epochs", type=int,
                    help="nnU-Net schedule length; picks nnUNetTrainer_Nepochs and nnUNetTrainerAttention_Nepochs "

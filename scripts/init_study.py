@@ -4,6 +4,8 @@ paired randomness; resumable.
     python scripts/init_study.py -o study_work --report-dir docs --runs 2 --last-run-folds 0   # the committed study
                                                                         # (2 cores: about 60 minutes)
     python scripts/init_study.py -o tmp --runs 1 --folds 0 --cases 5      # a smoke run
+    python scripts/init_study.py -o study_work --report-dir docs --runs 1 --folds 4 --merge docs/init_study.json
+                                                  # more folds for the committed study, its earlier trainings kept
 
 It makes the demo's data with the demo's own steps (synth, nnUNetv2_convert_MSD_dataset, nnUNetv2_plan_and_preprocess),
 then trains the demo's two trainers on the demo's folds, --runs times each, in two arms, two trainings at a time as
@@ -113,8 +115,10 @@ def summarise(records: list, runs_asked: int, folds: list) -> dict:
                for values in (np.array(arms[a]["difference"]["values"]) for a in ARMS)]
     trimmed_ratio = float(trimmed[1].var(ddof=1) / trimmed[0].var(ddof=1))
     trimmed_df = (trimmed[1].size - 1, trimmed[0].size - 1)
-    needed = {f"{margin:g}": {arm: folds_needed(0.0, arms[arm]["difference"]["sd"], 1, margin)["equivalence"]
-                              for arm in ARMS} for margin in (demo.DEMO_MARGINS["dice"], 0.02)}
+    one_cv = 1 / 4  # n_val / n_train of nnU-Net's 5-fold split of the demo's 20 cases: 4 and 16
+    needed = {f"{margin:g}": {arm: folds_needed(0.0, arms[arm]["difference"]["sd"] * np.sqrt(1 + one_cv), 1, margin,
+                                                one_cv)["equivalence"] for arm in ARMS}
+              for margin in (demo.DEMO_MARGINS["dice"], 0.02)}
     return {"settings": {"configuration": demo.DEMO_CONFIGURATION, "folds": list(folds),
                          "trainers": list(demo.DEMO_TRAINERS), "synth_cases": demo.SYNTH_CASES,
                          "synth_shape": list(demo.SYNTH_SHAPE), "schedule": demo.demo_schedule(),
@@ -140,6 +144,8 @@ def main():
                         help=f"folds (default the demo's: {' '.join(map(str, demo.DEMO_FOLDS))})")
     parser.add_argument("--last-run-folds", type=int, nargs="+",
                         help="the last run trains only these folds (a shorter study; the report pairs what exists)")
+    parser.add_argument("--merge", help="an earlier init_study.json at the same settings: its trainings join this "
+                                        "run's (a training of the same arm, run, fold and trainer is this run's)")
     parser.add_argument("--cases", type=int, default=demo.SYNTH_CASES,
                         help=f"training cases of the generated task (default the demo's {demo.SYNTH_CASES})")
     args = parser.parse_args()
@@ -151,9 +157,17 @@ def main():
     records = [record(work, arm, run, trainer, fold) for arm in ARMS for run in range(args.runs)
                for fold in args.folds for trainer in demo.DEMO_TRAINERS
                if training_state(str(fold_folder(work, arm, run, trainer, fold)), need_npz=True) == TRAINED]
-    summary = summarise(records, args.runs, args.folds)
-    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, cpu",
-              "command": " ".join(["python", "scripts/init_study.py", *sys.argv[1:]]),
+    command = " ".join(["python", "scripts/init_study.py", *sys.argv[1:]])
+    runs, folds = args.runs, list(args.folds)
+    if args.merge:
+        earlier = json.loads(Path(args.merge).read_text())
+        new = {(r["arm"], r["run"], r["fold"], r["trainer"]) for r in records}
+        records = [r for r in earlier["runs"] if (r["arm"], r["run"], r["fold"], r["trainer"]) not in new] + records
+        runs = max(runs, earlier["summary"]["runs_per_fold"])
+        folds = sorted(set(folds) | {r["fold"] for r in records})
+        command = f"{earlier['command']}; then {command}"
+    summary = summarise(records, runs, folds)
+    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, cpu", "command": command,
               "default": nnUNetTrainerAttention.gate_init, "studied_demo_settings": args.cases == demo.SYNTH_CASES,
               "summary": summary, "runs": records}
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -197,8 +211,9 @@ def render(result: dict) -> str:
                   f"run share the task's splits, so read the CI as approximate. Without each arm's difference farthest "
                   f"from its median (a test of how much one training decides it): **{trimmed['ratio']:.2f}** (95% CI "
                   f"{trimmed['ci95'][0]:.2f} to {trimmed['ci95'][1]:.2f}, p = {trimmed['p_one_sided']:.3g}).", "",
-              "Folds (trainings per trainer) the demo's verdict needs to show equivalence when the true difference "
-              "is 0, at each arm's spread (the t interval of compare, inside ±margin): "
+              "Trainings per trainer (folds over repeats of the 5-fold cross-validation) the demo's verdict needs to "
+              "show equivalence when the true difference is 0, at each arm's spread (compare's corrected t interval, "
+              "inside ±margin; none: no number of trainings on this task does): "
               + "; ".join(f"±{margin}: paired {k['paired']}, unpaired {k['unpaired']}" for margin, k in needed.items())
               + ".", "",
               "## Every training", "",

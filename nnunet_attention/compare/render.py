@@ -13,7 +13,9 @@ from nnunet_attention.compare.statistics import verdict_rule
 
 SUMMARY_KEYS = ("n_pairs", "mean_a", "mean_b", "mean_difference", "estimate", "bootstrap_ci95", "hierarchical_ci95",
                 "ci_method", "df", "p_b_better", "wilcoxon_p", "t_p", "p_holm", "holm_family", "n_folds", "outcome",
-                "margin", "hierarchical_se", "minimal_detectable_difference", "folds_needed", "excluded_nan_pairs")
+                "margin", "hierarchical_se", "minimal_detectable_difference", "folds_needed", "excluded_nan_pairs",
+                "estimand", "design", "n_repeats", "correction_factor", "validation_to_training", "fold_correlation",
+                "trainings_ci95", "trainings_se", "trainings_t_p", "excludes_zero", "power")
 
 
 def column_name(name: str) -> str:
