@@ -11,6 +11,7 @@ pins >=2.8.1,<2.9; the test suite is the check for a new minor version: see the 
 import contextlib
 import io
 import os
+import sys
 from typing import List, Tuple
 
 from nnunet_attention.errors import NnUNetAttentionError
@@ -40,6 +41,7 @@ def find_trainer_class(name: str) -> type:
     """The trainer class nnU-Net's own commands would use for -tr name (its folder, then nnUNet_extTrainer)."""
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
+    settle_module_attributes()
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net narrates its search
             return recursive_find_trainer_class_by_name(name)
@@ -48,6 +50,21 @@ def find_trainer_class(name: str) -> type:
             f"trainer {name} not found by nnU-Net (its own trainers, then nnUNet_extTrainer="
             f"{os.environ.get('nnUNet_extTrainer', '')!r}); check the name or list yours with nnunet-attention "
             f"trainers") from None
+
+
+def settle_module_attributes():
+    """Reads __file__ and __path__ of every loaded module until no read imports another. nnunetv2 2.8.1's trainer
+    lookup through nnUNet_extTrainer (find_class_by_name.temporarily_cleanup_imports_from_path) reads them while it
+    iterates sys.modules without a copy; a module whose attribute access imports more (a PEP 562 __getattr__, a lazy
+    loader) then fails it with "dictionary changed size during iteration" (seen on Python 3.12 with an H200's
+    packages). Reading them first, here, leaves nothing for nnU-Net's read to import, whatever was imported before."""
+    size = None
+    while size != len(sys.modules):
+        size = len(sys.modules)
+        for module in list(sys.modules.values()):
+            if module is not None:
+                getattr(module, "__file__", None)
+                getattr(module, "__path__", None)
 
 
 def model_folder(dataset: str, trainer: str, plans: str, configuration: str, fold=None) -> str:

@@ -14,7 +14,7 @@ from nnunet_attention.study.demo import run_demo
 
 
 TRAINERS = ["nnUNetTrainerTiny", "nnUNetTrainerAttentionTinyResumable"]
-SETTINGS = {"configuration": "3d_fullres", "folds": (0,)}  # one fold keeps the test short (the demo's default: 4)
+SETTINGS = {"configuration": "3d_fullres", "folds": (0,)}  # one fold keeps the test short (the demo's default: 5)
 
 
 def _trainings_of(results) -> list:

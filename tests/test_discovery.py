@@ -54,3 +54,42 @@ def test_trainers_command_lists_and_points_to_the_folder():
     path = subprocess.run([sys.executable, "-m", "nnunet_attention.cli", "trainers", "--path"], capture_output=True,
                           text=True, check=True).stdout.strip()
     assert path == discovery.TRAINER_FOLDER
+
+
+def _lazy_module(name: str, imports: int = 20):
+    """A module without __file__ whose attribute access (PEP 562 __getattr__) imports another module, as lazy loaders
+    do; on each of its first `imports` accesses a new one, so that other readers of sys.modules (inspect, warnings)
+    cannot use the probe up before nnU-Net reads it."""
+    import types
+
+    module = types.ModuleType(name)
+    done = []
+
+    def __getattr__(attribute):
+        if len(done) < imports:
+            done.append(f"{name}_imported_on_access_{len(done)}")
+            sys.modules[done[-1]] = types.ModuleType(done[-1])
+        raise AttributeError(attribute)
+
+    module.__getattr__ = __getattr__
+    sys.modules[name] = module
+
+
+def test_trainer_lookup_survives_a_module_whose_attribute_access_imports_another(monkeypatch):
+    """nnU-Net's own lookup through nnUNet_extTrainer iterates sys.modules while reading each module's __file__; a
+    lazy module then breaks it. Ours reads them first."""
+    import pytest
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    from nnunet_attention.nnunet_api import find_trainer_class
+
+    monkeypatch.setenv("nnUNet_extTrainer", discovery.TRAINER_FOLDER)
+    try:
+        _lazy_module("nnunet_attention_lazy_probe_a")
+        with pytest.raises(RuntimeError, match="dictionary changed size during iteration"):
+            recursive_find_trainer_class_by_name("nnUNetTrainerAttention")
+        _lazy_module("nnunet_attention_lazy_probe_b")
+        assert find_trainer_class("nnUNetTrainerAttention").__name__ == "nnUNetTrainerAttention"
+    finally:
+        for name in [n for n in sys.modules if n.startswith("nnunet_attention_lazy_probe")]:
+            del sys.modules[name]
