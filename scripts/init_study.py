@@ -158,6 +158,7 @@ def main():
                for fold in args.folds for trainer in demo.DEMO_TRAINERS
                if training_state(str(fold_folder(work, arm, run, trainer, fold)), need_npz=True) == TRAINED]
     command = " ".join(["python", "scripts/init_study.py", *sys.argv[1:]])
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, cpu ({cpu_model()})"
     runs, folds = args.runs, list(args.folds)
     if args.merge:
         earlier = json.loads(Path(args.merge).read_text())
@@ -166,8 +167,11 @@ def main():
         runs = max(runs, earlier["summary"]["runs_per_fold"])
         folds = sorted(set(folds) | {r["fold"] for r in records})
         command = f"{earlier['command']}; then {command}"
+        machine = (f"{earlier['machine']}; the trainings of fold(s) {', '.join(map(str, args.folds))} on {machine} "
+                   f"(CPU kinds give different floating-point results: a paired training repeats exactly on one "
+                   f"machine kind, docs/demo.md)")
     summary = summarise(records, runs, folds)
-    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, cpu", "command": command,
+    result = {"machine": machine, "command": command,
               "default": nnUNetTrainerAttention.gate_init, "studied_demo_settings": args.cases == demo.SYNTH_CASES,
               "summary": summary, "runs": records}
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -177,6 +181,15 @@ def main():
     if report_dir.name == "docs" and result["studied_demo_settings"]:
         Path(demo.STUDY_FILE).write_text(json.dumps(summary, indent=1))
     print(render(result))
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (floating-point results differ between CPU kinds)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown")
+    except OSError:
+        return platform.processor() or "unknown"
 
 
 def render(result: dict) -> str:

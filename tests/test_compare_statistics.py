@@ -456,3 +456,22 @@ def test_repeats_and_training_sizes_come_from_splits_final():
     design = cross_validation_design(five + again)
     assert [design[str(f)]["repeat"] for f in range(10)] == [0] * 5 + [1] * 5
     assert {d["n_train"] for d in design.values()} == {8}
+
+
+def test_the_docs_quote_the_calibration_as_measured():
+    """Every calibration figure that docs/compare.md and the README quote is the shipped JSON's: compare.md carries
+    the summary generated from it, the README's figures (between its calibration markers) appear in that summary."""
+    import json
+    import re
+    from pathlib import Path
+
+    from nnunet_attention.compare.calibration import summary_text
+
+    root = Path(__file__).parents[1]
+    cells = json.loads((root / "docs" / "compare_calibration.json").read_text())["cells"]
+    summary = summary_text(cells)
+    assert summary in (root / "docs" / "compare.md").read_text()
+    readme = (root / "README.md").read_text()
+    block = readme.split("<!-- calibration figures -->")[1].split("<!-- end of calibration figures -->")[0]
+    quoted = re.findall(r"\d+\.\d%(?:–\d+\.\d%)?", block)
+    assert quoted and all(q in summary for q in quoted), quoted
