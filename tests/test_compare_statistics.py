@@ -383,22 +383,24 @@ def _ink(path) -> int:
     return int((image[..., :3].sum(-1) < 2.5).sum())
 
 
-def test_random_effects_mean_solves_paule_mandel_and_floors_hartung_knapp_at_one():
+def test_the_mean_across_datasets_is_a_t_interval_over_their_estimates_with_paule_mandel_tau_beside_it():
     from nnunet_attention.compare.statistics import random_effects_mean
 
     y, v = np.array([0.02, -0.01, 0.05, 0.03]), np.array([1e-4, 4e-4, 2e-4, 1e-4])
     r = random_effects_mean(y, v)
+    oracle = scipy_stats.ttest_1samp(y, 0.0)
+    assert r["ci95"] == pytest.approx(list(oracle.confidence_interval(0.95))) and r["p"] == pytest.approx(
+        oracle.pvalue) and r["df"] == 3
     tau2 = r["tau"] ** 2
     w = 1 / (v + tau2)
-    assert r["estimate"] == pytest.approx(np.sum(w * y) / w.sum())
-    assert np.sum(w * (y - r["estimate"]) ** 2) == pytest.approx(len(y) - 1, abs=1e-6)  # Q(tau^2) = M - 1
-    q = max(1.0, np.sum(w * (y - r["estimate"]) ** 2) / 3)
+    assert np.sum(w * (y - np.sum(w * y) / w.sum()) ** 2) == pytest.approx(len(y) - 1, abs=1e-6)  # Q(tau^2) = M - 1
+    assert r["weighted_estimate"] == pytest.approx(np.sum(w * y) / w.sum())
+    q = max(1.0, np.sum(w * (y - r["weighted_estimate"]) ** 2) / 3)  # modified HKSJ: q floored at 1
     half = scipy_stats.t.ppf(0.975, 3) * np.sqrt(q / w.sum())
-    assert r["ci95"] == pytest.approx([r["estimate"] - half, r["estimate"] + half]) and r["df"] == 3
+    assert r["weighted_ci95"] == pytest.approx([r["weighted_estimate"] - half, r["weighted_estimate"] + half])
     spread = scipy_stats.t.ppf(0.975, 2) * np.sqrt(tau2 + r["se"] ** 2)
     assert r["prediction95"] == pytest.approx([r["estimate"] - spread, r["estimate"] + spread])
-    agreeing = random_effects_mean([0.01, 0.011, 0.0105], [1e-4] * 3)  # less spread than their own noise: tau 0
-    assert agreeing["tau"] == 0 and agreeing["se"] == pytest.approx(np.sqrt(1e-4 / 3))  # q floored at 1
+    assert random_effects_mean([0.01, 0.011, 0.0105], [1e-4] * 3)["tau"] == 0  # less spread than their own noise
     assert random_effects_mean([0.01], [1e-4])["ci95"] is None
 
 

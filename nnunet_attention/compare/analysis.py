@@ -248,10 +248,11 @@ def lost_class_warning(entry: dict) -> str:
 
 
 def across_datasets(results: Dict[tuple, dict], margins: Optional[Dict[str, float]] = None) -> Dict[str, dict]:
-    """Per metric, the random-effects mean of the foreground-mean estimates over the dataset x configuration rows
-    compared (statistics.random_effects_mean: Paule-Mandel tau^2, modified Hartung-Knapp-Sidik-Jonkman interval with
-    M - 1 degrees of freedom), each row's variance its verdict's squared standard error; the outcome by the same rule
-    and margins as a single dataset's. Rows without an interval (fewer than 2 folds) are left out and named."""
+    """Per metric, the mean of the foreground-mean estimates over the dataset x configuration rows compared, for the
+    method across tasks (statistics.random_effects_mean: a t interval over the M estimates with M - 1 degrees of
+    freedom; tau by Paule-Mandel and the weighted Hartung-Knapp-Sidik-Jonkman figures beside it, each row's variance
+    its verdict's squared standard error); the outcome by the same rule and margins as a single dataset's. Rows
+    without an interval (fewer than 2 folds) are left out and named."""
     margins = {**DEFAULT_MARGINS, **(margins or {})}
     combined = {}
     for metric in METRICS:
@@ -274,10 +275,13 @@ def across_datasets(results: Dict[tuple, dict], margins: Optional[Dict[str, floa
         combined[metric] = {"estimate": pooled["estimate"], "ci95": pooled["ci95"], "se": pooled["se"],
                             "df": pooled["df"], "p": pooled["p"], "tau": pooled["tau"],
                             "prediction95": pooled["prediction95"], "outcome": outcome, "margin": margin,
+                            "weighted_estimate": pooled["weighted_estimate"], "weighted_ci95": pooled["weighted_ci95"],
                             "n_datasets": n, "datasets": [f"{k[0]} {k[1]}" for k in used],
                             "left_out": [f"{k[0]} {k[1]}" for k in rows if k not in used],
-                            "method": "random-effects mean, Paule-Mandel tau^2, modified Hartung-Knapp-Sidik-Jonkman "
-                                      "interval (t, M - 1 degrees of freedom)", "note": note}
+                            "method": "mean of the per-dataset estimates, t interval from their spread (M - 1 degrees "
+                                      "of freedom); tau by Paule-Mandel; weighted_*: inverse-variance random-effects "
+                                      "mean with the modified Hartung-Knapp-Sidik-Jonkman interval, descriptive",
+                            "note": note}
     return combined
 
 

@@ -202,18 +202,21 @@ def holm(p_values: Sequence[Optional[float]]) -> List[Optional[float]]:
 
 
 def random_effects_mean(estimates: Sequence[float], variances: Sequence[float]) -> dict:
-    """The random-effects mean of per-dataset estimates with known variances: between-dataset variance tau^2 by
-    Paule-Mandel (the generalised Q statistic set to its expectation M - 1), the mean weighted by 1 / (v + tau^2),
-    and the modified Hartung-Knapp-Sidik-Jonkman interval (q floored at 1, t with M - 1 degrees of freedom), whose
-    coverage stays near nominal with few studies where DerSimonian-Laird's does not (IntHout et al., BMC Med Res
-    Methodol 2014). The prediction interval for a new dataset (M >= 3) uses t with M - 2 degrees of freedom."""
+    """The mean over datasets of their estimated differences, for the method across tasks like these: the unweighted
+    mean of the M estimates with a t interval (M - 1 degrees of freedom) from their spread, which holds every source
+    of variance at once (each dataset's own uncertainty and the spread of true effects between tasks); the spread of
+    true effects tau by Paule-Mandel (the generalised Q statistic at its expectation M - 1); from M >= 3 a 95%
+    prediction interval for a new task's true difference (t with M - 2). Why not the inverse-variance weighted
+    Hartung-Knapp-Sidik-Jonkman interval (also given, as weighted_*): each dataset's variance here is estimated from
+    its few folds (4 degrees of freedom for one 5-fold cross-validation), and weights from such noisy variances made
+    that interval cover 92% at 10 simulated datasets where the unweighted one covered 97% (docs/compare.md)."""
     from scipy.optimize import brentq
     from scipy.stats import t
 
     y, v = np.asarray(estimates, dtype=float), np.maximum(np.asarray(variances, dtype=float), 1e-12)
     m = y.size
     result = {"estimate": float(y.mean()) if m else None, "se": None, "df": None, "ci95": None, "p": None,
-              "tau": None, "prediction95": None}
+              "tau": None, "prediction95": None, "weighted_estimate": None, "weighted_ci95": None}
     if m < 2:
         return result
 
@@ -224,9 +227,10 @@ def random_effects_mean(estimates: Sequence[float], variances: Sequence[float]) 
 
     tau2 = 0.0 if excess_q(0.0) <= 0 else brentq(excess_q, 0.0, float(np.ptp(y) ** 2 + v.max()) * 10)
     w = 1 / (v + tau2)
-    mu = float(np.sum(w * y) / np.sum(w))
-    q = float(np.sum(w * (y - mu) ** 2) / (m - 1))
-    se = math.sqrt(max(1.0, q) / float(np.sum(w)))
+    weighted = float(np.sum(w * y) / np.sum(w))
+    q = float(np.sum(w * (y - weighted) ** 2) / (m - 1))
+    weighted_half = float(t.ppf(1 - ALPHA / 2, m - 1)) * math.sqrt(max(1.0, q) / float(np.sum(w)))
+    mu, se = float(y.mean()), float(y.std(ddof=1) / math.sqrt(m))
     half = float(t.ppf(1 - ALPHA / 2, m - 1)) * se
     p = float(2 * t.sf(abs(mu) / se, m - 1)) if se > 0 else (None if mu == 0 else 0.0)
     prediction = None
@@ -234,4 +238,5 @@ def random_effects_mean(estimates: Sequence[float], variances: Sequence[float]) 
         spread = float(t.ppf(1 - ALPHA / 2, m - 2)) * math.sqrt(tau2 + se ** 2)
         prediction = [mu - spread, mu + spread]
     return {"estimate": mu, "se": se, "df": m - 1, "ci95": [mu - half, mu + half], "p": p,
-            "tau": math.sqrt(tau2), "prediction95": prediction}
+            "tau": math.sqrt(tau2), "prediction95": prediction, "weighted_estimate": weighted,
+            "weighted_ci95": [weighted - weighted_half, weighted + weighted_half]}
