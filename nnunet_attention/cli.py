@@ -52,6 +52,26 @@ def _synth(args):
                          progress=progress, overwrite=args.overwrite))
 
 
+def _splits(args):
+    from nnunetv2.paths import nnUNet_preprocessed
+
+    from nnunet_attention.nnunet_api import dataset_name, require_variables
+    from nnunet_attention.study.splits import extend_splits_file
+
+    require_variables("nnUNet_preprocessed")
+    name = dataset_name(args.d)
+    done = extend_splits_file(os.path.join(str(nnUNet_preprocessed), name), args.repeats)
+    k, new = done["folds_per_repeat"], done["new_folds"]
+    print(f"{name}: {done['repeats']} × {k}-fold in {done['file']} (folds 0-{k - 1} nnU-Net's own, unchanged)")
+    if new:
+        print(f"added folds {new[0]}-{new[-1]} (repeats {done['repeats_before']}-{done['repeats'] - 1}, split seeds "
+              f"12345 + repeat); the file before: {done['backup']}")
+        print(f"train them as nnU-Net folds, both trainers each: nnUNetv2_train {args.d} CONFIG {new[0]} -tr TRAINER "
+              f"--npz ... then: nnunet-attention compare -d {args.d} -c CONFIG -tr A B -f 0 1 ... {new[-1]}")
+    else:
+        print("nothing added: the file already holds that many repeats")
+
+
 def _progress_line(message, final):
     print(f"\r{message}", end="\n" if final else "", file=sys.stderr, flush=True)
 
@@ -199,6 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="voxels per case (default 24 64 64)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing task folder of the same name")
     p.set_defaults(func=_synth)
+
+    p = sub.add_parser("splits", help="repeated cross-validation: extend the dataset's splits_final.json by new "
+                                      "k-fold partitions of the same cases (nnU-Net's folds 0-4 unchanged)")
+    p.add_argument("-d", required=True, help="dataset name or id")
+    p.add_argument("--repeats", type=int, required=True, help="k-fold repeats in all (1 = nnU-Net's own folds)")
+    p.set_defaults(func=_splits)
 
     p = sub.add_parser("compare", help="report two trainers side by side from nnUNet_results (Dice, NSD, HD95; "
                                        "one or several datasets)")
