@@ -56,3 +56,14 @@ def test_bad_repeats_and_missing_splits_are_one_line_errors(tmp_path):
     missing = _splits(tmp_path, "-d", "992", "--repeats", "2")
     assert missing.returncode != 0 and "nnU-Net writes it when it first trains a fold" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_a_fold_the_splits_do_not_define_is_named():
+    from nnunet_attention.compare import outside_splits
+    from nnunet_attention.compare.read import TrainerResults
+
+    splits = generate_crossval_split([f"case_{i:03d}" for i in range(10)], seed=12345, n_splits=5)
+    found = [TrainerResults(t, "3d_fullres", "x", folds=[0, 1, 7]) for t in ("A", "B")]
+    (warning,) = outside_splits("Dataset991_Splits", "3d_fullres", found, cross_validation_design(splits))
+    assert "fold(s) 7 not in splits_final.json" in warning and "random 80:20 split" in warning
+    assert outside_splits("D", "3d_fullres", found[:1], {}) == []  # no splits file read: nothing to say

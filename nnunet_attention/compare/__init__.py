@@ -56,6 +56,7 @@ def compare(datasets: Sequence[DatasetSource], configurations: Sequence[str], tr
             if not all(f.folds for f in found):
                 continue
             folds_found[(name, configuration)] = [f.folds for f in found]
+            report["warnings"] += outside_splits(name, configuration, found, results.designs.get(name, {}))
             curves = {f.trainer: {str(fold): c for fold, c in sorted(f.curves.items(), key=lambda kv: str(kv[0]))}
                       for f in found}
             report["curves"][name][configuration] = curves
@@ -77,6 +78,19 @@ def compare(datasets: Sequence[DatasetSource], configurations: Sequence[str], tr
     write_text(os.path.join(output_dir, "report.json"), json.dumps(report, indent=2))
     write_text(os.path.join(output_dir, "report.md"), render.render_markdown(report))
     return report
+
+
+def outside_splits(dataset: str, configuration: str, found, design: Dict[str, dict]) -> list:
+    """A warning for folds that splits_final.json does not define: nnU-Net trains such a fold on a random 80:20 split
+    of its own (nnUNetTrainer.do_split), not as a cross-validation fold, so the verdict's design does not describe
+    it."""
+    folds = {str(f) for trainer in found for f in trainer.folds if str(f) != "all"}
+    outside = sorted(folds - set(design), key=lambda f: int(f)) if design else []
+    if not outside:
+        return []
+    return [f"{dataset} {configuration}: fold(s) {', '.join(outside)} not in splits_final.json: nnU-Net trained them "
+            f"on a random 80:20 split of its own, not as cross-validation folds (extend the splits first: "
+            f"nnunet-attention splits -d {dataset} --repeats R); the verdict counts them as folds of the first repeat"]
 
 
 def check_margins(margins: Optional[Dict[str, float]]) -> Dict[str, float]:
