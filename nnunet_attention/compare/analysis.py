@@ -95,21 +95,23 @@ def fold_design(kept: pd.DataFrame) -> dict:
     validate the same case (what the data show of trainings agreeing beyond chance)."""
     if kept.empty:
         return {"n_repeats": 0, "design": "no paired folds", "validation_to_training": 0.0, "fold_correlation": None}
-    repeat = kept["repeat"] if "repeat" in kept else pd.Series(0, index=kept.index)
-    folds = kept.assign(repeat=repeat.fillna(0).to_numpy()).groupby("fold", sort=True)
+    kept = kept.assign(repeat=kept["repeat"].fillna(0).to_numpy() if "repeat" in kept else 0)
+    folds = kept.groupby("fold", sort=True)
     repeats = folds["repeat"].first()
     n_val = folds["case"].nunique()
-    cases_per_repeat = kept.assign(repeat=repeat.fillna(0).to_numpy()).groupby("repeat")["case"].nunique()
+    cases_per_repeat = kept.groupby("repeat")["case"].nunique()
     inferred = repeats.map(cases_per_repeat) - n_val
     n_train = folds["n_train"].first().fillna(inferred) if "n_train" in kept else inferred
     ratio = float((n_val / n_train.clip(lower=1)).mean())
     sizes = repeats.value_counts(sort=False).sort_index()
-    design = (f"{len(sizes)} × {sizes.iloc[0]}-fold" if sizes.nunique() == 1 else
-              f"{len(sizes)} repeats of {', '.join(map(str, sizes))} folds") if len(sizes) > 1 else \
-        f"one cross-validation, {sizes.iloc[0]} fold(s)"
+    if len(sizes) == 1:
+        design = f"one cross-validation, {sizes.iloc[0]} fold(s)"
+    elif sizes.nunique() == 1:
+        design = f"{len(sizes)} × {sizes.iloc[0]}-fold"
+    else:
+        design = f"{len(sizes)} repeats of {', '.join(map(str, sizes))} folds"
     return {"n_repeats": int(len(sizes)), "design": design, "validation_to_training": ratio,
-            "fold_correlation": _fold_correlation(kept.assign(repeat=repeat.fillna(0).to_numpy()))
-            if len(sizes) > 1 else None}
+            "fold_correlation": _fold_correlation(kept) if len(sizes) > 1 else None}
 
 
 def _fold_correlation(kept: pd.DataFrame) -> Optional[float]:
