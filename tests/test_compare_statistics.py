@@ -384,10 +384,10 @@ def _ink(path) -> int:
 
 
 def test_the_mean_across_datasets_is_a_t_interval_over_their_estimates_with_paule_mandel_tau_beside_it():
-    from nnunet_attention.compare.statistics import random_effects_mean
+    from nnunet_attention.compare.statistics import mean_across_datasets
 
     y, v = np.array([0.02, -0.01, 0.05, 0.03]), np.array([1e-4, 4e-4, 2e-4, 1e-4])
-    r = random_effects_mean(y, v)
+    r = mean_across_datasets(y, v)
     oracle = scipy_stats.ttest_1samp(y, 0.0)
     assert r["ci95"] == pytest.approx(list(oracle.confidence_interval(0.95))) and r["p"] == pytest.approx(
         oracle.pvalue) and r["df"] == 3
@@ -400,8 +400,8 @@ def test_the_mean_across_datasets_is_a_t_interval_over_their_estimates_with_paul
     assert r["weighted_ci95"] == pytest.approx([r["weighted_estimate"] - half, r["weighted_estimate"] + half])
     spread = scipy_stats.t.ppf(0.975, 2) * np.sqrt(tau2 + r["se"] ** 2)
     assert r["prediction95"] == pytest.approx([r["estimate"] - spread, r["estimate"] + spread])
-    assert random_effects_mean([0.01, 0.011, 0.0105], [1e-4] * 3)["tau"] == 0  # less spread than their own noise
-    assert random_effects_mean([0.01], [1e-4])["ci95"] is None
+    assert mean_across_datasets([0.01, 0.011, 0.0105], [1e-4] * 3)["tau"] == 0  # less spread than their own noise
+    assert mean_across_datasets([0.01], [1e-4])["ci95"] is None
 
 
 def test_across_datasets_judges_the_shared_effect_by_the_same_rule():

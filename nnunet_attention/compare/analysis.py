@@ -7,17 +7,17 @@ The pairs table may carry two optional columns that describe the cross-validatio
 repeated k-fold cross-validation a fold belongs to; fold ids unique over the whole design; absent = one
 cross-validation) and ``n_train`` (the fold's training-set size, from splits_final.json; absent = the cases the
 repeat's other folds validate)."""
-import math
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
 from nnunet_attention.compare.read import METRICS
-from nnunet_attention.compare.statistics import (ALPHA, POWER, BOOTSTRAP_SAMPLES, CI_METHOD, DEFAULT_MARGINS, ESTIMAND,
-                                                 folds_needed, holm, minimal_detectable_difference,
-                                                 overlap_variance_factor, paired_statistics, random_effects_mean,
-                                                 row_rng, share_b_better, t_interval_of_folds, verdict)
+from nnunet_attention.compare.statistics import (BOOTSTRAP_SAMPLES, CI_METHOD, DEFAULT_MARGINS, ESTIMAND, POWER,
+                                                 excludes_zero, folds_needed, holm, mean_across_datasets,
+                                                 minimal_detectable_difference, overlap_variance_factor,
+                                                 paired_statistics, row_rng, share_b_better, t975,
+                                                 t_interval_of_folds, verdict)
 
 FOREGROUND = "foreground_mean"
 MIN_FOLDS, MIN_PAIRS = 3, 30
@@ -189,8 +189,7 @@ def analyse_pairs(paired: pd.DataFrame, seed: int = 0, margins: Optional[Dict[st
         margin = margins[metric]
         s.update(outcome=verdict(s["hierarchical_ci95"], s["p_holm"], s["estimate"],
                                  METRICS[metric].higher_is_better, margin, s["n_folds"]),
-                 excludes_zero=None if s["hierarchical_ci95"] is None else not (
-                     s["hierarchical_ci95"][0] <= 0 <= s["hierarchical_ci95"][1]),
+                 excludes_zero=excludes_zero(s["hierarchical_ci95"]),
                  margin=margin, power=POWER,
                  minimal_detectable_difference=minimal_detectable_difference(s["hierarchical_se"], s["df"]),
                  folds_needed=folds_needed(s["estimate"], s["hierarchical_se"], s["n_folds"], margin,
@@ -232,7 +231,7 @@ def lost_classes(results: Dict[tuple, dict], dataset: str, configuration: str) -
     found = []
     for (d, c, name, metric), s in results.items():
         if (d, c) == (dataset, configuration) and metric == "dice" and name != FOREGROUND:
-            lost = s.get("lost_in_folds", {"a": [], "b": []})
+            lost = s["lost_in_folds"]
             if lost["a"] or lost["b"]:
                 found.append({"class": name, "folds_a": [str(f) for f in lost["a"]],
                               "folds_b": [str(f) for f in lost["b"]], "n_folds": s["n_folds"]})
@@ -251,7 +250,7 @@ def lost_class_warning(entry: dict) -> str:
 
 def across_datasets(results: Dict[tuple, dict], margins: Optional[Dict[str, float]] = None) -> Dict[str, dict]:
     """Per metric, the mean of the foreground-mean estimates over the dataset x configuration rows compared, for the
-    method across tasks (statistics.random_effects_mean: a t interval over the M estimates with M - 1 degrees of
+    method across tasks (statistics.mean_across_datasets: a t interval over the M estimates with M - 1 degrees of
     freedom; tau by Paule-Mandel and the weighted Hartung-Knapp-Sidik-Jonkman figures beside it, each row's variance
     its verdict's squared standard error); the outcome by the same rule and margins as a single dataset's. Rows
     without an interval (fewer than 2 folds) are left out and named."""
@@ -262,19 +261,18 @@ def across_datasets(results: Dict[tuple, dict], margins: Optional[Dict[str, floa
         if not rows:
             continue
         used = {k: s for k, s in rows.items() if s["hierarchical_se"] is not None}
-        pooled = random_effects_mean([s["estimate"] for s in used.values()],
+        pooled = mean_across_datasets([s["estimate"] for s in used.values()],
                                      [s["hierarchical_se"] ** 2 for s in used.values()])
         margin = margins[metric]
         n = len(used)
         outcome = (verdict(pooled["ci95"], pooled["p"], pooled["estimate"], METRICS[metric].higher_is_better,
                            margin, n) if n >= 2 else "inconclusive")
-        note = ("fewer than 2 datasets with an interval: no verdict across datasets" if n < 2 else
-                f"{n} datasets: the interval has {n - 1} degree(s) of freedom (t_0.975 = "
-                f"{_t975(n - 1):.2f}), so it is wide with few datasets; it covers the spread of true effects "
-                f"between datasets (tau) as well as each dataset's own uncertainty" if n < 5 else
-                f"{n} datasets; the interval covers the spread of true effects between datasets (tau) as well as each "
-                f"dataset's own uncertainty")
-        combined[metric] = {"estimate": pooled["estimate"], "ci95": pooled["ci95"], "se": pooled["se"],
+        note = (f"{n} datasets: the interval has {n - 1} degree(s) of freedom (t_0.975 = {t975(n - 1):.2f}), "
+                f"wide with few datasets; it covers the spread of true effects between datasets (tau) as well as "
+                f"each dataset's own uncertainty" if n >= 2 else
+                "fewer than 2 datasets with an interval: no verdict across datasets")
+        combined[metric] = {"estimate": pooled["estimate"], "ci95": pooled["ci95"],
+                            "excludes_zero": excludes_zero(pooled["ci95"]), "se": pooled["se"],
                             "df": pooled["df"], "p": pooled["p"], "tau": pooled["tau"],
                             "prediction95": pooled["prediction95"], "outcome": outcome, "margin": margin,
                             "weighted_estimate": pooled["weighted_estimate"], "weighted_ci95": pooled["weighted_ci95"],
@@ -286,8 +284,3 @@ def across_datasets(results: Dict[tuple, dict], margins: Optional[Dict[str, floa
                             "note": note}
     return combined
 
-
-def _t975(df: int) -> float:
-    from scipy.stats import t
-
-    return float(t.ppf(1 - ALPHA / 2, df))

@@ -177,36 +177,31 @@ def across_datasets_lines(report: dict) -> List[str]:
         title = report["metrics"][metric]["title"]
         prediction = (f"; a new task's difference would lie in {_ci(a['prediction95'], decimals)} (95% prediction)"
                       if a["prediction95"] else "")
-        lines.append(f"- **{title}: {_outcome_words(a['outcome'], a['margin'], _excludes_zero(a['ci95']))}** — "
-                     f"B − A {_fmt(a['estimate'], True, decimals)} (95% CI {_ci(a['ci95'], decimals)}), spread "
+        lines.append(f"- **{title}: {_outcome_words(a['outcome'], a['margin'])}** — B − A "
+                     f"{_fmt(a['estimate'], True, decimals)} (95% CI {_ci(a['ci95'], decimals)})"
+                     f"{_within_margin(a['outcome'], a['margin'], a['excludes_zero'])}, spread "
                      f"of true differences between datasets (tau) {_fmt(a['tau'], False, decimals)}{prediction}")
     return lines + [f"- {next(iter(across.values()))['note']}", ""]
 
 
-def _excludes_zero(ci) -> bool:
-    return bool(ci) and not ci[0] <= 0 <= ci[1]
-
-
-def _outcome_words(outcome: str, margin: float, excludes_zero: bool) -> str:
+def _outcome_words(outcome: str, margin: float) -> str:
     if outcome == "inconclusive":
         return f"inconclusive at ±{margin:g} (this study cannot tell)"
-    if outcome == "equivalent":
-        return f"equivalent within ±{margin:g}" + (" (different from 0 but within the margin)" if excludes_zero
-                                                    else "")
-    return outcome
+    return outcome + (f" within ±{margin:g}" if outcome == "equivalent" else "")
+
+
+def _within_margin(outcome: str, margin: float, excludes_zero: Optional[bool]) -> str:
+    """What an equivalent CI that excludes 0 also says."""
+    return f": different from 0 but within ±{margin:g}" if outcome == "equivalent" and excludes_zero else ""
 
 
 def headline_sentence(title: str, m: dict, decimals: Optional[int] = None) -> str:
     """The verdict in plain words with its n, e.g. "Dice: equivalent within ±0.05 — B − A −0.005 (95% CI −0.040
     to +0.030), 3 trainings per trainer, 12 cases"; a CI inside the margin that excludes 0 says both."""
-    outcome = m["verdict"] + (f" within ±{m['margin']:g}" if m["verdict"] == "equivalent" else "")
-    if m["verdict"] == "inconclusive":
-        outcome = f"inconclusive at ±{m['margin']:g} (this study cannot tell)"
-    both = (f": different from 0 but within ±{m['margin']:g}"
-            if m["verdict"] == "equivalent" and m.get("excludes_zero") else "")
-    return (f"**{title}: {outcome}** — B − A {_fmt(m.get('estimate'), True, decimals)} (95% CI "
-            f"{_ci(m['hierarchical_ci95'], decimals)}){both}, {m['n_folds']} training(s) per trainer, "
-            f"{m.get('n_pairs', 'n/a')} cases")
+    return (f"**{title}: {_outcome_words(m['verdict'], m['margin'])}** — B − A "
+            f"{_fmt(m.get('estimate'), True, decimals)} (95% CI {_ci(m['hierarchical_ci95'], decimals)})"
+            f"{_within_margin(m['verdict'], m['margin'], m.get('excludes_zero'))}, {m['n_folds']} training(s) per "
+            f"trainer, {m.get('n_pairs', 'n/a')} cases")
 
 
 def verdict_sentence(m: dict, decimals: Optional[int] = None) -> str:

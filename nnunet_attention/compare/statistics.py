@@ -135,6 +135,18 @@ def share_b_better(differences_by_fold: Sequence[np.ndarray], rng: np.random.Gen
     return float((means > 0 if higher_is_better else means < 0).mean())
 
 
+def t975(df: int) -> float:
+    """The two-sided 95% t quantile at df degrees of freedom."""
+    from scipy.stats import t
+
+    return float(t.ppf(1 - ALPHA / 2, df))
+
+
+def excludes_zero(ci: Optional[Sequence[float]]) -> Optional[bool]:
+    """Whether a CI lies wholly on one side of 0 (None without a CI)."""
+    return None if ci is None else not ci[0] <= 0 <= ci[1]
+
+
 def verdict(ci: Optional[Sequence[float]], p_holm: Optional[float], estimate: Optional[float],
             higher_is_better: bool, margin: float, n_folds: int) -> str:
     """verdict_rule for one row: "better", "worse", "equivalent" or "inconclusive" (B against A)."""
@@ -201,7 +213,7 @@ def holm(p_values: Sequence[Optional[float]]) -> List[Optional[float]]:
     return adjusted
 
 
-def random_effects_mean(estimates: Sequence[float], variances: Sequence[float]) -> dict:
+def mean_across_datasets(estimates: Sequence[float], variances: Sequence[float]) -> dict:
     """The mean over datasets of their estimated differences, for the method across tasks like these: the unweighted
     mean of the M estimates with a t interval (M - 1 degrees of freedom) from their spread, which holds every source
     of variance at once (each dataset's own uncertainty and the spread of true effects between tasks); the spread of

@@ -75,9 +75,9 @@ def demo_note(studied_task: bool, configuration: str, trainers: Sequence[str], f
         f"{t['trainer']}: validation mean Dice {t['mean']:.3f} ± {t['sd']:.3f} over {t['runs']} trainings, "
         f"{t['lost']} lost a class" for t in measured["trainers"])
     d, ratio = measured["difference"], study["variance_ratio"]
-    return (f"{STUDIED} (docs/init_study.md, {arm} trainings as this demo ran them, {study['runs_per_fold']} runs "
-            f"of each fold {', '.join(studied_folds)}" + (f"; fold {', '.join(unsampled)} not sampled by it"
-                                                          if unsampled else "") +
+    return (f"{STUDIED} (docs/init_study.md, {arm} trainings as this demo ran them, {d['n']} fold pairs over folds "
+            f"{', '.join(studied_folds)}, up to {study['runs_per_fold']} runs each" +
+            (f"; fold {', '.join(unsampled)} not sampled by it" if unsampled else "") +
             f"): {per_trainer}. One fold's difference B - A "
             f"ranged {d['min']:+.3f} to {d['max']:+.3f} (sd {d['sd']:.3f}; unpaired trainings: sd "
             f"{study['arms']['unpaired']['difference']['sd']:.3f}, variance ratio {ratio['ratio']:.1f}, 95% CI "

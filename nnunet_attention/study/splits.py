@@ -7,7 +7,7 @@ before the first extension is kept beside it. compare reads the repeats back fro
 import json
 import os
 import shutil
-from typing import List
+from typing import List, Tuple
 
 from nnunet_attention.compare.read import cross_validation_design
 from nnunet_attention.errors import NnUNetAttentionError
@@ -16,9 +16,9 @@ NNUNET_SPLIT_SEED = 12345  # nnUNetTrainer.do_split's seed for repeat 0
 BACKUP = "splits_final.before_repeats.json"
 
 
-def repeated_splits(splits: List[dict], repeats: int) -> List[dict]:
-    """splits (nnU-Net's k folds, or an earlier extension) with whole repeats up to `repeats`: nothing is removed or
-    reordered; repeat r (r >= 1) is generate_crossval_split of repeat 0's cases with seed 12345 + r."""
+def repeated_splits(splits: List[dict], repeats: int) -> Tuple[List[dict], int]:
+    """splits (nnU-Net's k folds, or an earlier extension) with whole repeats up to `repeats`, and k: nothing is
+    removed or reordered; repeat r (r >= 1) is generate_crossval_split of repeat 0's cases with seed 12345 + r."""
     from nnunetv2.utilities.crossval_split import generate_crossval_split
 
     design = cross_validation_design(splits)
@@ -33,7 +33,7 @@ def repeated_splits(splits: List[dict], repeats: int) -> List[dict]:
     extended = list(splits)
     for repeat in range(len(complete), repeats):
         extended += generate_crossval_split(cases, seed=NNUNET_SPLIT_SEED + repeat, n_splits=len(first))
-    return extended
+    return extended, len(first)
 
 
 def extend_splits_file(preprocessed_dataset: str, repeats: int) -> dict:
@@ -49,8 +49,7 @@ def extend_splits_file(preprocessed_dataset: str, repeats: int) -> dict:
                                    f"(nnUNetv2_train D C 0 ...); extend it after that")
     with open(path) as f:
         splits = json.load(f)
-    extended = repeated_splits(splits, repeats)
-    k = sum(d["repeat"] == 0 for d in cross_validation_design(splits).values())
+    extended, k = repeated_splits(splits, repeats)
     backup = os.path.join(preprocessed_dataset, BACKUP)
     if len(extended) > len(splits):
         if not os.path.isfile(backup):
