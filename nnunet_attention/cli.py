@@ -144,7 +144,8 @@ def _demo(args):
 def _bench(args):
     from nnunet_attention.tools.bench import format_table, run_bench
 
-    results = run_bench(args.plans, args.c, args.device, args.repeats, args.amp, args.compile, args.tr, args.json)
+    results = run_bench(args.plans, args.c, args.device, args.repeats, args.amp, args.compile, args.tr, args.json,
+                        args.measure or None)
     print(format_table(results))
     if args.json:
         print(f"JSON: {args.json}", file=sys.stderr)
@@ -322,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile both networks")
     p.add_argument("-tr", default="nnUNetTrainerAttention",
                    help="gated trainer whose network is measured (default %(default)s)")
+    p.add_argument("--measure", nargs="+", metavar="WHAT",
+                   help="what to measure (default: all): activations (memory kept for backward), kernels (per "
+                        "forward and backward, profiler), train (step time, CUDA peak memory), inference")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.set_defaults(func=_bench)
 

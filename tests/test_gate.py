@@ -45,20 +45,46 @@ def test_gate_shapes_coefficients_and_gradients(conv_op, skip_size, stride):
     assert gate.psi.out_channels == 1
 
 
+def _written_out(gate, upsampled, skip, gating):
+    """The gate as the paper writes it, operation by operation (the formula the fused code must keep)."""
+    from torch.nn import functional as F
+
+    theta_x = gate.theta(skip)
+    phi_g = gate.phi(gating)
+    if phi_g.shape[2:] != theta_x.shape[2:]:
+        phi_g = F.interpolate(phi_g, size=theta_x.shape[2:], mode=gate.interpolation, align_corners=False)
+    alpha = torch.sigmoid(gate.psi(torch.relu(theta_x + phi_g)))
+    scale = F.interpolate(alpha, size=skip.shape[2:], mode=gate.interpolation, align_corners=False) * gate.gain
+    return torch.cat((upsampled, skip * scale), 1)
+
+
+@pytest.mark.parametrize("init", ["paper", "identity"])
 @pytest.mark.parametrize("conv_op, skip_size, stride", [CASES[2], CASES[4], CASES[5]])
-def test_fused_concat_matches_plain_concat_in_values_and_gradients(conv_op, skip_size, stride):
+def test_concat_computes_the_written_out_gate_in_values_and_gradients(conv_op, skip_size, stride, init):
     torch.manual_seed(0)
-    gate = AttentionGate(conv_op, 3, 4, stride).double()
+    gate = AttentionGate(conv_op, 3, 4, stride, init=init).double()
+    with torch.no_grad():  # off the start, so that every factor matters
+        for p in gate.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
     skip, gating = (t.double().requires_grad_(True) for t in _inputs(skip_size, stride, 3, 4, 1))
     upsampled = torch.randn(1, 3, *skip_size, dtype=torch.double, requires_grad=True)
     fused = gate.concat(upsampled, skip, gate(skip, gating))
-    plain = torch.cat((upsampled, gate.gated_skip(skip, gate(skip, gating))), 1)
-    assert torch.equal(fused, plain)
-    weights = torch.randn_like(plain)
-    grads_fused = torch.autograd.grad((fused * weights).sum(), (upsampled, skip, gating, *gate.parameters()))
-    grads_plain = torch.autograd.grad((plain * weights).sum(), (upsampled, skip, gating, *gate.parameters()))
-    for a, b in zip(grads_fused, grads_plain):
-        torch.testing.assert_close(a, b)
+    reference = _written_out(gate, upsampled, skip, gating)
+    torch.testing.assert_close(fused, reference, rtol=1e-12, atol=1e-12)
+    weights = torch.randn_like(reference)
+    inputs = (upsampled, skip, gating, *gate.parameters())
+    for a, b in zip(torch.autograd.grad((fused * weights).sum(), inputs),
+                    torch.autograd.grad((reference * weights).sum(), inputs)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_gain_follows_the_loaded_weights():
+    """A retrofitted (identity, gain 2) gate's weights loaded into a gate built with the paper's start apply gain 2."""
+    identity = AttentionGate(nn.Conv3d, 4, 8, (1, 2, 2), init="identity")
+    paper = AttentionGate(nn.Conv3d, 4, 8, (1, 2, 2))
+    paper.load_state_dict(identity.state_dict())
+    skip, gating = _inputs((4, 8, 8), (1, 2, 2), 4, 8)
+    torch.testing.assert_close(paper.gated_skip(skip, paper(skip, gating)), skip)
 
 
 def test_fused_concat_promotes_dtypes_like_torch_cat():

@@ -28,6 +28,7 @@ from nnunet_attention.model.networks import unwrap
 from nnunet_attention.tools.reference_plans import reference_configurations
 
 NUM_CLASSES = 3
+MEASURES = ("activations", "kernels", "train", "inference")
 CPU_MAX_PATCH_VOXELS = {2: 256 * 256, 3: 32 * 64 * 64}
 CPU_BATCH = 2
 UNGATED_TRAINER = "nnUNetTrainer"
@@ -196,6 +197,44 @@ def graph_breaks(network: nn.Module, patch, batch: int, device: str) -> dict:
             "reasons": sorted({str(b.reason).splitlines()[0] for b in explanation.break_reasons})}
 
 
+# operators that only describe or allocate memory: no kernel runs for them
+_NO_KERNEL = frozenset(f"aten::{name}" for name in (
+    "empty", "empty_strided", "empty_like", "new_empty", "new_empty_strided", "as_strided", "as_strided_", "resize_",
+    "detach", "detach_", "view", "reshape", "_reshape_alias", "expand", "expand_as", "view_as", "slice", "select",
+    "unsqueeze", "squeeze", "t", "transpose", "permute", "alias", "to", "_to_copy", "contiguous", "lift_fresh",
+    "result_type", "promote_types", "_unsafe_view", "narrow", "split", "flatten", "set_"))
+
+
+def kernel_count(network: nn.Module, x: torch.Tensor, amp: Optional[str]) -> int:
+    """Kernels one forward and backward of the network runs (what launch overhead scales with): on CUDA the
+    profiler's CUDA kernels; on the CPU the innermost computing aten operators (each one kernel there)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(amp)
+
+    def step():
+        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+            outputs = network(x)
+        sum(o.float().sum() for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])).backward()
+        _sync(x.device.type)
+
+    step()  # compiles, when compiled
+    cuda = x.device.type == "cuda"
+    with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as profiler:
+        step()
+    events = profiler.events()
+    if cuda:
+        return sum(1 for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
+
+    def computing(event):
+        return event.name.startswith("aten::") and event.name not in _NO_KERNEL
+
+    def innermost(event):
+        return not any(computing(child) or not innermost(child) for child in event.cpu_children)
+
+    return sum(1 for e in events if computing(e) and innermost(e))
+
+
 def _sync(device):
     if device == "cuda":
         torch.cuda.synchronize()
@@ -239,7 +278,7 @@ def _peak_memory_cuda(step) -> int:
 
 def bench_configuration(name: str, configuration: dict, device: str = "cpu", repeats: int = 5,
                         amp: Optional[str] = None, compile_networks: bool = False, memory_repeats: int = 2,
-                        gated_trainer: str = "nnUNetTrainerAttention") -> dict:
+                        gated_trainer: str = "nnUNetTrainerAttention", measure: Sequence[str] = MEASURES) -> dict:
     from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
     if repeats < 1:
@@ -254,28 +293,43 @@ def bench_configuration(name: str, configuration: dict, device: str = "cpu", rep
     counts = {k: sum(p.numel() for p in n.parameters()) for k, n in networks.items()}
     result["parameters"] = {**counts, "ratio": counts["gated"] / counts["ungated"]}
 
-    _progress(name, f"activation memory at the plan's patch {'x'.join(map(str, cm.patch_size))}, batch 1")
-    kept = {k: activation_bytes_in_fresh_process(configuration, trainer, device)
-            for k, trainer in (("ungated", UNGATED_TRAINER), ("gated", gated_trainer))}
-    estimates = {k: int(n.compute_conv_feature_map_size(cm.patch_size)) for k, n in networks.items()}
-    result["activation_memory"] = {"gated_bytes": kept["gated"], "ungated_bytes": kept["ungated"],
-                                   "ratio": kept["gated"] / kept["ungated"], "patch_size": list(cm.patch_size),
-                                   "batch_size": 1, "what": "exact bytes autograd keeps for backward after one "
-                                                            "training forward (saved-tensor storages, no parameters)"}
-    result["planner_estimate"] = {**estimates, "ratio": estimates["gated"] / estimates["ungated"],
-                                  "what": "compute_conv_feature_map_size at the same patch (elements, batch 1)"}
+    if "activations" in measure:
+        _progress(name, f"activation memory at the plan's patch {'x'.join(map(str, cm.patch_size))}, batch 1")
+        kept = {k: activation_bytes_in_fresh_process(configuration, trainer, device)
+                for k, trainer in (("ungated", UNGATED_TRAINER), ("gated", gated_trainer))}
+        estimates = {k: int(n.compute_conv_feature_map_size(cm.patch_size)) for k, n in networks.items()}
+        result["activation_memory"] = {"gated_bytes": kept["gated"], "ungated_bytes": kept["ungated"],
+                                       "ratio": kept["gated"] / kept["ungated"], "patch_size": list(cm.patch_size),
+                                       "batch_size": 1,
+                                       "what": "exact bytes autograd keeps for backward after one training forward "
+                                               "(saved-tensor storages, no parameters)"}
+        result["planner_estimate"] = {**estimates, "ratio": estimates["gated"] / estimates["ungated"],
+                                      "what": "compute_conv_feature_map_size at the same patch (elements, batch 1)"}
 
     if compile_networks:
         _progress(name, "graph breaks (torch._dynamo.explain)")
         result["graph_breaks"] = {k: graph_breaks(n, patch, batch, device) for k, n in networks.items()}
-    steps = {k: TrainStep(t, patch, batch, device, amp, compile_networks) for k, t in trainers.items()}
-    _progress(name, "train step")
-    result["train_step_seconds"] = _ratio_entry(_alternating(steps, repeats))
-    if device == "cuda":
-        _progress(name, "peak memory")
-        peaks = {k: [_peak_memory_cuda(s) for _ in range(memory_repeats)] for k, s in steps.items()}
-        result["train_peak_memory_bytes"] = _ratio_entry(peaks)
-    del steps
+    if "kernels" in measure:
+        _progress(name, "kernels per forward and backward (profiler)")
+        data = torch.randn(batch, 1, *patch, device=device)
+        counts = {k: kernel_count(torch.compile(n) if compile_networks else n, data, amp)
+                  for k, n in networks.items()}
+        result["kernels"] = {**counts, "ratio": counts["gated"] / counts["ungated"],
+                             "per_gate": (counts["gated"] - counts["ungated"])
+                             / len(networks["gated"].decoder.attention_gates),
+                             "what": "CUDA kernels (cuda) or innermost computing aten operators (cpu) of one "
+                                     "training forward and backward at the bench patch and batch"}
+    if "train" in measure:
+        steps = {k: TrainStep(t, patch, batch, device, amp, compile_networks) for k, t in trainers.items()}
+        _progress(name, "train step")
+        result["train_step_seconds"] = _ratio_entry(_alternating(steps, repeats))
+        if device == "cuda":
+            _progress(name, "peak memory")
+            peaks = {k: [_peak_memory_cuda(s) for _ in range(memory_repeats)] for k, s in steps.items()}
+            result["train_peak_memory_bytes"] = _ratio_entry(peaks)
+        del steps
+    if "inference" not in measure:
+        return result
 
     # larger than the patch along every axis; 2D plans predict a stack of slices
     volume = [int(p * 1.5) for p in patch] if len(patch) == 3 else [2] + [int(p * 1.5) for p in patch]
@@ -301,18 +355,18 @@ def _ratio_entry(samples: Dict[str, List[float]]) -> dict:
 
 
 def bench_in_fresh_process(name: str, configuration: dict, device: str, repeats: int, amp: Optional[str],
-                           compile_networks: bool, gated_trainer: str) -> dict:
+                           compile_networks: bool, gated_trainer: str, measure: Sequence[str] = MEASURES) -> dict:
     """bench_configuration in a child process whose nnUNet_results is a temporary folder (removed afterwards): the
     user's results and this process's environment stay as they are."""
     arguments = {"name": name, "configuration": configuration, "device": device, "repeats": repeats, "amp": amp,
-                 "compile_networks": compile_networks, "gated_trainer": gated_trainer}
+                 "compile_networks": compile_networks, "gated_trainer": gated_trainer, "measure": list(measure)}
     with tempfile.TemporaryDirectory(prefix="nnunet_attention_bench_") as results:
         return in_child_process(bench_configuration, arguments, f"bench of {name}", results)
 
 
 def run_bench(plans_file: Optional[str], configurations: Optional[Sequence[str]], device: str, repeats: int,
               amp: Optional[str], compile_networks: bool, gated_trainer: str,
-              json_file: Optional[str] = None) -> List[dict]:
+              json_file: Optional[str] = None, measure: Optional[Sequence[str]] = None) -> List[dict]:
     """The bench command: checks its inputs, benches each configuration (progress on stderr), writes json_file."""
     from nnunet_attention.devices import resolve_device
     from nnunet_attention.files import check_output_file, write_text
@@ -323,6 +377,10 @@ def run_bench(plans_file: Optional[str], configurations: Optional[Sequence[str]]
         raise NnUNetAttentionError(f"--repeats must be at least 1, got {repeats}")
     if plans_file and not os.path.isfile(plans_file):
         raise NnUNetAttentionError(f"plans file not found: {plans_file}")
+    measure = measure or MEASURES
+    unknown = [m for m in measure if m not in MEASURES]
+    if unknown:
+        raise NnUNetAttentionError(f"--measure {' '.join(unknown)}: choose among {' '.join(MEASURES)}")
     if json_file:
         check_output_file(json_file, overwrite=True)
     chosen = load_configurations(plans_file, configurations)
@@ -331,7 +389,7 @@ def run_bench(plans_file: Optional[str], configurations: Optional[Sequence[str]]
     for i, (name, configuration) in enumerate(chosen.items(), start=1):
         print(f"[{i}/{len(chosen)}] {name}", file=sys.stderr, flush=True)
         results.append(bench_in_fresh_process(name, configuration, device, repeats, amp, compile_networks,
-                                              gated_trainer))
+                                              gated_trainer, measure))
     if json_file:
         write_text(json_file, json.dumps({"results": results}, indent=2))
     return results
@@ -358,6 +416,7 @@ def load_configurations(plans_file: Optional[str], configurations: Optional[Sequ
 
 
 METRICS = (("parameters", "params"), ("activation_memory", "activations"), ("planner_estimate", "planner est."),
+           ("kernels", "kernels"),
            ("train_step_seconds", "train step"), ("train_peak_memory_bytes", "CUDA peak"),
            ("inference_seconds", "inference"))
 
