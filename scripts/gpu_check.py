@@ -1,22 +1,24 @@
 """GPU truth in one command: gated vs ungated on the card it finds, through our bench and nnU-Net's own commands.
 
-    python scripts/gpu_check.py -o gpu_results              # on a GPU machine: about 6-8 minutes on one H100
-    python scripts/gpu_check.py -o gpu_results --dry-run    # what it would run, runs nothing
-    python scripts/gpu_check.py -o tmp --device cpu --quick # the same steps at tiny sizes, no mirroring (the CI test)
+    python scripts/gpu_check.py -o gpu_results              # on a GPU machine: at most 8 minutes (the parts' limits)
+    python scripts/gpu_check.py -o gpu_results --parts pairing grid   # a subset, e.g. as a second command
+    python scripts/gpu_check.py -o gpu_results --dry-run    # the parts, their limits and what they run; runs nothing
+    python scripts/gpu_check.py -o tmp --device cpu --quick # the same steps at tiny sizes (the CI test)
 
-Parts, each with its own time limit; results are written after every step, so a part that fails or times out
-keeps what the earlier ones measured:
-  bench  `nnunet-attention bench` on the built-in plans: fp16 (nnU-Net's AMP) on all four, with torch.compile on the
-         two plain 3d_fullres plans, bf16 with compile on hippocampus: train-step, max_memory_allocated, inference
-         and activation-memory ratios, graph breaks in the compiled networks.
-  train  the demo's generated task, 3d_fullres: nnUNetv2_train of both trainers (a short fixed schedule, nnU-Net's
-         defaults on CUDA: compile and AMP on), epoch-time ratio from nnU-Net's logging, nnUNetv2_predict and
-         `nnunet-attention maps` of the gated model on the test cases (maps' time over predict's).
-  grid   `nnunet-attention grid --executor local` on that task: the folds trained without --npz are validated again
-         by grid jobs; each job's log shows the CUDA_VISIBLE_DEVICES it ran with.
-  pairing  paired trainings on that task (`nnunet-attention train ... --seed 0`: cuDNN deterministic, no benchmark;
-         nnU-Net's compile and AMP as they are): the gated trainer twice with the same seed; whether the two runs
-         repeat, and how far apart they end (largest weight difference, validation Dice of each).
+Parts in order of value, each with its own time limit (--limits PART=SECONDS); results are written after every step,
+so a part that fails or times out keeps what the earlier steps measured, and the message names the step:
+  bench    `nnunet-attention bench` on the built-in hippocampus and pancreas 3d_fullres plans, fp16 (nnU-Net's AMP):
+           compiled first (nnU-Net's default path on CUDA: train step, CUDA peak memory, kernels per forward and
+           backward, graph breaks), then eager (the same plus sliding-window inference, which nnU-Net runs eager).
+  train    the generated task, 3d_fullres: nnUNetv2_train of both trainers (a short fixed schedule, nnU-Net's
+           defaults on CUDA: compile and AMP on); epoch-time ratio from nnU-Net's logging over the epochs after the
+           first (which holds torch.compile's compilation); then nnUNetv2_predict and `nnunet-attention maps` of the
+           gated model on the test cases (maps' time over predict's).
+  pairing  paired trainings (`nnunet-attention train ... --seed 0`: cuDNN deterministic, no benchmark; nnU-Net's
+           compile and AMP as they are): the gated trainer twice; whether the two repeat, how far apart they end,
+           and their epoch time against the train part's unpaired gated training (pairing's cost).
+  grid     `nnunet-attention grid --executor local` on that task: the folds trained without --npz are validated again
+           by grid jobs; each job's log shows the CUDA_VISIBLE_DEVICES it ran with.
 Writes OUT/gpu_check.json and OUT/gpu_check.md (its "GPU table" is what the README's GPU section shows).
 """
 import argparse
@@ -25,6 +27,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -37,14 +40,17 @@ HERE = Path(__file__).resolve().parent
 CLI = [sys.executable, "-m", "nnunet_attention.cli"]
 # nnU-Net's trainer and ours on a schedule set by environment variables (check_trainers/, via nnUNet_extTrainer)
 TRAINERS = ("nnUNetTrainerScheduled", "nnUNetTrainerAttentionScheduled")
-# seconds per part (bench, train, grid): what one H100 needs with room to spare; what 2 CPU cores need at --quick
-DEFAULT_LIMITS = {"cuda": (240.0, 180.0, 60.0, 120.0), "cpu": (600.0, 900.0, 600.0, 600.0)}
-PARTS = ("bench", "train", "grid", "pairing")
+PARTS = ("bench", "train", "pairing", "grid")  # in order of value
+# seconds per part. cuda: 8 minutes in all, from the first H200 run (docs/gpu/nvidia-h200-2026-12-04): an eager fp16
+# bench ~45-60 s per plan with its activation-memory processes (not repeated here: exact on the CPU), a compiled one
+# over 125 s with them; synth + convert + plan ~25 s; a short training ~60 s (first epoch 34-38 s of compilation,
+# final validation ~20 s). cpu: what 2 cores need at --quick.
+DEFAULT_LIMITS = {"cuda": {"bench": 180.0, "train": 130.0, "pairing": 110.0, "grid": 60.0},
+                  "cpu": {"bench": 600.0, "train": 900.0, "pairing": 600.0, "grid": 600.0}}
 TASK_ID = 990
 DATASET = "Dataset990_AttentionSynth"
 PLANS = "nnUNetPlans"
 PLANS_3D = ("hippocampus_3d_fullres", "pancreas_3d_fullres")
-ALL_PLANS = (*PLANS_3D, "pancreas_2d", "pancreas_resenc_m_3d_fullres")
 TASK_PLAN = "task_3d_fullres"  # the generated task's nnUNetPlans 3d_fullres: seconds on a CPU, not the MSD shapes
 
 
@@ -53,21 +59,26 @@ class PartTimeout(Exception):
 
 
 def bench_runs(quick: bool, device: str):
-    """(plan, amp, compile) triples the bench part measures; TASK_PLAN is the generated task's own small plan."""
+    """(plan, amp, compile) triples the bench part measures, most telling first (a part that runs out of time keeps
+    what it measured); TASK_PLAN is the generated task's own small plan."""
     if device == "cpu":
         return [(TASK_PLAN if quick else "hippocampus_3d_fullres", None, False)]
     if quick:
-        return [("hippocampus_3d_fullres", "fp16", False), ("hippocampus_3d_fullres", "fp16", True)]
-    # most telling first: a part that runs out of time keeps what it measured
-    return ([(p, "fp16", False) for p in ALL_PLANS] + [(p, "fp16", True) for p in PLANS_3D]
-            + [("hippocampus_3d_fullres", "bf16", True)])
+        return [("hippocampus_3d_fullres", "fp16", True), ("hippocampus_3d_fullres", "fp16", False)]
+    return [(p, "fp16", True) for p in PLANS_3D] + [(p, "fp16", False) for p in PLANS_3D]
+
+
+def bench_measures(device: str, compiled: bool) -> list:
+    """What bench measures in a run: activation memory only on the CPU (exact bytes; the same network on a GPU),
+    inference only eager (nnU-Net's predictor does not compile)."""
+    return ["kernels", "train", *(["inference"] if not compiled else []), *(["activations"] if device == "cpu" else [])]
 
 
 def sizes(quick: bool) -> dict:
     if quick:
         return {"cases": 5, "test_cases": 1, "shape": (16, 48, 48), "epochs": 2, "iterations": 2, "val": 1,
                 "repeats": 1}
-    return {"cases": 20, "test_cases": 4, "shape": (20, 48, 48), "epochs": 2, "iterations": 50, "val": 10,
+    return {"cases": 20, "test_cases": 4, "shape": (20, 48, 48), "epochs": 4, "iterations": 30, "val": 5,
             "repeats": 5}
 
 
@@ -84,7 +95,7 @@ class Check:
                     "NNUNET_ATTENTION_EPOCHS": str(self.size["epochs"]),
                     "NNUNET_ATTENTION_ITERATIONS": str(self.size["iterations"]),
                     "NNUNET_ATTENTION_VAL_ITERATIONS": str(self.size["val"]),
-                    "NNUNET_ATTENTION_MIRRORING": "0" if args.quick else "1"}
+                    "NNUNET_ATTENTION_MIRRORING": "0"}  # validation without mirroring: time goes to the training
         self.env.setdefault("nnUNet_def_n_proc", bounded_export_workers())  # as the demo
         if args.device == "cpu":  # compile on the CPU costs minutes of C++ builds; nnU-Net's default is GPU-only
             self.env["nnUNet_compile"] = "f"
@@ -103,16 +114,23 @@ class Check:
         self.run_steps([steps.Step("command", DATASET, tuple(map(str, command)))], env, log_name=log_name)
 
     def run_steps(self, to_run, env=None, log_name=None):
-        """Steps one after the other (executor.LocalExecutor) under the part's deadline, logs in OUT/logs."""
+        """Steps one after the other (executor.LocalExecutor) under the part's deadline, logs in OUT/logs; a timeout
+        names the step that was running and its log."""
+        running = {}
+
+        def started(step, log):
+            running.update(step=" ".join(step.command[:8]) + (" ..." if len(step.command) > 8 else ""), log=log)
+            print(f"    $ {' '.join(step.command)}", flush=True)
+
         if self.deadline - time.time() <= 0:
-            raise PartTimeout(f"time limit reached before {to_run[0].command[0]}")
+            raise PartTimeout(f"its time limit had passed before `{' '.join(map(str, to_run[0].command[:8]))}`")
         executor = LocalExecutor(env or self.env, str(self.out / "logs"), deadline=self.deadline,
-                                 log_name=(lambda step: log_name) if log_name else None,
-                                 on_start=lambda step, log: print(f"    $ {' '.join(step.command)}", flush=True))
+                                 log_name=(lambda step: log_name) if log_name else None, on_start=started)
         try:
             failed = executor.run_steps(to_run)
-        except StepTimeout as error:
-            raise PartTimeout(str(error)) from None
+        except StepTimeout:
+            raise PartTimeout(f"its time limit passed during `{running.get('step')}` (stopped; log "
+                              f"{running.get('log')})") from None
         if failed:
             raise RuntimeError(f"{' '.join(failed[0].command[:3])} failed; see {executor.log_file(failed[0])}")
 
@@ -124,8 +142,9 @@ class Check:
             function(entry)
             entry["status"] = "ok"
         except (PartTimeout, RuntimeError, OSError, KeyError, ValueError) as error:
-            entry["status"], entry["error"] = "failed", str(error)
-            print(f"    FAILED: {error}", flush=True)
+            entry["status"] = "timed out" if isinstance(error, PartTimeout) else "failed"
+            entry["error"] = f"part {name} ({limit:.0f} s): {error}"
+            print(f"    {entry['status'].upper()}: {entry['error']}", flush=True)
         entry["seconds"] = round(time.time() - start, 1)
         self.write()
 
@@ -145,7 +164,8 @@ class Check:
             else:
                 source = ["-c", plan]
             self.run([*CLI, "bench", *source, "-device", self.args.device, "--repeats", self.size["repeats"],
-                      *(["--amp", amp] if amp else []), *(["--compile"] if compiled else []), "--json", json_file],
+                      *(["--amp", amp] if amp else []), *(["--compile"] if compiled else []),
+                      "--measure", *bench_measures(self.args.device, compiled), "--json", json_file],
                      json_file.with_suffix(".log").name)
             (result,) = json.loads(json_file.read_text())["results"]
             entry["runs"].append(result)
@@ -157,22 +177,26 @@ class Check:
         self.run_steps(steps.prepare_steps(str(task), self.spec, self.folders,
                                            {key: self.size[key] for key in ("cases", "test_cases", "shape")}))
 
-    def train(self, entry: dict):
+    def trained_epoch_seconds(self, results: Path, trainer: str) -> list:
         from nnunet_attention.model.checkpoint import load_checkpoint
 
+        folder = results / DATASET / model_identifier(trainer, PLANS, "3d_fullres") / "fold_0"
+        logging = load_checkpoint(str(folder / "checkpoint_final.pth"), mmap=True)["logging"]
+        return [e - s for s, e in zip(logging["epoch_start_timestamps"], logging["epoch_end_timestamps"])]
+
+    def train(self, entry: dict):
         self.prepare_task()
+        self.write()
         entry["epochs"], entry["iterations_per_epoch"] = self.size["epochs"], self.size["iterations"]
         entry["epoch_seconds"] = {}
         for step in steps.train_steps(self.spec, DATASET, self.folders):  # without --npz: grid validates again
-            trainer = step.trainer
-            self.run(step.command, f"train_{trainer}.log")
-            folder = self.work / "nnUNet_results" / DATASET / model_identifier(trainer, PLANS, "3d_fullres") / "fold_0"
-            logging = load_checkpoint(str(folder / "checkpoint_final.pth"), mmap=True)["logging"]
-            entry["epoch_seconds"][trainer] = [e - s for s, e in zip(logging["epoch_start_timestamps"],
-                                                                     logging["epoch_end_timestamps"])]
+            self.run(step.command, f"train_{step.trainer}.log")
+            entry["epoch_seconds"][step.trainer] = self.trained_epoch_seconds(self.work / "nnUNet_results",
+                                                                              step.trainer)
             self.write()
-        last = [entry["epoch_seconds"][t][-1] for t in TRAINERS]
-        entry["last_epoch_ratio"] = last[1] / last[0]  # the first epoch holds torch.compile's compilation
+        after_first = [statistics.median(entry["epoch_seconds"][t][1:]) for t in TRAINERS]
+        entry["epoch_ratio"] = after_first[1] / after_first[0]  # the first epoch holds torch.compile's compilation
+        self.write()
         images = self.work / "nnUNet_raw" / DATASET / "imagesTs"
         # --quick: predicted as the demo predicts on the CPU (no mirroring, one process per stage: nnU-Net's 3 + 3
         # spawned processes outlast one tiny case), maps alike; otherwise nnU-Net's defaults (mirroring on)
@@ -197,15 +221,21 @@ class Check:
         from nnunet_attention.model.checkpoint import load_checkpoint
 
         self.prepare_task()
-        runs = {}
-        for name, trainer in (("gated_1", TRAINERS[1]), ("gated_2", TRAINERS[1])):
+        runs, entry["epoch_seconds"] = {}, {}
+        for name in ("gated_1", "gated_2"):
             results = self.work / "pairing" / name
-            self.run([*CLI, "train", TASK_ID, "3d_fullres", "0", "-tr", trainer, "--seed", "0", "-device",
+            self.run([*CLI, "train", TASK_ID, "3d_fullres", "0", "-tr", TRAINERS[1], "--seed", "0", "-device",
                       self.args.device], f"pairing_{name}.log", env={**self.env, "nnUNet_results": str(results)})
-            folder = results / DATASET / model_identifier(trainer, PLANS, "3d_fullres") / "fold_0"
+            folder = results / DATASET / model_identifier(TRAINERS[1], PLANS, "3d_fullres") / "fold_0"
             summary = json.loads((folder / "validation" / "summary.json").read_text())
             runs[name] = (load_checkpoint(str(folder / "checkpoint_final.pth"))["network_weights"],
                           summary["foreground_mean"]["Dice"])
+            entry["epoch_seconds"][name] = self.trained_epoch_seconds(results, TRAINERS[1])
+            unpaired = self.results["parts"].get("train", {}).get("epoch_seconds", {}).get(TRAINERS[1])
+            if name == "gated_1" and unpaired:  # the same trainer and schedule trained unpaired by the train part
+                entry["paired_over_unpaired_epoch"] = (statistics.median(entry["epoch_seconds"][name][1:])
+                                                       / statistics.median(unpaired[1:]))
+            self.write()
         first, second = runs["gated_1"][0], runs["gated_2"][0]
         entry["repeat_max_weight_difference"] = max(float((first[k].float() - second[k].float()).abs().max())
                                                     for k in first)
@@ -253,29 +283,33 @@ def render(results: dict) -> str:
              f"{m['date']}; `{results['command']}`{' (quick sizes)' if results['quick'] else ''}.", "",
              "Ratios are gated / ungated, measured in one process with alternating runs.", ""]
     for name, part in results["parts"].items():
-        lines.append(f"- part **{name}**: {part['status']} in {part.get('seconds', '?')} s"
+        lines.append(f"- part **{name}**: {part['status']} in {part.get('seconds', '?')} s of {part['limit_s']:.0f}"
                      + (f" — {part['error']}" if part.get("error") else ""))
     bench = results["parts"].get("bench", {}).get("runs", [])
     lines += ["", "## GPU table", "",
-              "| plan | autocast | compile | params | activations | train step | peak memory | inference | graph "
-              "breaks (gated / ungated) |", "|---|---|---|---|---|---|---|---|---|"]
+              "| plan | autocast | compile | params | train step | peak memory | inference | kernels (gated / ungated) "
+              "| graph breaks (gated / ungated) |", "|---|---|---|---|---|---|---|---|---|"]
     for run in bench:
-        breaks = run.get("graph_breaks")
+        breaks, kernels = run.get("graph_breaks"), run.get("kernels")
         lines.append(f"| {run['name']} | {run['amp'] or 'off'} | {'on' if run['compile'] else 'off'} | "
-                     f"{_ratio(run, 'parameters')} | {_ratio(run, 'activation_memory')} | "
-                     f"{_ratio(run, 'train_step_seconds')} | {_ratio(run, 'train_peak_memory_bytes')} | "
-                     f"{_ratio(run, 'inference_seconds')} | "
+                     f"{_ratio(run, 'parameters')} | {_ratio(run, 'train_step_seconds')} | "
+                     f"{_ratio(run, 'train_peak_memory_bytes')} | {_ratio(run, 'inference_seconds')} | "
+                     + (f"{kernels['gated']} / {kernels['ungated']}" if kernels else "n/a") + " | "
                      + (f"{breaks['gated']['breaks']} / {breaks['ungated']['breaks']}" if breaks else "n/a") + " |")
     train = results["parts"].get("train", {})
-    if "last_epoch_ratio" in train:
+    if train.get("epoch_seconds"):
         seconds = "; ".join(f"{t}: " + ", ".join(f"{s:.1f}" for s in v) for t, v in train["epoch_seconds"].items())
         lines += ["", f"nnUNetv2_train, {train['epochs']} epochs of {train['iterations_per_epoch']} iterations, "
-                      f"nnU-Net's defaults: epoch seconds {seconds}; last-epoch ratio "
-                      f"**{train['last_epoch_ratio']:.3f}** (the first epoch holds compilation)."]
+                      f"nnU-Net's defaults: epoch seconds {seconds}"
+                  + (f"; epoch-time ratio **{train['epoch_ratio']:.3f}** (medians of the epochs after the first, "
+                     "which holds compilation)." if "epoch_ratio" in train else ".")]
     if "maps_over_predict" in train:
         lines.append(f"maps {train['maps_seconds']:.1f} s vs nnUNetv2_predict {train['predict_seconds']:.1f} s: "
                      f"**{train['maps_over_predict']:.2f}**.")
     pairing = results["parts"].get("pairing", {})
+    if "paired_over_unpaired_epoch" in pairing:
+        lines.append(f"Pairing's cost: a paired gated epoch over an unpaired one (medians after the first epoch) "
+                     f"**{pairing['paired_over_unpaired_epoch']:.3f}**.")
     if "repeat_identical" in pairing:
         dice = pairing["validation_dice"]
         lines.append(f"Paired trainings (seed 0, cuDNN deterministic): the gated training twice "
@@ -289,32 +323,57 @@ def render(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def part_limits(text: list, device: str) -> dict:
+    """--limits PART=SECONDS ... over the device's defaults."""
+    limits = dict(DEFAULT_LIMITS[device])
+    for item in text or ():
+        name, _, seconds = item.partition("=")
+        try:
+            limits[name], valid = float(seconds), name in PARTS and float(seconds) > 0
+        except ValueError:
+            valid = False
+        if not valid:
+            sys.exit(f"gpu_check: --limits {item}: write PART=SECONDS with PART one of {', '.join(PARTS)} and "
+                     "SECONDS > 0")
+    return limits
+
+
+def plan_lines(args, limits: dict) -> list:
+    size = sizes(args.quick)
+    schedule = f"{size['epochs']} epochs x {size['iterations']} iterations"
+    what = {"bench": "nnunet-attention bench " + "; ".join(
+                f"{p} autocast {a or 'off'} compile {'on' if c else 'off'} ({' '.join(bench_measures(args.device, c))})"
+                for p, a, c in bench_runs(args.quick, args.device)),
+            "train": f"synth {size['cases']}+{size['test_cases']} cases {'x'.join(map(str, size['shape']))}, "
+                     f"nnUNetv2_train 3d_fullres fold 0 -tr {' and '.join(TRAINERS)} ({schedule}; epoch-time ratio), "
+                     "nnUNetv2_predict and maps on imagesTs",
+            "pairing": f"nnunet-attention train 3d_fullres fold 0 --seed 0: {TRAINERS[1]} twice ({schedule}; do "
+                       "paired trainings repeat? paired epoch time over the train part's unpaired one)",
+            "grid": f"nnunet-attention grid --executor local -f 0 -tr {' '.join(TRAINERS)} (validates with --npz, "
+                    "find_best, compare)"}
+    return [f"{name} ({limits[name]:.0f} s): {what[name]}" for name in args.parts]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-o", required=True, help="output folder (gpu_check.json, gpu_check.md, logs, work)")
     parser.add_argument("-device", "--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--quick", action="store_true",
-                        help="tiny sizes, no mirroring in validation or prediction (the CPU test of this script)")
-    parser.add_argument("--dry-run", action="store_true", help="print what would run and exit")
-    parser.add_argument("--limits", type=float, nargs=4, metavar=("BENCH", "TRAIN", "GRID", "PAIRING"),
-                        help="seconds per part (default " + "; ".join(
-                            f"{d}: {' '.join(f'{v:.0f}' for v in limits)}" for d, limits in DEFAULT_LIMITS.items())
-                        + ")")
+                        help="tiny sizes, no mirroring in prediction (the CPU test of this script)")
+    parser.add_argument("--dry-run", action="store_true", help="print the parts, their limits and what they run")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                        help="the parts to run, in the order given (default: all, in order of value)")
+    parser.add_argument("--limits", nargs="+", metavar="PART=SECONDS",
+                        help="time limit per part (defaults: " + "; ".join(
+                            f"{d}: " + " ".join(f"{k}={v:.0f}" for k, v in limits.items())
+                            for d, limits in DEFAULT_LIMITS.items()) + ")")
     args = parser.parse_args()
-    args.limits = args.limits or DEFAULT_LIMITS[args.device]
-    runs = bench_runs(args.quick, args.device)
-    size = sizes(args.quick)
-    plan = [f"bench ({args.limits[0]:.0f} s): " + "; ".join(f"{p} autocast {a or 'off'} compile "
-                                                              f"{'on' if c else 'off'}" for p, a, c in runs),
-            f"train ({args.limits[1]:.0f} s): synth {size['cases']}+{size['test_cases']} cases "
-            f"{'x'.join(map(str, size['shape']))}, nnUNetv2_train 3d_fullres fold 0 -tr {' and '.join(TRAINERS)} "
-            f"({size['epochs']} epochs x {size['iterations']} iterations), nnUNetv2_predict and maps on imagesTs",
-            f"grid ({args.limits[2]:.0f} s): nnunet-attention grid --executor local -f 0 -tr {' '.join(TRAINERS)} "
-            f"(validates with --npz, find_best, compare)",
-            f"pairing ({args.limits[3]:.0f} s): nnunet-attention train 3d_fullres fold 0 --seed 0: {TRAINERS[1]} "
-            f"twice (do paired trainings repeat?)"]
+    limits = part_limits(args.limits, args.device)
+    plan = plan_lines(args, limits)
     if args.dry_run:
-        print(f"gpu_check on {args.device}{' (quick)' if args.quick else ''}, output {args.o}:")
+        total = sum(limits[name] for name in args.parts)
+        print(f"gpu_check on {args.device}{' (quick)' if args.quick else ''}, output {args.o}; parts in this order, "
+              f"limits summing to {total:.0f} s ({total / 60:.1f} min):")
         print("\n".join(f"  {line}" for line in plan))
         return
     import torch
@@ -325,8 +384,8 @@ def main():
     shutil.rmtree(check.work, ignore_errors=True)
     (check.out / "logs").mkdir(parents=True, exist_ok=True)
     print(f"gpu_check on {check.results['machine'].get('card', args.device)}", flush=True)
-    for name, limit in zip(PARTS, args.limits):
-        check.part(name, limit, getattr(check, name))
+    for name in args.parts:
+        check.part(name, limits[name], getattr(check, name))
     print(render(check.results))
     print(f"{check.out / 'gpu_check.md'}, {check.out / 'gpu_check.json'}")
     if any(p["status"] != "ok" for p in check.results["parts"].values()):

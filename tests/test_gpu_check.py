@@ -3,6 +3,7 @@ CPU (the same steps it runs on a GPU). Its bench part is also the suite's test o
 task's plans (--plans, --json)."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,13 +14,35 @@ from helpers import TEST_TRAINERS
 SCRIPT = Path(__file__).parents[1] / "scripts" / "gpu_check.py"
 
 
+def test_a_bad_limit_is_a_one_line_error(tmp_path):
+    result = subprocess.run([sys.executable, str(SCRIPT), "-o", str(tmp_path), "--dry-run", "--limits", "train=x"],
+                            capture_output=True, text=True)
+    assert result.returncode != 0 and "PART=SECONDS" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_a_part_out_of_time_names_the_step_it_stopped_and_keeps_the_results(tmp_path):
+    result = subprocess.run([sys.executable, str(SCRIPT), "-o", str(tmp_path), "--device", "cpu", "--quick",
+                             "--parts", "train", "--limits", "train=2"], capture_output=True, text=True)
+    assert result.returncode == 1
+    part = json.loads((tmp_path / "gpu_check.json").read_text())["parts"]["train"]
+    assert part["status"] == "timed out"
+    named = re.match(r"part train \(2 s\): its time limit passed during `(\S+ \S+).*` \(stopped; log (\S+)\)$",
+                     part["error"])
+    assert named and named[1].split()[0] in ("nnunet-attention", "nnUNetv2_convert_MSD_dataset",
+                                              "nnUNetv2_plan_and_preprocess"), part["error"]
+    assert Path(named[2]).is_file()
+
+
 def test_dry_run_prints_the_plan_for_cuda(tmp_path):
     result = subprocess.run([sys.executable, str(SCRIPT), "-o", str(tmp_path), "--dry-run"], capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stderr
-    assert "compile on" in result.stdout and "fp16" in result.stdout and "bf16" in result.stdout
+    assert "compile on" in result.stdout and "fp16" in result.stdout and "kernels" in result.stdout
     assert "nnUNetv2_train" in result.stdout and "grid --executor local" in result.stdout
     assert "--seed 0" in result.stdout
+    assert "limits summing to 480 s" in result.stdout  # one command fits a lease's 10-minute limit with room
+    parts = [line.split()[0] for line in result.stdout.splitlines()[1:]]
+    assert parts == ["bench", "train", "pairing", "grid"]  # in order of value
     assert not any(tmp_path.iterdir())  # ran nothing
 
 
@@ -42,21 +65,22 @@ def test_every_part_runs_on_the_cpu_at_quick_sizes(tmp_path):
     tmp_path = tmp_path / "out"
     results = json.loads((tmp_path / "gpu_check.json").read_text())
     assert {name: part["status"] for name, part in results["parts"].items()} == {"bench": "ok", "train": "ok",
-                                                                                 "grid": "ok", "pairing": "ok"}
+                                                                                 "pairing": "ok", "grid": "ok"}
     (run,) = results["parts"]["bench"]["runs"]  # what bench --json wrote
-    for key in ("parameters", "train_step_seconds", "inference_seconds", "planner_estimate"):
+    for key in ("parameters", "train_step_seconds", "inference_seconds", "planner_estimate", "kernels"):
         assert run[key]["ratio"] > 0 and run[key]["gated"] > 0 and run[key]["ungated"] > 0
     assert run["parameters"]["gated"] > run["parameters"]["ungated"]
     memory = run["activation_memory"]
     assert memory["gated_bytes"] > memory["ungated_bytes"] > 0
     assert 1 < memory["ratio"] < 1.02  # the gates keep under 2% more for backward on this plan (exact: test_cost)
     train = results["parts"]["train"]
-    assert train["last_epoch_ratio"] > 0 and train["maps_over_predict"] > 0
+    assert train["epoch_ratio"] > 0 and train["maps_over_predict"] > 0
     assert all(len(v) == 2 for v in train["epoch_seconds"].values())
     assert results["parts"]["grid"]["jobs"]  # the folds trained without --npz were validated by grid jobs
     pairing = results["parts"]["pairing"]
     assert pairing["repeat_identical"] and pairing["repeat_max_weight_difference"] == 0  # on the CPU: exactly
     assert pairing["validation_dice"]["gated_1"] == pairing["validation_dice"]["gated_2"]
+    assert pairing["paired_over_unpaired_epoch"] > 0
     markdown = (tmp_path / "gpu_check.md").read_text()
     assert "repeats exactly" in markdown
     assert "## GPU table" in markdown and "nnUNetPlans.json:3d_fullres" in markdown

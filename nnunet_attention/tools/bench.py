@@ -220,7 +220,7 @@ def kernel_count(network: nn.Module, x: torch.Tensor, amp: Optional[str]) -> int
 
     step()  # compiles, when compiled
     cuda = x.device.type == "cuda"
-    with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as profiler:
+    with profile(activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]) as profiler:
         step()
     events = profiler.events()
     if cuda:
