@@ -76,6 +76,37 @@ def test_the_cascade_without_its_lowres_stage_is_a_one_line_error(folders):
         steps.study_steps(_spec(["3d_cascade_fullres"]), folders)
 
 
+def test_a_paired_study_trains_again_a_fold_trained_unpaired_or_under_another_seed(folders):
+    folder = _fold(folders, TRAINERS[0], "3d_fullres", 0)
+    assert training_state(str(folder)) == TRAINED  # an unpaired study takes any finished fold
+    assert training_state(str(folder), seed=0) == steps.NEW  # trained unpaired: not half of a pair
+    (folder / "pairing.json").write_text(json.dumps({"study_seed": 0, "pair_seed": 1, "starts": []}))
+    assert training_state(str(folder), seed=0) == TRAINED
+    assert training_state(str(folder), seed=1) == steps.NEW
+    spec = steps.GridSpec([DATASET], ["3d_fullres"], [0], TRAINERS, device="cpu", seed=1)
+    (train,) = [s for s in steps.train_steps(spec, DATASET, folders) if s.trainer == TRAINERS[0]]
+    assert not train.done and "--c" not in train.command and train.command[-2:] == ("--seed", "1")
+
+
+def test_compare_names_folds_whose_trainings_are_not_a_pair(folders):
+    from nnunet_attention.compare import pairing_of
+    from nnunet_attention.compare.read import TrainerResults
+
+    found = [TrainerResults(t, "3d_fullres", str(_fold(folders, t, "3d_fullres", f).parent), folds=[0, 1])
+             for t in TRAINERS for f in (0, 1)][::2]
+    assert pairing_of(found) == {"design": "unpaired", "study_seeds": {"0": [None, None], "1": [None, None]},
+                                 "warnings": []}
+    for trainer in found:
+        for fold, seed in ((0, 3), (1, 3)):
+            (Path(trainer.folder) / f"fold_{fold}" / "pairing.json").write_text(json.dumps({"study_seed": seed}))
+    assert pairing_of(found)["design"] == "paired (seed 3)"
+    (Path(found[1].folder) / "fold_1" / "pairing.json").unlink()
+    mixed = pairing_of(found)
+    assert mixed["design"] == "mixed" and len(mixed["warnings"]) == 1
+    assert mixed["warnings"][0].startswith("fold 1: nnUNetTrainer trained with --seed 3, nnUNetTrainerAttention "
+                                           "unpaired: not a pair")
+
+
 def test_a_lowres_fold_is_done_only_with_its_next_stage_predictions(folders):
     folder = _fold(folders, TRAINERS[0], "3d_lowres", 0)
     assert training_state(str(folder), need_npz=True) == TRAINED

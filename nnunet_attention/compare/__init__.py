@@ -14,6 +14,7 @@ from nnunet_attention.compare import analysis, plots, render
 from nnunet_attention.compare.read import DatasetSource, read_results
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.files import atomic_path, check_output_folder, write_text
+from nnunet_attention.model.pairing_record import study_seed_of
 from nnunet_attention.compare.statistics import DEFAULT_MARGINS
 
 DEFAULT_NSD_TOLERANCE_MM = 1.0
@@ -47,7 +48,7 @@ def compare(datasets: Sequence[DatasetSource], configurations: Sequence[str], tr
     statistics = analysis.analyse_pairs(paired, seed, margins)
     os.makedirs(output_dir, exist_ok=True)
     report = render.report_header(trainers, plans, folds, results, missing_datasets, note, margins)
-    folds_found = {}
+    folds_found, pairings = {}, {}
     for name, labels in results.datasets.items():
         section = {"configurations": {}, "ensembles": results.ensembles[name]}
         report["curves"][name] = {}
@@ -57,6 +58,7 @@ def compare(datasets: Sequence[DatasetSource], configurations: Sequence[str], tr
                 continue
             folds_found[(name, configuration)] = [f.folds for f in found]
             report["warnings"] += outside_splits(name, configuration, found, results.designs.get(name, {}))
+            pairings[(name, configuration)] = pairing_of(found)
             curves = {f.trainer: {str(fold): c for fold, c in sorted(f.curves.items(), key=lambda kv: str(kv[0]))}
                       for f in found}
             report["curves"][name][configuration] = curves
@@ -66,10 +68,15 @@ def compare(datasets: Sequence[DatasetSource], configurations: Sequence[str], tr
             section["configurations"][configuration] = render.configuration_entry(
                 results, name, configuration, list(trainers), statistics, figures,
                 these[["fold", "case"]].drop_duplicates().to_dict("records"))
+            section["configurations"][configuration]["pairing"] = pairings[(name, configuration)]
             report["summary"] += [render.summary_row(name, configuration, c, statistics)
                                   for c in labels.class_names + [analysis.FOREGROUND]]
         report["datasets"][name] = section
     report["verdict"] = analysis.verdicts(statistics, folds_found)
+    for v in report["verdict"]:
+        pairing = pairings[(v["dataset"], v["configuration"])]
+        v["pairing"] = pairing["design"]
+        v["warnings"] += pairing["warnings"]
     report["across_datasets"] = analysis.across_datasets(statistics, margins)
     report["figures"] = [plots.plot_forest(report["summary"], trainers, output_dir, report["across_datasets"])]
     _write_csv([row for t in trainers for name, section in report["datasets"].items()
@@ -91,6 +98,29 @@ def outside_splits(dataset: str, configuration: str, found, design: Dict[str, di
     return [f"{dataset} {configuration}: fold(s) {', '.join(outside)} not in splits_final.json: nnU-Net trained them "
             f"on a random 80:20 split of its own, not as cross-validation folds (extend the splits first: "
             f"nnunet-attention splits -d {dataset} --repeats R); the verdict counts them as folds of the first repeat"]
+
+
+def pairing_of(found) -> dict:
+    """Whether the two trainers' folds are pairs, from each fold's pairing.json (pairing_record): "paired (seed S)"
+    when every fold of both was trained under the same study seed, "unpaired" when none was paired, "mixed"
+    otherwise, with a warning naming each fold whose two trainings are not a pair."""
+    seeds = {str(fold): [study_seed_of(os.path.join(t.folder, f"fold_{fold}")) for t in found]
+             for fold in sorted({str(f) for t in found for f in t.folds}, key=str)}
+    not_pairs = {fold: pair for fold, pair in seeds.items() if pair[0] is None or pair[0] != pair[1]}
+    if not not_pairs:
+        design = f"paired (seed {next(iter(seeds.values()))[0]})" if seeds else "unpaired"
+    elif all(pair == [None, None] for pair in seeds.values()):
+        design = "unpaired"
+    else:
+        design = "mixed"
+    warnings = [] if design == "unpaired" else [
+        f"fold {fold}: {found[0].trainer} trained {_trained(pair[0])}, {found[1].trainer} {_trained(pair[1])}: not a "
+        f"pair (train both again with the same --seed, or both unpaired)" for fold, pair in not_pairs.items()]
+    return {"design": design, "study_seeds": seeds, "warnings": warnings}
+
+
+def _trained(seed: Optional[int]) -> str:
+    return "unpaired" if seed is None else f"with --seed {seed}"
 
 
 def check_margins(margins: Optional[Dict[str, float]]) -> Dict[str, float]:

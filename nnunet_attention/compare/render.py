@@ -152,7 +152,8 @@ def _verdict_markdown(report: dict) -> List[str]:
         lines.append("")
         dice = v["metrics"].get("dice", {})
         if dice:
-            lines.append(f"- What this answers: {dice['estimand']}; design: {dice['design']}.")
+            lines.append(f"- What this answers: {dice['estimand']}; design: {dice['design']}"
+                         + (f", {v['pairing']}" if v.get("pairing") else "") + ".")
         for metric, m in v["metrics"].items():
             decimals = report["metrics"][metric]["decimals"]
             lines.append(f"- {headline_sentence(report['metrics'][metric]['title'], m, decimals)}")

@@ -6,21 +6,27 @@ difference between the two trainings of a pair.
 its own ``nnUNetTrainer`` included) as a subclass of T with the same name (``paired_trainer_class``): its folder,
 checkpoint and ``nnUNetv2_predict`` stay nnU-Net's. What the subclass changes:
 
-- the pair's seed ``pair_seed(S, dataset, configuration, fold)`` (the trainer is not part of it) seeds Python, numpy
-  and torch before the network is built;
+- the pair's seed ``pair_seed(S, dataset, configuration, fold)`` (the trainer is not part of it) is the root of
+  independent streams (``seed_stream``: numpy's SeedSequence, one child each for Python, numpy and torch): one for
+  the weights, one per training and validation batch;
 - the weights the network shares with the plan's ungated U-Net (same name and shape) are set to that U-Net's start
   for the seed; what is not shared (the gates) keeps its start drawn under the seed;
-- the data pipeline: nnU-Net's loaders, under a numpy/torch state derived from the seed, driven by batchgenerators'
-  MultiThreadedAugmenter (fixed worker seeds, batches taken from the workers in turn) instead of nnU-Net's
-  NonDetMultiThreadedAugmenter (workers reseeded by the OS, batches in whichever order they come); with
-  nnUNet_n_proc_DA=0 they run in the main process, as in nnU-Net;
-- on CUDA, cuDNN deterministic and without benchmark (nnU-Net turns benchmark on).
+- the data pipeline: nnU-Net's loaders, each batch drawn under its own stream (pair seed, loader, global batch
+  index), driven by batchgenerators' MultiThreadedAugmenter (batches taken from the workers in turn) instead of
+  nnU-Net's NonDetMultiThreadedAugmenter (workers reseeded by the OS, batches in whichever order they come); with
+  nnUNet_n_proc_DA=0 they run in the main process, as in nnU-Net. A training resumed with ``--c`` at epoch e starts
+  at batch e × iterations per epoch, so it draws exactly the batches its uninterrupted partner draws;
+- on CUDA, cuDNN deterministic and without benchmark (nnU-Net turns benchmark on);
+- ``pairing.json`` in the fold folder records the study seed, the pair seed, the workers, every start and resume,
+  torch and cuDNN settings and the host; a resume under another seed is refused, and grid, the demo and compare
+  read it (``pairing_record``) to tell a pair from two unrelated trainings.
 
 Without ``--seed`` nothing of this happens: ``nnunet-attention train`` is not used, ``nnUNetv2_train`` is.
-A resumed training (``--c``) continues from nnU-Net's checkpoint, which keeps no random states: it is paired with its
-partner, but not identical to an uninterrupted run.
 """
+import datetime
+import json
 import os
+import platform
 import random
 import zlib
 from typing import Optional
@@ -29,6 +35,10 @@ import numpy as np
 import torch
 
 from nnunet_attention.errors import NnUNetAttentionError
+from nnunet_attention.model.pairing_record import PAIRING_FILE, read_pairing
+
+SCHEME = "per-batch streams: SeedSequence(pair seed, loader, batch index)"
+WEIGHTS, TRAINING_BATCHES, VALIDATION_BATCHES, MAIN = range(4)  # the streams under one pair seed
 
 
 def pair_seed(seed: int, dataset: str, configuration: str, fold) -> int:
@@ -36,31 +46,38 @@ def pair_seed(seed: int, dataset: str, configuration: str, fold) -> int:
     return zlib.crc32(f"{seed}|{dataset}|{configuration}|{fold}".encode())
 
 
-def seed_everything(seed: int):
-    random.seed(seed)
-    np.random.seed(seed % 2 ** 32)
-    torch.manual_seed(seed)
+def seed_stream(*key: int):
+    """Seeds Python, numpy and torch from three independent children of SeedSequence(key): no two streams (nor the
+    three generators of one) start from the same integer."""
+    python, numpy, torch_seed = np.random.SeedSequence(list(key)).spawn(3)
+    random.seed(int(python.generate_state(1, np.uint64)[0]))
+    np.random.seed(numpy.generate_state(4))
+    torch.manual_seed(int(torch_seed.generate_state(1, np.uint64)[0]))
 
 
-class _WorkerSeededLoader:
-    """One augmentation worker's copy of nnU-Net's data loader. batchgenerators seeds only numpy in a worker; the
-    transforms (batchgeneratorsv2) also draw from torch, so the worker seeds torch from its numpy seed too. One torch
-    thread per worker, as nnU-Net's NonDetMultiThreadedAugmenter sets it: a worker forked from a training that used
-    several threads hangs in torch's thread pool otherwise (seen with -device cpu on 2 threads)."""
+class _BatchSeededLoader:
+    """One augmentation worker's copy of nnU-Net's data loader that draws every batch under its own stream (pair
+    seed, loader, global batch index). With W workers taken in turn, worker w draws batches first + w, first + w + W,
+    ...; so the batches the trainer receives do not depend on the workers, the machine's timing or where a training
+    was resumed. One torch thread per worker, as nnU-Net's NonDetMultiThreadedAugmenter sets it: a worker forked from
+    a training that used several threads hangs in torch's thread pool otherwise (seen with -device cpu on 2
+    threads)."""
 
-    def __init__(self, loader, seed: int):
-        self.loader, self.seed = loader, seed
+    def __init__(self, loader, seed: int, stream: int, first_batch: int, workers: int):
+        self.loader, self.seed, self.stream, self.workers = loader, seed, stream, workers
+        self.first_batch = self.next_batch = first_batch
 
     def set_thread_id(self, thread_id: int):
         torch.set_num_threads(1)  # as nnU-Net's own workers do: a forked worker must not enter the parent's pool
-        torch.manual_seed(self.seed + thread_id)
-        random.seed(self.seed + thread_id)
+        self.next_batch = self.first_batch + thread_id
         self.loader.set_thread_id(thread_id)
 
     def __iter__(self):
         return self
 
     def __next__(self):
+        seed_stream(self.seed, self.stream, self.next_batch)
+        self.next_batch += self.workers
         return next(self.loader)
 
 
@@ -81,10 +98,10 @@ class PairedTraining:
     def initialize(self):
         if self.was_initialized:
             return super().initialize()  # nnU-Net's own error
-        seed_everything(self.pair_seed)
+        seed_stream(self.pair_seed, WEIGHTS)
         super().initialize()
         self._start_from_ungated_weights()
-        seed_everything(self.pair_seed + 1)  # the data pipeline's stream, whatever building the network drew
+        seed_stream(self.pair_seed, MAIN)  # the main process's own draws, whatever building the network drew
 
     def _start_from_ungated_weights(self):
         from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -93,7 +110,7 @@ class PairedTraining:
         from nnunet_attention.model.networks import unwrap
 
         with torch.random.fork_rng(devices=[]):  # building the reference draws from torch only
-            torch.manual_seed(self.pair_seed)
+            seed_stream(self.pair_seed, WEIGHTS)
             reference = nnUNetTrainer.build_network_architecture(
                 self.plans_manager, self.configuration_manager,
                 determine_num_input_channels(self.plans_manager, self.configuration_manager, self.dataset_json),
@@ -115,16 +132,42 @@ class PairedTraining:
         if not isinstance(train, SingleThreadedAugmenter):
             raise NnUNetAttentionError("paired training needs nnU-Net's loaders in the main process; run it through "
                                        "nnunet-attention train ... --seed S")
-        if self.augmentation_workers == 0:
-            return train, val
-        pin = self.device.type == "cuda"
-        workers = self.augmentation_workers
-        seed = self.pair_seed % 2 ** 31
-        return (MultiThreadedAugmenter(_WorkerSeededLoader(train.data_loader, seed), None, workers,
-                                       num_cached_per_queue=max(2, 6 // workers),
-                                       seeds=[seed + i for i in range(workers)], pin_memory=pin),
-                MultiThreadedAugmenter(_WorkerSeededLoader(val.data_loader, seed + 1000), None, max(1, workers // 2),
-                                       seeds=[seed + 1000 + i for i in range(max(1, workers // 2))], pin_memory=pin))
+        self._record_start()
+        epoch = self.current_epoch  # a resumed training continues where its partner's batches stand
+        loaders = []
+        for augmenter, stream, per_epoch, workers in (
+                (train, TRAINING_BATCHES, self.num_iterations_per_epoch, self.augmentation_workers),
+                (val, VALIDATION_BATCHES, self.num_val_iterations_per_epoch, max(1, self.augmentation_workers // 2))):
+            if self.augmentation_workers == 0:
+                loaders.append(SingleThreadedAugmenter(
+                    _BatchSeededLoader(augmenter.data_loader, self.pair_seed, stream, epoch * per_epoch, 1), None))
+                continue
+            loaders.append(MultiThreadedAugmenter(
+                _BatchSeededLoader(augmenter.data_loader, self.pair_seed, stream, epoch * per_epoch, workers), None,
+                workers, num_cached_per_queue=max(2, 6 // workers),
+                pin_memory=self.device.type == "cuda"))
+        return tuple(loaders)
+
+    def _record_start(self):
+        """pairing.json: the pair's settings and this start; a resume under another seed is an error."""
+        recorded = read_pairing(self.output_folder) if self.current_epoch > 0 else None
+        if self.current_epoch > 0 and (recorded is None or recorded["study_seed"] != self.pair_study_seed):
+            trained = "unpaired" if recorded is None else f"with --seed {recorded['study_seed']}"
+            raise NnUNetAttentionError(
+                f"{self.output_folder} was trained {trained} up to epoch {self.current_epoch}; resuming it with "
+                f"--seed {self.pair_study_seed} would not continue a pair: resume with "
+                f"{'nnUNetv2_train --c' if recorded is None else '--seed ' + str(recorded['study_seed'])}, or start "
+                f"the fold again without --c")
+        record = recorded or {"study_seed": self.pair_study_seed, "pair_seed": self.pair_seed, "scheme": SCHEME,
+                              "starts": []}
+        record["starts"].append({
+            "epoch": self.current_epoch, "time": datetime.datetime.now().isoformat(timespec="seconds"),
+            "host": platform.node(), "augmentation_workers": self.augmentation_workers, "device": self.device.type,
+            "torch": torch.__version__, "cudnn_deterministic": torch.backends.cudnn.deterministic,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark})
+        os.makedirs(self.output_folder, exist_ok=True)
+        with open(os.path.join(self.output_folder, PAIRING_FILE), "w") as f:
+            json.dump(record, f, indent=1)
 
 
 def paired_trainer_class(trainer_class: type, seed: int, augmentation_workers: int) -> type:

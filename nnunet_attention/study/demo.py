@@ -279,7 +279,8 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
     print("nnU-Net folders: " + ", ".join(f"{k}={env[k]}" for k in ("nnUNet_raw", "nnUNet_preprocessed",
                                                                     "nnUNet_results")), flush=True)
     print(f"Paired trainings: seed {seed} (both trainers of a fold see the same batches and start from the same "
-          f"shared weights: docs/grid.md)" if seed is not None else "Unpaired trainings (nnUNetv2_train as is)",
+          f"shared weights; on the CPU a training repeats exactly, on CUDA only approximately: docs/grid.md)"
+          if seed is not None else "Unpaired trainings (nnUNetv2_train as is)",
           flush=True)
     runner = Runner(workdir, 6 + 2 * len(folds), env)
     runner.epochs = schedule_epochs(trainers[0])

@@ -5,17 +5,27 @@ import os
 import re
 from typing import List, Optional, Sequence
 
+from nnunet_attention.model.pairing_record import study_seed_of
 from nnunet_attention.nnunet_api import model_identifier
 
 TRAINED, VALIDATE, RESUME, NEW = "trained", "validate", "resume", "new"
 
 
-def training_state(fold_folder: str, need_npz: bool = False, next_stage: Optional[str] = None) -> str:
+def training_state(fold_folder: str, need_npz: bool = False, next_stage: Optional[str] = None,
+                   seed: Optional[int] = None) -> str:
     """TRAINED (checkpoint_final.pth and validation/summary.json, with need_npz the validation's .npz softmax files
     that nnUNetv2_find_best_configuration ensembles, with next_stage the next stage's input for every validation
     case, as nnU-Net's validation of a lowres stage writes it), VALIDATE (final checkpoint, validation or one of
     those missing: run nnUNetv2_train --val [--npz]), RESUME (checkpoint_latest.pth of an interrupted run: --c) or
-    NEW."""
+    NEW. For a paired study (seed), a fold trained unpaired or under another seed (pairing.json) is NEW: it is not
+    half of this study's pair, and training it again under the seed replaces it."""
+    state = _files_state(fold_folder, need_npz, next_stage)
+    if seed is not None and state != NEW and study_seed_of(fold_folder) != seed:
+        return NEW
+    return state
+
+
+def _files_state(fold_folder: str, need_npz: bool, next_stage: Optional[str]) -> str:
     final = os.path.isfile(os.path.join(fold_folder, "checkpoint_final.pth"))
     validation = os.path.join(fold_folder, "validation")
     if final and os.path.isfile(os.path.join(validation, "summary.json")) and \

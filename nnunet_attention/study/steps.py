@@ -211,7 +211,8 @@ def train_steps(spec: GridSpec, dataset: str, folders: Folders) -> List[Step]:
                                       model_identifier(trainer, spec.plans, configuration), f"fold_{fold}")
 
                 def state_now(folder=folder, next_stage=next_stage):  # find_best ensembles the .npz files: a fold
-                    return training_state(folder, need_npz=spec.npz, next_stage=next_stage)  # without them: --val
+                    return training_state(folder, need_npz=spec.npz, next_stage=next_stage,  # without: --val
+                                          seed=spec.seed)
 
                 state = state_now()
                 after = (train_key(dataset, previous, fold, trainer),) if previous else ()

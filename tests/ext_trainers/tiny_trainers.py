@@ -56,10 +56,13 @@ class _Recording:
         return super().train_step(batch)
 
     def on_train_end(self):
+        super().on_train_end()
+        self.write_recorded()
+
+    def write_recorded(self):
         import json
         import os
 
-        super().on_train_end()
         with open(os.path.join(self.output_folder, "recorded.json"), "w") as f:
             json.dump(self.recorded, f)
 
@@ -79,3 +82,19 @@ class nnUNetTrainerTinyRecording(_Recording, nnUNetTrainerTiny):
 
 class nnUNetTrainerAttentionTinyRecording(_Recording, nnUNetTrainerAttentionTiny):
     pass
+
+
+class nnUNetTrainerAttentionTinyResumableRecording(_Recording, nnUNetTrainerAttentionTinyResumable):
+    """Recording, 4 epochs with a checkpoint after each; with NNUNET_ATTENTION_TEST_STOP_AT_EPOCH=k it writes what it
+    recorded and exits (status 3) once k epochs are done, as a killed training would stop: something to resume."""
+
+    def on_epoch_end(self):
+        import os
+        import sys
+
+        super().on_epoch_end()
+        if str(self.current_epoch) == os.environ.get("NNUNET_ATTENTION_TEST_STOP_AT_EPOCH"):
+            self.write_recorded()
+            for loader in (self.dataloader_train, self.dataloader_val):
+                getattr(loader, "_finish", lambda: None)()  # its workers, as nnU-Net's on_train_end stops them
+            sys.exit(3)
