@@ -364,8 +364,8 @@ def plan_lines(args, limits: dict) -> list:
 
     what = {"compiled": "compile on: " + bench(True), "eager": "compile off: " + bench(False),
             "train": f"synth {size['cases']}+{size['test_cases']} cases {'x'.join(map(str, size['shape']))}, "
-                     f"nnUNetv2_train 3d_fullres fold 0 -tr {' and '.join(TRAINERS)} ({schedule}; epoch-time ratio; final "
-                     "validation left to grid), nnUNetv2_predict and maps on imagesTs",
+                     f"nnUNetv2_train 3d_fullres fold 0 -tr {' and '.join(TRAINERS)} ({schedule}; epoch-time ratio; "
+                     "final validation left to grid), nnUNetv2_predict and maps on imagesTs",
             "pairing": f"nnunet-attention train 3d_fullres fold 0 --seed 0: {TRAINERS[1]} twice ({schedule}; do "
                        "paired trainings repeat? paired epoch time over the train part's unpaired one)",
             "grid": f"nnunet-attention grid --executor local -f 0 -tr {' '.join(TRAINERS)} (validates with --npz, "

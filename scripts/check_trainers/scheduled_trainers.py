@@ -28,7 +28,8 @@ class _FromEnvironment(ShortSchedule):
     def perform_actual_validation(self, save_probabilities: bool = False):
         if getattr(self, "trained_in_this_process", False) and \
                 os.environ.get("NNUNET_ATTENTION_FINAL_VALIDATION") == "0":
-            self.print_to_log_file("Final validation left to nnUNetv2_train --val (NNUNET_ATTENTION_FINAL_VALIDATION=0)")
+            self.print_to_log_file("Final validation left to nnUNetv2_train --val "
+                                   "(NNUNET_ATTENTION_FINAL_VALIDATION=0)")
             return
         super().perform_actual_validation(save_probabilities)
 
