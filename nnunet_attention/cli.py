@@ -137,8 +137,16 @@ def _demo(args):
     from nnunet_attention.study.demo import run_demo
 
     exit_on_sigterm()
-    run_demo(args.o, args.i, args.d, args.c, args.device, args.f, args.trainers, args.epochs, margins=_margins(args),
-             seed=None if args.unpaired else args.seed)
+    try:
+        run_demo(args.o, args.i, args.d, args.c, args.device, args.f, args.trainers, args.epochs,
+                 margins=_margins(args), seed=None if args.unpaired else args.seed)
+    except (KeyboardInterrupt, SystemExit) as stop:
+        code = 130 if isinstance(stop, KeyboardInterrupt) else stop.code
+        if code not in (130, 143):  # not Ctrl-C or SIGTERM (exit_on_sigterm)
+            raise
+        print(f"nnunet-attention demo: stopped; its finished steps and trainings in {args.o} are kept; resume with: "
+              f"nnunet-attention {' '.join(sys.argv[1:])}", file=sys.stderr)
+        sys.exit(code)
 
 
 def _bench(args):

@@ -89,9 +89,10 @@ def test_demo_runs_every_step_stops_its_trainings_on_sigterm_and_resumes(tmp_pat
 
 
 def test_the_time_estimate_comes_from_the_first_epoch_and_the_steps_left(tmp_path, capsys):
-    from nnunet_attention.study.demo import Runner, schedule_epochs
+    from nnunet_attention.study.demo import Runner, schedule_epochs, shorter_hint
 
     runner = Runner(str(tmp_path), 10, {})
+    runner.shorter = shorter_hint([0, 1, 2], 100, "3d_fullres")
     from nnunet_attention.model.trainers import nnUNetTrainerDemo
 
     assert schedule_epochs("nnUNetTrainerAttentionDemo") == nnUNetTrainerDemo.schedule[0]
@@ -105,7 +106,7 @@ def test_the_time_estimate_comes_from_the_first_epoch_and_the_steps_left(tmp_pat
     assert runner._trainings_left is None  # once
     out = capsys.readouterr().out
     assert "about 12 min from now: 6 trainings of 8 epochs at 30 s per epoch, 2 at a time" in out
-    assert "-f 0 1" in out and "--epochs" in out and "-c 2d" in out
+    assert "Shorter: fewer folds (-f 0 1), a shorter schedule (--epochs 50), a smaller configuration (-c 2d)." in out
     runner._first = (6, 2, time.time() - 100)  # the first training ended after 100 s: 3 rounds of 100 s, 200 s left
     runner._refine(100.0)
     expected = time.strftime("%H:%M", time.localtime(time.time() + 200))
@@ -113,3 +114,31 @@ def test_the_time_estimate_comes_from_the_first_epoch_and_the_steps_left(tmp_pat
         capsys.readouterr().out
     runner._refine(100.0)  # once
     assert capsys.readouterr().out == ""
+
+
+def test_the_shorter_hint_leaves_out_what_is_in_effect():
+    from nnunet_attention.study.demo import shorter_hint
+
+    assert shorter_hint([0, 1], 5, "2d") == ""  # the demo's own short schedule, two folds, 2d: nothing left
+    assert shorter_hint([0, 1, 2, 3, 4], 5, "2d") == " Shorter: fewer folds (-f 0 1)."
+    assert shorter_hint([0], 20, "3d_fullres") == " Shorter: a shorter schedule (--epochs 10), a smaller " \
+                                                  "configuration (-c 2d)."
+
+
+def test_a_demo_stopped_by_sigterm_says_so_in_one_line_with_the_command_that_resumes(tmp_path):
+    import os
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    command = [sys.executable, "-m", "nnunet_attention.cli", "demo", "-o", str(tmp_path / "demo"), "-f", "0", "1"]
+    demo = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    for line in demo.stdout:
+        if line.startswith("nnU-Net folders"):
+            break
+    demo.send_signal(signal.SIGTERM)
+    _, stderr = demo.communicate(timeout=120)
+    assert demo.returncode == 128 + signal.SIGTERM
+    last = stderr.strip().splitlines()[-1]
+    assert last == f"nnunet-attention demo: stopped; its finished steps and trainings in {tmp_path / 'demo'} are " \
+                   f"kept; resume with: nnunet-attention demo -o {tmp_path / 'demo'} -f 0 1", stderr[-2000:]

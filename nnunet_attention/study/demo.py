@@ -125,6 +125,7 @@ class Runner:
         self.logs = os.path.join(workdir, "logs")
         self.total, self.number, self.env = total, 0, env
         self.epochs: Optional[int] = None  # epochs per training, for the time estimate (None: no estimate)
+        self.shorter = ""  # shorter_hint of the run
         self._trainings_left: Optional[Tuple[int, int]] = None  # (trainings, at once) until the estimate is out
         self._first: Optional[Tuple[int, int, float]] = None  # (trainings, at once, start) until the refined one
 
@@ -206,8 +207,7 @@ class Runner:
         seconds = float(times[0]) * self.epochs * -(-trainings // at_once)
         print(f"    estimate: the trainings end around {_clock(seconds)} (about {seconds / 60:.0f} min from now: "
               f"{trainings} trainings of {self.epochs} epochs at {float(times[0]):.0f} s per epoch, {at_once} at a "
-              f"time; find_best, prediction and compare take a few minutes more). Shorter: fewer folds (-f 0 1), a "
-              f"shorter schedule (--epochs), a smaller configuration (-c 2d)", flush=True)
+              f"time; find_best, prediction and compare take a few minutes more).{self.shorter}", flush=True)
 
     def _refine(self, seconds: float):
         """After the first training has ended: the end of the trainings again, from its whole time (start-up and
@@ -284,6 +284,7 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
           flush=True)
     runner = Runner(workdir, 6 + 2 * len(folds), env)
     runner.epochs = schedule_epochs(trainers[0])
+    runner.shorter = shorter_hint(folds, runner.epochs, configuration)
     folders = Folders.of(env)
     spec = prepare(runner, workdir, msd_folder, dataset_id, configuration, folds, trainers, device, seed,
                    {"cases": synth_cases, "test_cases": SYNTH_TEST_CASES, "shape": list(synth_shape)})
@@ -343,6 +344,20 @@ def demo_spec(dataset: str, configuration: str, folds: Sequence, trainers: Seque
     planning and find_best, paired trainings with seed (None: unpaired, nnUNetv2_train)."""
     return GridSpec([dataset], [configuration], list(folds), list(trainers), PLANS, device, npz=True,
                     processes=processes, seed=seed)
+
+
+MIN_SUGGESTED_EPOCHS = 5  # the demo's own schedule: fewer epochs would not compare the trainers
+
+
+def shorter_hint(folds: Sequence, epochs: Optional[int], configuration: str) -> str:
+    """" Shorter: ..." with what would shorten this run and is not already in effect ("" when nothing is left)."""
+    from nnunet_attention.model.trainers import SCHEDULES
+
+    shorter = [e for e in SCHEDULES if MIN_SUGGESTED_EPOCHS <= e < (epochs or 0)]
+    options = [*(["fewer folds (-f 0 1)"] if len(folds) > 2 else []),
+               *([f"a shorter schedule (--epochs {shorter[-1]})"] if shorter else []),
+               *(["a smaller configuration (-c 2d)"] if configuration != "2d" else [])]
+    return f" Shorter: {', '.join(options)}." if options else ""
 
 
 def schedule_epochs(trainer: str) -> Optional[int]:
