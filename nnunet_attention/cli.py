@@ -5,6 +5,7 @@ import os
 import sys
 import warnings
 
+from nnunet_attention.compare.metrics import margin_examples
 from nnunet_attention.errors import NnUNetAttentionError
 
 
@@ -19,7 +20,8 @@ def margin(value: str):
     try:
         return metric.strip().lower(), float(number) if sep else float("nan")
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--margin takes METRIC=VALUE, e.g. dice=0.02 or hd95=2; got {value}")
+        raise argparse.ArgumentTypeError(f"--margin takes METRIC=VALUE, e.g. {margin_examples().split()[0]}; got "
+                                         f"{value}")
 
 
 def _margins(args):
@@ -77,14 +79,14 @@ def _progress_line(message, final):
 
 
 def _compare(args):
-    from nnunet_attention.compare import compare_datasets
+    from nnunet_attention.compare.pipeline import compare_datasets
 
     compare_datasets(args.d, args.c, args.tr, args.p, args.f, args.o, args.nsd_tolerance, args.np,
                      log=_progress_line, margins=_margins(args))
 
 
 def _grid(args):
-    from nnunet_attention.compare import check_margins
+    from nnunet_attention.compare.pipeline import check_margins
     from nnunet_attention.study.grid import ExecutorOptions, GridSpec, dry_run, run_grid, status_table
     from nnunet_attention.nnunet_api import dataset_name, require_variables
 
@@ -201,8 +203,8 @@ def _default_processes() -> int:
     return default_num_processes
 
 
-MARGIN_HELP = ("equivalence margins, e.g. dice=0.02 nsd=0.02 hd95=2 (mm); default dice=0.01 nsd=0.01 hd95=1 "
-               "(docs/compare.md; the demo at its studied settings: dice=0.05 nsd=0.05 hd95=2)")
+MARGIN_HELP = (f"equivalence margins METRIC=VALUE in the metric's unit; default {margin_examples()} (docs/compare.md; "
+               "the demo's at its studied settings: docs/demo.md)")
 TRUST_HELP = ("load the checkpoint even if it holds pickled objects beyond what nnU-Net checkpoints contain; this "
               "RUNS CODE FROM THE FILE: only for files whose origin you trust")
 

@@ -18,9 +18,9 @@ def sphere(center_mm) -> np.ndarray:
 
 
 @pytest.mark.parametrize("axis, voxels", [(2, 10), (0, 4)])  # 10 mm along a fine axis, 12 mm along the coarse one
-def test_shifted_sphere_gives_the_analytic_nsd_and_hd95(axis, voxels):
+def test_shifted_sphere_gives_the_analytic_nsd_hd95_and_assd(axis, voxels):
     # For a sphere against itself shifted by d, the distance from a surface point to the other surface is uniform
-    # on [0, d] (Archimedes): NSD at tolerance t is t / d, HD95 is 0.95 d.
+    # on [0, d] (Archimedes): NSD at tolerance t is t / d, HD95 is 0.95 d, ASSD (the mean both ways) d / 2.
     center = np.array([60.0, 45.0, 45.0])
     shifted = center.copy()
     shifted[axis] += voxels * SPACING[axis]
@@ -31,20 +31,33 @@ def test_shifted_sphere_gives_the_analytic_nsd_and_hd95(axis, voxels):
         assert measured["nsd"] == pytest.approx(fraction, abs=0.12), fraction
         assert measured["empty"] is None
     assert measured["hd95"] == pytest.approx(0.95 * d, rel=0.1)
+    assert measured["assd"] == pytest.approx(_assd_by_distance_transform(b, a), rel=1e-4)
+    assert measured["assd"] == pytest.approx(0.5 * d, rel=0.25)  # the surfaces are voxels: d / 2 only roughly
     assert boundary.mask_metrics(b, a, SPACING, 1.05 * d)["nsd"] == pytest.approx(1.0)
     identical = boundary.mask_metrics(a, a, SPACING, 1.0)
-    assert identical["nsd"] == pytest.approx(1.0) and identical["hd95"] == pytest.approx(0.0)
+    assert identical["nsd"] == pytest.approx(1.0) and identical["hd95"] == identical["assd"] == pytest.approx(0.0)
+
+
+def _assd_by_distance_transform(prediction, reference) -> float:
+    """ASSD computed independently: each mask's surface voxels (the mask minus its erosion), the distance in mm from
+    each to the other's nearest surface voxel (scipy's exact Euclidean distance transform), the mean of both ways."""
+    from scipy import ndimage
+
+    surfaces = [m & ~ndimage.binary_erosion(m) for m in (prediction, reference)]
+    distances = [ndimage.distance_transform_edt(~other, sampling=SPACING)[own]
+                 for own, other in (surfaces, surfaces[::-1])]
+    return float(np.concatenate(distances).mean())
 
 
 def test_empty_masks_follow_the_stated_convention():
     empty, full = np.zeros((4, 5, 6), bool), np.zeros((4, 5, 6), bool)
     full[1:3, 1:3, 1:3] = True
     diagonal = float(np.sqrt((4 * 3.0) ** 2 + 5 ** 2 + 6 ** 2))
-    assert boundary.mask_metrics(empty, empty, SPACING, 1.0) == {"nsd": 1.0, "hd95": 0.0, "empty": "both"}
-    assert boundary.mask_metrics(full, empty, SPACING, 1.0) == {"nsd": 0.0, "hd95": pytest.approx(diagonal),
-                                                                "empty": "reference"}
-    assert boundary.mask_metrics(empty, full, SPACING, 1.0) == {"nsd": 0.0, "hd95": pytest.approx(diagonal),
-                                                                "empty": "prediction"}
+    assert boundary.mask_metrics(empty, empty, SPACING, 1.0) == {"nsd": 1.0, "hd95": 0.0, "assd": 0.0,
+                                                                 "empty": "both"}
+    worst = {"nsd": 0.0, "hd95": pytest.approx(diagonal), "assd": pytest.approx(diagonal)}
+    assert boundary.mask_metrics(full, empty, SPACING, 1.0) == {**worst, "empty": "reference"}
+    assert boundary.mask_metrics(empty, full, SPACING, 1.0) == {**worst, "empty": "prediction"}
 
 
 def _write_cases(tmp_path, cases: dict):

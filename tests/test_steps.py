@@ -89,7 +89,7 @@ def test_a_paired_study_trains_again_a_fold_trained_unpaired_or_under_another_se
 
 
 def test_compare_names_folds_whose_trainings_are_not_a_pair(folders):
-    from nnunet_attention.compare import pairing_of
+    from nnunet_attention.compare.pipeline import pairing_of
     from nnunet_attention.compare.read import TrainerResults
 
     found = [TrainerResults(t, "3d_fullres", str(_fold(folders, t, "3d_fullres", f).parent), folds=[0, 1])

@@ -12,8 +12,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from nnunet_attention.compare.read import METRICS
-from nnunet_attention.compare.statistics import (BOOTSTRAP_SAMPLES, CI_METHOD, DEFAULT_MARGINS, ESTIMAND, POWER,
+from nnunet_attention.compare.metrics import DEFAULT_MARGINS, METRICS
+from nnunet_attention.compare.statistics import (BOOTSTRAP_SAMPLES, CI_METHOD, ESTIMAND, POWER,
                                                  excludes_zero, folds_needed, holm, mean_across_datasets,
                                                  minimal_detectable_difference, overlap_variance_factor,
                                                  paired_statistics, row_rng, share_b_better, t975,

@@ -1,23 +1,19 @@
 """Boundary metrics per case and class, in physical spacing, from the files nnU-Net already wrote.
 
-NSD (normalised surface Dice) at a tolerance in mm and HD95 (95th-percentile Hausdorff distance) in mm, computed
-with MONAI: maintained, on PyPI, both metrics in physical spacing, and its surface Dice with ``use_subvoxels=True``
-is DeepMind's surfel-based NSD (the ``surface-distance`` code most MSD-era papers used, which is not maintained as a
-package). HD95 is MONAI's ``compute_hausdorff_distance(percentile=95, directed=False)``: the larger of the two
-directed 95th percentiles of the surface distances. Hausdorff implementations disagree, so the report names this one
-(``IMPLEMENTATION``).
-
-Empty masks (Metrics Reloaded asks to state it): reference and prediction both empty -> NSD 1, HD95 0; exactly one
-of them empty -> NSD 0, HD95 = the image's diagonal in mm (the largest distance possible in that image), so a missed
-or hallucinated structure stays in the statistics with the worst value. The report counts such cases per class.
+Which metrics, their functions and their empty-mask rules are the registry's (metrics.BOUNDARY): NSD (normalised
+surface Dice) at a tolerance in mm, HD95 and ASSD in mm, computed with MONAI: maintained, on PyPI, in physical
+spacing; its surface Dice with ``use_subvoxels=True`` is DeepMind's surfel-based NSD (the ``surface-distance`` code
+most MSD-era papers used, which is not maintained as a package). HD95 is MONAI's
+``compute_hausdorff_distance(percentile=95, directed=False)``: the larger of the two directed 95th percentiles of
+the surface distances. Hausdorff implementations disagree, so the report names this one (``implementation``).
 
 nnU-Net's ignore label: voxels the reference marks as ignore are taken out of both masks before measuring, as
-nnU-Net's Dice leaves them out of TP, FP and FN; a prediction that differs from the reference only there scores
-NSD 1 and HD95 0. Each case also records the reference structure's volume in mm^3 (compare groups cases by it).
+nnU-Net's Dice leaves them out of TP, FP and FN; a prediction that differs from the reference only there scores as a
+perfect one. Each case also records the reference structure's volume in mm^3 (compare groups cases by it).
 
 Per fold, the results are cached in ``nnunet_attention_boundary_metrics.json`` beside nnU-Net's ``summary.json``;
-a case is recomputed when its prediction or reference file changes (size or modification time), or the tolerance or
-the implementation does.
+a case is recomputed when its prediction or reference file changes (size or modification time), or the tolerance,
+the metrics or the implementation do.
 """
 import json
 import multiprocessing
@@ -28,20 +24,23 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from nnunet_attention.compare.metrics import BOUNDARY, DIAGONAL
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.files import write_text
 
 CACHE_FILE = "nnunet_attention_boundary_metrics.json"
 CACHE_FORMAT = 2  # 2: ignore label honoured, reference volume recorded
-EMPTY_CONVENTION = ("both empty: NSD 1, HD95 0 mm; exactly one empty: NSD 0, HD95 = the image diagonal in mm")
+EMPTY_CONVENTION = ("both empty: " + ", ".join(f"{m.title} {m.both_empty:g}" for m in BOUNDARY.values())
+                    + "; exactly one empty: " + ", ".join(
+                        f"{m.title} " + ("the image diagonal" if m.one_empty == DIAGONAL else f"{m.one_empty:g}")
+                        for m in BOUNDARY.values()))
 LabelOrRegion = Union[int, Tuple[int, ...]]
 
 
 def implementation() -> str:
     from importlib.metadata import version
 
-    return (f"MONAI {version('monai')}: compute_surface_dice(use_subvoxels=True) for NSD, "
-            f"compute_hausdorff_distance(percentile=95, directed=False) for HD95")
+    return f"MONAI {version('monai')}: " + ", ".join(f"{m.implementation} for {m.title}" for m in BOUNDARY.values())
 
 
 def _crop_to_union(a: np.ndarray, b: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -54,27 +53,24 @@ def _crop_to_union(a: np.ndarray, b: np.ndarray) -> Tuple[np.ndarray, np.ndarray
 
 
 def mask_metrics(prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[float], tolerance: float) -> dict:
-    """{"nsd", "hd95", "empty"} for two boolean masks of the same shape; spacing in mm per array axis; empty is
-    None, "both", "reference" or "prediction" (see the module's convention)."""
+    """Every boundary metric (by name) and "empty" for two boolean masks of the same shape; spacing in mm per array
+    axis; empty is None, "both", "reference" or "prediction" (the registry's empty-mask rules)."""
     import torch
-    from monai.metrics import compute_hausdorff_distance, compute_surface_dice
 
     has_prediction, has_reference = bool(prediction.any()), bool(reference.any())
     if not has_prediction and not has_reference:
-        return {"nsd": 1.0, "hd95": 0.0, "empty": "both"}
+        return {**{name: m.both_empty for name, m in BOUNDARY.items()}, "empty": "both"}
     if not (has_prediction and has_reference):
         diagonal = float(np.sqrt(np.sum((np.array(prediction.shape) * np.array(spacing, dtype=float)) ** 2)))
-        return {"nsd": 0.0, "hd95": diagonal, "empty": "prediction" if has_reference else "reference"}
+        return {**{name: diagonal if m.one_empty == DIAGONAL else m.one_empty for name, m in BOUNDARY.items()},
+                "empty": "prediction" if has_reference else "reference"}
     prediction, reference = _crop_to_union(prediction, reference)
     p = torch.from_numpy(np.ascontiguousarray(prediction[None, None], dtype=np.float32))
     r = torch.from_numpy(np.ascontiguousarray(reference[None, None], dtype=np.float32))
     spacing = [float(s) for s in spacing]
     with warnings.catch_warnings():  # MONAI's own deprecation notices, not about these inputs
         warnings.simplefilter("ignore", FutureWarning)
-        nsd = compute_surface_dice(p, r, [float(tolerance)], include_background=True, spacing=spacing,
-                                   use_subvoxels=True)
-        hd95 = compute_hausdorff_distance(p, r, include_background=True, percentile=95, spacing=spacing)
-    return {"nsd": float(nsd.item()), "hd95": float(hd95.item()), "empty": None}
+        return {**{name: m.measure(p, r, spacing, tolerance) for name, m in BOUNDARY.items()}, "empty": None}
 
 
 def case_metrics(prediction_file: str, reference_file: str, reader_class: type, labels: Sequence[LabelOrRegion],
@@ -162,9 +158,9 @@ def folder_metrics(prediction_folder: str, reference_folder: str, cases: Sequenc
                    reader_class: type, labels: Sequence[LabelOrRegion], tolerances: Dict[str, float],
                    workers: Optional[CaseWorkers] = None, progress: Optional[Callable[[int, int], None]] = None,
                    ignore_label: Optional[int] = None) -> Dict[str, dict]:
-    """case -> key -> {"nsd", "hd95", "empty", "reference_mm3"} for the cases' predictions in prediction_folder against
-    reference_folder (nnUNet_preprocessed/DatasetX/gt_segmentations), cached in prediction_folder/CACHE_FILE;
-    measured by workers (default: in this process)."""
+    """case -> key -> {each boundary metric, "empty", "reference_mm3"} for the cases' predictions in
+    prediction_folder against reference_folder (nnUNet_preprocessed/DatasetX/gt_segmentations), cached in
+    prediction_folder/CACHE_FILE; measured by workers (default: in this process)."""
     cache_file = os.path.join(prediction_folder, CACHE_FILE)
     version = f"{implementation()}; format {CACHE_FORMAT}; ignore label {ignore_label}"
     cached = {}

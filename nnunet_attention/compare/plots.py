@@ -7,7 +7,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from nnunet_attention.compare.read import CURVE_SERIES, METRICS
+from nnunet_attention.compare.metrics import METRICS
+from nnunet_attention.compare.read import CURVE_SERIES
 
 CURVE_TITLES = {"train_losses": ("training loss", "loss"), "val_losses": ("validation loss", "loss"),
                 "mean_fg_dice": ("pseudo Dice (validation patches)", "mean foreground Dice"),

@@ -2,37 +2,26 @@
 value (plus, per case and class, which masks were empty and the reference's volume).
 
 Dice per case is nnU-Net's own (each fold's ``validation/summary.json``), except for a class empty in both reference
-and prediction: nnU-Net gives NaN and leaves it out of its means, compare scores it 1, as NSD (1) and HD95 (0 mm)
-score it, so that the three metrics' foreground means average the same classes; NSD and HD95 are computed from the same
-validation predictions against ``nnUNet_preprocessed/DatasetX/gt_segmentations`` (boundary.py, cached per fold). The
+and prediction: nnU-Net gives NaN and leaves it out of its means, compare scores it as the registry says (metrics.py),
+as it scores the boundary metrics, so that every metric's foreground mean averages the same classes; the boundary
+metrics are computed from the same validation predictions against ``nnUNet_preprocessed/DatasetX/gt_segmentations`` (boundary.py, cached per fold). The
 checkpoints' logging gives parameter counts, epoch times and learning curves; ``inference_information.json`` and
 the ensembles of ``nnUNetv2_find_best_configuration`` are read when they exist.
 """
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
 from nnunet_attention.compare import boundary
+from nnunet_attention.compare.metrics import BOUNDARY, METRICS, PRIMARY
 from nnunet_attention.model.checkpoint import load_checkpoint
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.nnunet_api import model_identifier
 
-class Metric(NamedTuple):
-    title: str
-    higher_is_better: bool
-    tie_tolerance: float
-    decimals: int  # fixed decimals in the report; a CI's ends are rounded outwards to them
-
-
-METRICS = {
-    "dice": Metric("Dice", True, 1e-3, 3),
-    "nsd": Metric("NSD", True, 1e-3, 3),
-    "hd95": Metric("HD95 (mm)", False, 1e-2, 2),
-}
 CURVE_SERIES = ("train_losses", "val_losses", "mean_fg_dice", "ema_fg_dice")
 COLUMNS = ["dataset", "configuration", "trainer", "fold", "case", "class", "metric", "value", "empty",
            "reference_mm3"]
@@ -148,16 +137,16 @@ class DatasetLabels:
                                        self.labels, self.tolerances, workers, progress, self.ignore_label)
 
     def case_rows(self, summary: dict, measured: Dict[str, dict], prefix: dict) -> List[dict]:
-        """Long-form rows of one validated folder: Dice from nnU-Net's summary, NSD and HD95 as measured."""
+        """Long-form rows of one validated folder: Dice from nnU-Net's summary, the boundary metrics as measured."""
         rows = []
         for entry in summary["metric_per_case"]:
             case = case_id(entry["prediction_file"], self.file_ending)
             for key in self.keys:
                 dice = entry["metrics"].get(key, {}).get("Dice")
                 m = measured[case][key]
-                if m["empty"] == "both":  # nnU-Net's Dice is NaN there; compare scores it as NSD and HD95 do
-                    dice = 1.0
-                values = {"dice": float("nan") if dice is None else float(dice), "nsd": m["nsd"], "hd95": m["hd95"]}
+                if m["empty"] == "both":  # nnU-Net's Dice is NaN there; compare scores it by the registry's rule
+                    dice = METRICS[PRIMARY].both_empty
+                values = {PRIMARY: float("nan") if dice is None else float(dice), **{b: m[b] for b in BOUNDARY}}
                 rows += [{**prefix, "case": case, "class": self.names[key], "metric": metric, "value": value,
                           "empty": m["empty"] or "", "reference_mm3": m["reference_mm3"]}
                          for metric, value in values.items()]
@@ -241,7 +230,7 @@ def _trainers_in_identifier(identifier: str) -> List[str]:
 
 def read_ensembles(dataset: DatasetLabels, trainers: Sequence[str], workers: boundary.CaseWorkers,
                    log) -> Optional[dict]:
-    """find_best_configuration's answer for these trainers, with Dice, NSD and HD95 per class of its ensembles."""
+    """find_best_configuration's answer for these trainers, with every metric per class of its ensembles."""
     info_file = os.path.join(dataset.source.results, "inference_information.json")
     if not os.path.isfile(info_file):
         return None
@@ -258,9 +247,8 @@ def read_ensembles(dataset: DatasetLabels, trainers: Sequence[str], workers: bou
             measured = dataset.boundary_metrics(folder, cases, workers,
                                                 _progress(log, f"{dataset.source.name} ensemble"))
             per_class[key] = {dataset.names[k]: {
-                "dice": summary["mean"].get(k, {}).get("Dice"),
-                "nsd": float(np.mean([measured[c][k]["nsd"] for c in cases])) if cases else None,
-                "hd95": float(np.mean([measured[c][k]["hd95"] for c in cases])) if cases else None}
+                PRIMARY: summary["mean"].get(k, {}).get("Dice"),
+                **{b: float(np.mean([measured[c][k][b] for c in cases])) if cases else None for b in BOUNDARY}}
                 for k in dataset.keys}
     best = info["best_model_or_ensemble"]
     return {"source": info_file, "foreground_dice": relevant, "ensemble_per_class": per_class,

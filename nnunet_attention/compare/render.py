@@ -8,7 +8,8 @@ import pandas as pd
 
 from nnunet_attention.compare import boundary
 from nnunet_attention.compare.analysis import FOREGROUND
-from nnunet_attention.compare.read import METRICS, Results, TrainerResults
+from nnunet_attention.compare.metrics import METRICS, PRIMARY
+from nnunet_attention.compare.read import Results, TrainerResults
 from nnunet_attention.compare.statistics import verdict_rule
 
 SUMMARY_KEYS = ("n_pairs", "mean_a", "mean_b", "mean_difference", "estimate", "bootstrap_ci95", "hierarchical_ci95",
@@ -26,7 +27,7 @@ def column_name(name: str) -> str:
 
 
 def per_case_rows(table: pd.DataFrame) -> List[dict]:
-    """One row per trainer, fold and case: dice_/nsd_/hd95_/empty_<class> columns (per_case.csv's layout)."""
+    """One row per trainer, fold and case: <metric>_<class> and empty_<class> columns (per_case.csv's layout)."""
     rows = {}
     for r in table.to_dict("records"):
         row = rows.setdefault((r["dataset"], r["configuration"], r["trainer"], r["fold"], r["case"]), {
@@ -48,9 +49,10 @@ def trainer_entry(found: TrainerResults, table: pd.DataFrame, classes: List[str]
     for fold in found.folds:
         rows = table[table["fold"] == fold]
         per_fold[str(fold)] = {name: {
-            "dice": {"mean": found.nnunet_fold_dice[fold][name],  # nnU-Net's own mean
-                     "std": _mean_std(rows[(rows["class"] == name) & (rows["metric"] == "dice")]["value"])["std"]},
-            **{m: _mean_std(rows[(rows["class"] == name) & (rows["metric"] == m)]["value"]) for m in ("nsd", "hd95")}}
+            PRIMARY: {"mean": found.nnunet_fold_dice[fold][name],  # nnU-Net's own mean
+                      "std": _mean_std(rows[(rows["class"] == name) & (rows["metric"] == PRIMARY)]["value"])["std"]},
+            **{m: _mean_std(rows[(rows["class"] == name) & (rows["metric"] == m)]["value"])
+               for m in METRICS if m != PRIMARY}}
             for name in classes}
     dice = table[table["metric"] == "dice"]
     return {"folder": found.folder, "folds_found": list(found.folds), "parameters": found.parameters,
@@ -126,7 +128,9 @@ def render_markdown(report: dict) -> str:
     lines += [f"Plans `{report['plans']}`, folds {report['folds']}. Differences are **{b} minus {a}** (B − A), per "
               f"validation case, paired by case. Boundary metrics: {bm['implementation']}. Empty masks: "
               f"{bm['empty_convention']}.",
-              "Wins count the cases where B is better (higher Dice/NSD, lower HD95); ties are |difference| ≤ "
+              "Wins count the cases where B is better (" + ", ".join(
+                  f"{'higher' if m['higher_is_better'] else 'lower'} {m['title']}" for m in report["metrics"].values())
+              + "); ties are |difference| ≤ "
               + ", ".join(f"{m['title']} {m['tie_tolerance']}" for m in report["metrics"].values()) + ".", ""]
     if report["missing_datasets"]:
         lines += ["**Datasets not found** (left out of the table and the correction): "
@@ -363,7 +367,7 @@ def _ensembles_markdown(ensembles: Optional[dict], a: str, b: str) -> List[str]:
     lines += [f"| {k} | {_fmt(v)} |" for k, v in ensembles["foreground_dice"].items()]
     for key, per_class in ensembles["ensemble_per_class"].items():
         lines += ["", f"`{key}` per class: " + "; ".join(
-            f"{label} Dice {_fmt(v['dice'])}, NSD {_fmt(v['nsd'])}, HD95 {_fmt(v['hd95'])} mm"
+            f"{label} " + ", ".join(f"{metric.title} {_fmt(v[name])}" for name, metric in METRICS.items())
             for label, v in per_class.items())]
     best = ensembles["best"]
     chosen = " + ".join(f"{m['trainer']} ({m['configuration']})" for m in best["models"])
@@ -375,7 +379,8 @@ def report_header(trainers, plans, folds, results: Results, missing_datasets, no
     return {"trainers": list(trainers), "plans": plans, "folds": list(folds),
             "difference": f"{trainers[1]} minus {trainers[0]}",
             "metrics": {m: {"title": d.title, "higher_is_better": d.higher_is_better,
-                            "tie_tolerance": d.tie_tolerance, "decimals": d.decimals} for m, d in METRICS.items()},
+                            "tie_tolerance": d.tie_tolerance, "decimals": d.decimals, "unit": d.unit,
+                            "default_margin": d.default_margin} for m, d in METRICS.items()},
             "boundary_metrics": {"implementation": boundary.implementation(),
                                  "empty_convention": boundary.EMPTY_CONVENTION + "; Dice: both empty = 1 (nnU-Net's "
                                                      "summary.json says NaN), so that every metric scores the same "
@@ -392,4 +397,4 @@ def report_header(trainers, plans, folds, results: Results, missing_datasets, no
 def summary_row(dataset: str, configuration: str, name: str, statistics: Dict[tuple, dict]) -> dict:
     return {"dataset": dataset, "configuration": configuration, "class": name,
             "metrics": {m: {k: statistics[(dataset, configuration, name, m)].get(k) for k in SUMMARY_KEYS}
-                        for m in METRICS}}
+                        for m in METRICS if (dataset, configuration, name, m) in statistics}}

@@ -17,7 +17,6 @@ BOOTSTRAP_SAMPLES = 10000
 ALPHA = 0.05
 POWER = 0.8
 # The equivalence margin per metric when none is given: B - A within +-margin is "no difference that matters".
-DEFAULT_MARGINS = {"dice": 0.01, "nsd": 0.01, "hd95": 1.0}
 OUTCOMES = ("better", "worse", "equivalent", "inconclusive")
 CI_METHOD = ("corrected repeated k-fold t on the per-fold mean differences B - A (Nadeau & Bengio 2003; Bouckaert & "
              "Frank 2004): variance s^2 (1/J + n_val/n_train), J - 1 degrees of freedom")

@@ -252,7 +252,7 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
     """Runs (or resumes) the whole comparison; returns the report folder. None: the demo's settings; margins go to
     compare (equivalence margins per metric; None: DEMO_MARGINS at the studied settings, else compare's defaults);
     seed pairs the trainings (None: unpaired, as nnUNetv2_train runs them)."""
-    from nnunet_attention.compare import DatasetSource, check_margins, compare, print_summary
+    from nnunet_attention.compare.pipeline import DatasetSource, check_margins, compare, print_summary
     from nnunet_attention.devices import resolve_device
     from nnunet_attention.files import check_output_folder
 

@@ -278,7 +278,7 @@ def run_grid(spec: GridSpec, options: ExecutorOptions, compare_processes: int, p
     """The whole grid in one run of the steps (plan, then train, then find_best per dataset, each once what it waits
     for is done), then compare the first trainer with each other one; returns whether every step is done (a re-run
     continues where it stands)."""
-    from nnunet_attention.compare import compare_datasets
+    from nnunet_attention.compare.pipeline import compare_datasets
 
     options.check_runnable(spec.device)
     grid = Grid(spec, options, log=log, poll_seconds=poll_seconds)

@@ -1,0 +1,68 @@
+"""The metrics compare reports, each in one place: what it is called, which way is better, how it is shown, its
+default equivalence margin, how it scores empty masks and, for the boundary metrics, the function that measures it.
+Everything else (reading, boundary measurement and its cache, statistics, the report, the plots, the CLI's help)
+reads this registry; a new metric is one entry here (plus its function).
+
+Dice is nnU-Net's own per case (validation/summary.json); the others are measured from the same predictions with
+MONAI in physical spacing (boundary.py). Empty masks, as Metrics Reloaded asks to state: reference and prediction
+both empty score ``both_empty``; exactly one empty scores the worst value (0 for NSD, the image's diagonal in mm for
+the distances), so a missed or hallucinated structure stays in the statistics.
+"""
+from typing import Callable, Dict, NamedTuple, Optional, Sequence
+
+DIAGONAL = "diagonal"  # one_empty of a distance: the image's diagonal in mm, the largest distance possible there
+
+
+class Metric(NamedTuple):
+    title: str
+    higher_is_better: bool
+    tie_tolerance: float
+    decimals: int  # fixed decimals in the report; a CI's ends are rounded outwards to them
+    unit: str  # "" or "mm"
+    default_margin: float  # equivalence margin, in the metric's unit (docs/compare.md)
+    both_empty: float  # the score when reference and prediction are both empty
+    one_empty: object  # the score when exactly one is empty: a number, or DIAGONAL
+    # boundary metrics: measure(prediction, reference, spacing, tolerance_mm) on (1, 1, ...) float tensors; None: Dice
+    measure: Optional[Callable] = None
+    implementation: str = "nnU-Net's validation summary.json"
+
+
+def _nsd(prediction, reference, spacing: Sequence[float], tolerance: float) -> float:
+    from monai.metrics import compute_surface_dice
+
+    return float(compute_surface_dice(prediction, reference, [float(tolerance)], include_background=True,
+                                      spacing=list(spacing), use_subvoxels=True).item())
+
+
+def _hd95(prediction, reference, spacing: Sequence[float], tolerance: float) -> float:
+    from monai.metrics import compute_hausdorff_distance
+
+    return float(compute_hausdorff_distance(prediction, reference, include_background=True, percentile=95,
+                                            spacing=list(spacing)).item())
+
+
+def _assd(prediction, reference, spacing: Sequence[float], tolerance: float) -> float:
+    from monai.metrics import compute_average_surface_distance
+
+    return float(compute_average_surface_distance(prediction, reference, include_background=True, symmetric=True,
+                                                  spacing=list(spacing)).item())
+
+
+METRICS: Dict[str, Metric] = {
+    "dice": Metric("Dice", True, 1e-3, 3, "", 0.01, 1.0, 0.0),
+    "nsd": Metric("NSD", True, 1e-3, 3, "", 0.01, 1.0, 0.0, _nsd,
+                  "compute_surface_dice(use_subvoxels=True)"),
+    "hd95": Metric("HD95 (mm)", False, 1e-2, 2, "mm", 1.0, 0.0, DIAGONAL, _hd95,
+                   "compute_hausdorff_distance(percentile=95, directed=False)"),
+    "assd": Metric("ASSD (mm)", False, 1e-2, 2, "mm", 0.5, 0.0, DIAGONAL, _assd,
+                   "compute_average_surface_distance(symmetric=True)"),
+}
+PRIMARY = "dice"  # the metric lost classes and the headline are judged by
+DEFAULT_MARGINS = {name: metric.default_margin for name, metric in METRICS.items()}
+BOUNDARY = {name: metric for name, metric in METRICS.items() if metric.measure is not None}
+
+
+def margin_examples() -> str:
+    """'dice=0.01 nsd=0.01 hd95=1 (mm) ...': the defaults as --margin would take them."""
+    return " ".join(f"{name}={metric.default_margin:g}" + (f" ({metric.unit})" if metric.unit else "")
+                    for name, metric in METRICS.items())
