@@ -4,7 +4,8 @@ value (plus, per case and class, which masks were empty and the reference's volu
 Dice per case is nnU-Net's own (each fold's ``validation/summary.json``), except for a class empty in both reference
 and prediction: nnU-Net gives NaN and leaves it out of its means, compare scores it as the registry says (metrics.py),
 as it scores the boundary metrics, so that every metric's foreground mean averages the same classes; the boundary
-metrics are computed from the same validation predictions against ``nnUNet_preprocessed/DatasetX/gt_segmentations`` (boundary.py, cached per fold). The
+metrics are computed from the same validation predictions against ``nnUNet_preprocessed/DatasetX/gt_segmentations``
+(boundary.py, cached per fold). The
 checkpoints' logging gives parameter counts, epoch times and learning curves; ``inference_information.json`` and
 the ensembles of ``nnUNetv2_find_best_configuration`` are read when they exist.
 """
