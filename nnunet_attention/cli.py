@@ -100,6 +100,12 @@ def _grid(args):
         print(status_table(spec, options))
     elif args.dry_run:
         print(dry_run(spec))
+    elif args.until_decided:
+        from nnunet_attention.study.sequential import run_until_decided
+
+        if not run_until_decided(spec, options, args.np, args.max_repeats, args.poll_seconds,
+                                 log=lambda line: print(line, flush=True), margins=_margins(args)):
+            sys.exit(1)
     elif not run_grid(spec, options, args.np, args.poll_seconds, log=lambda line: print(line, flush=True),
                       margins=_margins(args)):
         sys.exit(1)
@@ -282,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print what would run and what is done, run nothing")
     p.add_argument("-np", type=int, default=_default_processes(), help="processes for compare's boundary metrics")
     p.add_argument("--poll-seconds", type=float, default=10.0, help="how often job states are checked (default 10)")
+    p.add_argument("--until-decided", action="store_true",
+                   help="repeated cross-validation round by round (new 5-fold splits of the same cases), judged after "
+                        "each round with alpha spending; a dataset x configuration stops once decided (docs/grid.md)")
+    p.add_argument("--max-repeats", type=int, default=3,
+                   help="with --until-decided: the most rounds, which also sets each look's level (default 3)")
     p.add_argument("--margin", nargs="+", type=margin, metavar="METRIC=VALUE", help=MARGIN_HELP)
     p.set_defaults(func=_grid)
 

@@ -7,13 +7,13 @@ The pairs table may carry two optional columns that describe the cross-validatio
 repeated k-fold cross-validation a fold belongs to; fold ids unique over the whole design; absent = one
 cross-validation) and ``n_train`` (the fold's training-set size, from splits_final.json; absent = the cases the
 repeat's other folds validate)."""
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
 
 from nnunet_attention.compare.metrics import DEFAULT_MARGINS, METRICS
-from nnunet_attention.compare.statistics import (BOOTSTRAP_SAMPLES, CI_METHOD, ESTIMAND, POWER,
+from nnunet_attention.compare.statistics import (interval_at, spending_levels, BOOTSTRAP_SAMPLES, CI_METHOD, ESTIMAND, POWER,
                                                  excludes_zero, folds_needed, holm, mean_across_datasets,
                                                  minimal_detectable_difference, overlap_variance_factor,
                                                  paired_statistics, row_rng, share_b_better, t975,
@@ -27,6 +27,10 @@ VERDICT_KEYS = ("mean_difference", "estimate", "hierarchical_ci95", "ci_method",
                 "folds_needed", "n_folds", "n_pairs", "excluded_nan_pairs", "estimand", "n_repeats", "design",
                 "correction_factor", "validation_to_training", "fold_correlation", "trainings_ci95", "trainings_se",
                 "trainings_t_p", "excludes_zero", "power")
+SEQUENTIAL_KEYS = ("sequential", "outcome_fixed_95")  # in a verdict only when the look was sequential
+SEQUENTIAL_METHOD = ("repeated cross-validation judged after each whole round: O'Brien-Fleming-type alpha spending "
+                     "(Lan-DeMets) over the planned rounds, each look at its spent level, union-bounded; "
+                     "equivalence by repeated confidence intervals at the same levels")
 LOST_DICE = 0.0  # a class is lost in a fold when every case with the class in its reference scores Dice at most this
 HOLM_FAMILIES = {"headline": "the foreground-mean rows of the metric (every dataset x configuration)",
                  "per class": "the per-class rows of the metric (every dataset x configuration x class)"}
@@ -165,12 +169,16 @@ def analyse(table: pd.DataFrame, trainers: Sequence[str], seed: int = 0,
 
 
 def analyse_pairs(paired: pd.DataFrame, seed: int = 0, margins: Optional[Dict[str, float]] = None,
-                  bootstrap_samples: int = BOOTSTRAP_SAMPLES) -> Dict[tuple, dict]:
+                  bootstrap_samples: int = BOOTSTRAP_SAMPLES, look: Optional[Tuple[int, int]] = None
+                  ) -> Dict[tuple, dict]:
     """(dataset, configuration, class, metric) -> statistics, with p_holm within the row's Holm family (HOLM_FAMILIES:
     a row's adjusted p depends only on the rows of its own family), the outcome against the metric's margin
     (DEFAULT_MARGINS where margins does not name it), what the study could detect, the folds that would settle it,
     the size terciles and, for the foreground mean, the ten worst cases. bootstrap_samples sets the descriptive
-    bootstraps only (the case-level CI and p_b_better); the verdict does not resample."""
+    bootstraps only (the case-level CI and p_b_better); the verdict does not resample. look = (k, K): the k-th of K
+    sequential looks (grid --until-decided): the outcome is then judged at that look's spending level
+    (statistics.spending_levels) with its repeated interval, recorded under "sequential"; the fixed-design outcome
+    at 95% stays as "outcome_fixed_95"."""
     margins = {**DEFAULT_MARGINS, **(margins or {})}
     results = {}
     for key, row in paired.groupby(ROW_KEY, sort=False):
@@ -194,6 +202,14 @@ def analyse_pairs(paired: pd.DataFrame, seed: int = 0, margins: Optional[Dict[st
                  minimal_detectable_difference=minimal_detectable_difference(s["hierarchical_se"], s["df"]),
                  folds_needed=folds_needed(s["estimate"], s["hierarchical_se"], s["n_folds"], margin,
                                            s["validation_to_training"]))
+        if look is not None:
+            level = spending_levels(look[1])[look[0] - 1]
+            ci = interval_at(s["estimate"], s["hierarchical_se"], s["df"], level)
+            outcome = verdict(ci, s["p_holm"], s["estimate"], METRICS[metric].higher_is_better, margin,
+                              s["n_folds"], alpha=level)
+            s.update(outcome_fixed_95=s["outcome"], outcome=outcome,
+                     sequential={"look": look[0], "looks": look[1], "level": level, "ci": ci, "outcome": outcome,
+                                 "method": SEQUENTIAL_METHOD})
     return results
 
 
@@ -207,7 +223,8 @@ def verdicts(results: Dict[tuple, dict], folds_found: Dict[tuple, Sequence]) -> 
             s = results.get((dataset, configuration, FOREGROUND, metric))
             if s is None:
                 continue
-            by_metric[metric] = {"verdict": s["outcome"], **{k: s[k] for k in VERDICT_KEYS}}
+            by_metric[metric] = {"verdict": s["outcome"], **{k: s[k] for k in VERDICT_KEYS},
+                                 **{k: s[k] for k in SEQUENTIAL_KEYS if k in s}}
         stats = results.get((dataset, configuration, FOREGROUND, "dice"), {})
         if stats.get("n_folds", 0) < MIN_FOLDS:
             warnings.append(f"{stats.get('n_folds', 0)} fold(s) paired, fewer than {MIN_FOLDS}: training randomness "

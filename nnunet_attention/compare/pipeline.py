@@ -8,7 +8,7 @@ import csv
 import json
 import os
 import sys
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 from nnunet_attention.compare import analysis, plots, render
 from nnunet_attention.compare.read import DatasetSource, read_results
@@ -24,7 +24,7 @@ def compare(datasets: Sequence[DatasetSource], configurations: Sequence[str], tr
             folds: Sequence, output_dir: str, nsd_tolerance: Sequence[float] = (DEFAULT_NSD_TOLERANCE_MM,),
             num_processes: int = 1, missing_datasets: Sequence[str] = (), seed: int = 0,
             log: Optional[Callable[[str, bool], None]] = None, note: Optional[str] = None,
-            margins: Optional[Dict[str, float]] = None) -> dict:
+            margins: Optional[Dict[str, float]] = None, look: Optional[Tuple[int, int]] = None) -> dict:
     """Writes report.md, report.json, per_case.csv and the figures to output_dir; returns the report dict.
 
     Args:
@@ -36,6 +36,7 @@ def compare(datasets: Sequence[DatasetSource], configurations: Sequence[str], tr
         log: called with (message, final) for progress.
         note: one line shown under the report's verdict (the demo says there what its runs can show).
         margins: equivalence margin per metric (metrics.METRICS, in its unit); its default for the others.
+        look: (k, K), the k-th of K sequential looks (grid --until-decided; analysis.analyse_pairs).
     """
     margins = check_margins(margins)
     check_trainers(trainers)
@@ -44,7 +45,7 @@ def compare(datasets: Sequence[DatasetSource], configurations: Sequence[str], tr
         raise NnUNetAttentionError("no validation/summary.json found; missing: " + "; ".join(results.missing))
     paired = analysis.with_design(analysis.pairs(analysis.with_foreground_mean(results.table), trainers),
                                   results.designs)  # once, for statistics and plots
-    statistics = analysis.analyse_pairs(paired, seed, margins)
+    statistics = analysis.analyse_pairs(paired, seed, margins, look=look)
     os.makedirs(output_dir, exist_ok=True)
     report = render.report_header(trainers, plans, folds, results, missing_datasets, note, margins)
     folds_found, pairings = {}, {}
@@ -166,7 +167,7 @@ def compare_datasets(datasets: Sequence[str], configurations: Sequence[str], tra
                      folds: Sequence, output: Optional[str] = None,
                      nsd_tolerance: Sequence[float] = (DEFAULT_NSD_TOLERANCE_MM,), processes: int = 1,
                      log: Optional[Callable[[str, bool], None]] = None,
-                     margins: Optional[Dict[str, float]] = None) -> dict:
+                     margins: Optional[Dict[str, float]] = None, look: Optional[Tuple[int, int]] = None) -> dict:
     """compare over the datasets (names or ids) found in nnUNet_results/nnUNet_preprocessed, the others named as
     missing; the default output is nnUNet_results/DATASET/nnunet_attention_compare (several datasets:
     nnUNet_results/nnunet_attention_compare). Prints its summary (print_summary)."""
@@ -198,7 +199,7 @@ def compare_datasets(datasets: Sequence[str], configurations: Sequence[str], tra
                         os.path.join(str(nnUNet_results), "nnunet_attention_compare"))
     check_output_folder(output)
     report = compare(sources, configurations, trainers, plans, folds, output, nsd_tolerance, processes, missing,
-                     log=log, margins=margins)
+                     log=log, margins=margins, look=look)
     print_summary(report, output)
     return report
 

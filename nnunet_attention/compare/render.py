@@ -158,6 +158,12 @@ def _verdict_markdown(report: dict) -> List[str]:
         if dice:
             lines.append(f"- What this answers: {dice['estimand']}; design: {dice['design']}"
                          + (f", {v['pairing']}" if v.get("pairing") else "") + ".")
+        if dice.get("sequential"):
+            look = dice["sequential"]
+            lines.append(f"- Sequential: look {look['look']} of {look['looks']}: every metric judged at the level "
+                         f"this look spends ({look['level']:.4g}; Dice's repeated interval "
+                         f"{_ci(look['ci'], report['metrics']['dice']['decimals'])}; the 95% intervals below are "
+                         f"descriptive); Dice's outcome at 95% without the looks: {dice['outcome_fixed_95']}.")
         for metric, m in v["metrics"].items():
             decimals = report["metrics"][metric]["decimals"]
             lines.append(f"- {headline_sentence(report['metrics'][metric]['title'], m, decimals)}")

@@ -147,15 +147,41 @@ def excludes_zero(ci: Optional[Sequence[float]]) -> Optional[bool]:
 
 
 def verdict(ci: Optional[Sequence[float]], p_holm: Optional[float], estimate: Optional[float],
-            higher_is_better: bool, margin: float, n_folds: int) -> str:
-    """verdict_rule for one row: "better", "worse", "equivalent" or "inconclusive" (B against A)."""
+            higher_is_better: bool, margin: float, n_folds: int, alpha: float = ALPHA) -> str:
+    """verdict_rule for one row: "better", "worse", "equivalent" or "inconclusive" (B against A); ci is the
+    (1 - alpha) interval."""
     if ci is None or estimate is None or n_folds < 2:
         return "inconclusive"
     if -margin <= ci[0] and ci[1] <= margin:
         return "equivalent"
-    if p_holm is not None and p_holm < ALPHA and estimate != 0:
+    if p_holm is not None and p_holm < alpha and estimate != 0:
         return "better" if (estimate > 0) == higher_is_better else "worse"
     return "inconclusive"
+
+
+def spending_levels(looks: int, alpha: float = ALPHA) -> List[float]:
+    """The nominal two-sided level of each of `looks` equally spaced looks (after each whole round of a repeated
+    cross-validation): the increments of Lan & DeMets' O'Brien-Fleming-type spending function
+    alpha(t) = 2 - 2 Phi(z_{1-alpha/2} / sqrt(t)) at information fractions t = k / looks. They sum to alpha, so by the
+    union bound the chance of any false "better"/"worse" over all looks, and of any of the repeated intervals
+    missing the truth (equivalence, Jennison & Turnbull 1993), is at most alpha, whatever the correlation between
+    looks: conservative, at the price of a last look below alpha."""
+    from scipy.stats import norm
+
+    z = norm.ppf(1 - alpha / 2)
+    spent = [2 - 2 * norm.cdf(z / math.sqrt(k / looks)) for k in range(1, looks + 1)]
+    return [float(later - earlier) for earlier, later in zip([0.0, *spent[:-1]], spent)]
+
+
+def interval_at(estimate: Optional[float], se: Optional[float], df: Optional[int],
+                alpha: float) -> Optional[List[float]]:
+    """The two-sided (1 - alpha) t interval around estimate (None without a standard error)."""
+    from scipy.stats import t
+
+    if estimate is None or se is None or df is None:
+        return None
+    half = float(t.ppf(1 - alpha / 2, df)) * se
+    return [estimate - half, estimate + half]
 
 
 def minimal_detectable_difference(se: Optional[float], df: Optional[int]) -> Optional[float]:
