@@ -98,3 +98,27 @@ class nnUNetTrainerAttentionTinyResumableRecording(_Recording, nnUNetTrainerAtte
             for loader in (self.dataloader_train, self.dataloader_val):
                 getattr(loader, "_finish", lambda: None)()  # its workers, as nnU-Net's on_train_end stops them
             sys.exit(3)
+
+
+class nnUNetTrainerTinyOracle(nnUNetTrainerTiny):
+    """Its validation 'predicts' the reference itself (the reference files copied over the network's predictions,
+    then nnU-Net's own metrics): a trainer clearly better than any real one, for tests that need a known difference."""
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        import os
+        import shutil
+
+        from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
+
+        super().perform_actual_validation(save_probabilities)
+        validation = os.path.join(self.output_folder, "validation")
+        references = os.path.join(self.preprocessed_dataset_folder_base, "gt_segmentations")
+        ending = self.dataset_json["file_ending"]
+        for name in os.listdir(validation):
+            if name.endswith(ending):
+                shutil.copyfile(os.path.join(references, name), os.path.join(validation, name))
+        labels = self.label_manager
+        compute_metrics_on_folder(references, validation, os.path.join(validation, "summary.json"),
+                                  self.plans_manager.image_reader_writer_class(), ending,
+                                  labels.foreground_regions if labels.has_regions else labels.foreground_labels,
+                                  labels.ignore_label, chill=True, num_processes=1)
