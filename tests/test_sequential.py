@@ -35,7 +35,8 @@ def test_until_decided_stops_after_the_first_round_at_a_clear_difference_and_a_r
     state = json.loads((root / "nnUNet_results" / "nnunet_attention_grid" / "until_decided.json").read_text())
     assert state["rows"] == {f"{DATASET_NAME}/2d": {
         "look": 1, "looks": 2, "outcome": "better", "level": pytest.approx(spending_levels(2)[0]),
-        "trainings_per_trainer": 5, "report": str(root / "nnUNet_results" / DATASET_NAME / "nnunet_attention_compare_2d")}}
+        "trainings_per_trainer": 5,
+        "report": str(root / "nnUNet_results" / DATASET_NAME / "nnunet_attention_compare_2d")}}
     assert "better at look 1 of 2 (5 trainings per trainer)" in first
     results = root / "nnUNet_results" / DATASET_NAME
     report = json.loads((results / "nnunet_attention_compare_2d" / "report.json").read_text())

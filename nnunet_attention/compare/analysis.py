@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from nnunet_attention.compare.metrics import DEFAULT_MARGINS, METRICS
-from nnunet_attention.compare.statistics import (interval_at, spending_levels, BOOTSTRAP_SAMPLES, CI_METHOD, ESTIMAND, POWER,
-                                                 excludes_zero, folds_needed, holm, mean_across_datasets,
+from nnunet_attention.compare.statistics import (BOOTSTRAP_SAMPLES, CI_METHOD, ESTIMAND, POWER, excludes_zero,
+                                                 interval_at, spending_levels, folds_needed, holm, mean_across_datasets,
                                                  minimal_detectable_difference, overlap_variance_factor,
                                                  paired_statistics, row_rng, share_b_better, t975,
                                                  t_interval_of_folds, verdict)
