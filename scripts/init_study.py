@@ -198,7 +198,7 @@ def main():
                    f"machine kind, docs/demo.md)")
     summary = summarise(records, runs, folds)
     result = {"machine": machine, "command": command,
-              "default": nnUNetTrainerAttention.gate_init, "studied_demo_settings": args.cases == demo.SYNTH_CASES,
+              "default": nnUNetTrainerAttention.gates.init, "studied_demo_settings": args.cases == demo.SYNTH_CASES,
               "summary": summary, "runs": records}
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "init_study.json").write_text(json.dumps(result, indent=1))

@@ -11,6 +11,7 @@ from helpers import SMALL_INPUT, plan_cases
 
 from nnunet_attention.model import trainers
 from nnunet_attention.model.decoder import AttentionUNetDecoder
+from nnunet_attention.model.gate_config import GateConfig
 from nnunet_attention.model.networks import gates_by_level
 from nnunet_attention.tools.reference_plans import reference_configurations
 
@@ -45,7 +46,8 @@ def test_decoder_takes_and_passes_on_every_option_of_dna_decoder():
     encoder = trainers.nnUNetTrainerAttention.build_network_architecture(None, cm, 1, 3, True).encoder
     decoder = AttentionUNetDecoder(encoder, 3, 2, True, norm_op=nn.BatchNorm3d, norm_op_kwargs={"eps": 1e-3},
                                    dropout_op=nn.Dropout3d, dropout_op_kwargs={"p": 0.1}, nonlin=nn.ReLU,
-                                   nonlin_kwargs={"inplace": False}, conv_bias=False, gate_output_transform=True)
+                                   nonlin_kwargs={"inplace": False}, conv_bias=False,
+                                   gates=GateConfig(output_transform=True))
     norms = [m for m in decoder.stages.modules() if isinstance(m, (nn.BatchNorm3d, nn.InstanceNorm3d))]
     assert norms and all(isinstance(m, nn.BatchNorm3d) for m in norms)
     assert any(isinstance(m, nn.Dropout3d) for m in decoder.stages.modules())

@@ -1,4 +1,6 @@
 """Gated networks built from real plans' configurations, next to the ungated networks nnU-Net builds from them."""
+from pathlib import Path
+
 import pytest
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -7,7 +9,9 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from helpers import SMALL_INPUT, plan_cases
 
 from nnunet_attention.errors import NnUNetAttentionError
+from nnunet_attention.model import trainers
 from nnunet_attention.model.gate import GATE_INITS
+from nnunet_attention.model.gate_config import GateConfig
 from nnunet_attention.model.networks import (AttentionPlainConvUNet, AttentionResidualEncoderUNet, build_gated_network,
                                        gates_by_level)
 from nnunet_attention.tools.reference_plans import reference_configurations
@@ -70,7 +74,7 @@ def test_deep_supervision_switch_reaches_the_gated_decoder():
 
 def test_identity_init_network_reproduces_the_plain_network():
     cm, plain, _ = _pair("hippocampus_3d_fullres", True)
-    gated = build_gated_network(cm, 1, 3, True, gate_init="identity")
+    gated = build_gated_network(cm, 1, 3, True, gates=GateConfig(init="identity"))
     missing, unexpected = gated.load_state_dict(plain.state_dict(), strict=False)
     assert not unexpected and all(".attention_gates." in k for k in missing)
     x = torch.randn(2, 1, 16, 24, 16)
@@ -105,13 +109,61 @@ def test_saved_weights_predict_identically_whatever_the_default_start(trained_wi
     carry the whole function, the start only matters at step 0."""
     cm = ConfigurationManager(CONFIGURATIONS["hippocampus_3d_fullres"])
     torch.manual_seed(1)
-    trained = build_gated_network(cm, 1, 3, False, gate_init=trained_with).eval()
+    trained = build_gated_network(cm, 1, 3, False, gates=GateConfig(init=trained_with)).eval()
     with torch.no_grad():  # move every weight away from its start, as training would
         for parameter in trained.parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))
     torch.manual_seed(2)
-    loaded = build_gated_network(cm, 1, 3, False, gate_init=built_with).eval()
+    loaded = build_gated_network(cm, 1, 3, False, gates=GateConfig(init=built_with)).eval()
     loaded.load_state_dict(trained.state_dict())
     x = torch.randn(1, 1, 16, 24, 16)
     with torch.no_grad():
         assert torch.equal(trained(x), loaded(x))
+
+
+@pytest.mark.parametrize("gates, levels", [(GateConfig(), [1, 2]), (GateConfig(levels="all"), [0, 1, 2]),
+                                           (GateConfig(levels=(2, 0)), [0, 2]), (GateConfig(deepest=1), [2]),
+                                           (GateConfig(deepest=9), [0, 1, 2])])
+def test_gate_configuration_picks_the_gated_levels(gates, levels):
+    cm = ConfigurationManager(CONFIGURATIONS["hippocampus_3d_fullres"])
+    network = build_gated_network(cm, 1, 3, True, gates=gates)
+    by_level = gates_by_level(network)
+    assert list(by_level) == levels
+    strides = cm.network_arch_init_kwargs["strides"]
+    assert all(gate.stride == tuple(strides[level + 1]) for level, gate in by_level.items())
+    with torch.no_grad():
+        outputs = network(torch.randn(1, 1, 16, 24, 16))
+    assert [o.shape[2:] for o in outputs][0] == (16, 24, 16)
+
+
+@pytest.mark.parametrize("gates, message", [(dict(init="zero"), "gate init"), (dict(levels="finest"), "levels"),
+                                            (dict(levels=()), "non-empty"), (dict(deepest=0), "at least 1"),
+                                            (dict(levels=(1,), deepest=1), "not both")])
+def test_gate_configuration_refuses_what_it_cannot_build(gates, message):
+    with pytest.raises(ValueError, match=message):
+        GateConfig(**gates)
+
+
+def test_a_level_the_plan_lacks_is_named():
+    cm = ConfigurationManager(CONFIGURATIONS["hippocampus_3d_fullres"])
+    with pytest.raises(ValueError, match="levels 0..2; cannot gate level 5"):
+        build_gated_network(cm, 1, 3, True, gates=GateConfig(levels=(1, 5)))
+
+
+def test_checkpoints_of_the_trainers_before_gate_configuration_load_and_predict_the_same():
+    """tests/data/gated_networks_0.1.pt was written by the code before GateConfig (the trainers' three gate_*
+    attributes): every trainer's network, weights moved off their start, and its output on a fixed input."""
+    stored = torch.load(Path(__file__).parent / "data" / "gated_networks_0.1.pt", weights_only=True)
+    configuration = CONFIGURATIONS["hippocampus_3d_fullres"]
+    configuration["architecture"]["arch_kwargs"]["features_per_stage"] = stored["features_per_stage"]
+    cm = ConfigurationManager(configuration)
+    for name, before in stored["networks"].items():
+        network = getattr(trainers, name).build_network_architecture(None, cm, 1, 3, False).eval()
+        network.load_state_dict(before["network_weights"])
+        with torch.no_grad():
+            assert torch.equal(network(stored["input"]), before["output"]), name
+
+
+def test_a_trainer_setting_the_old_gate_attributes_is_refused():
+    with pytest.raises(TypeError, match="set gates = GateConfig"):
+        type("nnUNetTrainerMine", (nnUNetTrainerAttention,), {"gate_init": "identity"})

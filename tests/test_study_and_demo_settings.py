@@ -32,7 +32,7 @@ def test_the_study_sampled_the_demos_settings_and_no_training_lost_a_class():
 
 
 def test_the_study_names_the_default_start():
-    assert STUDY["default"] == nnUNetTrainerAttention.gate_init
+    assert STUDY["default"] == nnUNetTrainerAttention.gates.init
 
 
 def test_the_demo_note_quotes_the_study_only_at_its_settings():

@@ -10,21 +10,20 @@ from torch import nn
 from torch.nn.modules.dropout import _DropoutNd
 
 from nnunet_attention.model.gate import AttentionGate
+from nnunet_attention.model.gate_config import GateConfig
 
 
 class AttentionUNetDecoder(UNetDecoder):
-    """UNetDecoder plus one gate per skip; every UNetDecoder module keeps its name, so plain weights load.
+    """UNetDecoder plus a gate on each skip the GateConfig names; every UNetDecoder module keeps its name, so plain
+    weights load.
 
-    ``attention_gates[s]`` belongs to decoder stage s (coarsest first, like ``stages``): it gates the skip that stage
-    concatenates, with the features that stage is about to upsample (the bottleneck for s = 0) as gating signal,
-    and its theta stride is the encoder stride between those two levels. Each gate is called as a module and returns
-    its alpha; the decoder builds the scaled concatenation from it. Like the paper's own code, the finest
-    (full-resolution) skip is not gated unless ``gate_finest_skip``: that gate alone costs more than all the others.
+    ``attention_gates`` holds the gates coarsest first, like ``stages``; the gate of decoder stage s gates the skip
+    that stage concatenates, with the features that stage is about to upsample (the bottleneck for s = 0) as gating
+    signal, and its theta stride is the encoder stride between those two levels. Each gate is called as a module and
+    returns its alpha; the decoder builds the scaled concatenation from it.
 
     Args (beyond UNetDecoder's, all of which are passed on unchanged):
-        gate_init: "paper" or "identity" (see AttentionGate).
-        gate_finest_skip: gate the full-resolution skip too.
-        gate_output_transform: add the authors' output transform W (1x1 conv + the decoder's norm) to every gate.
+        gates: which skips are gated and how the gates start (GateConfig; the default is the paper's).
     """
 
     def __init__(self, encoder: Union[PlainConvEncoder, ResidualEncoder], num_classes: int,
@@ -32,25 +31,22 @@ class AttentionUNetDecoder(UNetDecoder):
                  nonlin_first: bool = False, norm_op: Union[None, Type[nn.Module]] = None,
                  norm_op_kwargs: dict = None, dropout_op: Union[None, Type[_DropoutNd]] = None,
                  dropout_op_kwargs: dict = None, nonlin: Union[None, Type[torch.nn.Module]] = None,
-                 nonlin_kwargs: dict = None, conv_bias: bool = None, *, gate_init: str = "paper",
-                 gate_finest_skip: bool = False, gate_output_transform: bool = False):
+                 nonlin_kwargs: dict = None, conv_bias: bool = None, *, gates: GateConfig = GateConfig()):
         super().__init__(encoder, num_classes, n_conv_per_stage, deep_supervision, nonlin_first=nonlin_first,
                          norm_op=norm_op, norm_op_kwargs=norm_op_kwargs, dropout_op=dropout_op,
                          dropout_op_kwargs=dropout_op_kwargs, nonlin=nonlin, nonlin_kwargs=nonlin_kwargs,
                          conv_bias=conv_bias)
-        n_gated = len(self.stages) if gate_finest_skip else len(self.stages) - 1
-        if n_gated < 1:
-            raise ValueError("this plan has a single skip connection, the finest; gate it with gate_finest_skip "
-                             "(nnUNetTrainerAttentionAllSkips)")
+        gated_stages = sorted(len(self.stages) - 1 - level for level in gates.gated_levels(len(self.stages)))
         output_norm = None
-        if gate_output_transform:
+        if gates.output_transform:
             output_norm = (encoder.norm_op if norm_op is None else norm_op,
                            encoder.norm_op_kwargs if norm_op_kwargs is None else norm_op_kwargs)
         self.attention_gates = nn.ModuleList(
             AttentionGate(encoder.conv_op, encoder.output_channels[-(s + 2)], encoder.output_channels[-(s + 1)],
-                          encoder.strides[-(s + 1)], init=gate_init, output_norm=output_norm)
-            for s in range(n_gated)
+                          encoder.strides[-(s + 1)], init=gates.init, output_norm=output_norm)
+            for s in gated_stages
         )
+        self.gate_of_stage = {s: index for index, s in enumerate(gated_stages)}
         self.deep_supervision = deep_supervision  # now that seg_layers exist: sets which heads train
 
     @property
@@ -73,8 +69,8 @@ class AttentionUNetDecoder(UNetDecoder):
         for s in range(len(self.stages)):
             upsampled = self.transpconvs[s](lres_input)
             skip = skips[-(s + 2)]
-            if s < len(self.attention_gates):
-                gate = self.attention_gates[s]
+            if s in self.gate_of_stage:
+                gate = self.attention_gates[self.gate_of_stage[s]]
                 x = gate.concat(upsampled, skip, gate(skip, lres_input))
             else:
                 x = torch.cat((upsampled, skip), 1)
@@ -89,7 +85,8 @@ class AttentionUNetDecoder(UNetDecoder):
 
     def gates_by_level(self) -> Dict[int, AttentionGate]:
         """Resolution level of the gated skip (0 = full resolution) -> its gate, finest first."""
-        return {len(self.stages) - 1 - s: gate for s, gate in reversed(list(enumerate(self.attention_gates)))}
+        return {len(self.stages) - 1 - s: self.attention_gates[index]
+                for s, index in sorted(self.gate_of_stage.items(), reverse=True)}
 
     def compute_conv_feature_map_size(self, input_size):
         total = super().compute_conv_feature_map_size(input_size)

@@ -10,6 +10,7 @@ from torch.nn.parallel import DistributedDataParallel
 from nnunet_attention.model.decoder import AttentionUNetDecoder
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.model.gate import AttentionGate
+from nnunet_attention.model.gate_config import GateConfig
 
 
 class GatedUNetMixin:
@@ -20,19 +21,17 @@ class GatedUNetMixin:
     ungated module keeps its name and shape.
 
     Args (beyond the U-Net's own):
-        gate_init, gate_finest_skip, gate_output_transform: see AttentionUNetDecoder.
+        gates: which skips are gated and how the gates start (GateConfig; the default is the paper's).
     """
 
-    def __init__(self, *args, gate_init: str = "paper", gate_finest_skip: bool = False,
-                 gate_output_transform: bool = False, **kwargs):
+    def __init__(self, *args, gates: GateConfig = GateConfig(), **kwargs):
         super().__init__(*args, **kwargs)
         arguments = inspect.signature(super().__init__).bind(*args, **kwargs)
         arguments.apply_defaults()
         a = arguments.arguments
         self.decoder = AttentionUNetDecoder(self.encoder, a["num_classes"], a["n_conv_per_stage_decoder"],
                                             a["deep_supervision"], nonlin_first=a.get("nonlin_first", False),
-                                            gate_init=gate_init, gate_finest_skip=gate_finest_skip,
-                                            gate_output_transform=gate_output_transform)
+                                            gates=gates)
 
     def initialize(self, module):
         """The U-Net's own weight init (nnU-Net applies it to every module), then the gates' own start."""
@@ -83,16 +82,14 @@ def gates_by_level(network: nn.Module) -> Dict[int, AttentionGate]:
 
 
 def build_gated_network(configuration_manager, num_input_channels: int, num_output_channels: int,
-                        enable_deep_supervision: bool = True, gate_init: str = "paper",
-                        gate_finest_skip: bool = False, gate_output_transform: bool = False) -> nn.Module:
+                        enable_deep_supervision: bool = True, gates: GateConfig = GateConfig()) -> nn.Module:
     """nnU-Net's get_network_from_plans with the plans' architecture swapped for its gated version."""
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
     gated_class = gated_architecture(configuration_manager.network_arch_class_name)
     return get_network_from_plans(
         f"{gated_class.__module__}.{gated_class.__qualname__}",
-        {**configuration_manager.network_arch_init_kwargs, "gate_init": gate_init,
-         "gate_finest_skip": gate_finest_skip, "gate_output_transform": gate_output_transform},
+        {**configuration_manager.network_arch_init_kwargs, "gates": gates},
         configuration_manager.network_arch_init_kwargs_req_import,
         num_input_channels,
         num_output_channels,

@@ -16,34 +16,39 @@ from nnunetv2.training.nnUNetTrainer.variants.network_architecture.nnUNetTrainer
 from nnunetv2.training.nnUNetTrainer.variants.training_length import nnUNetTrainer_Xepochs as nnunet_schedules
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
+from nnunet_attention.model.gate_config import GateConfig
 from nnunet_attention.model.networks import build_gated_network, gates_by_level
+
+_OLD_GATE_ATTRIBUTES = ("gate_init", "gate_finest_skip", "gate_output_transform")
 
 
 class nnUNetTrainerAttention(nnUNetTrainer):
     """nnUNetTrainer whose network (PlainConvUNet or ResEnc, from the plans) has attention-gated skips: every skip
-    but the full-resolution one, like the paper's code."""
+    but the full-resolution one, like the paper's code. A variant sets ``gates`` to another GateConfig."""
 
-    gate_init = "paper"
-    gate_finest_skip = False
-    gate_output_transform = False
+    gates = GateConfig()
+
+    def __init_subclass__(cls, **kwargs):
+        """A subclass that sets an attribute this class does not read would train other gates than it says."""
+        super().__init_subclass__(**kwargs)
+        stale = [name for name in _OLD_GATE_ATTRIBUTES if name in vars(cls)]
+        if stale:
+            raise TypeError(f"{cls.__name__} sets {', '.join(stale)}, which nnUNetTrainerAttention does not read; set "
+                            f"gates = GateConfig(...) from nnunet_attention.model.gate_config instead")
 
     @classmethod
     def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
                                    num_input_channels: int, num_output_channels: int,
                                    enable_deep_supervision: bool = True) -> torch.nn.Module:
         return build_gated_network(configuration_manager, num_input_channels, num_output_channels,
-                                   enable_deep_supervision, gate_init=cls.gate_init,
-                                   gate_finest_skip=cls.gate_finest_skip,
-                                   gate_output_transform=cls.gate_output_transform)
+                                   enable_deep_supervision, gates=cls.gates)
 
     def initialize(self):
         super().initialize()
         gates = gates_by_level(self.network)
         gate_parameters = sum(p.numel() for gate in gates.values() for p in gate.parameters())
-        self.print_to_log_file(f"Attention gates ({self.gate_init} init"
-                               f"{', output transform' if self.gate_output_transform else ''}) on the skip "
-                               f"connections of levels {sorted(gates)} (0 = full resolution), {gate_parameters} "
-                               f"parameters.")
+        self.print_to_log_file(f"Attention gates ({self.gates.describe()}) on the skip connections of levels "
+                               f"{sorted(gates)} (0 = full resolution), {gate_parameters} parameters.")
 
 
 class nnUNetTrainerAttentionNoDeepSupervision(nnUNetTrainerAttention, nnUNetTrainerNoDeepSupervision):
@@ -53,25 +58,25 @@ class nnUNetTrainerAttentionNoDeepSupervision(nnUNetTrainerAttention, nnUNetTrai
 class nnUNetTrainerAttentionIdentityInit(nnUNetTrainerAttention):
     """Gates that start as exact pass-throughs (see AttentionGate), for the ablation against the paper's init."""
 
-    gate_init = "identity"
+    gates = GateConfig(init="identity")
 
 
 class nnUNetTrainerAttentionUniformInit(nnUNetTrainerAttention):
     """Gates that start at the same alpha = sigmoid(3) everywhere (psi's weights zero), for the initialisation study."""
 
-    gate_init = "uniform"
+    gates = GateConfig(init="uniform")
 
 
 class nnUNetTrainerAttentionAllSkips(nnUNetTrainerAttention):
     """Gates the full-resolution skip too (the ablation; costs more than all other gates together)."""
 
-    gate_finest_skip = True
+    gates = GateConfig(levels="all")
 
 
 class nnUNetTrainerAttentionOutputTransform(nnUNetTrainerAttention):
     """The authors' gate in full: x * alpha goes through W (1x1 conv + the plan's norm) before the concatenation."""
 
-    gate_output_transform = True
+    gates = GateConfig(output_transform=True)
 
 
 class ShortSchedule:
@@ -189,8 +194,4 @@ SCHEDULES: Dict[int, Tuple[str, str]] = dict(sorted(
     [(int(re.search(r"_(\d+)epochs?$", name).group(1)), (name.replace("Attention", ""), name))
      for name in list(globals()) if re.fullmatch(r"nnUNetTrainerAttention_\d+epochs?", name)]))
 
-__all__ = ["nnUNetTrainerAttention", "nnUNetTrainerDemo", "nnUNetTrainerAttentionDemo",
-           "nnUNetTrainerAttentionNoDeepSupervision", "nnUNetTrainerAttentionIdentityInit",
-           "nnUNetTrainerAttentionUniformInit", "nnUNetTrainerAttentionAllSkips",
-           "nnUNetTrainerAttentionOutputTransform",
-           *(gated for epochs, (_, gated) in SCHEDULES.items() if epochs != 1000)]
+__all__ = trainer_names()  # what nnU-Net's search imports (ext_trainers): every trainer nnunet-attention lists

@@ -77,7 +77,7 @@ def retrofit_checkpoint(checkpoint_file: str, output_file: str, trainer_name: st
                                    f"directly with -pretrained_weights")
     plans, configuration, dataset_json = _plans_and_configuration(checkpoint, checkpoint_file)
     trainer_class = gated_trainer_class(trainer_name)
-    if trainer_class.gate_output_transform:
+    if trainer_class.gates.output_transform:
         raise NnUNetAttentionError(f"-tr {trainer_name} has gate output transforms, which cannot start as an exact "
                                    f"pass-through; retrofit for a trainer without them (e.g. nnUNetTrainerAttention)")
 
