@@ -7,6 +7,7 @@ import warnings
 
 from nnunet_attention.compare.metrics import margin_examples
 from nnunet_attention.errors import NnUNetAttentionError
+from nnunet_attention.study.backends import BACKENDS
 
 
 def fold(value: str):
@@ -274,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int,
                    help="paired trainings: every fold's trainers share this seed's randomness (nnunet-attention train "
                         "--seed; docs/grid.md); default: unpaired nnUNetv2_train")
-    p.add_argument("--executor", choices=["local", "slurm"], default="local", help="default local")
+    p.add_argument("--executor", choices=list(BACKENDS), default="local", help="default local")
     p.add_argument("--max-parallel", type=int, default=0,
                    help="at most this many jobs at once (default: local one per visible GPU or 1; slurm no limit)")
     p.add_argument("--slurm-partition", help="sbatch --partition")

@@ -3,6 +3,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Tuple
 
@@ -10,6 +11,7 @@ import pytest
 
 from nnunet_attention.nnunet_api import model_identifier
 from nnunet_attention.study import steps
+from nnunet_attention.study.backends import ENDED, RUNNING, JobBackend
 from nnunet_attention.study.executor import LocalExecutor
 
 TESTS = Path(__file__).parent
@@ -142,3 +144,31 @@ def cli_in_process(capsys, *argv, monkeypatch=None, env=None) -> tuple:
     except SystemExit as e:
         status = e.code
     return status, capsys.readouterr().err
+
+
+class ThreadBackend(JobBackend):
+    """Jobs as threads of this process, each running its command (a test-only executor)."""
+
+    name = "thread"
+
+    def __init__(self, options, logs):
+        super().__init__(options, logs)
+        self.threads = {}
+
+    def default_parallel(self) -> int:
+        return 2
+
+    def submit(self, key, command, variables, busy_gpus):
+        os.makedirs(self.logs, exist_ok=True)
+        log = os.path.join(self.logs, key.replace("/", "_") + ".log")
+
+        def job():
+            with open(log, "w") as f:
+                subprocess.run(list(command), env={**os.environ, **variables}, stdout=f, stderr=subprocess.STDOUT)
+
+        self.threads[key] = threading.Thread(target=job)
+        self.threads[key].start()
+        return {"job_id": f"thread-{len(self.threads)}", "log": log, "gpu": None}
+
+    def states(self, records):
+        return {k: RUNNING if k in self.threads and self.threads[k].is_alive() else ENDED for k in records}

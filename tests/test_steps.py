@@ -9,10 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import ThreadBackend
 
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.nnunet_api import model_identifier
 from nnunet_attention.study import grid, steps
+from nnunet_attention.study.backends import BACKENDS
 from nnunet_attention.study.executor import LocalExecutor, StepTimeout
 from nnunet_attention.study.steps import TRAINED, VALIDATE, training_state
 from nnunet_attention.tools.bench import bench_plans
@@ -131,17 +133,20 @@ def _recording_step(name: str, log, after=(), fail=False):
 
 
 def _executor(kind: str, tmp_path, slots: int, log):
-    """The two executors of the one interface (executor.StepExecutor): grid's submitit jobs, local processes."""
-    if kind == "grid":
-        return grid.Grid(_spec(["3d_fullres"]), grid.ExecutorOptions("local", max_parallel=slots), log=log,
+    """The two executors of the one interface (executor.StepExecutor): grid's jobs (its local backend, or the tests'
+    thread backend), local processes."""
+    if kind.startswith("grid"):
+        backend = "thread" if kind == "grid-thread" else "local"
+        return grid.Grid(_spec(["3d_fullres"]), grid.ExecutorOptions(backend, max_parallel=slots), log=log,
                          poll_seconds=0.2)
     executor = LocalExecutor(dict(os.environ), str(tmp_path / "logs"), slots)
     executor.report = log
     return executor
 
 
-@pytest.mark.parametrize("kind", ["grid", "local"])
+@pytest.mark.parametrize("kind", ["grid", "grid-thread", "local"])
 def test_a_step_starts_only_after_what_it_waits_for(kind, tmp_path, monkeypatch):
+    monkeypatch.setitem(BACKENDS, "thread", ThreadBackend)
     monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
     log = tmp_path / "order.txt"
     first = _recording_step("lowres", log)
@@ -153,8 +158,9 @@ def test_a_step_starts_only_after_what_it_waits_for(kind, tmp_path, monkeypatch)
     assert order.index("cascade") > order.index("lowres") and sorted(order) == ["cascade", "lowres", "other"]
 
 
-@pytest.mark.parametrize("kind", ["grid", "local"])
+@pytest.mark.parametrize("kind", ["grid", "grid-thread", "local"])
 def test_a_step_waiting_for_a_failed_one_is_not_started(kind, tmp_path, monkeypatch):
+    monkeypatch.setitem(BACKENDS, "thread", ThreadBackend)
     monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
     log = tmp_path / "order.txt"
     broken = _recording_step("lowres", log, fail=True)
@@ -165,7 +171,7 @@ def test_a_step_waiting_for_a_failed_one_is_not_started(kind, tmp_path, monkeypa
     assert [s.key for s in failed] == [broken.key, waiting.key]
     assert "cascade" not in log.read_text().split()
     assert any(line.startswith(f"BLOCKED {waiting.key}") for line in lines)
-    if kind == "grid":
+    if kind.startswith("grid"):
         assert waiting.key not in runner.state["jobs"]
 
 

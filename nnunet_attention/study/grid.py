@@ -1,81 +1,35 @@
-"""The datasets x configurations x folds x trainers grid of a gated-vs-ungated study, as jobs submitted with submitit
-(its local executor, or SLURM through sbatch), resumable.
+"""The datasets x configurations x folds x trainers grid of a gated-vs-ungated study, as jobs of a backend
+(backends.py: this machine's processes, a SLURM cluster), resumable.
 
 The steps and their done-ness come from steps.py (nnU-Net's files, never job states), so a re-run after a failure,
 ``scancel``, a lost node or Ctrl-C submits exactly what is missing: planning per dataset when its plans or
 preprocessed data are missing, one ``nnUNetv2_train`` per run (with ``--c`` after an interruption, ``--val`` when only
 the validation is missing), then per dataset ``nnUNetv2_find_best_configuration`` over the trainers; the caller then
 compares. A step is submitted only once the steps it waits for are done (a cascade fold after the same trainer's
-lowres fold has written its next-stage predictions). A state file in nnUNet_results/nnunet_attention_grid keeps job
-ids, commands and log paths, for ``--status`` and so that a re-run waits for jobs that are still queued or running
+lowres fold has written its next-stage predictions). A state file in nnUNet_results/nnunet_attention_grid keeps the job
+records, commands and log paths, for ``--status`` and so that a re-run waits for jobs that are still queued or running
 instead of submitting them twice.
 """
 import json
 import os
 import shlex
-import subprocess
-import sys
 import time
-from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.files import write_text
 from nnunet_attention.nnunet_api import model_folder
+from nnunet_attention.study.backends import BACKENDS, PENDING, RUNNING, ENDED, ExecutorOptions, passed_variables
 from nnunet_attention.study.executor import StepExecutor
 from nnunet_attention.study.steps import NEW, RESUME, VALIDATE, GridSpec, Step, epoch_reached, study_steps
 
 GRID_FOLDER = "nnunet_attention_grid"
-PASSED_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer", "nnUNet_def_n_proc",
-                    "nnUNet_n_proc_DA", "nnUNet_compile", "nnUNet_USE_TRITON")
-LOCAL_TIMEOUT_MIN = 60 * 24 * 30  # submitit's local executor kills jobs after timeout_min (default 2 minutes)
-
-
-def run_job(command: List[str], variables: Dict[str, str]) -> None:
-    """What a grid job runs on its node: the command, with the submitting user's nnU-Net variables on top of the
-    node's environment; its output goes to the job's log. A non-zero exit fails the job."""
-    print(f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '(not set)')}", flush=True)
-    print("$ " + " ".join(shlex.quote(c) for c in command), flush=True)
-    subprocess.run(command, env={**os.environ, **variables}, check=True)
-
-
-@dataclass
-class ExecutorOptions:
-    kind: str = "local"  # local | slurm
-    max_parallel: int = 0  # 0: local -> one per visible GPU (or 1), slurm -> no limit
-    partition: Optional[str] = None
-    gpus_per_job: Optional[int] = None
-    cpus_per_job: Optional[int] = None
-    mem: Optional[str] = None
-    time: Optional[str] = None
-    setup: Sequence[str] = ()
-
-    def __post_init__(self):
-        if self.max_parallel < 0:
-            raise NnUNetAttentionError(f"--max-parallel must be 0 (automatic) or more, got {self.max_parallel}")
-        slurm_only = (self.partition, self.gpus_per_job, self.cpus_per_job, self.mem, self.time, self.setup)
-        if self.kind == "local" and any(v for v in slurm_only):
-            raise NnUNetAttentionError("--slurm-* options need --executor slurm")
-        for name in ("gpus_per_job", "cpus_per_job"):
-            if (getattr(self, name) or 0) < 0:
-                raise NnUNetAttentionError(f"--slurm-{name.replace('_', '-')} must be 0 or more")
-
-    def check_runnable(self, device: str):
-        """What submitting needs here: sbatch and squeue for SLURM; a CUDA device for local CUDA jobs."""
-        from shutil import which
-
-        if self.kind == "slurm" and (which("sbatch") is None or which("squeue") is None):
-            raise NnUNetAttentionError("--executor slurm needs SLURM's sbatch and squeue on PATH; run the grid on a "
-                                       "login node, or use --executor local")
-        if self.kind == "local" and device == "cuda":
-            from nnunet_attention.devices import resolve_device
-
-            resolve_device("cuda")
+__all__ = ["GRID_FOLDER", "ExecutorOptions", "Grid", "run_grid", "status_table", "dry_run", "log_tail"]
 
 
 class Grid(StepExecutor):
-    """Submits the missing steps of a GridSpec through submitit and waits for them (executor.StepExecutor's loop),
-    recording every job in the state file."""
+    """Submits the missing steps of a GridSpec through the options' backend (backends.py) and waits for them
+    (executor.StepExecutor's loop), recording every job in the state file."""
 
     def __init__(self, spec: GridSpec, options: ExecutorOptions, log: Callable[[str], None] = print,
                  poll_seconds: float = 5.0):
@@ -86,8 +40,7 @@ class Grid(StepExecutor):
         self.logs = os.path.join(self.folder, "grid_logs")
         self.state_file = os.path.join(self.folder, "state.json")
         self.state = self._read_state()
-        self._gpus = _visible_gpus()
-        self._local_jobs = {}  # key -> submitit job submitted by this process (polled through submitit)
+        self.backend = BACKENDS[options.kind](options, self.logs)
         self._active, self._states, self._last_line = set(), {}, None  # jobs running now; their last states
 
     # --- the state file ---------------------------------------------------------------------------------------
@@ -105,67 +58,51 @@ class Grid(StepExecutor):
         os.makedirs(self.folder, exist_ok=True)
         write_text(self.state_file, json.dumps(self.state, indent=1))
 
-    # --- job states --------------------------------------------------------------------------------------------
+    # --- job states ---------------------------------------------------------------------------------------------
+    def _backend_named(self, name: str):
+        """The backend that recorded a job (a state file may hold jobs of an earlier run with another executor)."""
+        if name == self.backend.name:
+            return self.backend
+        if name not in BACKENDS:
+            raise NnUNetAttentionError(f"{self.state_file} records jobs of an executor this version does not know "
+                                       f"({name!r}); delete the file (nothing is lost) and run the grid again")
+        return BACKENDS[name](ExecutorOptions(kind=name), self.logs)
+
     def job_states(self, keys: Sequence[str]) -> Dict[str, str]:
-        """key -> "pending" / "running" / "ended" / "none" for the last job recorded for each step."""
-        jobs = {k: self.state["jobs"].get(k) for k in keys}
-        slurm_ids = [j["job_id"] for j in jobs.values() if j and j["executor"] == "slurm"]
-        queued = _squeue(slurm_ids) if slurm_ids else {}
-        states = {}
-        for key, job in jobs.items():
-            if not job:
-                states[key] = "none"
-            elif job["executor"] == "slurm":
-                states[key] = queued.get(job["job_id"], "ended")
-            elif key in self._local_jobs:
-                states[key] = "ended" if self._local_jobs[key].done() else "running"
-            else:
-                states[key] = "running" if _pid_alive(int(job["job_id"])) else "ended"
+        """key -> PENDING / RUNNING / ENDED / "none" for the last job recorded for each step."""
+        by_backend: Dict[str, Dict[str, dict]] = {}
+        for key in keys:
+            job = self.state["jobs"].get(key)
+            if job:
+                by_backend.setdefault(job["executor"], {})[key] = job
+        states = {key: "none" for key in keys}
+        for name, records in by_backend.items():
+            states.update(self._backend_named(name).states(records))
         return states
 
-    # --- submission --------------------------------------------------------------------------------------------
-    def _executor(self, step: Step, gpu: Optional[int]):
-        import submitit
-
-        variables = {k: os.environ[k] for k in PASSED_VARIABLES if k in os.environ}
-        if self.options.kind == "slurm":
-            executor = submitit.SlurmExecutor(folder=os.path.join(self.logs, "%j"), python=sys.executable)
-            parameters = {"job_name": f"nnunet_attention:{step.key}", "setup": list(self.options.setup),
-                          "partition": self.options.partition, "gpus_per_node": self.options.gpus_per_job,
-                          "cpus_per_task": self.options.cpus_per_job, "mem": self.options.mem,
-                          "time": self.options.time}
-            executor.update_parameters(**{k: v for k, v in parameters.items() if v not in (None, [])})
-        else:
-            executor = submitit.LocalExecutor(folder=os.path.join(self.logs, "%j"))
-            executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN,
-                                       **({"gpus_per_node": 1, "visible_gpus": [gpu]} if gpu is not None else {}))
-        return executor, variables
-
-    def submit(self, step: Step, gpu: Optional[int] = None) -> str:
-        executor, variables = self._executor(step, gpu)
-        job = executor.submit(run_job, list(step.command), variables)
-        if self.options.kind == "local":
-            self._local_jobs[step.key] = job
-        self.state["jobs"][step.key] = {"job_id": str(job.job_id), "executor": self.options.kind,
+    def submit(self, step: Step) -> str:
+        busy = [self.state["jobs"][k].get("gpu") for k in self._active]
+        record = self.backend.submit(step.key, step.command, passed_variables(), busy)
+        self.state["jobs"][step.key] = {**record, "executor": self.backend.name,
                                         "command": " ".join(shlex.quote(c) for c in step.command),
-                                        "log": str(job.paths.stdout), "submitted": time.time(), "gpu": gpu}
+                                        "submitted": time.time()}
         self._write_state()
-        self.log(f"submitted {step.key} as job {job.job_id}: {' '.join(step.command)}")
-        return str(job.job_id)
+        self.log(f"submitted {step.key} as job {record['job_id']}: {' '.join(step.command)}")
+        return record["job_id"]
 
     # --- the executor (executor.StepExecutor's loop) --------------------------------------------------------------
     @property
     def max_parallel(self) -> int:
         if self.options.max_parallel > 0:
             return self.options.max_parallel
-        return 10 ** 6 if self.options.kind == "slurm" else max(1, len(self._gpus))
+        return self.backend.default_parallel()
 
     def report(self, line: str):
         self.log(line)
 
     def already_running(self, keys: Sequence[str]) -> List[str]:
         states = self.job_states(keys)
-        active = sorted(k for k, st in states.items() if st in ("pending", "running"))
+        active = sorted(k for k, st in states.items() if st in (PENDING, RUNNING))
         for key in active:
             self.log(f"{key}: job {self.state['jobs'][key]['job_id']} of an earlier run is {states[key]}; waiting "
                      f"for it")
@@ -173,16 +110,14 @@ class Grid(StepExecutor):
         return active
 
     def start(self, step: Step):
-        busy = {self.state["jobs"][k].get("gpu") for k in self._active}
-        free_gpus = [g for g in self._gpus if g not in busy]
-        self.submit(step, free_gpus[0] if (self.options.kind == "local" and free_gpus) else None)
+        self.submit(step)
         self._active.add(step.key)
 
     def ended(self, steps: Dict[str, Step]) -> Dict[str, bool]:
         self._states = self.job_states(sorted(steps))
         results = {}
         for key, st in self._states.items():
-            if st == "ended":
+            if st == ENDED:
                 self._active.discard(key)
                 results[key] = steps[key].refreshed().done
                 job = self.state["jobs"][key]
@@ -190,7 +125,7 @@ class Grid(StepExecutor):
         return results
 
     def progress(self, done: int, running: int, queued: int, failed: int):
-        pending = sum(1 for k in self._active if self._states.get(k) == "pending")
+        pending = sum(1 for k in self._active if self._states.get(k) == PENDING)
         line = f"grid: {done} done, {running - pending} running, {pending + queued} pending, {failed} failed"
         if line != self._last_line:
             self.log(line)
@@ -205,7 +140,7 @@ class Grid(StepExecutor):
             job = self.state["jobs"].get(step.key) or {}
             if step.done:
                 state = "done"
-            elif states[step.key] in ("pending", "running"):
+            elif states[step.key] in (PENDING, RUNNING):
                 state = states[step.key]
             elif job:
                 state = "failed" if step.state in (NEW, VALIDATE) else "interrupted"
@@ -222,44 +157,6 @@ class Grid(StepExecutor):
                          "fold": step.fold, "trainer": step.trainer, "state": state, "epoch": epoch,
                          "job": job.get("job_id"), "log": job.get("log")})
         return rows
-
-
-def _squeue(job_ids: Sequence[str]) -> Dict[str, str]:
-    """job id -> "pending" / "running" for the given jobs SLURM still has queued or running."""
-    try:
-        out = subprocess.run(["squeue", "-h", "-o", "%i %T", "-j", ",".join(job_ids)], capture_output=True,
-                             text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise NnUNetAttentionError(f"squeue failed ({e}); is SLURM reachable from here?") from None
-    states = {}
-    for line in out.stdout.splitlines():
-        job_id, state = line.split()
-        states[job_id] = "pending" if state in ("PENDING", "CONFIGURING") else "running"
-    return states
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:  # a zombie has ended
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
-def _visible_gpus() -> List[int]:
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return [int(g) for g in visible.split(",") if g.strip().isdigit()]
-    try:
-        import torch
-
-        return list(range(torch.cuda.device_count()))
-    except Exception:
-        return []
 
 
 def log_tail(path: Optional[str], lines: int = 15) -> str:
@@ -280,8 +177,8 @@ def run_grid(spec: GridSpec, options: ExecutorOptions, compare_processes: int, p
     continues where it stands)."""
     from nnunet_attention.compare.pipeline import compare_datasets
 
-    options.check_runnable(spec.device)
     grid = Grid(spec, options, log=log, poll_seconds=poll_seconds)
+    grid.backend.check_runnable(spec.device)
     failed = grid.run_steps(study_steps(spec))  # each step once what it waits for is done
     steps = study_steps(spec)
     if any(s.done for s in steps if s.kind == "train"):

@@ -39,11 +39,11 @@ def run_until_decided(spec: GridSpec, options: ExecutorOptions, compare_processe
                                    "out -f")
     if max_repeats < 1:
         raise NnUNetAttentionError(f"--max-repeats must be at least 1, got {max_repeats}")
-    options.check_runnable(spec.device)
+    grid = Grid(spec, options, log=log, poll_seconds=poll_seconds)
+    grid.backend.check_runnable(spec.device)
     folders = Folders.from_environment()
     state_file = os.path.join(folders.results, GRID_FOLDER, STATE_FILE)
     state = _read_state(state_file, max_repeats)
-    grid = Grid(spec, options, log=log, poll_seconds=poll_seconds)
     for look in range(1, max_repeats + 1):
         open_rows = [(d, c) for d in spec.datasets for c in spec.configurations if f"{d}/{c}" not in state["rows"]]
         if not open_rows:
