@@ -26,8 +26,10 @@ def margin(value: str):
 
 
 def _margins(args):
-    """--margin as a dict; None when not given (each command then uses its default margins)."""
-    return dict(args.margin) if args.margin else None
+    """--margin as Margins, checked here once; None when not given (each command then uses its default margins)."""
+    from nnunet_attention.compare.metrics import Margins
+
+    return Margins(dict(args.margin)) if args.margin else None
 
 
 def _trainers(args):
@@ -87,13 +89,12 @@ def _compare(args):
 
 
 def _grid(args):
-    from nnunet_attention.compare.pipeline import check_margins
-    from nnunet_attention.study.grid import ExecutorOptions, GridSpec, dry_run, run_grid, status_table
+    from nnunet_attention.study.grid import ExecutorOptions, StudySpec, dry_run, run_grid, status_table
     from nnunet_attention.nnunet_api import dataset_name, require_variables
 
-    check_margins(_margins(args))
+    margins = _margins(args)
     require_variables("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
-    spec = GridSpec([dataset_name(d) for d in dict.fromkeys(args.d)], args.c, list(dict.fromkeys(args.f)),
+    spec = StudySpec([dataset_name(d) for d in dict.fromkeys(args.d)], args.c, list(dict.fromkeys(args.f)),
                     list(dict.fromkeys(args.tr)), args.p, args.device, args.npz, seed=args.seed)
     options = ExecutorOptions(args.executor, args.max_parallel, args.slurm_partition, args.slurm_gpus_per_job,
                               args.slurm_cpus_per_job, args.slurm_mem, args.slurm_time, args.slurm_setup or ())
@@ -105,10 +106,10 @@ def _grid(args):
         from nnunet_attention.study.sequential import run_until_decided
 
         if not run_until_decided(spec, options, args.np, args.max_repeats, args.poll_seconds,
-                                 log=lambda line: print(line, flush=True), margins=_margins(args)):
+                                 log=lambda line: print(line, flush=True), margins=margins):
             sys.exit(1)
     elif not run_grid(spec, options, args.np, args.poll_seconds, log=lambda line: print(line, flush=True),
-                      margins=_margins(args)):
+                      margins=margins):
         sys.exit(1)
 
 

@@ -113,7 +113,7 @@ class Check:
         self.deadline = None
         # the generated task's steps, from the step model grid and demo use (nnU-Net's defaults: no --npz); --quick:
         # one process per nnU-Net pool (each spawned worker imports torch and nnU-Net, longer than its share of 5 cases)
-        self.spec = steps.GridSpec([DATASET], ["3d_fullres"], [0], list(TRAINERS), device=args.device, npz=False,
+        self.spec = steps.StudySpec([DATASET], ["3d_fullres"], [0], list(TRAINERS), device=args.device, npz=False,
                                    processes=1 if args.quick else 2)
         self.folders = steps.Folders.of(self.env)
 

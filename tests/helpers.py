@@ -94,7 +94,7 @@ def prepare_task(root: Path, task_id: int, configurations, cases: int, test_case
     Returns the environment."""
     env = nnunet_env(root)
     dataset = f"Dataset{task_id:03d}_AttentionSynth"
-    spec = steps.GridSpec([dataset], list(configurations), [0], list(TINY_TRAINERS), device="cpu", processes=1)
+    spec = steps.StudySpec([dataset], list(configurations), [0], list(TINY_TRAINERS), device="cpu", processes=1)
     prepared = steps.prepare_steps(str(root / "msd" / f"Task{task_id:03d}_AttentionSynth"), spec, steps.Folders.of(env),
                                    {"cases": cases, "test_cases": test_cases, "seed": seed, "shape": TINY_SHAPE})
     run_steps(env, prepared[:-1])
@@ -104,7 +104,7 @@ def prepare_task(root: Path, task_id: int, configurations, cases: int, test_case
     return env
 
 
-def train_in_parallel(env, spec: steps.GridSpec, processes: int = 2):
+def train_in_parallel(env, spec: steps.StudySpec, processes: int = 2):
     """The train steps of spec that are not done, as the step model builds them for grid and the demo (nnU-Net's
     commands), two at a time (a tiny training spends most of its time single-threaded: start-up, validation
     export), augmenting in-process."""
@@ -113,10 +113,10 @@ def train_in_parallel(env, spec: steps.GridSpec, processes: int = 2):
               [s for dataset in spec.datasets for s in steps.train_steps(spec, dataset, folders)], processes)
 
 
-def tiny_spec(dataset: str, folds) -> steps.GridSpec:
+def tiny_spec(dataset: str, folds) -> steps.StudySpec:
     """Both tiny trainers on folds of 3d_fullres with --npz (find_best and compare read the .npz files), one process
     for find_best."""
-    return steps.GridSpec([dataset], ["3d_fullres"], list(folds), list(TINY_TRAINERS), device="cpu", npz=True,
+    return steps.StudySpec([dataset], ["3d_fullres"], list(folds), list(TINY_TRAINERS), device="cpu", npz=True,
                           processes=1)
 
 

@@ -71,7 +71,7 @@ def test_two_datasets_in_one_report_with_holm_within_its_families(report):
     assert "verdict Dataset990_AttentionSynth 3d_fullres" in stdout and "training randomness" in stdout
     assert "Holm" in markdown and "MONAI" in markdown and "nodule" in markdown and "label 1" not in markdown
     assert data["figures"] == ["forest.png"] and (out / "forest.png").stat().st_size > 5000
-    assert data["margins"] == {"dice": 0.01, "nsd": 0.01, "hd95": 1.0} and "±0.01" in data["verdict_rule"]
+    assert data["margins"] == {"dice": 0.01, "nsd": 0.01, "hd95": 1.0, "assd": 0.5} and "±0.01" in data["verdict_rule"]
     # Dataset992 has fold 0 only: the missing fold 1 is named, the report says so
     missing = fold_dir(root, TINY_TRAINERS[0], "3d_fullres", 1).parent.parent.parent / SECOND_NAME
     assert not data["complete"] and any(SECOND_NAME in m and "fold_1" in m for m in data["missing"])

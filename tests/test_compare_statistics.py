@@ -10,6 +10,7 @@ from nnunet_attention.compare import boundary
 from nnunet_attention.compare import analysis, plots, render
 from scipy import stats as scipy_stats
 
+from nnunet_attention.compare.metrics import Margins
 from nnunet_attention.compare.calibration import Cell, CrossValidation, run_cell
 from nnunet_attention.compare.statistics import BOOTSTRAP_SAMPLES, folds_needed, row_rng, two_level_bootstrap, verdict
 
@@ -53,7 +54,7 @@ def _table(differences_by_fold, dataset="DatasetA", metric="dice", base=0.7):
 
 
 def _verdict(table, margins=None):
-    results = analysis.analyse(table, ["A", "B"], margins=margins)
+    results = analysis.analyse(table, ["A", "B"], margins=Margins.of(margins))
     folds = sorted(table["fold"].unique())
     return analysis.verdicts(results, {("DatasetA", "3d_fullres"): (folds, folds)})[0]
 
@@ -409,7 +410,7 @@ def test_across_datasets_judges_the_shared_effect_by_the_same_rule():
     tables = [_table([rng.normal(0.03 + shift, 0.004, 12) for _ in range(5)], dataset=f"Dataset{d}")
               for d, shift in enumerate((0.0, 0.004, -0.003, 0.002))]
     results = analysis.analyse(pd.concat(tables), ["A", "B"])
-    across = analysis.across_datasets(results, {"dice": 0.01})["dice"]
+    across = analysis.across_datasets(results, Margins({"dice": 0.01}))["dice"]
     assert across["n_datasets"] == 4 and across["outcome"] == "better" and across["ci95"][0] > 0.01
     assert across["prediction95"] is not None and across["df"] == 3
     one = analysis.across_datasets(analysis.analyse(tables[0], ["A", "B"]))["dice"]

@@ -44,7 +44,7 @@ def folders(tmp_path):
 
 
 def _spec(configurations, folds=(0,)):
-    return steps.GridSpec([DATASET], configurations, list(folds), TRAINERS, device="cpu")
+    return steps.StudySpec([DATASET], configurations, list(folds), TRAINERS, device="cpu")
 
 
 def _fold(folders, trainer, configuration, fold, cases=("a", "b")):
@@ -85,7 +85,7 @@ def test_a_paired_study_trains_again_a_fold_trained_unpaired_or_under_another_se
     (folder / "pairing.json").write_text(json.dumps({"study_seed": 0, "pair_seed": 1, "starts": []}))
     assert training_state(str(folder), seed=0) == TRAINED
     assert training_state(str(folder), seed=1) == steps.NEW
-    spec = steps.GridSpec([DATASET], ["3d_fullres"], [0], TRAINERS, device="cpu", seed=1)
+    spec = steps.StudySpec([DATASET], ["3d_fullres"], [0], TRAINERS, device="cpu", seed=1)
     (train,) = [s for s in steps.train_steps(spec, DATASET, folders) if s.trainer == TRAINERS[0]]
     assert not train.done and "--c" not in train.command and train.command[-2:] == ("--seed", "1")
 

@@ -4,6 +4,7 @@ its seeds), and no training there lost a class."""
 import json
 from pathlib import Path
 
+from nnunet_attention.compare.metrics import DEFAULT_MARGINS
 from nnunet_attention.study import demo
 from nnunet_attention.model.trainers import nnUNetTrainerAttention, nnUNetTrainerDemo
 
@@ -59,4 +60,5 @@ def test_no_margin_on_the_command_line_leaves_each_command_its_default():
 
     parser = cli.build_parser()
     assert cli._margins(parser.parse_args(["demo"])) is None  # the demo then takes DEMO_MARGINS
-    assert cli._margins(parser.parse_args(["demo", "--margin", "dice=0.02", "hd95=3"])) == {"dice": 0.02, "hd95": 3}
+    given = cli._margins(parser.parse_args(["demo", "--margin", "dice=0.02", "hd95=3"]))
+    assert dict(given) == {**DEFAULT_MARGINS, "dice": 0.02, "hd95": 3}

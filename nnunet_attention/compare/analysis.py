@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from nnunet_attention.compare.metrics import DEFAULT_MARGINS, METRICS
+from nnunet_attention.compare.metrics import METRICS, Margins
 from nnunet_attention.compare.statistics import (BOOTSTRAP_SAMPLES, CI_METHOD, ESTIMAND, POWER, excludes_zero,
                                                  interval_at, spending_levels, folds_needed, holm, mean_across_datasets,
                                                  minimal_detectable_difference, overlap_variance_factor,
@@ -163,23 +163,22 @@ def worst_cases(row: pd.DataFrame, higher_is_better: bool, count: int = 10) -> L
 
 
 def analyse(table: pd.DataFrame, trainers: Sequence[str], seed: int = 0,
-            margins: Optional[Dict[str, float]] = None) -> Dict[tuple, dict]:
+            margins: Margins = Margins()) -> Dict[tuple, dict]:
     """analyse_pairs of the table's pairs, the foreground mean included."""
     return analyse_pairs(pairs(with_foreground_mean(table), trainers), seed, margins)
 
 
-def analyse_pairs(paired: pd.DataFrame, seed: int = 0, margins: Optional[Dict[str, float]] = None,
+def analyse_pairs(paired: pd.DataFrame, seed: int = 0, margins: Margins = Margins(),
                   bootstrap_samples: int = BOOTSTRAP_SAMPLES, look: Optional[Tuple[int, int]] = None
                   ) -> Dict[tuple, dict]:
     """(dataset, configuration, class, metric) -> statistics, with p_holm within the row's Holm family (HOLM_FAMILIES:
     a row's adjusted p depends only on the rows of its own family), the outcome against the metric's margin
-    (DEFAULT_MARGINS where margins does not name it), what the study could detect, the folds that would settle it,
+    (metrics.Margins), what the study could detect, the folds that would settle it,
     the size terciles and, for the foreground mean, the ten worst cases. bootstrap_samples sets the descriptive
     bootstraps only (the case-level CI and p_b_better); the verdict does not resample. look = (k, K): the k-th of K
     sequential looks (grid --until-decided): the outcome is then judged at that look's spending level
     (statistics.spending_levels) with its repeated interval, recorded under "sequential"; the fixed-design outcome
     at 95% stays as "outcome_fixed_95"."""
-    margins = {**DEFAULT_MARGINS, **(margins or {})}
     results = {}
     for key, row in paired.groupby(ROW_KEY, sort=False):
         metric = key[3]
@@ -265,13 +264,12 @@ def lost_class_warning(entry: dict) -> str:
     return text + " — a lost class moves the foreground mean by a whole class; read the per-class rows"
 
 
-def across_datasets(results: Dict[tuple, dict], margins: Optional[Dict[str, float]] = None) -> Dict[str, dict]:
+def across_datasets(results: Dict[tuple, dict], margins: Margins = Margins()) -> Dict[str, dict]:
     """Per metric, the mean of the foreground-mean estimates over the dataset x configuration rows compared, for the
     method across tasks (statistics.mean_across_datasets: a t interval over the M estimates with M - 1 degrees of
     freedom; tau by Paule-Mandel and the weighted Hartung-Knapp-Sidik-Jonkman figures beside it, each row's variance
     its verdict's squared standard error); the outcome by the same rule and margins as a single dataset's. Rows
     without an interval (fewer than 2 folds) are left out and named."""
-    margins = {**DEFAULT_MARGINS, **(margins or {})}
     combined = {}
     for metric in METRICS:
         rows = {k: s for k, s in results.items() if k[2] == FOREGROUND and k[3] == metric}

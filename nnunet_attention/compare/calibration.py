@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from nnunet_attention.compare.analysis import FOREGROUND, across_datasets, analyse_pairs
+from nnunet_attention.compare.metrics import Margins
 from nnunet_attention.compare.statistics import two_level_bootstrap
 
 SIMULATION_BOOTSTRAP = 200  # the descriptive bootstraps only; the verdict does not resample
@@ -164,10 +165,10 @@ def run_cell(cell: AnyCell, studies: int, seed: int = 0, old_bootstrap: bool = F
     metric = cell.task.metric if isinstance(cell, Datasets) else cell.metric
     for study in range(studies):
         paired = cell.pairs(rng)
-        rows = analyse_pairs(paired, seed=study, margins={metric: cell.margin},
+        rows = analyse_pairs(paired, seed=study, margins=Margins({metric: cell.margin}),
                              bootstrap_samples=SIMULATION_BOOTSTRAP)
         if isinstance(cell, Datasets):
-            row = across_datasets(rows, {metric: cell.margin})[metric]
+            row = across_datasets(rows, Margins({metric: cell.margin}))[metric]
             low, high = row["ci95"]
         else:
             row = rows[("Simulated", "3d_fullres", FOREGROUND, metric)]
@@ -205,13 +206,14 @@ def run_sequential(cell: CrossValidation, studies: int, seed: int = 0) -> Dict[s
         paired = cell.pairs(rng)
         key = ("Simulated", "3d_fullres", FOREGROUND, cell.metric)
         for look in range(1, looks + 1):
-            row = analyse_pairs(paired[paired["repeat"] < look], seed=study, margins={cell.metric: cell.margin},
+            row = analyse_pairs(paired[paired["repeat"] < look], seed=study,
+                                margins=Margins({cell.metric: cell.margin}),
                                 bootstrap_samples=SIMULATION_BOOTSTRAP, look=(look, looks))[key]
             if row["outcome"] != "inconclusive" or look == looks:
                 sequential.append(row["outcome"])
                 stopped_at.append(look)
                 break
-        fixed.append(analyse_pairs(paired, seed=study, margins={cell.metric: cell.margin},
+        fixed.append(analyse_pairs(paired, seed=study, margins=Margins({cell.metric: cell.margin}),
                                    bootstrap_samples=SIMULATION_BOOTSTRAP)[key]["outcome"])
     shares = {f"{design}_{outcome}": outcomes.count(outcome) / studies
               for design, outcomes in (("sequential", sequential), ("fixed", fixed))

@@ -8,7 +8,10 @@ MONAI in physical spacing (boundary.py). Empty masks, as Metrics Reloaded asks t
 both empty score ``both_empty``; exactly one empty scores the worst value (0 for NSD, the image's diagonal in mm for
 the distances), so a missed or hallucinated structure stays in the statistics.
 """
+from collections.abc import Mapping
 from typing import Callable, Dict, NamedTuple, Optional, Sequence
+
+from nnunet_attention.errors import NnUNetAttentionError
 
 DIAGONAL = "diagonal"  # one_empty of a distance: the image's diagonal in mm, the largest distance possible there
 
@@ -60,6 +63,37 @@ METRICS: Dict[str, Metric] = {
 PRIMARY = "dice"  # the metric lost classes and the headline are judged by
 DEFAULT_MARGINS = {name: metric.default_margin for name, metric in METRICS.items()}
 BOUNDARY = {name: metric for name, metric in METRICS.items() if metric.measure is not None}
+
+
+class Margins(Mapping):
+    """Equivalence margin per metric, in the metric's unit: the defaults with the given ones in place. Built once
+    where a margin enters (the CLI, a Python caller of compare, the demo or the grid); what receives a Margins reads
+    it and checks nothing."""
+
+    def __init__(self, given: Optional[Mapping[str, float]] = None):
+        for metric, value in (given or {}).items():
+            if metric not in METRICS or not value > 0:
+                raise NnUNetAttentionError(f"--margin takes METRIC=VALUE with METRIC one of {', '.join(METRICS)} and a "
+                                           f"positive VALUE in the metric's unit, e.g. --margin dice=0.02; got "
+                                           f"{metric}={value}")
+        self._values = {**DEFAULT_MARGINS, **(given or {})}
+
+    @classmethod
+    def of(cls, margins: Optional[Mapping[str, float]]) -> "Margins":
+        """margins as they are if already checked, else checked (None: the defaults)."""
+        return margins if isinstance(margins, cls) else cls(margins)
+
+    def __getitem__(self, metric: str) -> float:
+        return self._values[metric]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Margins({self._values})"
 
 
 def margin_examples() -> str:

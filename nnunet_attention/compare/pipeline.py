@@ -15,7 +15,7 @@ from nnunet_attention.compare.read import DatasetSource, read_results
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.files import atomic_path, check_output_folder, write_text
 from nnunet_attention.model.pairing_record import study_seed_of
-from nnunet_attention.compare.metrics import DEFAULT_MARGINS
+from nnunet_attention.compare.metrics import Margins
 
 DEFAULT_NSD_TOLERANCE_MM = 1.0
 
@@ -24,7 +24,7 @@ def compare(datasets: Sequence[DatasetSource], configurations: Sequence[str], tr
             folds: Sequence, output_dir: str, nsd_tolerance: Sequence[float] = (DEFAULT_NSD_TOLERANCE_MM,),
             num_processes: int = 1, missing_datasets: Sequence[str] = (), seed: int = 0,
             log: Optional[Callable[[str, bool], None]] = None, note: Optional[str] = None,
-            margins: Optional[Dict[str, float]] = None, look: Optional[Tuple[int, int]] = None) -> dict:
+            margins: Optional[Margins] = None, look: Optional[Tuple[int, int]] = None) -> dict:
     """Writes report.md, report.json, per_case.csv and the figures to output_dir; returns the report dict.
 
     Args:
@@ -35,10 +35,10 @@ def compare(datasets: Sequence[DatasetSource], configurations: Sequence[str], tr
         seed: the bootstrap's seed; each row draws from its own generator seeded by (seed, its key).
         log: called with (message, final) for progress.
         note: one line shown under the report's verdict (the demo says there what its runs can show).
-        margins: equivalence margin per metric (metrics.METRICS, in its unit); its default for the others.
+        margins: equivalence margins (metrics.Margins; a plain mapping is checked, None: the defaults).
         look: (k, K), the k-th of K sequential looks (grid --until-decided; analysis.analyse_pairs).
     """
-    margins = check_margins(margins)
+    margins = Margins.of(margins)
     check_trainers(trainers)
     results = read_results(datasets, configurations, trainers, plans, folds, nsd_tolerance, num_processes, log)
     if results.table.empty:
@@ -123,17 +123,6 @@ def _trained(seed: Optional[int]) -> str:
     return "unpaired" if seed is None else f"with --seed {seed}"
 
 
-def check_margins(margins: Optional[Dict[str, float]]) -> Dict[str, float]:
-    """DEFAULT_MARGINS with the given ones in place; a margin must name a metric and be positive."""
-    margins = dict(margins or {})
-    for metric, value in margins.items():
-        if metric not in DEFAULT_MARGINS or not value > 0:
-            raise NnUNetAttentionError(f"--margin takes METRIC=VALUE with METRIC one of {', '.join(DEFAULT_MARGINS)} "
-                                       f"and a positive VALUE in the metric's unit, e.g. --margin dice=0.02; got "
-                                       f"{metric}={value}")
-    return {**DEFAULT_MARGINS, **margins}
-
-
 def check_trainers(trainers: Sequence[str]):
     if len(trainers) != 2:
         raise NnUNetAttentionError(f"compare needs exactly two trainers (-tr A B), got {len(trainers)}")
@@ -167,7 +156,7 @@ def compare_datasets(datasets: Sequence[str], configurations: Sequence[str], tra
                      folds: Sequence, output: Optional[str] = None,
                      nsd_tolerance: Sequence[float] = (DEFAULT_NSD_TOLERANCE_MM,), processes: int = 1,
                      log: Optional[Callable[[str, bool], None]] = None,
-                     margins: Optional[Dict[str, float]] = None, look: Optional[Tuple[int, int]] = None) -> dict:
+                     margins: Optional[Margins] = None, look: Optional[Tuple[int, int]] = None) -> dict:
     """compare over the datasets (names or ids) found in nnUNet_results/nnUNet_preprocessed, the others named as
     missing; the default output is nnUNet_results/DATASET/nnunet_attention_compare (several datasets:
     nnUNet_results/nnunet_attention_compare). Prints its summary (print_summary)."""
@@ -177,7 +166,7 @@ def compare_datasets(datasets: Sequence[str], configurations: Sequence[str], tra
 
     require_variables("nnUNet_results", "nnUNet_preprocessed")
     check_trainers(trainers)
-    check_margins(margins)
+    margins = Margins.of(margins)
     if any(t <= 0 for t in nsd_tolerance):
         raise NnUNetAttentionError(f"--nsd-tolerance must be positive (mm), got {list(nsd_tolerance)}")
     if processes < 1:

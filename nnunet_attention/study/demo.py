@@ -9,13 +9,13 @@ import json
 import os
 import re
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.nnunet_api import bounded_export_workers
 from nnunet_attention.study import steps
 from nnunet_attention.study.executor import LocalExecutor, run_or_raise
-from nnunet_attention.study.steps import RESUME, VALIDATE, Folders, GridSpec
+from nnunet_attention.study.steps import RESUME, VALIDATE, Folders, StudySpec
 from nnunet_attention.study.synth import DEFAULT_TASK_ID, task_folder_name
 
 # what nnU-Net prints that is worth showing while a step runs; the rest goes to the step's log file
@@ -248,16 +248,17 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
              dataset_id: Optional[int] = None, configuration: Optional[str] = None, device: Optional[str] = None,
              folds: Optional[Sequence] = None, trainers: Optional[Sequence[str]] = None, epochs: Optional[int] = None,
              synth_cases: int = SYNTH_CASES, synth_shape=SYNTH_SHAPE,
-             margins: Optional[Dict[str, float]] = None, seed: Optional[int] = DEMO_SEED) -> str:
+             margins: Optional[Mapping[str, float]] = None, seed: Optional[int] = DEMO_SEED) -> str:
     """Runs (or resumes) the whole comparison; returns the report folder. None: the demo's settings; margins go to
     compare (equivalence margins per metric; None: DEMO_MARGINS at the studied settings, else compare's defaults);
     seed pairs the trainings (None: unpaired, as nnUNetv2_train runs them)."""
-    from nnunet_attention.compare.pipeline import DatasetSource, check_margins, compare, print_summary
+    from nnunet_attention.compare.metrics import Margins
+    from nnunet_attention.compare.pipeline import DatasetSource, compare, print_summary
     from nnunet_attention.devices import resolve_device
     from nnunet_attention.files import check_output_folder
 
     check_output_folder(workdir, *([msd_folder] if msd_folder else []))
-    check_margins(margins)
+    margins = None if margins is None else Margins.of(margins)
     device = resolve_device(device)
     configuration, folds = configuration or DEMO_CONFIGURATION, list(folds if folds is not None else DEMO_FOLDS)
     studied = (msd_folder is None and dataset_id is None and (synth_cases, tuple(synth_shape)) == (
@@ -272,8 +273,8 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
         _task_id(msd_folder)  # a one-line error before anything runs
     note = demo_note(studied, configuration, trainers, folds, seed)
     if margins is None and note.startswith(STUDIED):
-        margins = DEMO_MARGINS
-        print("Equivalence margins: " + ", ".join(f"{k} +-{v:g}" for k, v in margins.items()) +
+        margins = Margins(DEMO_MARGINS)
+        print("Equivalence margins: " + ", ".join(f"{k} +-{v:g}" for k, v in DEMO_MARGINS.items()) +
               " (the demo's, fixed before its runs: docs/demo.md; --margin sets others)", flush=True)
     env = demo_environment(workdir)
     print("nnU-Net folders: " + ", ".join(f"{k}={env[k]}" for k in ("nnUNet_raw", "nnUNet_preprocessed",
@@ -311,7 +312,7 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
 
 def prepare(runner: Runner, workdir: str, msd_folder: Optional[str], dataset_id: Optional[int],
             configuration: str, folds: Sequence, trainers: Sequence[str], device: str, seed: Optional[int],
-            synth: dict) -> GridSpec:
+            synth: dict) -> StudySpec:
     """Steps synth, convert and plan (steps.prepare_steps; synth only for the generated task, neither for a dataset
     already in nnUNet_raw); returns the demo's study of the prepared dataset."""
     folders = Folders.of(runner.env)
@@ -339,10 +340,10 @@ def prepare(runner: Runner, workdir: str, msd_folder: Optional[str], dataset_id:
 
 
 def demo_spec(dataset: str, configuration: str, folds: Sequence, trainers: Sequence[str], device: str,
-              seed: Optional[int], processes: int) -> GridSpec:
+              seed: Optional[int], processes: int) -> StudySpec:
     """The demo's study in the step model: one dataset and configuration, --npz (find_best ensembles), processes for
     planning and find_best, paired trainings with seed (None: unpaired, nnUNetv2_train)."""
-    return GridSpec([dataset], [configuration], list(folds), list(trainers), PLANS, device, npz=True,
+    return StudySpec([dataset], [configuration], list(folds), list(trainers), PLANS, device, npz=True,
                     processes=processes, seed=seed)
 
 
@@ -375,7 +376,7 @@ def trainings_at_once(trainers: Sequence[str], device: str) -> int:
     return 2 if device == "cpu" and list(trainers) == list(DEMO_TRAINERS) and (os.cpu_count() or 1) >= 2 else 1
 
 
-def _predict_test(runner: Runner, spec: GridSpec, folders: Folders, raw: str) -> Optional[str]:
+def _predict_test(runner: Runner, spec: StudySpec, folders: Folders, raw: str) -> Optional[str]:
     """Step predict: imagesTs with find_best's choice (the step model's prediction steps, one after the other);
     returns the output folder (None without imagesTs)."""
     dataset = spec.datasets[0]

@@ -14,24 +14,25 @@ import json
 import os
 import shlex
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
+from nnunet_attention.compare.metrics import Margins
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.files import write_text
 from nnunet_attention.nnunet_api import model_folder
 from nnunet_attention.study.backends import BACKENDS, PENDING, RUNNING, ENDED, ExecutorOptions, passed_variables
 from nnunet_attention.study.executor import StepExecutor
-from nnunet_attention.study.steps import NEW, RESUME, VALIDATE, GridSpec, Step, epoch_reached, study_steps
+from nnunet_attention.study.steps import NEW, RESUME, VALIDATE, StudySpec, Step, epoch_reached, study_steps
 
 GRID_FOLDER = "nnunet_attention_grid"
 __all__ = ["GRID_FOLDER", "ExecutorOptions", "Grid", "run_grid", "status_table", "dry_run", "log_tail"]
 
 
 class Grid(StepExecutor):
-    """Submits the missing steps of a GridSpec through the options' backend (backends.py) and waits for them
+    """Submits the missing steps of a StudySpec through the options' backend (backends.py) and waits for them
     (executor.StepExecutor's loop), recording every job in the state file."""
 
-    def __init__(self, spec: GridSpec, options: ExecutorOptions, log: Callable[[str], None] = print,
+    def __init__(self, spec: StudySpec, options: ExecutorOptions, log: Callable[[str], None] = print,
                  poll_seconds: float = 5.0):
         from nnunetv2.paths import nnUNet_results
 
@@ -170,13 +171,14 @@ def log_tail(path: Optional[str], lines: int = 15) -> str:
     return "\n".join(text[-lines:]) or "(empty log)"
 
 
-def run_grid(spec: GridSpec, options: ExecutorOptions, compare_processes: int, poll_seconds: float = 10.0,
-             log: Callable[[str], None] = print, margins: Optional[Dict[str, float]] = None) -> bool:
+def run_grid(spec: StudySpec, options: ExecutorOptions, compare_processes: int, poll_seconds: float = 10.0,
+             log: Callable[[str], None] = print, margins: Optional[Mapping[str, float]] = None) -> bool:
     """The whole grid in one run of the steps (plan, then train, then find_best per dataset, each once what it waits
     for is done), then compare the first trainer with each other one; returns whether every step is done (a re-run
     continues where it stands)."""
     from nnunet_attention.compare.pipeline import compare_datasets
 
+    margins = Margins.of(margins)
     grid = Grid(spec, options, log=log, poll_seconds=poll_seconds)
     grid.backend.check_runnable(spec.device)
     failed = grid.run_steps(study_steps(spec))  # each step once what it waits for is done
@@ -202,7 +204,7 @@ def run_grid(spec: GridSpec, options: ExecutorOptions, compare_processes: int, p
     return True
 
 
-def status_table(spec: GridSpec, options: ExecutorOptions) -> str:
+def status_table(spec: StudySpec, options: ExecutorOptions) -> str:
     """--status: one row per step (state, epoch, job, log)."""
     rows = Grid(spec, options).status_rows(study_steps(spec))
     header = ("step", "dataset", "configuration", "fold", "trainer", "state", "epoch", "job", "log")
@@ -211,7 +213,7 @@ def status_table(spec: GridSpec, options: ExecutorOptions) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in table)
 
 
-def dry_run(spec: GridSpec) -> str:
+def dry_run(spec: StudySpec) -> str:
     """--dry-run: what is done and what would run."""
     lines = []
     steps = study_steps(spec)

@@ -12,22 +12,22 @@ nnunet_attention_compare_CONFIGURATION.
 import json
 import os
 from dataclasses import replace
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Mapping, Optional
 
-from nnunet_attention.compare.metrics import PRIMARY
+from nnunet_attention.compare.metrics import PRIMARY, Margins
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.files import write_text
 from nnunet_attention.study.grid import GRID_FOLDER, ExecutorOptions, Grid, log_tail
 from nnunet_attention.study.splits import extend_splits_file
-from nnunet_attention.study.steps import Folders, GridSpec, find_best_step, study_steps, train_steps
+from nnunet_attention.study.steps import Folders, StudySpec, find_best_step, study_steps, train_steps
 
 FOLDS_PER_REPEAT = 5  # nnU-Net's k
 STATE_FILE = "until_decided.json"
 
 
-def run_until_decided(spec: GridSpec, options: ExecutorOptions, compare_processes: int, max_repeats: int,
+def run_until_decided(spec: StudySpec, options: ExecutorOptions, compare_processes: int, max_repeats: int,
                       poll_seconds: float = 10.0, log: Callable[[str], None] = print,
-                      margins: Optional[Dict[str, float]] = None) -> bool:
+                      margins: Optional[Mapping[str, float]] = None) -> bool:
     """Rounds until every dataset x configuration is decided or max_repeats rounds are judged; returns whether
     every row has its final answer (a re-run continues where the study stands)."""
     from nnunet_attention.compare.pipeline import compare_datasets
@@ -39,6 +39,7 @@ def run_until_decided(spec: GridSpec, options: ExecutorOptions, compare_processe
                                    "out -f")
     if max_repeats < 1:
         raise NnUNetAttentionError(f"--max-repeats must be at least 1, got {max_repeats}")
+    margins = Margins.of(margins)
     grid = Grid(spec, options, log=log, poll_seconds=poll_seconds)
     grid.backend.check_runnable(spec.device)
     folders = Folders.from_environment()
@@ -74,7 +75,7 @@ def run_until_decided(spec: GridSpec, options: ExecutorOptions, compare_processe
     return not failed
 
 
-def _train_round(grid: Grid, spec: GridSpec, folders: Folders, rows: List[tuple], look: int, log) -> bool:
+def _train_round(grid: Grid, spec: StudySpec, folders: Folders, rows: List[tuple], look: int, log) -> bool:
     """Plans (round 1), then every training of rounds 1..look of the open rows (those already trained are done)."""
     if look == 1:
         to_run = [s for s in study_steps(spec, folders) if s.kind != "find_best"]

@@ -51,8 +51,9 @@ class Step:
 
 
 @dataclass
-class GridSpec:
-    """What a study trains: datasets (DatasetXXX_Name) x configurations x folds (ints or "all") x trainers."""
+class StudySpec:
+    """What a study trains (grid, the demo, init_study, gpu_check): datasets (DatasetXXX_Name) x configurations x
+    folds (ints or "all") x trainers."""
     datasets: Sequence[str]
     configurations: Sequence[str]
     folds: Sequence
@@ -121,7 +122,7 @@ def preprocessed(folders: Folders, dataset: str, plans: str, configurations: Seq
     return True
 
 
-def plan_step(spec: GridSpec, dataset: str, folders: Folders) -> Step:
+def plan_step(spec: StudySpec, dataset: str, folders: Folders) -> Step:
     def planned():
         return DONE if preprocessed(folders, dataset, spec.plans, spec.configurations) else NEW
 
@@ -143,7 +144,7 @@ def converted_name(msd_folder: str) -> str:
     return f"Dataset{int(task[len('Task'):]):03d}_{name}"
 
 
-def prepare_steps(msd_folder: str, spec: GridSpec, folders: Folders, synth: Optional[dict] = None) -> List[Step]:
+def prepare_steps(msd_folder: str, spec: StudySpec, folders: Folders, synth: Optional[dict] = None) -> List[Step]:
     """A task from the MSD layout to nnU-Net's preprocessed data: with synth (write_msd_task's cases, test_cases,
     seed, shape) first nnunet-attention synth writes msd_folder; then nnUNetv2_convert_MSD_dataset into
     folders.raw, then planning (plan_step for spec's only dataset); each done once its files exist, each waiting for
@@ -174,7 +175,7 @@ def prepare_steps(msd_folder: str, spec: GridSpec, folders: Folders, synth: Opti
     return [*prepared, replace(plan, after=(prepared[-1].key,))]
 
 
-def _processes(spec: GridSpec) -> tuple:
+def _processes(spec: StudySpec) -> tuple:
     return ("-np", str(spec.processes)) if spec.processes else ()
 
 
@@ -195,7 +196,7 @@ def train_key(dataset: str, configuration: str, fold, trainer: str) -> str:
     return Step("train", dataset, (), configuration, str(fold), trainer).key
 
 
-def train_steps(spec: GridSpec, dataset: str, folders: Folders) -> List[Step]:
+def train_steps(spec: StudySpec, dataset: str, folders: Folders) -> List[Step]:
     """One nnUNetv2_train per configuration x fold x trainer, in that order, from each fold's state (progress_files).
     A cascade fold waits for the same trainer's fold of the previous stage, which is done only once it has
     written its next-stage predictions."""
@@ -223,7 +224,7 @@ def train_steps(spec: GridSpec, dataset: str, folders: Folders) -> List[Step]:
     return steps
 
 
-def find_best_step(spec: GridSpec, dataset: str, folders: Folders, trainings: Sequence[Step]) -> Step:
+def find_best_step(spec: StudySpec, dataset: str, folders: Folders, trainings: Sequence[Step]) -> Step:
     def best_found():
         return DONE if found_best_for(os.path.join(folders.results, dataset), spec.trainers, spec.folds,
                                       spec.configurations, spec.plans) else NEW
@@ -234,7 +235,7 @@ def find_best_step(spec: GridSpec, dataset: str, folders: Folders, trainings: Se
                 state=best_found(), after=tuple(s.key for s in trainings), check=best_found)
 
 
-def study_steps(spec: GridSpec, folders: Optional[Folders] = None) -> List[Step]:
+def study_steps(spec: StudySpec, folders: Optional[Folders] = None) -> List[Step]:
     """Every step of the study in order (plan, trainings, find_best per dataset), each with its state read from
     nnU-Net's files now."""
     folders = folders or Folders.from_environment()
