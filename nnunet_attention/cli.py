@@ -38,11 +38,25 @@ def _trainers(args):
     if args.path:  # without importing torch and nnU-Net: seconds in a shell script
         print(discovery.TRAINER_FOLDER)
         return
+    if args.install or args.remove:
+        try:
+            path = discovery.install_shim() if args.install else discovery.remove_shim()
+        except OSError as e:
+            raise NnUNetAttentionError(f"trainers --{'install' if args.install else 'remove'}: {e}") from None
+        print(f"{'wrote' if args.install else 'removed'} {path}")
+        return
     from nnunet_attention.model import trainers
+    from nnunet_attention.nnunet_api import trainers_found_through_ext_folder
 
     print("\n".join(trainers.trainer_names()))
-    print(f"\nnnU-Net finds these through nnUNet_extTrainer={os.environ.get('nnUNet_extTrainer', '')}",
-          file=sys.stderr)
+    if trainers_found_through_ext_folder():
+        print(f"\nnnU-Net finds these through nnUNet_extTrainer={os.environ.get('nnUNet_extTrainer', '')}",
+              file=sys.stderr)
+    elif os.path.isfile(discovery.shim_path()):
+        print(f"\nnnU-Net finds these through {discovery.shim_path()} (trainers --install)", file=sys.stderr)
+    else:
+        print("\nthis nnU-Net searches only its own trainer folder: run nnunet-attention trainers --install once "
+              "so that it finds these", file=sys.stderr)
 
 
 def _synth(args):
@@ -225,7 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("trainers", help="list our nnU-Net trainers (or, with --path, the folder nnU-Net searches)")
-    p.add_argument("--path", action="store_true", help="print only the trainer folder, for nnUNet_extTrainer")
+    found = p.add_mutually_exclusive_group()
+    found.add_argument("--path", action="store_true", help="print only the trainer folder, for nnUNet_extTrainer")
+    found.add_argument("--install", action="store_true",
+                       help="nnU-Net 2.6/2.7: write a module into nnU-Net's trainer folder that hands it our trainers "
+                            "(2.8 and later find them through nnUNet_extTrainer without it)")
+    found.add_argument("--remove", action="store_true", help="delete the module --install wrote")
     p.set_defaults(func=_trainers)
 
     p = sub.add_parser("synth", help="write a synthetic 3D task in the Medical Segmentation Decathlon layout")

@@ -1,31 +1,69 @@
-"""What we take from nnU-Net beyond its command-line tools that is not a plain public import.
+"""What we take from nnU-Net beyond its command-line tools that is not a plain public import, and every difference
+between the nnU-Net versions we support (SUPPORTED_NNUNET).
 
 Held here: every call of a private nnU-Net method (the predictor's input listing and preprocessing iterator, the
 trainer's loss), each with keyword arguments; the trainer built without data (built_trainer); the check that
 nnU-Net's folder variables are set (require_variables); its export workers bounded by the CPU count
-(bounded_export_workers); trainer lookup, model folders and dataset names through nnU-Net's own helpers. Public
-classes and helpers (PlansManager, nnUNetPredictor, the label and reader helpers, the trainer classes our trainers
-subclass) are imported where they are used. Checked against nnunetv2 2.8.1 (pyproject
-pins >=2.8.1,<2.9; the test suite is the check for a new minor version: see the README).
+(bounded_export_workers); trainer lookup, model folders and dataset names through nnU-Net's own helpers; one adapter
+per version difference, each naming the versions it covers (check_nnunet_version, variable_is_set,
+find_trainer_class, network_builder and build_network). Public classes and helpers (PlansManager, nnUNetPredictor,
+the label and reader helpers, the trainer classes our trainers subclass) are imported where they are used. Checked
+against nnunetv2 2.6.4, 2.7.0 and 2.8.1 (.ci/run tests 2.6.4 and 2.8.1; the test suite is the check for a new
+version: see docs/development.md).
 """
 import contextlib
+import inspect
 import io
 import os
 import sys
-from typing import List, Tuple
+from importlib.metadata import version
+from typing import Callable, List, NamedTuple, Tuple
 
 from nnunet_attention.errors import NnUNetAttentionError
+
+SUPPORTED_NNUNET = ((2, 6, 4), (2, 9))  # the oldest supported release, the first unsupported one (pyproject's pin)
+
+
+def nnunet_version() -> Tuple[int, ...]:
+    """The installed nnunetv2's version as numbers (2.8.1 -> (2, 8, 1))."""
+    return tuple(int(part) for part in version("nnunetv2").split(".")[:3] if part.isdigit())
+
+
+def check_nnunet_version():
+    """A one-line error unless the installed nnU-Net is one we support (where our trainers are imported, before
+    nnU-Net would fail deep inside on a difference we do not know)."""
+    oldest, first_unsupported = SUPPORTED_NNUNET
+    installed = nnunet_version()
+    if not oldest <= installed < first_unsupported:
+        raise NnUNetAttentionError(
+            f"nnunet-attention supports nnunetv2 {'.'.join(map(str, oldest))} up to (not including) "
+            f"{'.'.join(map(str, first_unsupported))}; this environment has {version('nnunetv2')}: install a supported "
+            f"nnunetv2, or the nnunet-attention release made for yours")
+
+
+def trainers_found_through_ext_folder() -> bool:
+    """nnU-Net 2.8 and later search nnUNet_extTrainer for trainers (our .pth registers our folder there); 2.6 and 2.7
+    search only their own nnunetv2/training/nnUNetTrainer folder (``nnunet-attention trainers --install`` puts a
+    module there: model/discovery.py)."""
+    return nnunet_version() >= (2, 8)
 
 
 def require_variables(*names: str, why: str = ""):
     """A one-line error naming the first of nnU-Net's folder variables (nnUNet_raw, nnUNet_preprocessed,
     nnUNet_results) that is not set, as nnU-Net itself reads them (nnunetv2.paths, at the time of use)."""
-    from nnunetv2 import paths
-
     for name in names:
-        if not getattr(paths, name).is_set():
+        if not variable_is_set(name):
             raise NnUNetAttentionError(f"{name} is not set{f' (needed for {why})' if why else ''}; export it as for "
                                        f"nnU-Net (documentation/setting_up_paths.md)")
+
+
+def variable_is_set(name: str) -> bool:
+    """Whether nnU-Net sees its folder variable name as set: nnunetv2.paths holds objects with is_set() from 2.8
+    (read at the time of use), plain strings or None in 2.6 and 2.7 (read at import)."""
+    from nnunetv2 import paths
+
+    value = getattr(paths, name)
+    return value.is_set() if hasattr(value, "is_set") else value is not None
 
 
 def bounded_export_workers() -> str:
@@ -38,7 +76,21 @@ def bounded_export_workers() -> str:
 
 
 def find_trainer_class(name: str) -> type:
-    """The trainer class nnU-Net's own commands would use for -tr name (its folder, then nnUNet_extTrainer)."""
+    """The trainer class nnU-Net's own commands would use for -tr name: its folder, then nnUNet_extTrainer (2.8 and
+    later: find_objects.recursive_find_trainer_class_by_name); its folder only (2.6, 2.7: recursive_find_python_class
+    over nnunetv2/training/nnUNetTrainer, as nnUNetv2_train and the predictor search it)."""
+    if not trainers_found_through_ext_folder():
+        import nnunetv2
+        from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            found = recursive_find_python_class(os.path.join(nnunetv2.__path__[0], "training", "nnUNetTrainer"), name,
+                                                "nnunetv2.training.nnUNetTrainer")
+        if found is None:
+            raise NnUNetAttentionError(
+                f"trainer {name} not found by nnU-Net {version('nnunetv2')} (it searches only its own trainer folder; "
+                f"run nnunet-attention trainers --install once to make ours findable there)")
+        return found
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
     settle_module_attributes()
@@ -50,6 +102,56 @@ def find_trainer_class(name: str) -> type:
             f"trainer {name} not found by nnU-Net (its own trainers, then nnUNet_extTrainer="
             f"{os.environ.get('nnUNet_extTrainer', '')!r}); check the name or list yours with nnunet-attention "
             f"trainers") from None
+
+
+class Architecture(NamedTuple):
+    """The plans' network: what build_network_architecture receives in every version (named as ConfigurationManager
+    names them, so a ConfigurationManager serves where an Architecture is read)."""
+
+    network_arch_class_name: str
+    network_arch_init_kwargs: dict
+    network_arch_init_kwargs_req_import: Tuple[str, ...]
+
+
+def _builds_from_managers(trainer_class: type) -> bool:
+    """build_network_architecture(plans_manager, configuration_manager, ...) from 2.7 on; in 2.6
+    (architecture_class_name, arch_init_kwargs, arch_init_kwargs_req_import, ...). nnU-Net 2.7 and 2.8 tell the two
+    apart by the parameter name, as here."""
+    return "plans_manager" in inspect.signature(trainer_class.build_network_architecture).parameters
+
+
+def network_builder(build: Callable) -> classmethod:
+    """A trainer's build_network_architecture in the signature the installed nnU-Net calls (2.7 and later:
+    plans_manager, configuration_manager, ...; 2.6: the architecture's class name, kwargs and kwargs to import, ...);
+    ``build(cls, architecture, num_input_channels, num_output_channels, enable_deep_supervision)`` receives an
+    Architecture either way."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    if _builds_from_managers(nnUNetTrainer):
+        def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
+                                       num_output_channels: int, enable_deep_supervision: bool = True):
+            return build(cls, configuration_manager, num_input_channels, num_output_channels, enable_deep_supervision)
+    else:
+        def build_network_architecture(cls, architecture_class_name: str, arch_init_kwargs: dict,
+                                       arch_init_kwargs_req_import, num_input_channels: int,
+                                       num_output_channels: int, enable_deep_supervision: bool = True):
+            return build(cls, Architecture(architecture_class_name, arch_init_kwargs, arch_init_kwargs_req_import),
+                         num_input_channels, num_output_channels, enable_deep_supervision)
+    build_network_architecture.__doc__ = build.__doc__
+    return classmethod(build_network_architecture)
+
+
+def build_network(trainer_class: type, plans_manager, configuration_manager, num_input_channels: int,
+                  num_output_channels: int, enable_deep_supervision: bool = True):
+    """trainer_class's network for a plans configuration, called as the installed nnU-Net calls it (any trainer,
+    ours or nnU-Net's, in any supported version)."""
+    if _builds_from_managers(trainer_class):
+        return trainer_class.build_network_architecture(plans_manager, configuration_manager, num_input_channels,
+                                                        num_output_channels, enable_deep_supervision)
+    return trainer_class.build_network_architecture(
+        configuration_manager.network_arch_class_name, configuration_manager.network_arch_init_kwargs,
+        configuration_manager.network_arch_init_kwargs_req_import, num_input_channels, num_output_channels,
+        enable_deep_supervision)
 
 
 def settle_module_attributes():
@@ -115,8 +217,8 @@ def built_trainer(trainer_class: type, plans: dict, configuration: str, dataset_
     with contextlib.redirect_stdout(io.StringIO()):
         trainer = trainer_class({**plans, "continue_training": False}, configuration, 0, dataset_json, device)
 
-    trainer.network = trainer_class.build_network_architecture(
-        plans_manager=trainer.plans_manager, configuration_manager=trainer.configuration_manager,
+    trainer.network = build_network(
+        trainer_class, trainer.plans_manager, trainer.configuration_manager,
         num_input_channels=determine_num_input_channels(trainer.plans_manager, trainer.configuration_manager,
                                                         dataset_json),
         num_output_channels=trainer.label_manager.num_segmentation_heads,

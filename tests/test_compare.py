@@ -60,7 +60,7 @@ def test_two_datasets_in_one_report_with_holm_within_its_families(report):
     verdicts = {(v["dataset"], v["configuration"]): v for v in data["verdict"]}
     assert set(verdicts) == {(d, "3d_fullres") for d in (DATASET_NAME, SECOND_NAME)}
     for v in verdicts.values():
-        assert set(v["metrics"]) == {"dice", "nsd", "hd95"}
+        assert set(v["metrics"]) == {"dice", "nsd", "hd95", "assd"}  # ASSD too, with its verdict
         assert all(m["verdict"] in ("better", "worse", "equivalent", "inconclusive") for m in v["metrics"].values())
         assert all(m["margin"] > 0 and "folds_needed" in m for m in v["metrics"].values())
         assert any("training randomness not captured" in w for w in v["warnings"])  # 2 folds, then 1

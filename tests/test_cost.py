@@ -7,6 +7,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from helpers import SMALL_INPUT, plan_cases
 
+from nnunet_attention.nnunet_api import build_network
 from nnunet_attention.tools.bench import activation_bytes
 from nnunet_attention.tools.reference_plans import reference_configurations
 from nnunet_attention.model.trainers import nnUNetTrainerAttention
@@ -17,7 +18,7 @@ PLANNER_FACTOR = 1.01  # the planner's gated-minus-ungated elements vs the exact
 def _networks(name):
     cm = ConfigurationManager(reference_configurations()[name])
     torch.manual_seed(0)
-    return cm, {cls.__name__: cls.build_network_architecture(None, cm, 1, 3, True)
+    return cm, {cls.__name__: build_network(cls, None, cm, 1, 3, True)
                 for cls in (nnUNetTrainer, nnUNetTrainerAttention)}
 
 

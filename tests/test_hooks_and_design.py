@@ -9,6 +9,7 @@ from torch import nn
 
 from helpers import SMALL_INPUT, plan_cases
 
+from nnunet_attention.nnunet_api import build_network
 from nnunet_attention.model import trainers
 from nnunet_attention.model.decoder import AttentionUNetDecoder
 from nnunet_attention.model.gate_config import GateConfig
@@ -19,7 +20,7 @@ from nnunet_attention.tools.reference_plans import reference_configurations
 @pytest.mark.parametrize("name", plan_cases())
 def test_a_forward_hook_on_every_gate_fires_once_per_forward_with_alpha(name):
     cm = ConfigurationManager(reference_configurations()[name])
-    network = trainers.nnUNetTrainerAttention.build_network_architecture(None, cm, 1, 3, True)
+    network = build_network(trainers.nnUNetTrainerAttention, None, cm, 1, 3, True)
     seen = {}
     gates = gates_by_level(network)
     for level, gate in gates.items():
@@ -43,7 +44,7 @@ def test_decoder_takes_and_passes_on_every_option_of_dna_decoder():
     assert not dropped, f"AttentionUNetDecoder drops UNetDecoder options {dropped}"
 
     cm = ConfigurationManager(reference_configurations()["hippocampus_3d_fullres"])
-    encoder = trainers.nnUNetTrainerAttention.build_network_architecture(None, cm, 1, 3, True).encoder
+    encoder = build_network(trainers.nnUNetTrainerAttention, None, cm, 1, 3, True).encoder
     decoder = AttentionUNetDecoder(encoder, 3, 2, True, norm_op=nn.BatchNorm3d, norm_op_kwargs={"eps": 1e-3},
                                    dropout_op=nn.Dropout3d, dropout_op_kwargs={"p": 0.1}, nonlin=nn.ReLU,
                                    nonlin_kwargs={"inplace": False}, conv_bias=False,
@@ -76,7 +77,7 @@ def test_trainer_module_exports_only_our_trainers_and_every_schedule_pairs_with_
 
 def test_output_transform_trainer_builds_gates_with_the_plans_norm():
     cm = ConfigurationManager(reference_configurations()["pancreas_3d_fullres"])
-    network = trainers.nnUNetTrainerAttentionOutputTransform.build_network_architecture(None, cm, 1, 3, True)
+    network = build_network(trainers.nnUNetTrainerAttentionOutputTransform, None, cm, 1, 3, True)
     gates = gates_by_level(network)
     assert gates and all(isinstance(g.output_transform[1], nn.InstanceNorm3d) for g in gates.values())
     outputs = network(torch.randn(1, 1, 8, 64, 64))

@@ -8,6 +8,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from helpers import SMALL_INPUT, plan_cases
 
+from nnunet_attention.nnunet_api import build_network
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.model import trainers
 from nnunet_attention.model.gate import GATE_INITS
@@ -24,8 +25,8 @@ CONFIGURATIONS = reference_configurations()
 def _pair(name, deep_supervision):
     cm = ConfigurationManager(CONFIGURATIONS[name])
     torch.manual_seed(0)
-    plain = nnUNetTrainer.build_network_architecture(None, cm, 1, 3, deep_supervision)
-    gated = nnUNetTrainerAttention.build_network_architecture(None, cm, 1, 3, deep_supervision)
+    plain = build_network(nnUNetTrainer, None, cm, 1, 3, deep_supervision)
+    gated = build_network(nnUNetTrainerAttention, None, cm, 1, 3, deep_supervision)
     return cm, plain, gated
 
 
@@ -89,7 +90,7 @@ def test_unsupported_architecture_names_it_and_lists_the_supported(class_name):
     configuration = reference_configurations()["hippocampus_3d_fullres"]
     configuration["architecture"]["network_class_name"] = class_name
     with pytest.raises(NnUNetAttentionError) as error:
-        nnUNetTrainerAttention.build_network_architecture(None, ConfigurationManager(configuration), 1, 3, True)
+        build_network(nnUNetTrainerAttention, None, ConfigurationManager(configuration), 1, 3, True)
     message = str(error.value)
     assert class_name in message and "PlainConvUNet" in message and "ResidualEncoderUNet" in message
 
@@ -97,7 +98,7 @@ def test_unsupported_architecture_names_it_and_lists_the_supported(class_name):
 def test_bare_class_names_in_plans_are_gated_too():
     configuration = reference_configurations()["hippocampus_3d_fullres"]
     configuration["architecture"]["network_class_name"] = "PlainConvUNet"
-    network = nnUNetTrainerAttention.build_network_architecture(None, ConfigurationManager(configuration), 1, 3)
+    network = build_network(nnUNetTrainerAttention, None, ConfigurationManager(configuration), 1, 3)
     assert sorted(gates_by_level(network)) == [1, 2]
 
 
@@ -161,7 +162,7 @@ def test_checkpoints_of_the_trainers_before_gate_configuration_load_and_predict_
     cm = ConfigurationManager(configuration)
     for name, before in stored["networks"].items():
         torch.manual_seed(1)  # as the fixture was written: the same start, the same moves off it
-        network = getattr(trainers, name).build_network_architecture(None, cm, 1, 3, False).eval()
+        network = build_network(getattr(trainers, name), None, cm, 1, 3, False).eval()
         with torch.no_grad():
             for parameter in network.parameters():
                 parameter.add_(0.05 * torch.randn_like(parameter))

@@ -9,6 +9,7 @@ from helpers import SMALL_INPUT, TINY_TRAINERS, cli_in_process, fold_dir, plan_c
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
+from nnunet_attention.nnunet_api import build_network
 from nnunet_attention.model.networks import gates_by_level
 from nnunet_attention.tools.reference_plans import reference_configurations
 from nnunet_attention.tools.retrofit import retrofit_network
@@ -22,8 +23,8 @@ CLI = [sys.executable, "-m", "nnunet_attention.cli", "retrofit"]
 def test_retrofitted_network_reproduces_the_ungated_one_and_learns(name):
     cm = ConfigurationManager(reference_configurations()[name])
     torch.manual_seed(0)
-    plain = nnUNetTrainer.build_network_architecture(None, cm, 1, 3, True)
-    gated = retrofit_network(plain, nnUNetTrainerAttention.build_network_architecture(None, cm, 1, 3, True))
+    plain = build_network(nnUNetTrainer, None, cm, 1, 3, True)
+    gated = retrofit_network(plain, build_network(nnUNetTrainerAttention, None, cm, 1, 3, True))
     x = torch.randn(2, 1, *SMALL_INPUT[name])
     with torch.no_grad():
         expected = plain(x)

@@ -81,16 +81,17 @@ def gates_by_level(network: nn.Module) -> Dict[int, AttentionGate]:
     return decoder.gates_by_level() if isinstance(decoder, AttentionUNetDecoder) else {}
 
 
-def build_gated_network(configuration_manager, num_input_channels: int, num_output_channels: int,
+def build_gated_network(architecture, num_input_channels: int, num_output_channels: int,
                         enable_deep_supervision: bool = True, gates: GateConfig = GateConfig()) -> nn.Module:
-    """nnU-Net's get_network_from_plans with the plans' architecture swapped for its gated version."""
+    """nnU-Net's get_network_from_plans with the plans' architecture swapped for its gated version; architecture is a
+    ConfigurationManager or nnunet_api.Architecture (the network_arch_* attributes)."""
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
-    gated_class = gated_architecture(configuration_manager.network_arch_class_name)
+    gated_class = gated_architecture(architecture.network_arch_class_name)
     return get_network_from_plans(
         f"{gated_class.__module__}.{gated_class.__qualname__}",
-        {**configuration_manager.network_arch_init_kwargs, "gates": gates},
-        configuration_manager.network_arch_init_kwargs_req_import,
+        {**architecture.network_arch_init_kwargs, "gates": gates},
+        architecture.network_arch_init_kwargs_req_import,
         num_input_channels,
         num_output_channels,
         allow_init=True,

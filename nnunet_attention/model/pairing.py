@@ -36,6 +36,7 @@ import torch
 
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.model.pairing_record import PAIRING_FILE, read_pairing
+from nnunet_attention.nnunet_api import build_network
 
 SCHEME = "per-batch streams: SeedSequence(pair seed, loader, batch index)"
 WEIGHTS, TRAINING_BATCHES, VALIDATION_BATCHES, MAIN = range(4)  # the streams under one pair seed
@@ -111,8 +112,8 @@ class PairedTraining:
 
         with torch.random.fork_rng(devices=[]):  # building the reference draws from torch only
             seed_stream(self.pair_seed, WEIGHTS)
-            reference = nnUNetTrainer.build_network_architecture(
-                self.plans_manager, self.configuration_manager,
+            reference = build_network(
+                nnUNetTrainer, self.plans_manager, self.configuration_manager,
                 determine_num_input_channels(self.plans_manager, self.configuration_manager, self.dataset_json),
                 self.label_manager.num_segmentation_heads, self.enable_deep_supervision)
         network = unwrap(self.network)

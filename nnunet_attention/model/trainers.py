@@ -1,4 +1,5 @@
-"""nnU-Net trainers that train attention-gated networks; nnU-Net finds them through nnUNet_extTrainer.
+"""nnU-Net trainers that train attention-gated networks; nnU-Net finds them through nnUNet_extTrainer (2.8 and
+later) or the module ``nnunet-attention trainers --install`` puts into its trainer folder (2.6, 2.7).
 
 The schedule variants (``nnUNetTrainerAttention_1epoch`` ... ``_8000epochs``) are written out, one class each
 composing nnU-Net's class of the same schedule, as nnU-Net writes its own; a test keeps them equal to nnU-Net's
@@ -9,17 +10,30 @@ import re
 from typing import Dict, List, Optional, Tuple
 
 import torch
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-from nnunetv2.training.nnUNetTrainer.variants.network_architecture.nnUNetTrainerNoDeepSupervision import (
+
+from nnunet_attention.nnunet_api import check_nnunet_version, network_builder
+
+check_nnunet_version()  # before anything of nnU-Net's that differs between versions is imported
+
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer  # noqa: E402
+from nnunetv2.training.nnUNetTrainer.variants.network_architecture.nnUNetTrainerNoDeepSupervision import (  # noqa: E402
     nnUNetTrainerNoDeepSupervision,
 )
-from nnunetv2.training.nnUNetTrainer.variants.training_length import nnUNetTrainer_Xepochs as nnunet_schedules
-from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+from nnunetv2.training.nnUNetTrainer.variants.training_length import (  # noqa: E402
+    nnUNetTrainer_Xepochs as nnunet_schedules,
+)
 
-from nnunet_attention.model.gate_config import GateConfig
-from nnunet_attention.model.networks import build_gated_network, gates_by_level
+from nnunet_attention.model.gate_config import GateConfig  # noqa: E402
+from nnunet_attention.model.networks import build_gated_network, gates_by_level  # noqa: E402
 
 _OLD_GATE_ATTRIBUTES = ("gate_init", "gate_finest_skip", "gate_output_transform")
+
+
+def _build_with_gates(cls, architecture, num_input_channels: int, num_output_channels: int,
+                      enable_deep_supervision: bool = True) -> torch.nn.Module:
+    """The plans' U-Net (PlainConvUNet or ResEnc) with the trainer class's gates (cls.gates)."""
+    return build_gated_network(architecture, num_input_channels, num_output_channels, enable_deep_supervision,
+                               gates=cls.gates)
 
 
 class nnUNetTrainerAttention(nnUNetTrainer):
@@ -36,12 +50,7 @@ class nnUNetTrainerAttention(nnUNetTrainer):
             raise TypeError(f"{cls.__name__} sets {', '.join(stale)}, which nnUNetTrainerAttention does not read; set "
                             f"gates = GateConfig(...) from nnunet_attention.model.gate_config instead")
 
-    @classmethod
-    def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
-                                   num_input_channels: int, num_output_channels: int,
-                                   enable_deep_supervision: bool = True) -> torch.nn.Module:
-        return build_gated_network(configuration_manager, num_input_channels, num_output_channels,
-                                   enable_deep_supervision, gates=cls.gates)
+    build_network_architecture = network_builder(_build_with_gates)
 
     def initialize(self):
         super().initialize()

@@ -11,6 +11,7 @@ from nnunetv2.utilities.label_handling.label_handling import determine_num_input
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from torch import nn
 
+from nnunet_attention.nnunet_api import build_network
 from nnunet_attention.model.checkpoint import load_checkpoint
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.files import atomic_path
@@ -85,8 +86,7 @@ def retrofit_checkpoint(checkpoint_file: str, output_file: str, trainer_name: st
     configuration_manager = plans_manager.get_configuration(configuration)
     num_inputs = determine_num_input_channels(plans_manager, configuration_manager, dataset_json)
     num_outputs = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
-    gated = trainer_class.build_network_architecture(plans_manager, configuration_manager, num_inputs, num_outputs,
-                                                     True)
+    gated = build_network(trainer_class, plans_manager, configuration_manager, num_inputs, num_outputs, True)
     plain = get_network_from_plans(configuration_manager.network_arch_class_name,
                                    configuration_manager.network_arch_init_kwargs,
                                    configuration_manager.network_arch_init_kwargs_req_import, num_inputs, num_outputs,
