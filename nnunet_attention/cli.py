@@ -72,14 +72,12 @@ def _synth(args):
 
 
 def _splits(args):
-    from nnunetv2.paths import nnUNet_preprocessed
-
-    from nnunet_attention.nnunet_api import dataset_name, require_variables
+    from nnunet_attention.nnunet_api import dataset_name, nnunet_folder, require_variables
     from nnunet_attention.study.splits import extend_splits_file
 
     require_variables("nnUNet_preprocessed")
     name = dataset_name(args.d)
-    done = extend_splits_file(os.path.join(str(nnUNet_preprocessed), name), args.repeats)
+    done = extend_splits_file(os.path.join(nnunet_folder("nnUNet_preprocessed"), name), args.repeats)
     k, new = done["folds_per_repeat"], done["new_folds"]
     print(f"{name}: {done['repeats']} × {k}-fold in {done['file']} (folds 0-{k - 1} nnU-Net's own, unchanged)")
     if new:
@@ -406,6 +404,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None):
     # libraries' deprecation notices (torch.jit, timm) would bury our one-line messages
     warnings.filterwarnings("ignore", category=FutureWarning)
+    from nnunet_attention.nnunet_api import check_export_workers
+
+    try:
+        check_export_workers()  # the parser's defaults read nnU-Net's configuration, which converts it
+    except NnUNetAttentionError as e:
+        print(f"nnunet-attention: error: {e}", file=sys.stderr)
+        sys.exit(2)
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

@@ -5,7 +5,7 @@ Held here: every call of a private nnU-Net method (the predictor's input listing
 trainer's loss), each with keyword arguments; the trainer built without data (built_trainer); the check that
 nnU-Net's folder variables are set (require_variables); its export workers bounded by the CPU count
 (bounded_export_workers); trainer lookup, model folders and dataset names through nnU-Net's own helpers; one adapter
-per version difference, each naming the versions it covers (check_nnunet_version, variable_is_set,
+per version difference, each naming the versions it covers (check_nnunet_version, nnunet_folder, trainer_plans,
 find_trainer_class, network_builder and build_network). Public classes and helpers (PlansManager, nnUNetPredictor,
 the label and reader helpers, the trainer classes our trainers subclass) are imported where they are used. Checked
 against nnunetv2 2.6.4, 2.7.0 and 2.8.1 (.ci/run tests 2.6.4 and 2.8.1; the test suite is the check for a new
@@ -17,7 +17,7 @@ import io
 import os
 import sys
 from importlib.metadata import version
-from typing import Callable, List, NamedTuple, Tuple
+from typing import Callable, List, NamedTuple, Optional, Tuple
 
 from nnunet_attention.errors import NnUNetAttentionError
 
@@ -50,20 +50,34 @@ def trainers_found_through_ext_folder() -> bool:
 
 def require_variables(*names: str, why: str = ""):
     """A one-line error naming the first of nnU-Net's folder variables (nnUNet_raw, nnUNet_preprocessed,
-    nnUNet_results) that is not set, as nnU-Net itself reads them (nnunetv2.paths, at the time of use)."""
+    nnUNet_results) that is not set (nnunet_folder)."""
     for name in names:
-        if not variable_is_set(name):
+        if nnunet_folder(name) is None:
             raise NnUNetAttentionError(f"{name} is not set{f' (needed for {why})' if why else ''}; export it as for "
                                        f"nnU-Net (documentation/setting_up_paths.md)")
 
 
-def variable_is_set(name: str) -> bool:
-    """Whether nnU-Net sees its folder variable name as set: nnunetv2.paths holds objects with is_set() from 2.8
-    (read at the time of use), plain strings or None in 2.6 and 2.7 (read at import)."""
-    from nnunetv2 import paths
+def nnunet_folder(name: str) -> Optional[str]:
+    """nnU-Net's folder variable (nnUNet_raw, nnUNet_preprocessed, nnUNet_results) as nnU-Net reads it: from the
+    environment at the time of use (nnunetv2.paths from 2.8: objects whose str() reads it), or once at import (2.6,
+    2.7: plain strings or None) -- the same value in a process that does not change these variables after starting,
+    as nnU-Net's commands and ours do not. None when not set."""
+    return os.environ.get(name)
 
-    value = getattr(paths, name)
-    return value.is_set() if hasattr(value, "is_set") else value is not None
+
+def trainer_plans(plans: dict, continue_training: bool) -> dict:
+    """The plans as the installed nnU-Net's trainer constructor takes them: with "continue_training" from 2.7 on (the
+    constructor pops it and keeps or starts its logs by it), without it in 2.6 (it would stay in the model's plans)."""
+    return {**plans, "continue_training": continue_training} if nnunet_version() >= (2, 7) else dict(plans)
+
+
+def check_export_workers(environ=os.environ):
+    """A one-line error unless nnUNet_def_n_proc is unset or a whole number: nnU-Net converts it with int() when
+    nnunetv2.configuration is imported, so any other value is a traceback in every nnU-Net command (ours too)."""
+    processes = environ.get("nnUNet_def_n_proc")
+    if processes is not None and (not processes.isdigit() or int(processes) < 1):
+        raise NnUNetAttentionError(f"nnUNet_def_n_proc must be a whole number of processes, got {processes!r}; "
+                                   f"unset it or export e.g. nnUNet_def_n_proc=2")
 
 
 def bounded_export_workers() -> str:
@@ -170,10 +184,12 @@ def settle_module_attributes():
 
 
 def model_folder(dataset: str, trainer: str, plans: str, configuration: str, fold=None) -> str:
-    """nnUNet_results/DatasetX/TRAINER__PLANS__CONFIG[/fold_F], as nnU-Net names it."""
-    from nnunetv2.utilities.file_path_utilities import get_output_folder
-
-    return get_output_folder(dataset, trainer, plans, configuration, fold)
+    """nnUNet_results/DatasetX/TRAINER__PLANS__CONFIG[/fold_F], as nnU-Net's get_output_folder names it, under
+    nnUNet_results as nnunet_folder reads it (get_output_folder itself takes the value nnU-Net 2.6 and 2.7 read at
+    import)."""
+    folder = os.path.join(nnunet_folder("nnUNet_results"), dataset_name(dataset),
+                          model_identifier(trainer, plans, configuration))
+    return folder if fold is None else os.path.join(folder, f"fold_{fold}")
 
 
 def model_identifier(trainer: str, plans: str, configuration: str) -> str:
@@ -215,7 +231,7 @@ def built_trainer(trainer_class: type, plans: dict, configuration: str, dataset_
     require_variables("nnUNet_results", why="building nnU-Net's trainer (its constructor writes a log folder there; "
                                             "a scratch folder will do)")
     with contextlib.redirect_stdout(io.StringIO()):
-        trainer = trainer_class({**plans, "continue_training": False}, configuration, 0, dataset_json, device)
+        trainer = trainer_class(trainer_plans(plans, continue_training=False), configuration, 0, dataset_json, device)
 
     trainer.network = build_network(
         trainer_class, trainer.plans_manager, trainer.configuration_manager,

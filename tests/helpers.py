@@ -9,7 +9,7 @@ from typing import Tuple
 
 import pytest
 
-from nnunet_attention.nnunet_api import model_identifier
+from nnunet_attention.nnunet_api import model_identifier, nnunet_version
 from nnunet_attention.study import steps
 from nnunet_attention.study.backends import ENDED, RUNNING, JobBackend
 from nnunet_attention.study.executor import LocalExecutor
@@ -30,6 +30,9 @@ CLI = [sys.executable, "-m", "nnunet_attention.cli"]
 # inputs small enough for a CPU forward pass through each of nnU-Net's reference plans (tools/reference_plans.py)
 SMALL_INPUT = {"hippocampus_3d_fullres": (16, 24, 16), "pancreas_3d_fullres": (8, 64, 64),
                "pancreas_2d": (256, 256), "pancreas_resenc_m_3d_fullres": (8, 64, 64)}
+# tests of nnU-Net's lookup through nnUNet_extTrainer, which nnU-Net has from 2.8 on (before it: test_nnunet_versions)
+NEEDS_EXT_TRAINER = pytest.mark.skipif(nnunet_version() < (2, 8), reason="nnU-Net before 2.8 does not read "
+                                       "nnUNet_extTrainer (test_nnunet_versions.py tests its own trainer folder)")
 # the largest reference network: seconds to build and run per test on two cores, so it runs with the slow tests
 LARGE_PLANS = ("pancreas_resenc_m_3d_fullres",)
 
@@ -131,13 +134,19 @@ NNUNET_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUN
 
 def cli_in_process(capsys, *argv, monkeypatch=None, env=None) -> tuple:
     """The real CLI entry point, in this process (as the console script calls it), under env's nnU-Net variables:
-    (exit status, stderr). Faster than a fresh interpreter for the many one-line error checks."""
+    (exit status, stderr). Faster than a fresh interpreter for the many one-line error checks. nnU-Net before 2.8
+    reads its variables once, at import (nnunetv2.paths): there the CLI runs in a fresh interpreter instead, which
+    reads them as a user's command does."""
     from nnunet_attention import cli
 
     if env is not None:
         for name in NNUNET_VARIABLES:
             if name in env:
                 monkeypatch.setenv(name, env[name])
+    if nnunet_version() < (2, 8):
+        done = subprocess.run([*CLI, *map(str, argv)], capture_output=True, text=True)
+        print(done.stdout, end="")
+        return done.returncode, done.stderr
     try:
         cli.main([str(a) for a in argv])
         status = 0

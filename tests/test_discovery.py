@@ -3,7 +3,7 @@ import os
 import subprocess
 import sys
 
-from helpers import TEST_TRAINERS, python_cmd
+from helpers import NEEDS_EXT_TRAINER, TEST_TRAINERS, python_cmd
 
 from nnunet_attention.model import discovery
 
@@ -33,6 +33,7 @@ def test_registration_is_idempotent():
     assert environ["nnUNet_extTrainer"] == discovery.TRAINER_FOLDER
 
 
+@NEEDS_EXT_TRAINER
 def test_nnunet_finds_every_trainer_we_list_and_a_users_subclass_of_them():
     out = _fresh_python(
         "from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as find",
@@ -75,6 +76,7 @@ def _lazy_module(name: str, imports: int = 20):
     sys.modules[name] = module
 
 
+@NEEDS_EXT_TRAINER
 def test_trainer_lookup_survives_a_module_whose_attribute_access_imports_another(monkeypatch):
     """nnU-Net's own lookup through nnUNet_extTrainer iterates sys.modules while reading each module's __file__; a
     lazy module then breaks it. Ours reads them first."""

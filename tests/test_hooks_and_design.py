@@ -7,7 +7,7 @@ from dynamic_network_architectures.building_blocks.unet_decoder import UNetDecod
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
-from helpers import SMALL_INPUT, plan_cases
+from helpers import NEEDS_EXT_TRAINER, SMALL_INPUT, plan_cases
 
 from nnunet_attention.nnunet_api import build_network
 from nnunet_attention.model import trainers
@@ -107,6 +107,7 @@ def test_no_line_is_longer_than_120_columns_in_the_package_scripts_and_tests():
     assert long == []
 
 
+@NEEDS_EXT_TRAINER
 def test_bench_finds_a_users_own_trainer_as_nnunet_does(monkeypatch):
     from helpers import TEST_TRAINERS
 

@@ -160,11 +160,10 @@ def compare_datasets(datasets: Sequence[str], configurations: Sequence[str], tra
     """compare over the datasets (names or ids) found in nnUNet_results/nnUNet_preprocessed, the others named as
     missing; the default output is nnUNet_results/DATASET/nnunet_attention_compare (several datasets:
     nnUNet_results/nnunet_attention_compare). Prints its summary (print_summary)."""
-    from nnunetv2.paths import nnUNet_preprocessed, nnUNet_results
-
-    from nnunet_attention.nnunet_api import dataset_name, require_variables
+    from nnunet_attention.nnunet_api import dataset_name, nnunet_folder, require_variables
 
     require_variables("nnUNet_results", "nnUNet_preprocessed")
+    nnUNet_results, nnUNet_preprocessed = nnunet_folder("nnUNet_results"), nnunet_folder("nnUNet_preprocessed")
     check_trainers(trainers)
     margins = Margins.of(margins)
     if any(t <= 0 for t in nsd_tolerance):

@@ -183,29 +183,29 @@ def run_paired_training(dataset: str, configuration: str, fold, trainer: str, se
                         plans: str = "nnUNetPlans", device: str = "cuda", npz: bool = False,
                         continue_training: bool = False, validation_only: bool = False,
                         pretrained_weights: Optional[str] = None):
-    """nnUNetv2_train's single-device path (nnunetv2.run.run_training, 2.8.1) with the paired trainer: train unless
-    validation_only, then nnU-Net's validation. The caller owns the process: it has read the augmentation workers
+    """nnUNetv2_train's single-device path (nnunetv2.run.run_training, 2.6.4 to 2.8.1) with the paired trainer: train
+    unless validation_only, then nnU-Net's validation. The caller owns the process: it has read the augmentation workers
     nnU-Net would use and then set nnUNet_n_proc_DA=0, so that nnU-Net hands over its loaders in the main process
     (the train command does both)."""
     import json
 
-    from nnunetv2.paths import nnUNet_preprocessed
     from nnunetv2.run.run_training import maybe_load_checkpoint
 
     from nnunet_attention.devices import resolve_device
-    from nnunet_attention.nnunet_api import dataset_name, find_trainer_class, require_variables
+    from nnunet_attention.nnunet_api import (dataset_name, find_trainer_class, nnunet_folder, require_variables,
+                                             trainer_plans)
 
     if continue_training and validation_only:
         raise NnUNetAttentionError("give --c or --val, not both")
     require_variables("nnUNet_preprocessed", "nnUNet_results", why="training")
     trainer_class = paired_trainer_class(find_trainer_class(trainer), seed, augmentation_workers)
     name = dataset_name(dataset)
-    folder = os.path.join(str(nnUNet_preprocessed), name)
+    folder = os.path.join(nnunet_folder("nnUNet_preprocessed"), name)
     plans_file = os.path.join(folder, f"{plans}.json")
     if not os.path.isfile(plans_file):
         raise NnUNetAttentionError(f"no {plans_file}; run nnUNetv2_plan_and_preprocess -d {dataset} first")
     with open(plans_file) as f:
-        plans_content = {**json.load(f), "continue_training": continue_training}
+        plans_content = trainer_plans(json.load(f), continue_training)
     with open(os.path.join(folder, "dataset.json")) as f:
         dataset_json = json.load(f)
     device = torch.device(resolve_device(device))

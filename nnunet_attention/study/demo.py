@@ -12,7 +12,7 @@ import time
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from nnunet_attention.errors import NnUNetAttentionError
-from nnunet_attention.nnunet_api import bounded_export_workers
+from nnunet_attention.nnunet_api import bounded_export_workers, check_export_workers
 from nnunet_attention.study import steps
 from nnunet_attention.study.executor import LocalExecutor, run_or_raise
 from nnunet_attention.study.steps import RESUME, VALIDATE, Folders, StudySpec
@@ -106,10 +106,8 @@ def demo_environment(workdir: str) -> dict:
     of 8 export workers spends most of a small validation starting them). The demo's planning, find_best and compare
     take that many processes too (prepare)."""
     env = dict(os.environ)
-    processes = env.setdefault("nnUNet_def_n_proc", bounded_export_workers())
-    if not processes.isdigit() or int(processes) < 1:
-        raise NnUNetAttentionError(f"nnUNet_def_n_proc must be a whole number of processes, got {processes!r}; "
-                                   f"unset it or export e.g. nnUNet_def_n_proc=2")
+    check_export_workers(env)
+    env.setdefault("nnUNet_def_n_proc", bounded_export_workers())
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         env[name] = env.get(name) or os.path.join(os.path.abspath(workdir), name)
         os.makedirs(env[name], exist_ok=True)

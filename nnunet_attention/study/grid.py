@@ -19,7 +19,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 from nnunet_attention.compare.metrics import Margins
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.files import write_text
-from nnunet_attention.nnunet_api import model_folder
+from nnunet_attention.nnunet_api import model_folder, nnunet_folder, require_variables
 from nnunet_attention.study.backends import BACKENDS, PENDING, RUNNING, ENDED, ExecutorOptions, passed_variables
 from nnunet_attention.study.executor import StepExecutor
 from nnunet_attention.study.steps import NEW, RESUME, VALIDATE, StudySpec, Step, epoch_reached, study_steps
@@ -34,10 +34,9 @@ class Grid(StepExecutor):
 
     def __init__(self, spec: StudySpec, options: ExecutorOptions, log: Callable[[str], None] = print,
                  poll_seconds: float = 5.0):
-        from nnunetv2.paths import nnUNet_results
-
+        require_variables("nnUNet_results", why="the grid's job records")
         self.spec, self.options, self.log, self.poll_seconds = spec, options, log, poll_seconds
-        self.folder = os.path.join(str(nnUNet_results), GRID_FOLDER)
+        self.folder = os.path.join(nnunet_folder("nnUNet_results"), GRID_FOLDER)
         self.logs = os.path.join(self.folder, "grid_logs")
         self.state_file = os.path.join(self.folder, "state.json")
         self.state = self._read_state()
@@ -184,11 +183,9 @@ def run_grid(spec: StudySpec, options: ExecutorOptions, compare_processes: int, 
     failed = grid.run_steps(study_steps(spec))  # each step once what it waits for is done
     steps = study_steps(spec)
     if any(s.done for s in steps if s.kind == "train"):
-        from nnunetv2.paths import nnUNet_results
-
         pairs = [(spec.trainers[0], t) for t in spec.trainers[1:]]
         for a, b in pairs:
-            output = None if len(pairs) == 1 else os.path.join(str(nnUNet_results),
+            output = None if len(pairs) == 1 else os.path.join(nnunet_folder("nnUNet_results"),
                                                                f"nnunet_attention_compare_{a}_vs_{b}")
             compare_datasets(spec.datasets, spec.configurations, [a, b], spec.plans, spec.folds, output,
                              processes=compare_processes, margins=margins)

@@ -80,9 +80,9 @@ class Folders:
 
     @classmethod
     def from_environment(cls) -> "Folders":
-        from nnunetv2.paths import nnUNet_preprocessed, nnUNet_results
+        from nnunet_attention.nnunet_api import nnunet_folder
 
-        return cls(str(nnUNet_preprocessed), str(nnUNet_results), os.environ.get("nnUNet_raw"))
+        return cls(*(nnunet_folder(name) for name in ("nnUNet_preprocessed", "nnUNet_results", "nnUNet_raw")))
 
     @classmethod
     def of(cls, env: dict) -> "Folders":
