@@ -2,22 +2,25 @@
 
 The fast tests run under whichever nnU-Net is installed (.ci/run: 2.8.1, then 2.6.4 in a second environment); the
 end-to-end test is the README's path on nnU-Net 2.6 and 2.7, where nnU-Net searches only its own trainer folder:
-``nnunet-attention trainers --install``, then nnU-Net's own CLIs train both trainers (one of them paired), predict,
-and compare reports; ``--remove`` leaves nnU-Net's folder as it was."""
-import os
+``nnunet-attention trainers --install``, the tests' tiny trainers put there as a user of those versions puts their own
+(subclasses of ours), then nnU-Net's own CLIs train both trainers (one of them paired), predict, and compare reports;
+``--remove`` leaves nnU-Net's folder as it was."""
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from helpers import CLI, DATASET_ID, DATASET_NAME, fold_dir, prepare_task, python_cmd, run
+
+from helpers import (CLI, DATASET_ID, DATASET_NAME, TEST_TRAINERS, TINY_TRAINERS, fold_dir, prepare_task, python_cmd,
+                     run)
 
 from nnunet_attention import nnunet_api
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.model import discovery
 
 OLD_NNUNET = nnunet_api.nnunet_version() < (2, 8)
-TRAINERS = ("nnUNetTrainerDemo", "nnUNetTrainerAttentionDemo")  # in our package: found through --install on 2.6/2.7
+USERS_MODULE = "nnunet_attention_test_trainers.py"  # the tests' tiny trainers, where a 2.6 user puts their own
 
 
 @pytest.mark.parametrize("installed", [(2, 4, 2), (2, 5, 2), (2, 9, 0), (3, 0, 0)])
@@ -105,12 +108,14 @@ def test_on_an_nnunet_before_2_8_install_train_predict_compare_remove(tmp_path):
     env = {**env, "nnUNet_n_proc_DA": "0"}
     env.pop("nnUNet_extTrainer")  # not read before 2.8
     shim = Path(discovery.shim_path())
-    assert not shim.exists()
+    users = shim.parent / USERS_MODULE
+    assert not shim.exists() and not users.exists()
     try:
         run([*CLI, "trainers", "--install"], env)
         listing = run([*CLI, "trainers"], env)
         assert "nnUNetTrainerAttentionDemo" in listing.stdout and str(shim) in listing.stderr
-        ungated, gated = TRAINERS
+        shutil.copy(TEST_TRAINERS / "tiny_trainers.py", users)
+        ungated, gated = TINY_TRAINERS
         run(["nnUNetv2_train", str(DATASET_ID), "3d_fullres", "0", "-tr", ungated, "-device", "cpu", "--npz"], env)
         run(["nnUNetv2_train", str(DATASET_ID), "3d_fullres", "0", "-tr", gated, "-device", "cpu", "--npz"], env)
         log = next(fold_dir(tmp_path, gated, "3d_fullres", 0).glob("training_log_*.txt")).read_text()
@@ -127,6 +132,7 @@ def test_on_an_nnunet_before_2_8_install_train_predict_compare_remove(tmp_path):
              str(report)], env)
         assert (report / "report.json").is_file()
     finally:
+        users.unlink(missing_ok=True)
         subprocess.run([*CLI, "trainers", "--remove"], env=env, capture_output=True)
     assert not shim.exists()
     search = run(python_cmd(  # nnU-Net's own trainers are found as before

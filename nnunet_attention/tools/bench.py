@@ -104,8 +104,11 @@ def activation_bytes(network: nn.Module, x: torch.Tensor) -> int:
     return int(sum(storages.values()))
 
 
-def _set_results_folder(folder: str):
-    os.environ["nnUNet_results"] = folder  # the child's own environment: nnU-Net's trainer writes its log folder there
+def _set_scratch_folders(folder: str):
+    """The child's own environment: nnU-Net's trainer constructor writes its log folder into nnUNet_results, and in
+    2.6 and 2.7 also joins nnUNet_preprocessed (reading nothing there)."""
+    os.environ["nnUNet_results"] = folder
+    os.environ.setdefault("nnUNet_preprocessed", folder)
 
 
 def in_child_process(function: Callable, arguments: dict, what: str, results_folder: str):
@@ -116,7 +119,7 @@ def in_child_process(function: Callable, arguments: dict, what: str, results_fol
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_set_results_folder,
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_set_scratch_folders,
                              initargs=(results_folder,)) as pool:
         try:
             return pool.submit(function, **arguments).result()
