@@ -101,6 +101,7 @@ def test_install_refuses_to_overwrite_a_file_it_did_not_write(tmp_path, monkeypa
 
 
 @pytest.mark.slow  # plans and trains through nnU-Net's CLIs
+@pytest.mark.versions
 @pytest.mark.skipif(not OLD_NNUNET, reason="nnU-Net 2.8 and later find our trainers through nnUNet_extTrainer: "
                                            "test_end_to_end.py covers that path")
 def test_on_an_nnunet_before_2_8_install_train_predict_compare_remove(tmp_path):
