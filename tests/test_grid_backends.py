@@ -39,8 +39,10 @@ def test_a_third_backend_runs_the_tiny_grid(trained_models, tmp_path, monkeypatc
     source, _ = trained_models
     for folder in ("nnUNet_raw", "nnUNet_preprocessed"):
         shutil.copytree(source / folder, tmp_path / folder)
-    for trainer in TINY_TRAINERS:
-        shutil.copytree(fold_dir(source, trainer, "3d_fullres", 0), fold_dir(tmp_path, trainer, "3d_fullres", 0))
+    for trainer in TINY_TRAINERS:  # the model folders (plans, dataset.json) with fold 0 only
+        model = fold_dir(source, trainer, "3d_fullres", 0).parent
+        shutil.copytree(model, fold_dir(tmp_path, trainer, "3d_fullres", 0).parent,
+                        ignore=shutil.ignore_patterns("fold_1"))
     shutil.rmtree(fold_dir(tmp_path, TINY_TRAINERS[1], "3d_fullres", 0) / "validation")  # the grid validates it
     for name, value in {**nnunet_env(tmp_path), "nnUNet_n_proc_DA": "0"}.items():
         monkeypatch.setenv(name, value)
