@@ -35,10 +35,10 @@ def check_nnunet_version():
     oldest, first_unsupported = SUPPORTED_NNUNET
     installed = nnunet_version()
     if not oldest <= installed < first_unsupported:
+        low, high = ".".join(map(str, oldest)), ".".join(map(str, first_unsupported))
         raise NnUNetAttentionError(
-            f"nnunet-attention supports nnunetv2 {'.'.join(map(str, oldest))} up to (not including) "
-            f"{'.'.join(map(str, first_unsupported))}; this environment has {version('nnunetv2')}: install a supported "
-            f"nnunetv2, or the nnunet-attention release made for yours")
+            f"nnunet-attention supports nnunetv2 {low} up to (not including) {high}; this environment has "
+            f"{'.'.join(map(str, installed))}: pip install 'nnunetv2>={low},<{high}' (docs/development.md)")
 
 
 def trainers_found_through_ext_folder() -> bool:
