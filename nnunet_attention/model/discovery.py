@@ -7,9 +7,9 @@ listed keep their place in front of ours.
 
 nnU-Net 2.6 and 2.7 search only their own ``nnunetv2/training/nnUNetTrainer`` folder. ``nnunet-attention trainers
 --install`` writes one module there (SHIM_NAME, a few lines that import our trainers) and ``--remove`` deletes it;
-nothing else of nnU-Net's is touched, and no nnU-Net trainer changes. The module imports nothing once nnunet-attention is
-uninstalled (nnU-Net then behaves as before it was written); reinstalling nnunetv2 into a fresh folder drops it (run
---install again).
+nothing else of nnU-Net's is touched, and no nnU-Net trainer changes. The module imports nothing once
+nnunet-attention is uninstalled (nnU-Net then behaves as before it was written); reinstalling nnunetv2 into a fresh
+folder drops it (run --install again).
 """
 import importlib.util
 import os
