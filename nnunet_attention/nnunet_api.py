@@ -12,6 +12,7 @@ against nnunetv2 2.6.4, 2.7.0 and 2.8.1 (.ci/run tests 2.6.4 and 2.8.1; the test
 version: see docs/development.md).
 """
 import contextlib
+import functools
 import inspect
 import io
 import os
@@ -21,11 +22,12 @@ from typing import Callable, List, NamedTuple, Optional, Tuple
 
 from nnunet_attention.errors import NnUNetAttentionError
 
-SUPPORTED_NNUNET = ((2, 6, 4), (2, 9))  # the oldest supported release, the first unsupported one (pyproject's pin)
+SUPPORTED_NNUNET = ((2, 6, 4), (2, 9))  # the oldest supported release (.ci/run tests it), the first unsupported one
 
 
+@functools.lru_cache(maxsize=None)
 def nnunet_version() -> Tuple[int, ...]:
-    """The installed nnunetv2's version as numbers (2.8.1 -> (2, 8, 1))."""
+    """The installed nnunetv2's version as numbers (2.8.1 -> (2, 8, 1)); read once per process."""
     return tuple(int(part) for part in version("nnunetv2").split(".")[:3] if part.isdigit())
 
 

@@ -9,7 +9,7 @@ from typing import Tuple
 
 import pytest
 
-from nnunet_attention.nnunet_api import model_identifier, nnunet_version
+from nnunet_attention.nnunet_api import model_identifier, nnunet_version, trainers_found_through_ext_folder
 from nnunet_attention.study import steps
 from nnunet_attention.study.backends import ENDED, RUNNING, JobBackend
 from nnunet_attention.study.executor import LocalExecutor
@@ -31,8 +31,9 @@ CLI = [sys.executable, "-m", "nnunet_attention.cli"]
 SMALL_INPUT = {"hippocampus_3d_fullres": (16, 24, 16), "pancreas_3d_fullres": (8, 64, 64),
                "pancreas_2d": (256, 256), "pancreas_resenc_m_3d_fullres": (8, 64, 64)}
 # tests of nnU-Net's lookup through nnUNet_extTrainer, which nnU-Net has from 2.8 on (before it: test_nnunet_versions)
-NEEDS_EXT_TRAINER = pytest.mark.skipif(nnunet_version() < (2, 8), reason="nnU-Net before 2.8 does not read "
-                                       "nnUNet_extTrainer (test_nnunet_versions.py tests its own trainer folder)")
+NEEDS_EXT_TRAINER = pytest.mark.skipif(not trainers_found_through_ext_folder(),
+                                       reason="nnU-Net before 2.8 does not read nnUNet_extTrainer "
+                                              "(test_nnunet_versions.py tests its own trainer folder)")
 # the largest reference network: seconds to build and run per test on two cores, so it runs with the slow tests
 LARGE_PLANS = ("pancreas_resenc_m_3d_fullres",)
 

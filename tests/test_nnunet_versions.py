@@ -19,7 +19,7 @@ from nnunet_attention import nnunet_api
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.model import discovery
 
-OLD_NNUNET = nnunet_api.nnunet_version() < (2, 8)
+OLD_NNUNET = not nnunet_api.trainers_found_through_ext_folder()
 USERS_MODULE = "nnunet_attention_test_trainers.py"  # the tests' tiny trainers, where a 2.6 user puts their own
 
 
@@ -77,9 +77,10 @@ def test_the_installed_module_hands_nnunet_our_trainers(tmp_path):
 
 
 def test_the_installed_module_adds_nothing_and_fails_nothing_once_we_are_uninstalled(tmp_path):
-    """-S: no site-packages, so nnunet_attention cannot be imported, as after pip uninstall nnunet-attention."""
+    """-I -S: no site-packages, no PYTHONPATH, no working folder on the path, so nnunet_attention cannot be imported,
+    as after pip uninstall nnunet-attention."""
     _shim_package(tmp_path)
-    out = subprocess.run([sys.executable, "-S", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
                           "import trainer_folder.nnunet_attention_trainers as shim; "
                           "print([n for n in dir(shim) if n.startswith('nnUNet')])", str(tmp_path)],
                          capture_output=True, text=True, check=True, cwd=tmp_path)

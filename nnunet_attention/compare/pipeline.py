@@ -179,12 +179,11 @@ def compare_datasets(datasets: Sequence[str], configurations: Sequence[str], tra
                 raise
             missing.append(f"{dataset} ({e})")
             continue
-        sources.append(DatasetSource(name, os.path.join(str(nnUNet_results), name),
-                                     os.path.join(str(nnUNet_preprocessed), name)))
+        sources.append(DatasetSource(name, os.path.join(nnUNet_results, name), os.path.join(nnUNet_preprocessed, name)))
     if not sources:
         raise NnUNetAttentionError("none of the datasets was found: " + "; ".join(missing))
     output = output or (os.path.join(sources[0].results, "nnunet_attention_compare") if len(datasets) == 1 else
-                        os.path.join(str(nnUNet_results), "nnunet_attention_compare"))
+                        os.path.join(nnUNet_results, "nnunet_attention_compare"))
     check_output_folder(output)
     report = compare(sources, configurations, trainers, plans, folds, output, nsd_tolerance, processes, missing,
                      log=log, margins=margins, look=look)

@@ -41,6 +41,7 @@ class Grid(StepExecutor):
         self.state_file = os.path.join(self.folder, "state.json")
         self.state = self._read_state()
         self.backend = BACKENDS[options.kind](options, self.logs)
+        self._backends = {self.backend.name: self.backend}  # and those of jobs an earlier run recorded
         self._active, self._states, self._last_line = set(), {}, None  # jobs running now; their last states
 
     # --- the state file ---------------------------------------------------------------------------------------
@@ -61,12 +62,13 @@ class Grid(StepExecutor):
     # --- job states ---------------------------------------------------------------------------------------------
     def _backend_named(self, name: str):
         """The backend that recorded a job (a state file may hold jobs of an earlier run with another executor)."""
-        if name == self.backend.name:
-            return self.backend
-        if name not in BACKENDS:
-            raise NnUNetAttentionError(f"{self.state_file} records jobs of an executor this version does not know "
-                                       f"({name!r}); delete the file (nothing is lost) and run the grid again")
-        return BACKENDS[name](ExecutorOptions(kind=name), self.logs)
+        if name not in self._backends:
+            if name not in BACKENDS:
+                raise NnUNetAttentionError(f"{self.state_file} records jobs of an executor this version does not "
+                                           f"know ({name!r}); delete the file (nothing is lost) and run the grid "
+                                           f"again")
+            self._backends[name] = BACKENDS[name](ExecutorOptions(kind=name), self.logs)
+        return self._backends[name]
 
     def job_states(self, keys: Sequence[str]) -> Dict[str, str]:
         """key -> PENDING / RUNNING / ENDED / "none" for the last job recorded for each step."""
