@@ -11,6 +11,7 @@ from nnunet_attention.compare import analysis, plots, render
 from scipy import stats as scipy_stats
 
 from nnunet_attention.compare.metrics import Margins
+from nnunet_attention.compare.report import LostClass
 from nnunet_attention.compare.calibration import Cell, CrossValidation, run_cell
 from nnunet_attention.compare.statistics import BOOTSTRAP_SAMPLES, folds_needed, row_rng, two_level_bootstrap, verdict
 
@@ -65,22 +66,22 @@ def test_verdict_rule_on_constructed_tables(shift, sd, expected):
     rng = np.random.default_rng(3)
     table = _table([rng.normal(shift, sd, 12) for _ in range(5)])
     v = _verdict(table)
-    assert v["metrics"]["dice"]["verdict"] == expected
-    assert v["warnings"] == []  # 5 folds, 60 pairs, no fold missing
-    p = v["metrics"]["dice"]["p_b_better"]
+    assert v.metrics["dice"].outcome == expected
+    assert v.warnings == []  # 5 folds, 60 pairs, no fold missing
+    p = v.metrics["dice"].p_b_better
     assert (p > 0.99) if expected == "better" else (p < 0.01) if expected == "worse" else (0.01 < p < 0.99)
 
 
 def test_identical_trainers_on_three_folds_are_equivalent_and_on_one_fold_inconclusive():
     rng = np.random.default_rng(4)
     three = _table([rng.normal(0.0, 0.001, 12) for _ in range(3)])
-    v = _verdict(three)["metrics"]["dice"]
-    assert v["verdict"] == "equivalent" and v["margin"] == 0.01
-    assert v["hierarchical_ci95"][0] >= -0.01 and v["hierarchical_ci95"][1] <= 0.01
-    assert 0 < v["minimal_detectable_difference"] < 0.01  # (t + t) x the fold SE: small when nothing varies
+    v = _verdict(three).metrics["dice"]
+    assert v.outcome == "equivalent" and v.margin == 0.01
+    assert v.hierarchical_ci95[0] >= -0.01 and v.hierarchical_ci95[1] <= 0.01
+    assert 0 < v.minimal_detectable_difference < 0.01  # (t + t) x the fold SE: small when nothing varies
     one = _table([rng.normal(0.0, 0.001, 36)])
-    v = _verdict(one)["metrics"]["dice"]
-    assert v["verdict"] == "inconclusive" and v["minimal_detectable_difference"] is None
+    v = _verdict(one).metrics["dice"]
+    assert v.outcome == "inconclusive" and v.minimal_detectable_difference is None
     assert "nothing: fewer than 2 folds" in render.verdict_sentence(v)
 
 
@@ -103,27 +104,27 @@ def _corrected(means, cases=6):
 
 def test_the_interval_is_the_corrected_t_of_the_fold_means_and_scipys_t_is_the_descriptive_line():
     means = np.array([0.012, -0.004, 0.02, 0.007])
-    v = _verdict(_fold_constant_table(means), {"dice": 0.5})["metrics"]["dice"]
+    v = _verdict(_fold_constant_table(means), {"dice": 0.5}).metrics["dice"]
     ci, p, factor = _corrected(means)
-    assert factor == pytest.approx(1 + 4 / 3) and v["correction_factor"] == pytest.approx(factor)
-    assert v["validation_to_training"] == pytest.approx(1 / 3)  # 6 validated, 18 trained on: 24 cases in 4 folds
-    assert v["hierarchical_ci95"] == pytest.approx(ci, abs=1e-12) and v["t_p"] == pytest.approx(p)
+    assert factor == pytest.approx(1 + 4 / 3) and v.correction_factor == pytest.approx(factor)
+    assert v.validation_to_training == pytest.approx(1 / 3)  # 6 validated, 18 trained on: 24 cases in 4 folds
+    assert v.hierarchical_ci95 == pytest.approx(ci, abs=1e-12) and v.t_p == pytest.approx(p)
     oracle = scipy_stats.ttest_1samp(means, 0.0)  # "these trainings": folds as independent, uncorrected
-    assert v["trainings_ci95"] == pytest.approx(list(oracle.confidence_interval(0.95)), abs=1e-12)
-    assert v["trainings_t_p"] == pytest.approx(oracle.pvalue)
-    assert v["df"] == 3 and v["estimate"] == pytest.approx(means.mean())
-    assert v["design"] == "one cross-validation, 4 fold(s)" and v["n_repeats"] == 1 and v["fold_correlation"] is None
-    assert "new cases" in v["estimand"]
+    assert v.trainings_ci95 == pytest.approx(list(oracle.confidence_interval(0.95)), abs=1e-12)
+    assert v.trainings_t_p == pytest.approx(oracle.pvalue)
+    assert v.df == 3 and v.estimate == pytest.approx(means.mean())
+    assert v.design == "one cross-validation, 4 fold(s)" and v.n_repeats == 1 and v.fold_correlation is None
+    assert "new cases" in v.estimand
 
 
 def test_the_five_fold_factor_is_2_25_and_the_sizes_come_from_n_train_when_given():
     means = [0.01, -0.01, 0.005, 0.0, -0.005]
     table = _fold_constant_table(means)
-    v = _verdict(table)["metrics"]["dice"]
-    assert v["correction_factor"] == pytest.approx(2.25)
+    v = _verdict(table).metrics["dice"]
+    assert v.correction_factor == pytest.approx(2.25)
     paired = analysis.pairs(analysis.with_foreground_mean(table), ["A", "B"]).assign(n_train=54)  # a 10-fold split
     s = analysis.analyse_pairs(paired)[("DatasetA", "3d_fullres", "foreground_mean", "dice")]
-    assert s["validation_to_training"] == pytest.approx(6 / 54) and s["correction_factor"] == pytest.approx(
+    assert s.validation_to_training == pytest.approx(6 / 54) and s.correction_factor == pytest.approx(
         1 + 5 * 6 / 54)
 
 
@@ -141,34 +142,34 @@ def test_repeated_cross_validation_is_one_design_with_a_fold_correlation():
                              "metric": "dice", "fold": repeat * 3 + fold, "case": f"c{case}", "a": 0.7,
                              "b": 0.7 + d, "difference": d, "reference_mm3": 100.0, "repeat": repeat})
     s = analysis.analyse_pairs(pd.DataFrame(rows))[("DatasetA", "3d_fullres", "foreground_mean", "dice")]
-    assert s["n_folds"] == 6 and s["df"] == 5 and s["n_repeats"] == 2 and s["design"] == "2 × 3-fold"
-    assert s["correction_factor"] == pytest.approx(4.0)
-    assert -1 <= s["fold_correlation"] <= 1
+    assert s.n_folds == 6 and s.df == 5 and s.n_repeats == 2 and s.design == "2 × 3-fold"
+    assert s.correction_factor == pytest.approx(4.0)
+    assert -1 <= s.fold_correlation <= 1
 
 
 def test_a_margin_decides_equivalence_at_the_intervals_edge():
     means = np.array([0.01, -0.01, 0.005, 0.0, -0.005])
     half = _corrected(means)[0][1]
     table = _fold_constant_table(means)
-    inside, outside = (_verdict(table, {"dice": m})["metrics"]["dice"] for m in (half + 1e-4, half - 1e-4))
-    assert inside["verdict"] == "equivalent" and inside["margin"] == pytest.approx(half + 1e-4)
-    assert outside["verdict"] == "inconclusive" and outside["margin"] == pytest.approx(half - 1e-4)
+    inside, outside = (_verdict(table, {"dice": m}).metrics["dice"] for m in (half + 1e-4, half - 1e-4))
+    assert inside.outcome == "equivalent" and inside.margin == pytest.approx(half + 1e-4)
+    assert outside.outcome == "inconclusive" and outside.margin == pytest.approx(half - 1e-4)
     assert f"±{half + 1e-4:g}" in render.headline_sentence("Dice", inside)
 
 
 def test_better_and_worse_need_significance_and_a_ci_beyond_the_margin():
     gain = _fold_constant_table([0.03, 0.02, 0.025, 0.035, 0.03])
-    assert _verdict(gain)["metrics"]["dice"]["verdict"] == "better"
-    negligible = _verdict(gain, {"dice": 0.1})["metrics"]["dice"]  # significant, but inside ±0.1: does not matter
-    assert negligible["verdict"] == "equivalent" and negligible["excludes_zero"] is True
+    assert _verdict(gain).metrics["dice"].outcome == "better"
+    negligible = _verdict(gain, {"dice": 0.1}).metrics["dice"]  # significant, but inside ±0.1: does not matter
+    assert negligible.outcome == "equivalent" and negligible.excludes_zero is True
     sentence = render.headline_sentence("Dice", negligible)
     assert "different from 0 but within ±0.1" in sentence
     hd95_gain = _fold_constant_table([-2.0, -1.5, -2.5, -1.8, -2.2], metric="hd95")
     results = analysis.analyse(hd95_gain, ["A", "B"])
-    assert results[("DatasetA", "3d_fullres", "foreground_mean", "hd95")]["outcome"] == "better"  # lower is better
+    assert results[("DatasetA", "3d_fullres", "foreground_mean", "hd95")].outcome == "better"  # lower is better
     # one fold far out: the pooled case mean is positive, the t test on the folds is not significant
     outlier = _fold_constant_table([0.3, -0.01, -0.02, -0.01, -0.02])
-    assert _verdict(outlier)["metrics"]["dice"]["verdict"] == "inconclusive"
+    assert _verdict(outlier).metrics["dice"].outcome == "inconclusive"
 
 
 def test_folds_that_disagree_are_inconclusive_and_need_fewer_folds_as_the_spread_falls():
@@ -176,10 +177,10 @@ def test_folds_that_disagree_are_inconclusive_and_need_fewer_folds_as_the_spread
     needed = []
     for spread in (0.12, 0.1, 0.08):
         shifts = np.array([1.0, -1.0, 0.5, -0.5, 0.0]) * spread
-        v = _verdict(_table([rng.normal(m, 0.01, 12) for m in shifts]), {"dice": 0.1})["metrics"]["dice"]
-        assert v["verdict"] == "inconclusive"
-        assert v["minimal_detectable_difference"] > v["margin"]
-        needed.append(v["folds_needed"]["equivalence"])
+        v = _verdict(_table([rng.normal(m, 0.01, 12) for m in shifts]), {"dice": 0.1}).metrics["dice"]
+        assert v.outcome == "inconclusive"
+        assert v.minimal_detectable_difference > v.margin
+        needed.append(v.folds_needed.equivalence)
     assert needed[0] > needed[1] > needed[2] > 5, needed
     assert "trainings per trainer to show equivalence" in render.verdict_sentence(v)
 
@@ -218,7 +219,7 @@ def test_trainings_needed_at_the_corrected_interval_and_its_floor():
     assert half(needed) < margin <= half(needed - 1)
     assert folds_needed(0.0, 0.05 * np.sqrt(1 / 5 + ratio), 5, margin, ratio)["equivalence"] is None
     v = _verdict(_table([np.full(12, m) for m in (0.05, -0.05, 0.03, -0.03, 0.0)]), {"dice": 0.02})
-    sentence = render.verdict_sentence(v["metrics"]["dice"])
+    sentence = render.verdict_sentence(v.metrics["dice"])
     assert "no number of trainings on this dataset" in sentence and "80% power" in sentence
 
 
@@ -229,16 +230,16 @@ def test_a_consistent_gain_in_one_fold_only_is_not_a_finding():
     table = _table([rng.normal(m, 0.01, 12) for m in (0.25, -0.02, -0.01, -0.03, 0.0)])
     results = analysis.analyse(table, ["A", "B"])
     s = results[("DatasetA", "3d_fullres", "foreground_mean", "dice")]
-    assert s["bootstrap_ci95"][0] > 0  # the case-level CI excludes 0...
-    assert s["hierarchical_ci95"][0] < 0 < s["hierarchical_ci95"][1]  # ...the two-level one does not
-    assert _verdict(table)["metrics"]["dice"]["verdict"] == "inconclusive"
+    assert s.bootstrap_ci95[0] > 0  # the case-level CI excludes 0...
+    assert s.hierarchical_ci95[0] < 0 < s.hierarchical_ci95[1]  # ...the two-level one does not
+    assert _verdict(table).metrics["dice"].outcome == "inconclusive"
 
 
 def test_thin_ground_is_warned():
     table = _table([np.full(4, 0.1)])
     results = analysis.analyse(table, ["A", "B"])
     (v,) = analysis.verdicts(results, {("DatasetA", "3d_fullres"): ([0], [0, 1])})
-    text = " ".join(v["warnings"])
+    text = " ".join(v.warnings)
     assert "training randomness not captured" in text and "fewer than 30" in text and "fold(s) 1" in text
     assert verdict(None, None, None, True, 0.01, 1) == "inconclusive"
 
@@ -252,7 +253,7 @@ def test_adding_a_dataset_changes_no_other_rows_statistics():
     for key, stats in alone.items():
         for field in ("bootstrap_ci95", "hierarchical_ci95", "p_b_better", "wilcoxon_p", "t_p", "estimate",
                       "minimal_detectable_difference", "folds_needed"):
-            assert together[key][field] == stats[field]
+            assert getattr(together[key], field) == getattr(stats, field)
     assert row_rng(0, "a", "b").integers(1 << 30) != row_rng(0, "a", "c").integers(1 << 30)
 
 
@@ -263,15 +264,15 @@ def test_adding_a_dataset_raises_the_headline_holm_p_of_the_others_and_leaves_th
     b = _fold_constant_table([0.05, 0.04, 0.06, 0.05], dataset="DatasetB")
     p = {d: _corrected(m)[1] for d, m in (("DatasetA", [0.02, 0.01, 0.03]), ("DatasetB", [0.05, 0.04, 0.06, 0.05]))}
     alone = analysis.analyse(a, ["A", "B"])[("DatasetA", "3d_fullres", "foreground_mean", "dice")]
-    assert alone["p_holm"] == pytest.approx(p["DatasetA"])
+    assert alone.p_holm == pytest.approx(p["DatasetA"])
     together = analysis.analyse(pd.concat([a, b]), ["A", "B"])
     low, high = sorted(p.values())
     expected = {d: 2 * low if v == low else max(2 * low, high) for d, v in p.items()}
     for dataset in p:
-        assert together[(dataset, "3d_fullres", "foreground_mean", "dice")]["p_holm"] == pytest.approx(
+        assert together[(dataset, "3d_fullres", "foreground_mean", "dice")].p_holm == pytest.approx(
             expected[dataset])
         per_class = together[(dataset, "3d_fullres", "nodule", "dice")]
-        assert per_class["holm_family"] == "per class" and per_class["p_holm"] == pytest.approx(expected[dataset])
+        assert per_class.holm_family == "per class" and per_class.p_holm == pytest.approx(expected[dataset])
 
 
 def test_calibration_at_three_folds_keeps_its_error_rates():
@@ -297,10 +298,10 @@ def test_size_terciles_and_worst_cases():
     table = _table([np.linspace(-0.3, 0.3, 9)])
     results = analysis.analyse(table, ["A", "B"])
     s = results[("DatasetA", "3d_fullres", "nodule", "dice")]
-    assert [g["tercile"] for g in s["size_terciles"]] == ["small", "medium", "large"]
-    assert [g["n"] for g in s["size_terciles"]] == [3, 3, 3]
-    assert s["size_terciles"][0]["mean_difference"] == pytest.approx(-0.225)  # the three smallest: -0.3..-0.15
-    worst = results[("DatasetA", "3d_fullres", "foreground_mean", "dice")]["worst_cases"]
+    assert [g["tercile"] for g in s.size_terciles] == ["small", "medium", "large"]
+    assert [g["n"] for g in s.size_terciles] == [3, 3, 3]
+    assert s.size_terciles[0]["mean_difference"] == pytest.approx(-0.225)  # the three smallest: -0.3..-0.15
+    worst = results[("DatasetA", "3d_fullres", "foreground_mean", "dice")].worst_cases
     assert worst[0]["difference"] == pytest.approx(-0.3) and worst[0]["case"] == "c0_0" and len(worst) == 9
 
 
@@ -332,7 +333,7 @@ def test_figures_are_written_and_curves_of_one_epoch_show_their_points(tmp_path)
     table = _table([rng.normal(0.02, 0.05, 6) for _ in range(2)])
     paired = analysis.pairs(analysis.with_foreground_mean(table), ["A", "B"])
     results = analysis.analyse(table, ["A", "B"])
-    terciles = {(k[2], k[3]): v["size_terciles"] for k, v in results.items()}
+    terciles = {(k[2], k[3]): v.size_terciles for k, v in results.items()}
     names = [plots.plot_metrics("p", table, ["nodule"], ["A", "B"], str(tmp_path)),
              plots.plot_paired_differences("p", paired, ["nodule"], ["A", "B"], str(tmp_path)),
              plots.plot_scatter("p", paired, ["nodule"], ["A", "B"], str(tmp_path)),
@@ -411,13 +412,11 @@ def test_across_datasets_judges_the_shared_effect_by_the_same_rule():
               for d, shift in enumerate((0.0, 0.004, -0.003, 0.002))]
     results = analysis.analyse(pd.concat(tables), ["A", "B"])
     across = analysis.across_datasets(results, Margins({"dice": 0.01}))["dice"]
-    assert across["n_datasets"] == 4 and across["outcome"] == "better" and across["ci95"][0] > 0.01
-    assert across["prediction95"] is not None and across["df"] == 3
+    assert across.n_datasets == 4 and across.outcome == "better" and across.ci95[0] > 0.01
+    assert across.prediction95 is not None and across.df == 3
     one = analysis.across_datasets(analysis.analyse(tables[0], ["A", "B"]))["dice"]
-    assert one["outcome"] == "inconclusive" and one["n_datasets"] == 1 and "fewer than 2" in one["note"]
-    report = {"trainers": ["A", "B"], "metrics": {"dice": {"title": "Dice", "decimals": 3}},
-              "across_datasets": {"dice": across}}
-    first = render.across_datasets_lines(report)
+    assert one.outcome == "inconclusive" and one.n_datasets == 1 and "fewer than 2" in one.note
+    first = render.across_datasets_lines({"dice": across})
     assert first[0].startswith("**Across 4 datasets**") and "Dice: better" in first[2]
     row = plots.across_row({"dice": across})[0]
     assert plots.forest_label(row) == "across 4 datasets (random effects)"
@@ -435,10 +434,9 @@ def test_a_class_lost_in_every_fold_by_both_trainers_is_named():
     table = pd.DataFrame(rows)
     results = analysis.analyse(table, ["A", "B"])
     (v,) = analysis.verdicts(results, {("DatasetA", "3d_fullres"): ([0, 1, 2], [0, 1, 2])})
-    assert v["lost_classes"] == [{"class": "amygdala", "folds_a": ["0", "1", "2"], "folds_b": ["0", "1", "2"],
-                                  "n_folds": 3}]
-    assert any("neither trainer learned it" in w and "amygdala" in w for w in v["warnings"])
-    assert results[("DatasetA", "3d_fullres", "hippocampus", "dice")]["lost_in_folds"] == {"a": [], "b": []}
+    assert v.lost_classes == [LostClass("amygdala", ["0", "1", "2"], ["0", "1", "2"], 3)]
+    assert any("neither trainer learned it" in w and "amygdala" in w for w in v.warnings)
+    assert results[("DatasetA", "3d_fullres", "hippocampus", "dice")].lost_in_folds == {"a": [], "b": []}
 
 
 def test_printed_ci_ends_round_outwards_so_they_never_seem_to_contradict_the_outcome():

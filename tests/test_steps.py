@@ -93,19 +93,19 @@ def test_a_paired_study_trains_again_a_fold_trained_unpaired_or_under_another_se
 def test_compare_names_folds_whose_trainings_are_not_a_pair(folders):
     from nnunet_attention.compare.pipeline import pairing_of
     from nnunet_attention.compare.read import TrainerResults
+    from nnunet_attention.compare.report import Pairing
 
     found = [TrainerResults(t, "3d_fullres", str(_fold(folders, t, "3d_fullres", f).parent), folds=[0, 1])
              for t in TRAINERS for f in (0, 1)][::2]
-    assert pairing_of(found) == {"design": "unpaired", "study_seeds": {"0": [None, None], "1": [None, None]},
-                                 "warnings": []}
+    assert pairing_of(found) == Pairing("unpaired", {"0": [None, None], "1": [None, None]}, [])
     for trainer in found:
         for fold, seed in ((0, 3), (1, 3)):
             (Path(trainer.folder) / f"fold_{fold}" / "pairing.json").write_text(json.dumps({"study_seed": seed}))
-    assert pairing_of(found)["design"] == "paired (seed 3)"
+    assert pairing_of(found).design == "paired (seed 3)"
     (Path(found[1].folder) / "fold_1" / "pairing.json").unlink()
     mixed = pairing_of(found)
-    assert mixed["design"] == "mixed" and len(mixed["warnings"]) == 1
-    assert mixed["warnings"][0].startswith("fold 1: nnUNetTrainer trained with --seed 3, nnUNetTrainerAttention "
+    assert mixed.design == "mixed" and len(mixed.warnings) == 1
+    assert mixed.warnings[0].startswith("fold 1: nnUNetTrainer trained with --seed 3, nnUNetTrainerAttention "
                                            "unpaired: not a pair")
 
 

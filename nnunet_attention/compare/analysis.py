@@ -13,21 +13,15 @@ import numpy as np
 import pandas as pd
 
 from nnunet_attention.compare.metrics import METRICS, Margins
+from nnunet_attention.compare.report import FOREGROUND, AcrossDatasets, LostClass, MetricStatistics, Verdict
 from nnunet_attention.compare.statistics import (BOOTSTRAP_SAMPLES, CI_METHOD, ESTIMAND, POWER, excludes_zero,
                                                  interval_at, spending_levels, folds_needed, holm, mean_across_datasets,
                                                  minimal_detectable_difference, overlap_variance_factor,
                                                  paired_statistics, row_rng, share_b_better, t975,
                                                  t_interval_of_folds, verdict)
 
-FOREGROUND = "foreground_mean"
 MIN_FOLDS, MIN_PAIRS = 3, 30
 ROW_KEY = ["dataset", "configuration", "class", "metric"]
-VERDICT_KEYS = ("mean_difference", "estimate", "hierarchical_ci95", "ci_method", "df", "bootstrap_ci95", "t_p",
-                "p_holm", "holm_family", "p_b_better", "margin", "hierarchical_se", "minimal_detectable_difference",
-                "folds_needed", "n_folds", "n_pairs", "excluded_nan_pairs", "estimand", "n_repeats", "design",
-                "correction_factor", "validation_to_training", "fold_correlation", "trainings_ci95", "trainings_se",
-                "trainings_t_p", "excludes_zero", "power")
-SEQUENTIAL_KEYS = ("sequential", "outcome_fixed_95")  # in a verdict only when the look was sequential
 SEQUENTIAL_METHOD = ("repeated cross-validation judged after each whole round: O'Brien-Fleming-type alpha spending "
                      "(Lan-DeMets) over the planned rounds, each look at its spent level, union-bounded; "
                      "equivalence by repeated confidence intervals at the same levels")
@@ -163,14 +157,14 @@ def worst_cases(row: pd.DataFrame, higher_is_better: bool, count: int = 10) -> L
 
 
 def analyse(table: pd.DataFrame, trainers: Sequence[str], seed: int = 0,
-            margins: Margins = Margins()) -> Dict[tuple, dict]:
+            margins: Margins = Margins()) -> Dict[tuple, MetricStatistics]:
     """analyse_pairs of the table's pairs, the foreground mean included."""
     return analyse_pairs(pairs(with_foreground_mean(table), trainers), seed, margins)
 
 
 def analyse_pairs(paired: pd.DataFrame, seed: int = 0, margins: Margins = Margins(),
                   bootstrap_samples: int = BOOTSTRAP_SAMPLES, look: Optional[Tuple[int, int]] = None
-                  ) -> Dict[tuple, dict]:
+                  ) -> Dict[tuple, MetricStatistics]:
     """(dataset, configuration, class, metric) -> statistics, with p_holm within the row's Holm family (HOLM_FAMILIES:
     a row's adjusted p depends only on the rows of its own family), the outcome against the metric's margin
     (metrics.Margins), what the study could detect, the folds that would settle it,
@@ -209,62 +203,55 @@ def analyse_pairs(paired: pd.DataFrame, seed: int = 0, margins: Margins = Margin
             s.update(outcome_fixed_95=s["outcome"], outcome=outcome,
                      sequential={"look": look[0], "looks": look[1], "level": level, "ci": ci, "outcome": outcome,
                                  "method": SEQUENTIAL_METHOD})
-    return results
+    return {key: MetricStatistics.of(s) for key, s in results.items()}
 
 
-def verdicts(results: Dict[tuple, dict], folds_found: Dict[tuple, Sequence]) -> List[dict]:
+def verdicts(results: Dict[tuple, MetricStatistics], folds_found: Dict[tuple, Sequence]) -> List[Verdict]:
     """Per dataset x configuration: the verdict per metric on the foreground mean, the classes a trainer lost, and
     warnings when it stands on thin ground. folds_found: (dataset, configuration) -> (folds of A, folds of B)."""
     lines = []
     for (dataset, configuration), (folds_a, folds_b) in folds_found.items():
-        by_metric, warnings = {}, []
-        for metric in METRICS:
-            s = results.get((dataset, configuration, FOREGROUND, metric))
-            if s is None:
-                continue
-            by_metric[metric] = {"verdict": s["outcome"], **{k: s[k] for k in VERDICT_KEYS},
-                                 **{k: s[k] for k in SEQUENTIAL_KEYS if k in s}}
-        stats = results.get((dataset, configuration, FOREGROUND, "dice"), {})
-        if stats.get("n_folds", 0) < MIN_FOLDS:
-            warnings.append(f"{stats.get('n_folds', 0)} fold(s) paired, fewer than {MIN_FOLDS}: training randomness "
-                            f"not captured (one training per trainer can differ from the next as much as two "
-                            f"trainers do)")
-        if stats.get("n_pairs", 0) < MIN_PAIRS:
-            warnings.append(f"{stats.get('n_pairs', 0)} paired cases, fewer than {MIN_PAIRS}: the case-level "
-                            f"CIs are unreliable")
+        by_metric = {metric: results[(dataset, configuration, FOREGROUND, metric)] for metric in METRICS
+                     if (dataset, configuration, FOREGROUND, metric) in results}
+        dice = by_metric.get("dice", MetricStatistics(n_folds=0, n_pairs=0))
+        warnings = []
+        if dice.n_folds < MIN_FOLDS:
+            warnings.append(f"{dice.n_folds} fold(s) paired, fewer than {MIN_FOLDS}: training randomness not "
+                            f"captured (one training per trainer can differ from the next as much as two trainers do)")
+        if dice.n_pairs < MIN_PAIRS:
+            warnings.append(f"{dice.n_pairs} paired cases, fewer than {MIN_PAIRS}: the case-level CIs are unreliable")
         one_sided = sorted(set(map(str, folds_a)) ^ set(map(str, folds_b)))
         if one_sided:
             warnings.append(f"fold(s) {', '.join(one_sided)} validated for one trainer only (left out of the pairs)")
         lost = lost_classes(results, dataset, configuration)
         warnings += [lost_class_warning(entry) for entry in lost]
-        lines.append({"dataset": dataset, "configuration": configuration, "metrics": by_metric,
-                      "warnings": warnings, "lost_classes": lost})
+        lines.append(Verdict(dataset, configuration, by_metric, warnings, lost))
     return lines
 
 
-def lost_classes(results: Dict[tuple, dict], dataset: str, configuration: str) -> List[dict]:
+def lost_classes(results: Dict[tuple, MetricStatistics], dataset: str, configuration: str) -> List[LostClass]:
     """The classes that trainer A or B lost (Dice 0 in every case with the class) in at least one fold."""
     found = []
     for (d, c, name, metric), s in results.items():
         if (d, c) == (dataset, configuration) and metric == "dice" and name != FOREGROUND:
-            lost = s["lost_in_folds"]
+            lost = s.lost_in_folds
             if lost["a"] or lost["b"]:
-                found.append({"class": name, "folds_a": [str(f) for f in lost["a"]],
-                              "folds_b": [str(f) for f in lost["b"]], "n_folds": s["n_folds"]})
+                found.append(LostClass(name, [str(f) for f in lost["a"]], [str(f) for f in lost["b"]], s.n_folds))
     return found
 
 
-def lost_class_warning(entry: dict) -> str:
-    both = sorted(set(entry["folds_a"]) & set(entry["folds_b"]), key=str)
-    text = (f"class {entry['class']}: Dice 0 in every case that has it, A in fold(s) "
-            f"{', '.join(entry['folds_a']) or 'none'}, B in fold(s) {', '.join(entry['folds_b']) or 'none'}")
-    if len(both) == entry["n_folds"]:
+def lost_class_warning(entry: LostClass) -> str:
+    both = sorted(set(entry.folds_a) & set(entry.folds_b), key=str)
+    text = (f"class {entry.class_name}: Dice 0 in every case that has it, A in fold(s) "
+            f"{', '.join(entry.folds_a) or 'none'}, B in fold(s) {', '.join(entry.folds_b) or 'none'}")
+    if len(both) == entry.n_folds:
         return text + (" — neither trainer learned it: the foreground-mean verdict averages over a class neither "
                        "trainer learned (look at its per-class row, and train longer)")
     return text + " — a lost class moves the foreground mean by a whole class; read the per-class rows"
 
 
-def across_datasets(results: Dict[tuple, dict], margins: Margins = Margins()) -> Dict[str, dict]:
+def across_datasets(results: Dict[tuple, MetricStatistics], margins: Margins = Margins()
+                    ) -> Dict[str, AcrossDatasets]:
     """Per metric, the mean of the foreground-mean estimates over the dataset x configuration rows compared, for the
     method across tasks (statistics.mean_across_datasets: a t interval over the M estimates with M - 1 degrees of
     freedom; tau by Paule-Mandel and the weighted Hartung-Knapp-Sidik-Jonkman figures beside it, each row's variance
@@ -275,9 +262,9 @@ def across_datasets(results: Dict[tuple, dict], margins: Margins = Margins()) ->
         rows = {k: s for k, s in results.items() if k[2] == FOREGROUND and k[3] == metric}
         if not rows:
             continue
-        used = {k: s for k, s in rows.items() if s["hierarchical_se"] is not None}
-        pooled = mean_across_datasets([s["estimate"] for s in used.values()],
-                                     [s["hierarchical_se"] ** 2 for s in used.values()])
+        used = {k: s for k, s in rows.items() if s.hierarchical_se is not None}
+        pooled = mean_across_datasets([s.estimate for s in used.values()],
+                                      [s.hierarchical_se ** 2 for s in used.values()])
         margin = margins[metric]
         n = len(used)
         outcome = (verdict(pooled["ci95"], pooled["p"], pooled["estimate"], METRICS[metric].higher_is_better,
@@ -286,16 +273,14 @@ def across_datasets(results: Dict[tuple, dict], margins: Margins = Margins()) ->
                 f"wide with few datasets; it covers the spread of true effects between datasets (tau) as well as "
                 f"each dataset's own uncertainty" if n >= 2 else
                 "fewer than 2 datasets with an interval: no verdict across datasets")
-        combined[metric] = {"estimate": pooled["estimate"], "ci95": pooled["ci95"],
-                            "excludes_zero": excludes_zero(pooled["ci95"]), "se": pooled["se"],
-                            "df": pooled["df"], "p": pooled["p"], "tau": pooled["tau"],
-                            "prediction95": pooled["prediction95"], "outcome": outcome, "margin": margin,
-                            "weighted_estimate": pooled["weighted_estimate"], "weighted_ci95": pooled["weighted_ci95"],
-                            "n_datasets": n, "datasets": [f"{k[0]} {k[1]}" for k in used],
-                            "left_out": [f"{k[0]} {k[1]}" for k in rows if k not in used],
-                            "method": "mean of the per-dataset estimates, t interval from their spread (M - 1 degrees "
-                                      "of freedom); tau by Paule-Mandel; weighted_*: inverse-variance random-effects "
-                                      "mean with the modified Hartung-Knapp-Sidik-Jonkman interval, descriptive",
-                            "note": note}
+        combined[metric] = AcrossDatasets(
+            estimate=pooled["estimate"], ci95=pooled["ci95"], excludes_zero=excludes_zero(pooled["ci95"]),
+            se=pooled["se"], df=pooled["df"], p=pooled["p"], tau=pooled["tau"], prediction95=pooled["prediction95"],
+            outcome=outcome, margin=margin, weighted_estimate=pooled["weighted_estimate"],
+            weighted_ci95=pooled["weighted_ci95"], n_datasets=n, datasets=[f"{k[0]} {k[1]}" for k in used],
+            left_out=[f"{k[0]} {k[1]}" for k in rows if k not in used],
+            method="mean of the per-dataset estimates, t interval from their spread (M - 1 degrees of freedom); tau "
+                   "by Paule-Mandel; weighted_*: inverse-variance random-effects mean with the modified "
+                   "Hartung-Knapp-Sidik-Jonkman interval, descriptive",
+            note=note)
     return combined
-

@@ -10,7 +10,7 @@ persistent part across repeats, case noise is skewed with rare catastrophic fail
 ``Datasets``: several such tasks whose true differences scatter around a shared mean, judged by across_datasets.
 """
 from dataclasses import asdict, dataclass
-from typing import Dict, Iterable, List, Optional, Union
+from typing import Dict, Iterable, List, Union
 
 import numpy as np
 import pandas as pd
@@ -169,13 +169,13 @@ def run_cell(cell: AnyCell, studies: int, seed: int = 0, old_bootstrap: bool = F
                              bootstrap_samples=SIMULATION_BOOTSTRAP)
         if isinstance(cell, Datasets):
             row = across_datasets(rows, Margins({metric: cell.margin}))[metric]
-            low, high = row["ci95"]
+            low, high = row.ci95
         else:
             row = rows[("Simulated", "3d_fullres", FOREGROUND, metric)]
-            low, high = row["hierarchical_ci95"]
-            if row.get("fold_correlation") is not None:
-                correlations.append(row["fold_correlation"])
-        outcomes.append(row["outcome"])
+            low, high = row.hierarchical_ci95
+            if row.fold_correlation is not None:
+                correlations.append(row.fold_correlation)
+        outcomes.append(row.outcome)
         covered.append(low <= cell.true_difference <= high)
         widths.append(high - low)
         if old_bootstrap and isinstance(cell, Cell):
@@ -209,12 +209,12 @@ def run_sequential(cell: CrossValidation, studies: int, seed: int = 0) -> Dict[s
             row = analyse_pairs(paired[paired["repeat"] < look], seed=study,
                                 margins=Margins({cell.metric: cell.margin}),
                                 bootstrap_samples=SIMULATION_BOOTSTRAP, look=(look, looks))[key]
-            if row["outcome"] != "inconclusive" or look == looks:
-                sequential.append(row["outcome"])
+            if row.outcome != "inconclusive" or look == looks:
+                sequential.append(row.outcome)
                 stopped_at.append(look)
                 break
         fixed.append(analyse_pairs(paired, seed=study, margins=Margins({cell.metric: cell.margin}),
-                                   bootstrap_samples=SIMULATION_BOOTSTRAP)[key]["outcome"])
+                                   bootstrap_samples=SIMULATION_BOOTSTRAP)[key].outcome)
     shares = {f"{design}_{outcome}": outcomes.count(outcome) / studies
               for design, outcomes in (("sequential", sequential), ("fixed", fixed))
               for outcome in ("better", "worse", "equivalent", "inconclusive")}

@@ -15,7 +15,8 @@ from nnunet_attention.compare.read import DatasetSource, read_results
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.files import atomic_path, check_output_folder, write_text
 from nnunet_attention.model.pairing_record import study_seed_of
-from nnunet_attention.compare.metrics import Margins
+from nnunet_attention.compare.metrics import METRICS, Margins
+from nnunet_attention.compare.report import FOREGROUND, DatasetSection, Pairing, Report, to_json
 
 DEFAULT_NSD_TOLERANCE_MM = 1.0
 
@@ -24,8 +25,8 @@ def compare(datasets: Sequence[DatasetSource], configurations: Sequence[str], tr
             folds: Sequence, output_dir: str, nsd_tolerance: Sequence[float] = (DEFAULT_NSD_TOLERANCE_MM,),
             num_processes: int = 1, missing_datasets: Sequence[str] = (), seed: int = 0,
             log: Optional[Callable[[str, bool], None]] = None, note: Optional[str] = None,
-            margins: Optional[Margins] = None, look: Optional[Tuple[int, int]] = None) -> dict:
-    """Writes report.md, report.json, per_case.csv and the figures to output_dir; returns the report dict.
+            margins: Optional[Margins] = None, look: Optional[Tuple[int, int]] = None) -> Report:
+    """Writes report.md, report.json, per_case.csv and the figures to output_dir; returns the report.
 
     Args:
         datasets: where each dataset's results and preprocessed data are.
@@ -50,39 +51,38 @@ def compare(datasets: Sequence[DatasetSource], configurations: Sequence[str], tr
     report = render.report_header(trainers, plans, folds, results, missing_datasets, note, margins)
     folds_found, pairings = {}, {}
     for name, labels in results.datasets.items():
-        section = {"configurations": {}, "ensembles": results.ensembles[name]}
-        report["curves"][name] = {}
+        section = DatasetSection(configurations={}, ensembles=results.ensembles[name])
+        report.curves[name] = {}
         for configuration in configurations:
             found = [results.trainers[(name, configuration, t)] for t in trainers]
             if not all(f.folds for f in found):
                 continue
             folds_found[(name, configuration)] = [f.folds for f in found]
-            report["warnings"] += outside_splits(name, configuration, found, results.designs.get(name, {}))
+            report.warnings += outside_splits(name, configuration, found, results.designs.get(name, {}))
             pairings[(name, configuration)] = pairing_of(found)
             curves = {f.trainer: {str(fold): c for fold, c in sorted(f.curves.items(), key=lambda kv: str(kv[0]))}
                       for f in found}
-            report["curves"][name][configuration] = curves
+            report.curves[name][configuration] = curves
             figures = _plot(f"{name}_{configuration}", results, paired, statistics, name, configuration, trainers,
                             curves, output_dir)
             these = paired[(paired["dataset"] == name) & (paired["configuration"] == configuration)]
-            section["configurations"][configuration] = render.configuration_entry(
+            section.configurations[configuration] = render.configuration_entry(
                 results, name, configuration, list(trainers), statistics, figures,
-                these[["fold", "case"]].drop_duplicates().to_dict("records"))
-            section["configurations"][configuration]["pairing"] = pairings[(name, configuration)]
-            report["summary"] += [render.summary_row(name, configuration, c, statistics)
-                                  for c in labels.class_names + [analysis.FOREGROUND]]
-        report["datasets"][name] = section
-    report["verdict"] = analysis.verdicts(statistics, folds_found)
-    for v in report["verdict"]:
-        pairing = pairings[(v["dataset"], v["configuration"])]
-        v["pairing"] = pairing["design"]
-        v["warnings"] += pairing["warnings"]
-    report["across_datasets"] = analysis.across_datasets(statistics, margins)
-    report["figures"] = [plots.plot_forest(report["summary"], trainers, output_dir, report["across_datasets"])]
-    _write_csv([row for t in trainers for name, section in report["datasets"].items()
-                for entry in section["configurations"].values() for row in entry["per_case"][t]],
+                these[["fold", "case"]].drop_duplicates().to_dict("records"), pairings[(name, configuration)])
+            report.summary += [render.summary_row(name, configuration, c, statistics)
+                               for c in labels.class_names + [FOREGROUND]]
+        report.datasets[name] = section
+    report.verdict = analysis.verdicts(statistics, folds_found)
+    for v in report.verdict:
+        pairing = pairings[(v.dataset, v.configuration)]
+        v.pairing = pairing.design
+        v.warnings += pairing.warnings
+    report.across_datasets = analysis.across_datasets(statistics, margins)
+    report.figures = [plots.plot_forest(report.summary, trainers, output_dir, report.across_datasets)]
+    _write_csv([row for t in trainers for section in report.datasets.values()
+                for entry in section.configurations.values() for row in entry.per_case[t]],
                os.path.join(output_dir, "per_case.csv"))
-    write_text(os.path.join(output_dir, "report.json"), json.dumps(report, indent=2))
+    write_text(os.path.join(output_dir, "report.json"), json.dumps(to_json(report), indent=2))
     write_text(os.path.join(output_dir, "report.md"), render.render_markdown(report))
     return report
 
@@ -100,7 +100,7 @@ def outside_splits(dataset: str, configuration: str, found, design: Dict[str, di
             f"nnunet-attention splits -d {dataset} --repeats R); the verdict counts them as folds of the first repeat"]
 
 
-def pairing_of(found) -> dict:
+def pairing_of(found) -> Pairing:
     """Whether the two trainers' folds are pairs, from each fold's pairing.json (pairing_record): "paired (seed S)"
     when every fold of both was trained under the same study seed, "unpaired" when none was paired, "mixed"
     otherwise, with a warning naming each fold whose two trainings are not a pair."""
@@ -116,7 +116,7 @@ def pairing_of(found) -> dict:
     warnings = [] if design == "unpaired" else [
         f"fold {fold}: {found[0].trainer} trained {_trained(pair[0])}, {found[1].trainer} {_trained(pair[1])}: not a "
         f"pair (train both again with the same --seed, or both unpaired)" for fold, pair in not_pairs.items()]
-    return {"design": design, "study_seeds": seeds, "warnings": warnings}
+    return Pairing(design, seeds, warnings)
 
 
 def _trained(seed: Optional[int]) -> str:
@@ -135,7 +135,7 @@ def _plot(prefix, results, paired, statistics, dataset, configuration, trainers,
     table = results.table[(results.table["dataset"] == dataset) & (results.table["configuration"] == configuration)]
     paired = paired[(paired["dataset"] == dataset) & (paired["configuration"] == configuration)]
     classes = results.datasets[dataset].class_names
-    terciles = {(c, m): statistics[(dataset, configuration, c, m)]["size_terciles"]
+    terciles = {(c, m): statistics[(dataset, configuration, c, m)].size_terciles
                 for (d, conf, c, m) in statistics if d == dataset and conf == configuration}
     return [plots.plot_metrics(prefix, table, classes, trainers, output_dir),
             plots.plot_paired_differences(prefix, paired, classes, trainers, output_dir),
@@ -156,7 +156,7 @@ def compare_datasets(datasets: Sequence[str], configurations: Sequence[str], tra
                      folds: Sequence, output: Optional[str] = None,
                      nsd_tolerance: Sequence[float] = (DEFAULT_NSD_TOLERANCE_MM,), processes: int = 1,
                      log: Optional[Callable[[str, bool], None]] = None,
-                     margins: Optional[Margins] = None, look: Optional[Tuple[int, int]] = None) -> dict:
+                     margins: Optional[Margins] = None, look: Optional[Tuple[int, int]] = None) -> Report:
     """compare over the datasets (names or ids) found in nnUNet_results/nnUNet_preprocessed, the others named as
     missing; the default output is nnUNet_results/DATASET/nnunet_attention_compare (several datasets:
     nnUNet_results/nnunet_attention_compare). Prints its summary (print_summary)."""
@@ -191,26 +191,26 @@ def compare_datasets(datasets: Sequence[str], configurations: Sequence[str], tra
     return report
 
 
-def print_summary(report: dict, output_dir: str):
+def print_summary(report: Report, output_dir: str):
     """What a command prints after compare: the verdict lines, then warnings and what is missing (stderr), then
     the report's path."""
     from nnunet_attention.compare.render import across_datasets_lines, headline_sentence, verdict_sentence
 
-    for line in across_datasets_lines(report):
+    for line in across_datasets_lines(report.across_datasets):
         if line:
             print(line.replace("**", ""))
-    for v in report["verdict"]:
-        verdicts = ", ".join(f"{report['metrics'][m]['title']} {s['verdict']}" for m, s in v["metrics"].items())
-        print(f"verdict {v['dataset']} {v['configuration']}: B ({report['trainers'][1]}) against A "
-              f"({report['trainers'][0]}): {verdicts}" +
-              "".join(f"\n  {headline_sentence(report['metrics'][m]['title'], s, report['metrics'][m]['decimals'])}"
-                      f"\n    {verdict_sentence(s, report['metrics'][m]['decimals'])}".replace("**", "")
-                      for m, s in v["metrics"].items())
-              + "".join(f"\n  warning: {w}" for w in v["warnings"]))
-    if report.get("note"):
-        print(report["note"])
-    for line in [f"warning: {w}" for w in report["warnings"]] + [f"missing: {m}" for m in report["missing"]]:
+    a, b = report.trainers
+    for v in report.verdict:
+        verdicts = ", ".join(f"{METRICS[m].title} {s.outcome}" for m, s in v.metrics.items())
+        print(f"verdict {v.dataset} {v.configuration}: B ({b}) against A ({a}): {verdicts}" +
+              "".join(f"\n  {headline_sentence(METRICS[m].title, s, METRICS[m].decimals)}"
+                      f"\n    {verdict_sentence(s, METRICS[m].decimals)}".replace("**", "")
+                      for m, s in v.metrics.items())
+              + "".join(f"\n  warning: {w}" for w in v.warnings))
+    if report.note:
+        print(report.note)
+    for line in [f"warning: {w}" for w in report.warnings] + [f"missing: {m}" for m in report.missing]:
         print(line, file=sys.stderr)
-    if report["missing"]:
+    if report.missing:
         print("the report is incomplete: it covers the results that exist", file=sys.stderr)
     print(os.path.join(output_dir, "report.md"), flush=True)

@@ -9,6 +9,7 @@ import pandas as pd
 
 from nnunet_attention.compare.metrics import METRICS
 from nnunet_attention.compare.read import CURVE_SERIES
+from nnunet_attention.compare.report import FOREGROUND, AcrossDatasets, MetricStatistics, SummaryRow
 
 CURVE_TITLES = {"train_losses": ("training loss", "loss"), "val_losses": ("validation loss", "loss"),
                 "mean_fg_dice": ("pseudo Dice (validation patches)", "mean foreground Dice"),
@@ -131,37 +132,37 @@ def plot_curves(prefix: str, curves: Dict[str, Dict[str, dict]], trainers: Seque
     return _save(fig, output_dir, f"curves_{prefix}.png")
 
 
-def forest_label(row: dict) -> str:
+def forest_label(row: SummaryRow) -> str:
     """A readable row label: the dataset without its DatasetNNN_ prefix, the configuration, the class (the
     foreground mean as "all classes"), and the row's n."""
     import re
 
-    if row.get("across"):
-        return f"across {row['across']} datasets (random effects)"
-    dataset = re.sub(r"^Dataset\d+_", "", row["dataset"])
-    name = "all classes" if row["class"] == "foreground_mean" else row["class"]
-    dice = row["metrics"]["dice"]
-    return f"{dataset} {row['configuration']} {name} ({dice.get('n_folds', 0)} folds, {dice.get('n_pairs', 0)} cases)"
+    if row.across:
+        return f"across {row.across} datasets (random effects)"
+    dataset = re.sub(r"^Dataset\d+_", "", row.dataset)
+    name = "all classes" if row.class_name == FOREGROUND else row.class_name
+    dice = row.metrics["dice"]
+    return f"{dataset} {row.configuration} {name} ({dice.n_folds or 0} folds, {dice.n_pairs or 0} cases)"
 
 
-def plot_forest(rows: List[dict], trainers: Sequence[str], output_dir: str,
-                across: Optional[Dict[str, dict]] = None) -> str:
+def plot_forest(rows: List[SummaryRow], trainers: Sequence[str], output_dir: str,
+                across: Optional[Dict[str, AcrossDatasets]] = None) -> str:
     """forest.png (forest_figure) in output_dir; with across (analysis.across_datasets) from two datasets on, its
     random-effects mean as the last row."""
     return _save(forest_figure(rows + across_row(across or {}), trainers), output_dir, "forest.png")
 
 
-def across_row(across: Dict[str, dict]) -> List[dict]:
+def across_row(across: Dict[str, AcrossDatasets]) -> List[SummaryRow]:
     """The across-datasets verdict as one forest row (none below two datasets)."""
-    if not across or min(a["n_datasets"] for a in across.values()) < 2:
+    if not across or min(a.n_datasets for a in across.values()) < 2:
         return []
-    return [{"dataset": "", "configuration": "", "class": "foreground_mean",
-             "across": next(iter(across.values()))["n_datasets"],
-             "metrics": {m: {"estimate": a["estimate"], "hierarchical_ci95": a["ci95"], "outcome": a["outcome"],
-                             "margin": a["margin"]} for m, a in across.items()}}]
+    return [SummaryRow("", "", FOREGROUND, {m: MetricStatistics(estimate=a.estimate, hierarchical_ci95=a.ci95,
+                                                                outcome=a.outcome, margin=a.margin)
+                                            for m, a in across.items()},
+                       across=next(iter(across.values())).n_datasets)]
 
 
-def forest_figure(rows: List[dict], trainers: Sequence[str]):
+def forest_figure(rows: List[SummaryRow], trainers: Sequence[str]):
     """A forest plot per metric (columns): one row per dataset x configuration x class (all classes in black), the
     verdict's estimate B - A with its 95% t interval (thick) and the case bootstrap CI (thin grey, just above), 0 and
     the ±margin band (always inside the axis), the outcome at the right, and under each axis which side favours B
@@ -171,18 +172,18 @@ def forest_figure(rows: List[dict], trainers: Sequence[str]):
     labels = [forest_label(r) for r in rows]
     positions = np.arange(len(rows))[::-1]
     for ax, (metric, (title, higher_is_better, *_)) in zip(axes[0], METRICS.items()):
-        stats = [r["metrics"].get(metric, {}) for r in rows]
-        margin = next((s["margin"] for s in stats if s.get("margin") is not None), None)
+        stats = [r.metrics.get(metric, MetricStatistics()) for r in rows]
+        margin = next((s.margin for s in stats if s.margin is not None), None)
         if margin is not None:
             ax.axvspan(-margin, margin, color="tab:green", alpha=0.15, lw=0)
         ax.axvline(0, color="grey", lw=0.8)
         for y, s, row in zip(positions, stats, rows):
-            colour = "darkred" if row.get("across") else "black" if row["class"] == "foreground_mean" else "tab:blue"
-            if s.get("bootstrap_ci95"):
-                ax.plot(s["bootstrap_ci95"], [y + 0.22] * 2, color="grey", lw=1.0)
-            if s.get("hierarchical_ci95"):
-                ax.plot(s["hierarchical_ci95"], [y, y], color=colour, lw=3.0, solid_capstyle="butt")
-            estimate = s.get("estimate", s.get("mean_difference"))
+            colour = "darkred" if row.across else "black" if row.class_name == FOREGROUND else "tab:blue"
+            if s.bootstrap_ci95:
+                ax.plot(s.bootstrap_ci95, [y + 0.22] * 2, color="grey", lw=1.0)
+            if s.hierarchical_ci95:
+                ax.plot(s.hierarchical_ci95, [y, y], color=colour, lw=3.0, solid_capstyle="butt")
+            estimate = s.estimate
             if estimate is not None:
                 ax.plot(estimate, y, "D", color=colour, ms=5)
         if margin is not None:
@@ -195,9 +196,9 @@ def forest_figure(rows: List[dict], trainers: Sequence[str]):
                       fontsize=8)
         outcomes = ax.twinx()
         outcomes.set_ylim(ax.get_ylim())
-        outcomes.set_yticks(positions, [s.get("outcome") or "n/a" for s in stats], fontsize=7)
+        outcomes.set_yticks(positions, [s.outcome or "n/a" for s in stats], fontsize=7)
         for tick, row in zip(outcomes.get_yticklabels(), rows):
-            tick.set_fontweight("bold" if row["class"] == "foreground_mean" else "normal")
+            tick.set_fontweight("bold" if row.class_name == FOREGROUND else "normal")
     _title(fig, f"B = {trainers[1]} minus A = {trainers[0]}: estimate with its 95% t interval over folds (thick) "
                 f"and case bootstrap 95% CI (thin, grey); green: the equivalence band; outcome at the right",
            4.2 * len(METRICS))

@@ -19,6 +19,7 @@ import pandas as pd
 
 from nnunet_attention.compare import boundary
 from nnunet_attention.compare.metrics import BOUNDARY, METRICS, PRIMARY
+from nnunet_attention.compare.report import BestModel, Ensembles
 from nnunet_attention.model.checkpoint import load_checkpoint
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.nnunet_api import model_identifier
@@ -55,7 +56,7 @@ class Results:
     table: pd.DataFrame
     datasets: Dict[str, "DatasetLabels"]
     trainers: Dict[tuple, TrainerResults]  # (dataset, configuration, trainer) -> what its folds say
-    ensembles: Dict[str, Optional[dict]]
+    ensembles: Dict[str, Optional[Ensembles]]
     missing: List[str]
     warnings: List[str]
     designs: Dict[str, Dict[str, dict]] = field(default_factory=dict)  # dataset -> fold -> repeat, n_train
@@ -230,7 +231,7 @@ def _trainers_in_identifier(identifier: str) -> List[str]:
 
 
 def read_ensembles(dataset: DatasetLabels, trainers: Sequence[str], workers: boundary.CaseWorkers,
-                   log) -> Optional[dict]:
+                   log) -> Optional[Ensembles]:
     """find_best_configuration's answer for these trainers, with every metric per class of its ensembles."""
     info_file = os.path.join(dataset.source.results, "inference_information.json")
     if not os.path.isfile(info_file):
@@ -252,10 +253,10 @@ def read_ensembles(dataset: DatasetLabels, trainers: Sequence[str], workers: bou
                 **{b: float(np.mean([measured[c][k][b] for c in cases])) if cases else None for b in BOUNDARY}}
                 for k in dataset.keys}
     best = info["best_model_or_ensemble"]
-    return {"source": info_file, "foreground_dice": relevant, "ensemble_per_class": per_class,
-            "best": {"models": best["selected_model_or_models"],
-                     "foreground_dice": best["result_on_crossval_pre_pp"],
-                     "foreground_dice_postprocessed": best["result_on_crossval_post_pp"]}}
+    return Ensembles(source=info_file, foreground_dice=relevant, ensemble_per_class=per_class,
+                     best=BestModel(models=best["selected_model_or_models"],
+                                    foreground_dice=best["result_on_crossval_pre_pp"],
+                                    foreground_dice_postprocessed=best["result_on_crossval_post_pp"]))
 
 
 def read_results(sources: Sequence[DatasetSource], configurations: Sequence[str], trainers: Sequence[str],

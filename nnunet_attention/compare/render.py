@@ -1,5 +1,5 @@
-"""The report as JSON (report.json, per_case.csv's rows) and as markdown (report.md), from what read.py read and
-analysis.py computed. Keys of earlier reports are kept; new ones are added beside them."""
+"""The report (report.py's dataclasses) from what read.py read and analysis.py computed, and as markdown
+(report.md); per_case.csv's rows."""
 import math
 from typing import Dict, List, Optional
 
@@ -7,16 +7,11 @@ import numpy as np
 import pandas as pd
 
 from nnunet_attention.compare import boundary
-from nnunet_attention.compare.analysis import FOREGROUND
-from nnunet_attention.compare.metrics import METRICS, PRIMARY
+from nnunet_attention.compare.metrics import METRICS, PRIMARY, Margins
 from nnunet_attention.compare.read import Results, TrainerResults
+from nnunet_attention.compare.report import (FOREGROUND, AcrossDatasets, BoundaryMetrics, ConfigurationEntry,
+                                             Ensembles, MetricStatistics, Pairing, Report, SummaryRow, TrainerEntry)
 from nnunet_attention.compare.statistics import verdict_rule
-
-SUMMARY_KEYS = ("n_pairs", "mean_a", "mean_b", "mean_difference", "estimate", "bootstrap_ci95", "hierarchical_ci95",
-                "ci_method", "df", "p_b_better", "wilcoxon_p", "t_p", "p_holm", "holm_family", "n_folds", "outcome",
-                "margin", "hierarchical_se", "minimal_detectable_difference", "folds_needed", "excluded_nan_pairs",
-                "estimand", "design", "n_repeats", "correction_factor", "validation_to_training", "fold_correlation",
-                "trainings_ci95", "trainings_se", "trainings_t_p", "excludes_zero", "power")
 
 
 def column_name(name: str) -> str:
@@ -44,7 +39,7 @@ def _mean_std(values) -> dict:
             "std": float(values.std()) if values.size else None, "n": int(values.size)}
 
 
-def trainer_entry(found: TrainerResults, table: pd.DataFrame, classes: List[str]) -> dict:
+def trainer_entry(found: TrainerResults, table: pd.DataFrame, classes: List[str]) -> TrainerEntry:
     per_fold = {}
     for fold in found.folds:
         rows = table[table["fold"] == fold]
@@ -55,39 +50,32 @@ def trainer_entry(found: TrainerResults, table: pd.DataFrame, classes: List[str]
                for m in METRICS if m != PRIMARY}}
             for name in classes}
     dice = table[table["metric"] == "dice"]
-    return {"folder": found.folder, "folds_found": list(found.folds), "parameters": found.parameters,
-            "mean_epoch_seconds": found.epoch_seconds, "epochs": found.epochs, "per_fold": per_fold,
-            "pooled": {name: {m: _mean_std(table[(table["class"] == name) & (table["metric"] == m)]["value"])
-                              for m in METRICS} for name in classes},
-            "empty_cases": {name: {kind: int((dice[dice["class"] == name]["empty"] == kind).sum())
-                                   for kind in ("both", "reference", "prediction")} for name in classes}}
+    return TrainerEntry(
+        folder=found.folder, folds_found=list(found.folds), parameters=found.parameters,
+        mean_epoch_seconds=found.epoch_seconds, epochs=found.epochs, per_fold=per_fold,
+        pooled={name: {m: _mean_std(table[(table["class"] == name) & (table["metric"] == m)]["value"])
+                       for m in METRICS} for name in classes},
+        empty_cases={name: {kind: int((dice[dice["class"] == name]["empty"] == kind).sum())
+                            for kind in ("both", "reference", "prediction")} for name in classes})
 
 
 def configuration_entry(results: Results, dataset: str, configuration: str, trainers: List[str],
-                        statistics: Dict[tuple, dict], figures: List[str], paired_rows: List[dict]) -> dict:
+                        statistics: Dict[tuple, MetricStatistics], figures: List[str], paired_rows: List[dict],
+                        pairing: Pairing) -> ConfigurationEntry:
     """paired_rows: the pairs (analysis.pairs) of this dataset and configuration, as records."""
     labels = results.datasets[dataset]
     classes = labels.class_names
     table = results.table[(results.table["dataset"] == dataset) & (results.table["configuration"] == configuration)]
-    entry = {"labels": classes, "label_keys": dict(zip(classes, labels.keys)),
-             "nsd_tolerance_mm": {labels.names[k]: v for k, v in labels.tolerances.items()},
-             "trainers": {t: trainer_entry(results.trainers[(dataset, configuration, t)],
-                                           table[table["trainer"] == t], classes) for t in trainers},
-             "paired": {}, "size_terciles": {}, "figures": figures,
-             "per_case": {t: per_case_rows(table[table["trainer"] == t]) for t in trainers}}
-    for name in classes + [FOREGROUND]:
-        entry["paired"][name] = {m: {k: v for k, v in statistics[(dataset, configuration, name, m)].items()
-                                     if k not in ("size_terciles", "worst_cases")}
-                                 for m in METRICS if (dataset, configuration, name, m) in statistics}
-        entry["size_terciles"][name] = {m: statistics[(dataset, configuration, name, m)]["size_terciles"]
-                                        for m in METRICS if (dataset, configuration, name, m) in statistics}
-    dice = statistics.get((dataset, configuration, FOREGROUND, "dice"), {})
-    entry["worst_cases"] = dice.get("worst_cases", [])
-    entry["per_fold_difference"] = {name: {m: s["per_fold_difference"] for m, s in by_metric.items()}
-                                    for name, by_metric in entry["paired"].items()}
-    entry["paired_cases"] = [f"fold_{f}/{c}" for f, c in sorted({(r["fold"], r["case"]) for r in paired_rows},
-                                                                 key=str)]
-    return entry
+    return ConfigurationEntry(
+        labels=classes, label_keys=dict(zip(classes, labels.keys)),
+        nsd_tolerance_mm={labels.names[k]: v for k, v in labels.tolerances.items()},
+        trainers={t: trainer_entry(results.trainers[(dataset, configuration, t)], table[table["trainer"] == t],
+                                   classes) for t in trainers},
+        paired={name: {m: statistics[(dataset, configuration, name, m)] for m in METRICS
+                       if (dataset, configuration, name, m) in statistics} for name in classes + [FOREGROUND]},
+        figures=figures, per_case={t: per_case_rows(table[table["trainer"] == t]) for t in trainers},
+        paired_cases=[f"fold_{f}/{c}" for f, c in sorted({(r["fold"], r["case"]) for r in paired_rows}, key=str)],
+        pairing=pairing)
 
 
 def _fmt(value, signed: bool = False, decimals: Optional[int] = None) -> str:
@@ -120,79 +108,78 @@ def class_label(name: str) -> str:
     return "all classes (mean)" if name == FOREGROUND else name
 
 
-def render_markdown(report: dict) -> str:
-    a, b = report["trainers"]
-    bm = report["boundary_metrics"]
+def render_markdown(report: Report) -> str:
+    a, b = report.trainers
+    bm = report.boundary_metrics
     lines = [f"# {b} vs {a}", ""]
     lines += _verdict_markdown(report)
-    lines += [f"Plans `{report['plans']}`, folds {report['folds']}. Differences are **{b} minus {a}** (B − A), per "
-              f"validation case, paired by case. Boundary metrics: {bm['implementation']}. Empty masks: "
-              f"{bm['empty_convention']}.",
+    lines += [f"Plans `{report.plans}`, folds {report.folds}. Differences are **{b} minus {a}** (B − A), per "
+              f"validation case, paired by case. Boundary metrics: {bm.implementation}. Empty masks: "
+              f"{bm.empty_convention}.",
               "Wins count the cases where B is better (" + ", ".join(
-                  f"{'higher' if m['higher_is_better'] else 'lower'} {m['title']}" for m in report["metrics"].values())
+                  f"{'higher' if m.higher_is_better else 'lower'} {m.title}" for m in report.metrics.values())
               + "); ties are |difference| ≤ "
-              + ", ".join(f"{m['title']} {m['tie_tolerance']}" for m in report["metrics"].values()) + ".", ""]
-    if report["missing_datasets"]:
+              + ", ".join(f"{m.title} {m.tie_tolerance}" for m in report.metrics.values()) + ".", ""]
+    if report.missing_datasets:
         lines += ["**Datasets not found** (left out of the table and the correction): "
-                  + ", ".join(f"`{d}`" for d in report["missing_datasets"]), ""]
-    if not report["complete"]:
+                  + ", ".join(f"`{d}`" for d in report.missing_datasets), ""]
+    if not report.complete:
         lines += ["**Incomplete**: these results are missing, the report covers what exists:", ""]
-        lines += [f"- `{m}`" for m in report["missing"] if m not in report["missing_datasets"]] + [""]
+        lines += [f"- `{m}`" for m in report.missing if m not in report.missing_datasets] + [""]
     lines += _summary_markdown(report)
-    for name, section in report["datasets"].items():
+    for name, section in report.datasets.items():
         lines += [f"## {name}", ""]
-        for configuration, entry in section["configurations"].items():
+        for configuration, entry in section.configurations.items():
             lines += _configuration_markdown(configuration, entry, report)
-        lines += _ensembles_markdown(section["ensembles"], a, b)
+        lines += _ensembles_markdown(section.ensembles, a, b)
     return "\n".join(lines)
 
 
-def _verdict_markdown(report: dict) -> List[str]:
+def _verdict_markdown(report: Report) -> List[str]:
     lines = ["## Verdict", ""]
-    lines += across_datasets_lines(report)
-    for v in report["verdict"]:
-        lines.append(f"**{v['dataset']} {v['configuration']}** (B = {report['trainers'][1]} against "
-                     f"A = {report['trainers'][0]}, all classes):")
+    lines += across_datasets_lines(report.across_datasets)
+    for v in report.verdict:
+        lines.append(f"**{v.dataset} {v.configuration}** (B = {report.trainers[1]} against "
+                     f"A = {report.trainers[0]}, all classes):")
         lines.append("")
-        dice = v["metrics"].get("dice", {})
+        dice = v.metrics.get("dice")
         if dice:
-            lines.append(f"- What this answers: {dice['estimand']}; design: {dice['design']}"
-                         + (f", {v['pairing']}" if v.get("pairing") else "") + ".")
-        if dice.get("sequential"):
-            look = dice["sequential"]
-            lines.append(f"- Sequential: look {look['look']} of {look['looks']}: every metric judged at the level "
-                         f"this look spends ({look['level']:.4g}; Dice's repeated interval "
-                         f"{_ci(look['ci'], report['metrics']['dice']['decimals'])}; the 95% intervals below are "
-                         f"descriptive); Dice's outcome at 95% without the looks: {dice['outcome_fixed_95']}.")
-        for metric, m in v["metrics"].items():
-            decimals = report["metrics"][metric]["decimals"]
-            lines.append(f"- {headline_sentence(report['metrics'][metric]['title'], m, decimals)}")
+            lines.append(f"- What this answers: {dice.estimand}; design: {dice.design}"
+                         + (f", {v.pairing}" if v.pairing else "") + ".")
+        if dice and dice.sequential:
+            look = dice.sequential
+            lines.append(f"- Sequential: look {look.look} of {look.looks}: every metric judged at the level "
+                         f"this look spends ({look.level:.4g}; Dice's repeated interval "
+                         f"{_ci(look.ci, METRICS['dice'].decimals)}; the 95% intervals below are "
+                         f"descriptive); Dice's outcome at 95% without the looks: {dice.outcome_fixed_95}.")
+        for metric, m in v.metrics.items():
+            decimals = METRICS[metric].decimals
+            lines.append(f"- {headline_sentence(METRICS[metric].title, m, decimals)}")
             lines.append(f"  - {verdict_sentence(m, decimals)}")
-        lines += [f"- warning: {w}" for w in v["warnings"]]
+        lines += [f"- warning: {w}" for w in v.warnings]
         lines.append("")
-    if report.get("note"):
-        lines += [f"> {report['note']}", ""]
-    return lines + [f"Rule: {report['verdict_rule']}", ""]
+    if report.note:
+        lines += [f"> {report.note}", ""]
+    return lines + [f"Rule: {report.verdict_rule}", ""]
 
 
-def across_datasets_lines(report: dict) -> List[str]:
+def across_datasets_lines(across_datasets: Dict[str, AcrossDatasets]) -> List[str]:
     """report.md's first lines when two or more dataset x configuration rows were compared."""
-    across = {m: a for m, a in report.get("across_datasets", {}).items() if a["n_datasets"] >= 2}
+    across = {m: a for m, a in across_datasets.items() if a.n_datasets >= 2}
     if not across:
         return []
-    n = next(iter(across.values()))["n_datasets"]
+    n = next(iter(across.values())).n_datasets
     lines = [f"**Across {n} datasets** (the method across tasks: a random-effects mean of the per-dataset "
              f"estimates, each weighted by its own uncertainty plus the spread between tasks):", ""]
     for metric, a in across.items():
-        decimals = report["metrics"][metric]["decimals"]
-        title = report["metrics"][metric]["title"]
-        prediction = (f"; a new task's difference would lie in {_ci(a['prediction95'], decimals)} (95% prediction)"
-                      if a["prediction95"] else "")
-        lines.append(f"- **{title}: {_outcome_words(a['outcome'], a['margin'])}** — B − A "
-                     f"{_fmt(a['estimate'], True, decimals)} (95% CI {_ci(a['ci95'], decimals)})"
-                     f"{_within_margin(a['outcome'], a['margin'], a['excludes_zero'])}, spread "
-                     f"of true differences between datasets (tau) {_fmt(a['tau'], False, decimals)}{prediction}")
-    return lines + [f"- {next(iter(across.values()))['note']}", ""]
+        decimals = METRICS[metric].decimals
+        prediction = (f"; a new task's difference would lie in {_ci(a.prediction95, decimals)} (95% prediction)"
+                      if a.prediction95 else "")
+        lines.append(f"- **{METRICS[metric].title}: {_outcome_words(a.outcome, a.margin)}** — B − A "
+                     f"{_fmt(a.estimate, True, decimals)} (95% CI {_ci(a.ci95, decimals)})"
+                     f"{_within_margin(a.outcome, a.margin, a.excludes_zero)}, spread "
+                     f"of true differences between datasets (tau) {_fmt(a.tau, False, decimals)}{prediction}")
+    return lines + [f"- {next(iter(across.values())).note}", ""]
 
 
 def _outcome_words(outcome: str, margin: float) -> str:
@@ -206,52 +193,52 @@ def _within_margin(outcome: str, margin: float, excludes_zero: Optional[bool]) -
     return f": different from 0 but within ±{margin:g}" if outcome == "equivalent" and excludes_zero else ""
 
 
-def headline_sentence(title: str, m: dict, decimals: Optional[int] = None) -> str:
+def headline_sentence(title: str, m: MetricStatistics, decimals: Optional[int] = None) -> str:
     """The verdict in plain words with its n, e.g. "Dice: equivalent within ±0.05 — B − A −0.005 (95% CI −0.040
     to +0.030), 3 trainings per trainer, 12 cases"; a CI inside the margin that excludes 0 says both."""
-    return (f"**{title}: {_outcome_words(m['verdict'], m['margin'])}** — B − A "
-            f"{_fmt(m.get('estimate'), True, decimals)} (95% CI {_ci(m['hierarchical_ci95'], decimals)})"
-            f"{_within_margin(m['verdict'], m['margin'], m.get('excludes_zero'))}, {m['n_folds']} training(s) per "
-            f"trainer, {m.get('n_pairs', 'n/a')} cases")
+    return (f"**{title}: {_outcome_words(m.outcome, m.margin)}** — B − A "
+            f"{_fmt(m.estimate, True, decimals)} (95% CI {_ci(m.hierarchical_ci95, decimals)})"
+            f"{_within_margin(m.outcome, m.margin, m.excludes_zero)}, {m.n_folds} training(s) per "
+            f"trainer, {m.n_pairs if m.n_pairs is not None else 'n/a'} cases")
 
 
-def verdict_sentence(m: dict, decimals: Optional[int] = None) -> str:
+def verdict_sentence(m: MetricStatistics, decimals: Optional[int] = None) -> str:
     """The details behind one metric's outcome: the test, what the study could detect (level and power), what these
     trainings alone show, and, when it cannot tell, the trainings that would settle it."""
-    factor = m.get("correction_factor")
-    text = (f"corrected t on the per-fold differences ({m.get('df') if m.get('df') is not None else 'no'} degrees "
+    factor = m.correction_factor
+    text = (f"corrected t on the per-fold differences ({m.df if m.df is not None else 'no'} degrees "
             f"of freedom" + (f", variance x{factor:.2f} for the training cases the folds share" if factor else "")
-            + f"): p {_p(m.get('t_p'))}, Holm-adjusted {_p(m['p_holm'])}; ")
-    detectable = m["minimal_detectable_difference"]
+            + f"): p {_p(m.t_p)}, Holm-adjusted {_p(m.p_holm)}; ")
+    detectable = m.minimal_detectable_difference
     text += ("the study could detect " + (f"a difference of {_fmt(detectable, False, decimals)} or more (5% level, "
-                                          f"{m.get('power', 0.8):.0%} power)"
+                                          f"{m.power:.0%} power)"
                                           if detectable is not None else "nothing: fewer than 2 folds paired"))
-    if m.get("trainings_ci95"):
+    if m.trainings_ci95:
         text += (f"; these trainings alone (folds as independent, no correction: a description, not the verdict) "
-                 f"95% CI {_ci(m['trainings_ci95'], decimals)}")
-    if m["verdict"] == "inconclusive":
-        needed = m["folds_needed"]
-        estimate = m.get("estimate")
-        if needed["equivalence"]:
-            equivalence = f"about {needed['equivalence']} trainings per trainer to show equivalence"
-        elif estimate is not None and abs(estimate) < m["margin"]:
+                 f"95% CI {_ci(m.trainings_ci95, decimals)}")
+    if m.outcome == "inconclusive":
+        needed = m.folds_needed
+        estimate = m.estimate
+        if needed.equivalence:
+            equivalence = f"about {needed.equivalence} trainings per trainer to show equivalence"
+        elif estimate is not None and abs(estimate) < m.margin:
             equivalence = ("no number of trainings on this dataset shows equivalence at this spread (the part of "
                            "the variance that comes from the data every training shares stays): a wider margin, "
                            "more cases or more datasets")
         else:
             equivalence = "equivalence cannot be shown at the observed difference"
-        settle = [equivalence, f"about {needed['exclude_zero']} to exclude 0" if needed["exclude_zero"] else None]
-        text += f"; {m['n_folds']} fold(s) paired, " + (
-            "; ".join(t for t in settle if t) if m["hierarchical_se"] is not None else
+        settle = [equivalence, f"about {needed.exclude_zero} to exclude 0" if needed.exclude_zero else None]
+        text += f"; {m.n_folds} fold(s) paired, " + (
+            "; ".join(t for t in settle if t) if m.hierarchical_se is not None else
             "train at least 2 folds per trainer (two folds give 1 degree of freedom: only a large, consistent "
             "difference shows)")
-    if m.get("excluded_nan_pairs"):
-        text += f"; {m['excluded_nan_pairs']} pair(s) without a value left out"
+    if m.excluded_nan_pairs:
+        text += f"; {m.excluded_nan_pairs} pair(s) without a value left out"
     return text + "."
 
 
-def _summary_markdown(report: dict) -> List[str]:
-    margins = ", ".join(f"{report['metrics'][k]['title']} ±{v:g}" for k, v in report["margins"].items())
+def _summary_markdown(report: Report) -> List[str]:
+    margins = ", ".join(f"{METRICS[k].title} ±{v:g}" for k, v in report.margins.items())
     lines = ["## Summary", "",
              "B − A is the mean of the per-fold mean differences with its 95% corrected t interval (the verdict's); "
              "p Holm is the t test's p adjusted within its family: the headline rows of a metric (all classes, every "
@@ -260,147 +247,136 @@ def _summary_markdown(report: dict) -> List[str]:
              "Headline (all classes):", "",
              "| dataset | configuration | metric | trainings | cases | A | B | B − A (95% CI) | p Holm | outcome |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    rows = [r for r in report["summary"] if r["class"] == FOREGROUND]
-    lines += _summary_rows(rows, report, with_class=False)
+    lines += _summary_rows([r for r in report.summary if r.class_name == FOREGROUND], with_class=False)
     lines += ["", "Per class:", "",
               "| dataset | configuration | class | metric | cases | A | B | B − A (95% CI) | p Holm | outcome |",
               "|---|---|---|---|---|---|---|---|---|---|"]
-    lines += _summary_rows([r for r in report["summary"] if r["class"] != FOREGROUND], report, with_class=True)
-    excluded = [f"{r['dataset']} {r['configuration']} {r['class']} {report['metrics'][m]['title']}: "
-                f"{s['excluded_nan_pairs']}" for r in report["summary"] for m, s in r["metrics"].items()
-                if s.get("excluded_nan_pairs")]
+    lines += _summary_rows([r for r in report.summary if r.class_name != FOREGROUND], with_class=True)
+    excluded = [f"{r.dataset} {r.configuration} {r.class_name} {METRICS[m].title}: {s.excluded_nan_pairs}"
+                for r in report.summary for m, s in r.metrics.items() if s.excluded_nan_pairs]
     if excluded:
         lines += ["", "Pairs left out because one trainer has no value (excluded_nan_pairs): " + "; ".join(excluded)]
     return lines + [""]
 
 
-def _summary_rows(rows: List[dict], report: dict, with_class: bool) -> List[str]:
+def _summary_rows(rows: List[SummaryRow], with_class: bool) -> List[str]:
     lines = []
     for row in rows:
-        for metric in report["metrics"]:
-            s, d = row["metrics"][metric], report["metrics"][metric]["decimals"]
-            cells = [row["dataset"], row["configuration"], *([row["class"]] if with_class else []),
-                     report["metrics"][metric]["title"], *([] if with_class else [str(s["n_folds"])]),
-                     str(s["n_pairs"]), _fmt(s["mean_a"], False, d), _fmt(s["mean_b"], False, d),
-                     f"{_fmt(s['estimate'], True, d)} ({_ci(s['hierarchical_ci95'], d)})", _p(s["p_holm"]),
-                     s["outcome"] or "n/a"]
+        for metric, definition in METRICS.items():
+            s, d = row.metrics[metric], definition.decimals
+            cells = [row.dataset, row.configuration, *([row.class_name] if with_class else []),
+                     definition.title, *([] if with_class else [str(s.n_folds)]),
+                     str(s.n_pairs), _fmt(s.mean_a, False, d), _fmt(s.mean_b, False, d),
+                     f"{_fmt(s.estimate, True, d)} ({_ci(s.hierarchical_ci95, d)})", _p(s.p_holm),
+                     s.outcome or "n/a"]
             lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
-def _configuration_markdown(configuration: str, entry: dict, report: dict) -> List[str]:
-    tolerances = ", ".join(f"{k} {v} mm" for k, v in entry["nsd_tolerance_mm"].items())
+def _configuration_markdown(configuration: str, entry: ConfigurationEntry, report: Report) -> List[str]:
+    tolerances = ", ".join(f"{k} {v} mm" for k, v in entry.nsd_tolerance_mm.items())
     lines = [f"### {configuration}", "", f"NSD tolerance: {tolerances}.", "",
              "Per class, mean ± std over validation cases (Dice per fold is nnU-Net's own mean from summary.json):",
              ""]
-    folds = sorted({f for t in entry["trainers"].values() for f in t["per_fold"]}, key=str)
+    folds = sorted({f for t in entry.trainers.values() for f in t.per_fold}, key=str)
     lines += ["| trainer | class | metric | " + " | ".join(f"fold {f}" for f in folds) + " | pooled | empty cases "
               "(both / ref only / pred only) |", "|---|---|---|" + "---|" * (len(folds) + 2)]
-    for trainer, t in entry["trainers"].items():
-        for label in entry["labels"]:
-            empty = t["empty_cases"][label]
-            for metric, m in report["metrics"].items():
-                cells = [f"{_fmt(t['per_fold'][f][label][metric]['mean'])} ± "
-                         f"{_fmt(t['per_fold'][f][label][metric]['std'])}" if f in t["per_fold"] else "missing"
+    for trainer, t in entry.trainers.items():
+        for label in entry.labels:
+            empty = t.empty_cases[label]
+            for metric, m in report.metrics.items():
+                cells = [f"{_fmt(t.per_fold[f][label][metric]['mean'])} ± "
+                         f"{_fmt(t.per_fold[f][label][metric]['std'])}" if f in t.per_fold else "missing"
                          for f in folds]
-                pooled = t["pooled"][label][metric]
-                lines.append(f"| {trainer} | {label} | {m['title']} | " + " | ".join(cells) +
+                pooled = t.pooled[label][metric]
+                lines.append(f"| {trainer} | {label} | {m.title} | " + " | ".join(cells) +
                              f" | {_fmt(pooled['mean'])} ± {_fmt(pooled['std'])} (n={pooled['n']}) | "
                              f"{empty['both']} / {empty['reference']} / {empty['prediction']} |")
-    lines += _paired_markdown(entry, report) + _per_fold_markdown(entry, report)
-    lines += _terciles_markdown(entry, report) + _worst_markdown(entry)
+    lines += _paired_markdown(entry) + _per_fold_markdown(entry)
+    lines += _terciles_markdown(entry) + _worst_markdown(entry)
     lines += ["", "| trainer | parameters | epochs | mean epoch time (s) |", "|---|---|---|---|"]
-    for trainer, t in entry["trainers"].items():
-        lines.append(f"| {trainer} | {t['parameters'] if t['parameters'] is not None else 'n/a'} | "
-                     f"{t['epochs'] if t['epochs'] is not None else 'n/a'} | {_fmt(t['mean_epoch_seconds'])} |")
-    return lines + [""] + [f"![{f.split('_')[0]}]({f})" for f in entry["figures"]] + [""]
+    for trainer, t in entry.trainers.items():
+        lines.append(f"| {trainer} | {t.parameters if t.parameters is not None else 'n/a'} | "
+                     f"{t.epochs if t.epochs is not None else 'n/a'} | {_fmt(t.mean_epoch_seconds)} |")
+    return lines + [""] + [f"![{f.split('_')[0]}]({f})" for f in entry.figures] + [""]
 
 
-def _paired_markdown(entry: dict, report: dict) -> List[str]:
+def _paired_markdown(entry: ConfigurationEntry) -> List[str]:
     lines = ["", "Paired per-case differences (B − A):", "",
              "| class | metric | pairs | mean diff | case 95% CI | corrected t 95% CI | B better in (resamples) | "
              "median diff | wins / ties / losses | Wilcoxon p |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for label, by_metric in entry["paired"].items():
+    for label, by_metric in entry.paired.items():
         for metric, s in by_metric.items():
-            p = "n/a" if s["p_b_better"] is None else f"{s['p_b_better']:.0%}"
-            lines.append(f"| {class_label(label)} | {report['metrics'][metric]['title']} | {s['n_pairs']} | "
-                         f"{_fmt(s['mean_difference'], True)} | {_ci(s['bootstrap_ci95'])} | "
-                         f"{_ci(s['hierarchical_ci95'])} | "
-                         f"{p} | {_fmt(s['median_difference'], True)} | {s['wins']} / {s['ties']} / {s['losses']} | "
-                         f"{_p(s['wilcoxon_p'])} |")
+            p = "n/a" if s.p_b_better is None else f"{s.p_b_better:.0%}"
+            lines.append(f"| {class_label(label)} | {METRICS[metric].title} | {s.n_pairs} | "
+                         f"{_fmt(s.mean_difference, True)} | {_ci(s.bootstrap_ci95)} | {_ci(s.hierarchical_ci95)} | "
+                         f"{p} | {_fmt(s.median_difference, True)} | {s.wins} / {s.ties} / {s.losses} | "
+                         f"{_p(s.wilcoxon_p)} |")
     return lines
 
 
-def _per_fold_markdown(entry: dict, report: dict) -> List[str]:
-    folds = sorted({f for by_metric in entry["per_fold_difference"].values() for d in by_metric.values()
-                    for f in d}, key=str)
+def _per_fold_markdown(entry: ConfigurationEntry) -> List[str]:
+    by_class = entry.per_fold_difference
+    folds = sorted({f for by_metric in by_class.values() for d in by_metric.values() for f in d}, key=str)
     lines = ["", "Per fold (one training per trainer each), mean paired difference B − A:", "",
              "| class | metric | " + " | ".join(f"fold {f}" for f in folds) + " |", "|---|---|" + "---|" * len(folds)]
-    for label, by_metric in entry["per_fold_difference"].items():
+    for label, by_metric in by_class.items():
         for metric, d in by_metric.items():
-            lines.append(f"| {class_label(label)} | {report['metrics'][metric]['title']} | "
+            lines.append(f"| {class_label(label)} | {METRICS[metric].title} | "
                          + " | ".join(_fmt(d.get(f), True) for f in folds) + " |")
     return lines
 
 
-def _terciles_markdown(entry: dict, report: dict) -> List[str]:
+def _terciles_markdown(entry: ConfigurationEntry) -> List[str]:
     lines = ["", "By size of the reference structure (terciles of its volume in mm³; cases with a reference):", "",
              "| class | metric | small | medium | large |", "|---|---|---|---|---|"]
-    for label, by_metric in entry["size_terciles"].items():
+    for label, by_metric in entry.size_terciles.items():
         if label == FOREGROUND:
             continue
         for metric, groups in by_metric.items():
             cells = [f"{_fmt(g['mean_difference'], True)} (n={g['n']}, "
                      f"{g['volume_mm3'][0]:.0f}–{g['volume_mm3'][1]:.0f})"
                      for g in groups] + ["n/a"] * (3 - len(groups))
-            lines.append(f"| {label} | {report['metrics'][metric]['title']} | " + " | ".join(cells) + " |")
+            lines.append(f"| {label} | {METRICS[metric].title} | " + " | ".join(cells) + " |")
     return lines
 
 
-def _worst_markdown(entry: dict) -> List[str]:
+def _worst_markdown(entry: ConfigurationEntry) -> List[str]:
     lines = ["", "Ten cases where B falls furthest behind A (foreground-mean Dice; look at them with "
                  "`nnunet-attention maps`):", "", "| fold | case | A | B | B − A |", "|---|---|---|---|---|"]
     return lines + [f"| {w['fold']} | {w['case']} | {_fmt(w['a'])} | {_fmt(w['b'])} | {_fmt(w['difference'], True)} |"
-                    for w in entry["worst_cases"]]
+                    for w in entry.worst_cases]
 
 
-def _ensembles_markdown(ensembles: Optional[dict], a: str, b: str) -> List[str]:
+def _ensembles_markdown(ensembles: Optional[Ensembles], a: str, b: str) -> List[str]:
     lines = ["### nnUNetv2_find_best_configuration", ""]
     if ensembles is None:
         return lines + ["Not run yet (no `inference_information.json`); run `nnUNetv2_find_best_configuration` with "
                         f"`-tr {a} {b}` to add the ensemble.", ""]
     lines += ["| model or ensemble | foreground Dice |", "|---|---|"]
-    lines += [f"| {k} | {_fmt(v)} |" for k, v in ensembles["foreground_dice"].items()]
-    for key, per_class in ensembles["ensemble_per_class"].items():
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in ensembles.foreground_dice.items()]
+    for key, per_class in ensembles.ensemble_per_class.items():
         lines += ["", f"`{key}` per class: " + "; ".join(
             f"{label} " + ", ".join(f"{metric.title} {_fmt(v[name])}" for name, metric in METRICS.items())
             for label, v in per_class.items())]
-    best = ensembles["best"]
-    chosen = " + ".join(f"{m['trainer']} ({m['configuration']})" for m in best["models"])
-    return lines + ["", f"Chosen: **{chosen}**, foreground Dice {_fmt(best['foreground_dice'])} "
-                        f"({_fmt(best['foreground_dice_postprocessed'])} after postprocessing).", ""]
+    best = ensembles.best
+    chosen = " + ".join(f"{m['trainer']} ({m['configuration']})" for m in best.models)
+    return lines + ["", f"Chosen: **{chosen}**, foreground Dice {_fmt(best.foreground_dice)} "
+                        f"({_fmt(best.foreground_dice_postprocessed)} after postprocessing).", ""]
 
 
-def report_header(trainers, plans, folds, results: Results, missing_datasets, note, margins: dict) -> dict:
-    return {"trainers": list(trainers), "plans": plans, "folds": list(folds),
-            "difference": f"{trainers[1]} minus {trainers[0]}",
-            "metrics": {m: {"title": d.title, "higher_is_better": d.higher_is_better,
-                            "tie_tolerance": d.tie_tolerance, "decimals": d.decimals, "unit": d.unit,
-                            "default_margin": d.default_margin} for m, d in METRICS.items()},
-            "boundary_metrics": {"implementation": boundary.implementation(),
-                                 "empty_convention": boundary.EMPTY_CONVENTION + "; Dice: both empty = 1 (nnU-Net's "
-                                                     "summary.json says NaN), so that every metric scores the same "
-                                                     "classes; voxels under nnU-Net's ignore label count for no "
-                                                     "metric"},
-            "complete": not (results.missing or missing_datasets),
-            "missing": list(missing_datasets) + list(results.missing),
-            "missing_datasets": list(missing_datasets), "warnings": list(results.warnings), "note": note,
-            "margins": dict(margins), "verdict_rule": verdict_rule(margins), "verdict": [], "summary": [],
-            "across_datasets": {},
-            "datasets": {}, "curves": {}, "figures": []}
+def report_header(trainers, plans, folds, results: Results, missing_datasets, note, margins: Margins) -> Report:
+    return Report(trainers=list(trainers), plans=plans, folds=list(folds),
+                  boundary_metrics=BoundaryMetrics(
+                      implementation=boundary.implementation(),
+                      empty_convention=boundary.EMPTY_CONVENTION + "; Dice: both empty = 1 (nnU-Net's summary.json "
+                                                                   "says NaN), so that every metric scores the same "
+                                                                   "classes; voxels under nnU-Net's ignore label count "
+                                                                   "for no metric"),
+                  missing=list(missing_datasets) + list(results.missing), missing_datasets=list(missing_datasets),
+                  warnings=list(results.warnings), note=note, margins=margins, verdict_rule=verdict_rule(margins))
 
 
-def summary_row(dataset: str, configuration: str, name: str, statistics: Dict[tuple, dict]) -> dict:
-    return {"dataset": dataset, "configuration": configuration, "class": name,
-            "metrics": {m: {k: statistics[(dataset, configuration, name, m)].get(k) for k in SUMMARY_KEYS}
-                        for m in METRICS if (dataset, configuration, name, m) in statistics}}
+def summary_row(dataset: str, configuration: str, name: str, statistics: Dict[tuple, MetricStatistics]) -> SummaryRow:
+    return SummaryRow(dataset, configuration, name, {m: statistics[(dataset, configuration, name, m)] for m in METRICS
+                                                     if (dataset, configuration, name, m) in statistics})

@@ -9,7 +9,7 @@ import json
 import os
 import re
 import time
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import List, Mapping, Optional, Sequence, Tuple
 
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.nnunet_api import bounded_export_workers, check_export_workers
@@ -272,7 +272,7 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
     note = demo_note(studied, configuration, trainers, folds, seed)
     if margins is None and note.startswith(STUDIED):
         margins = Margins(DEMO_MARGINS)
-        print("Equivalence margins: " + ", ".join(f"{k} +-{v:g}" for k, v in DEMO_MARGINS.items()) +
+        print("Equivalence margins: " + ", ".join(f"{k} +-{v:g}" for k, v in margins.items()) +
               " (the demo's, fixed before its runs: docs/demo.md; --margin sets others)", flush=True)
     env = demo_environment(workdir)
     print("nnU-Net folders: " + ", ".join(f"{k}={env[k]}" for k in ("nnUNet_raw", "nnUNet_preprocessed",

@@ -12,7 +12,7 @@ nnunet_attention_compare_CONFIGURATION.
 import json
 import os
 from dataclasses import replace
-from typing import Callable, Dict, List, Mapping, Optional
+from typing import Callable, List, Mapping, Optional
 
 from nnunet_attention.compare.metrics import PRIMARY, Margins
 from nnunet_attention.errors import NnUNetAttentionError
@@ -57,12 +57,12 @@ def run_until_decided(spec: StudySpec, options: ExecutorOptions, compare_process
             output = os.path.join(folders.results, dataset, f"nnunet_attention_compare_{configuration}")
             report = compare_datasets([dataset], [configuration], spec.trainers, spec.plans, folds, output,
                                       processes=compare_processes, margins=margins, look=(look, max_repeats))
-            (row,) = report["verdict"]
-            outcome = row["metrics"][PRIMARY]["verdict"]
+            (row,) = report.verdict
+            outcome = row.metrics[PRIMARY].outcome
             if outcome != "inconclusive" or look == max_repeats:
                 state["rows"][f"{dataset}/{configuration}"] = {
                     "look": look, "looks": max_repeats, "outcome": outcome,
-                    "level": row["metrics"][PRIMARY]["sequential"]["level"], "trainings_per_trainer": len(folds),
+                    "level": row.metrics[PRIMARY].sequential.level, "trainings_per_trainer": len(folds),
                     "report": output}
                 write_text(state_file, json.dumps(state, indent=1))
                 log(f"{dataset} {configuration}: {outcome} at look {look} of {max_repeats} "
