@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     found = p.add_mutually_exclusive_group()
     found.add_argument("--path", action="store_true", help="print only the trainer folder, for nnUNet_extTrainer")
     found.add_argument("--install", action="store_true",
-                       help="nnU-Net 2.6/2.7: write a module into nnU-Net's trainer folder that hands it our trainers "
+                       help="nnU-Net 2.5-2.7: write a module into nnU-Net's trainer folder that hands it our trainers "
                             "(2.8 and later find them through nnUNet_extTrainer without it)")
     found.add_argument("--remove", action="store_true", help="delete the module --install wrote")
     p.set_defaults(func=_trainers)

@@ -8,8 +8,8 @@ nnU-Net's folder variables are set (require_variables); its export workers bound
 per version difference, each naming the versions it covers (check_nnunet_version, nnunet_folder, trainer_plans,
 find_trainer_class, network_builder and build_network). Public classes and helpers (PlansManager, nnUNetPredictor,
 the label and reader helpers, the trainer classes our trainers subclass) are imported where they are used. Checked
-against nnunetv2 2.6.4, 2.7.0 and 2.8.1 (.ci/run tests 2.6.4 and 2.8.1; the test suite is the check for a new
-version: see docs/development.md).
+against nnunetv2 2.5.2 (torch 2.5.1), 2.6.4, 2.7.0 and 2.8.1 (.ci/run tests 2.5.1 and 2.8.1; the test suite is the
+check for a new version: see docs/development.md).
 """
 import contextlib
 import functools
@@ -22,7 +22,11 @@ from typing import Callable, List, NamedTuple, Optional, Tuple
 
 from nnunet_attention.errors import NnUNetAttentionError
 
-SUPPORTED_NNUNET = ((2, 6, 4), (2, 9))  # the oldest supported release (.ci/run tests it), the first unsupported one
+SUPPORTED_NNUNET = ((2, 5, 1), (2, 9))  # the oldest supported release (.ci/run tests it), the first unsupported one
+# nnU-Net 2.5 runs on torch before 2.6 only: its checkpoint loading relies on torch.load's weights_only=False default
+# (2.6 flipped it: --c, --val, -pretrained_weights and prediction fail) and its PolyLRScheduler passes the
+# verbose argument torch 2.7 removed (training fails). .ci/run installs the newest torch before this for 2.5.
+FIRST_TORCH_FOR_NNUNET_BEFORE_2_6 = (2, 6)
 
 
 @functools.lru_cache(maxsize=None)
@@ -31,9 +35,19 @@ def nnunet_version() -> Tuple[int, ...]:
     return tuple(int(part) for part in version("nnunetv2").split(".")[:3] if part.isdigit())
 
 
+def torch_requirement(nnunet: Tuple[int, ...]) -> str:
+    """The torch an nnU-Net release runs on, as a pip requirement (.ci/run installs it beside the oldest release)."""
+    return f"torch<{'.'.join(map(str, FIRST_TORCH_FOR_NNUNET_BEFORE_2_6))}" if nnunet < (2, 6) else "torch"
+
+
+def torch_version() -> Tuple[int, ...]:
+    """The installed torch's release as numbers (2.5.1+cu124 -> (2, 5, 1))."""
+    return tuple(int(part) for part in version("torch").split("+")[0].split(".")[:3] if part.isdigit())
+
+
 def check_nnunet_version():
-    """A one-line error unless the installed nnU-Net is one we support (where our trainers are imported, before
-    nnU-Net would fail deep inside on a difference we do not know)."""
+    """A one-line error unless the installed nnU-Net (and, for 2.5, torch) is one we support (where our trainers are
+    imported, before nnU-Net would fail deep inside on a difference we do not know)."""
     oldest, first_unsupported = SUPPORTED_NNUNET
     installed = nnunet_version()
     if not oldest <= installed < first_unsupported:
@@ -41,10 +55,16 @@ def check_nnunet_version():
         raise NnUNetAttentionError(
             f"nnunet-attention supports nnunetv2 {low} up to (not including) {high}; this environment has "
             f"{'.'.join(map(str, installed))}: pip install 'nnunetv2>={low},<{high}' (docs/development.md)")
+    if installed < (2, 6) and torch_version() >= FIRST_TORCH_FOR_NNUNET_BEFORE_2_6:
+        raise NnUNetAttentionError(
+            f"nnunetv2 {'.'.join(map(str, installed))} does not run on torch {'.'.join(map(str, torch_version()))} "
+            f"(its checkpoint loading and LR scheduler break from torch "
+            f"{'.'.join(map(str, FIRST_TORCH_FOR_NNUNET_BEFORE_2_6))}): pip install '{torch_requirement(installed)}', "
+            f"or nnunetv2 2.6.4 or later (docs/development.md)")
 
 
 def trainers_found_through_ext_folder() -> bool:
-    """nnU-Net 2.8 and later search nnUNet_extTrainer for trainers (our .pth registers our folder there); 2.6 and 2.7
+    """nnU-Net 2.8 and later search nnUNet_extTrainer for trainers (our .pth registers our folder there); 2.5 to 2.7
     search only their own nnunetv2/training/nnUNetTrainer folder (``nnunet-attention trainers --install`` puts a
     module there: model/discovery.py)."""
     return nnunet_version() >= (2, 8)
@@ -93,7 +113,7 @@ def bounded_export_workers() -> str:
 
 def find_trainer_class(name: str) -> type:
     """The trainer class nnU-Net's own commands would use for -tr name: its folder, then nnUNet_extTrainer (2.8 and
-    later: find_objects.recursive_find_trainer_class_by_name); its folder only (2.6, 2.7: recursive_find_python_class
+    later: find_objects.recursive_find_trainer_class_by_name); its folder only (2.5 to 2.7: recursive_find_python_class
     over nnunetv2/training/nnUNetTrainer, as nnUNetv2_train and the predictor search it)."""
     if not trainers_found_through_ext_folder():
         import nnunetv2
@@ -187,7 +207,7 @@ def settle_module_attributes():
 
 def model_folder(dataset: str, trainer: str, plans: str, configuration: str, fold=None) -> str:
     """nnUNet_results/DatasetX/TRAINER__PLANS__CONFIG[/fold_F], as nnU-Net's get_output_folder names it, under
-    nnUNet_results as nnunet_folder reads it (get_output_folder itself takes the value nnU-Net 2.6 and 2.7 read at
+    nnUNet_results as nnunet_folder reads it (get_output_folder itself takes the value nnU-Net 2.5 to 2.7 read at
     import)."""
     folder = os.path.join(nnunet_folder("nnUNet_results"), dataset_name(dataset),
                           model_identifier(trainer, plans, configuration))
@@ -233,7 +253,8 @@ def built_trainer(trainer_class: type, plans: dict, configuration: str, dataset_
     require_variables("nnUNet_results", why="building nnU-Net's trainer (its constructor writes a log folder there; "
                                             "a scratch folder will do)")
     with contextlib.redirect_stdout(io.StringIO()):
-        trainer = trainer_class(trainer_plans(plans, continue_training=False), configuration, 0, dataset_json, device)
+        trainer = trainer_class(trainer_plans(plans, continue_training=False), configuration, 0, dataset_json,
+                                device=device)  # by keyword: in 2.5 the fifth positional is unpack_dataset
 
     trainer.network = build_network(
         trainer_class, trainer.plans_manager, trainer.configuration_manager,

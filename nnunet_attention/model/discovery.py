@@ -5,7 +5,7 @@ this module at interpreter start, which adds our trainer folder to nnUNet_extTra
 DDP workers) find our trainers with nothing set up. It must stay cheap: no torch here. Folders the user already
 listed keep their place in front of ours.
 
-nnU-Net 2.6 and 2.7 search only their own ``nnunetv2/training/nnUNetTrainer`` folder. ``nnunet-attention trainers
+nnU-Net 2.5 to 2.7 search only their own ``nnunetv2/training/nnUNetTrainer`` folder. ``nnunet-attention trainers
 --install`` writes one module there (SHIM_NAME, a few lines that import our trainers) and ``--remove`` deletes it;
 nothing else of nnU-Net's is touched, and no nnU-Net trainer changes. The module imports nothing once
 nnunet-attention is uninstalled (nnU-Net then behaves as before it was written); reinstalling nnunetv2 into a fresh

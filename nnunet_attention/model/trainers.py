@@ -1,5 +1,5 @@
 """nnU-Net trainers that train attention-gated networks; nnU-Net finds them through nnUNet_extTrainer (2.8 and
-later) or the module ``nnunet-attention trainers --install`` puts into its trainer folder (2.6, 2.7).
+later) or the module ``nnunet-attention trainers --install`` puts into its trainer folder (2.5 to 2.7).
 
 The schedule variants (``nnUNetTrainerAttention_1epoch`` ... ``_8000epochs``) are written out, one class each
 composing nnU-Net's class of the same schedule, as nnU-Net writes its own; a test keeps them equal to nnU-Net's

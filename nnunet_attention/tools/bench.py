@@ -106,7 +106,7 @@ def activation_bytes(network: nn.Module, x: torch.Tensor) -> int:
 
 def _set_scratch_folders(folder: str):
     """The child's own environment: nnU-Net's trainer constructor writes its log folder into nnUNet_results, and in
-    2.6 and 2.7 also joins nnUNet_preprocessed (reading nothing there)."""
+    2.5 to 2.7 also joins nnUNet_preprocessed (reading nothing there)."""
     os.environ["nnUNet_results"] = folder
     os.environ.setdefault("nnUNet_preprocessed", folder)
 

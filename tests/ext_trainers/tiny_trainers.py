@@ -26,9 +26,8 @@ class nnUNetTrainerTiny(_Tiny, nnUNetTrainer):
 class nnUNetTrainerAttentionTinyFrozen(nnUNetTrainerAttentionTiny):
     """Learning rate 0: the trained weights are exactly the weights training started from."""
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
+    def __init__(self, *args, **kwargs):  # nnU-Net's constructor arguments, whichever version (2.5 has unpack_dataset)
+        super().__init__(*args, **kwargs)
         self.initial_lr = 0.0
 
 
