@@ -26,9 +26,9 @@ class nnUNetTrainerTiny(_Tiny, nnUNetTrainer):
 class nnUNetTrainerAttentionTinyFrozen(nnUNetTrainerAttentionTiny):
     """Learning rate 0: the trained weights are exactly the weights training started from."""
 
-    def __init__(self, *args, **kwargs):  # nnU-Net's constructor arguments, whichever version (2.5 has unpack_dataset)
-        super().__init__(*args, **kwargs)
+    def configure_optimizers(self):  # not __init__: its arguments differ between nnU-Net versions (2.5: unpack_dataset)
         self.initial_lr = 0.0
+        return super().configure_optimizers()
 
 
 class nnUNetTrainerAttentionTinyResumable(nnUNetTrainerAttentionTiny):
