@@ -22,7 +22,7 @@ from typing import Callable, List, NamedTuple, Optional, Tuple
 
 from nnunet_attention.errors import NnUNetAttentionError
 
-SUPPORTED_NNUNET = ((2, 5, 1), (2, 9))  # the oldest supported release (.ci/run tests it), the first unsupported one
+SUPPORTED_NNUNET = ((2, 5, 2), (2, 9))  # the oldest supported release (.ci/run tests it), the first unsupported one
 # nnU-Net 2.5 runs on torch before 2.6 only: its checkpoint loading relies on torch.load's weights_only=False default
 # (2.6 flipped it: --c, --val, -pretrained_weights and prediction fail) and its PolyLRScheduler passes the
 # verbose argument torch 2.7 removed (training fails). .ci/run installs the newest torch before this for 2.5.

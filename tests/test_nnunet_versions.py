@@ -1,6 +1,6 @@
 """The nnU-Net versions we support (nnunet_api.SUPPORTED_NNUNET), each difference behind nnunet_api.
 
-The fast tests run under whichever nnU-Net is installed (.ci/run: 2.8.1, then 2.5.1 with torch 2.5 in a second
+The fast tests run under whichever nnU-Net is installed (.ci/run: 2.8.1, then 2.5.2 with torch 2.5 in a second
 environment); the end-to-end test is the README's path on nnU-Net 2.5 to 2.7, where nnU-Net searches only its own
 trainer folder:
 ``nnunet-attention trainers --install``, the tests' tiny trainers put there as a user of those versions puts their own
@@ -24,15 +24,15 @@ OLD_NNUNET = not nnunet_api.trainers_found_through_ext_folder()
 USERS_MODULE = "nnunet_attention_test_trainers.py"  # the tests' tiny trainers, where a 2.5-2.7 user puts their own
 
 
-@pytest.mark.parametrize("installed", [(2, 4, 2), (2, 5, 0), (2, 9, 0), (3, 0, 0)])
+@pytest.mark.parametrize("installed", [(2, 4, 2), (2, 5, 1), (2, 9, 0), (3, 0, 0)])
 def test_an_unsupported_nnunet_is_a_one_line_error_naming_the_range(installed, monkeypatch):
     monkeypatch.setattr(nnunet_api, "nnunet_version", lambda: installed)
-    with pytest.raises(NnUNetAttentionError, match=r"supports nnunetv2 2\.5\.1 up to \(not including\) 2\.9") as e:
+    with pytest.raises(NnUNetAttentionError, match=r"supports nnunetv2 2\.5\.2 up to \(not including\) 2\.9") as e:
         nnunet_api.check_nnunet_version()
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("nnunet, torch, runs", [((2, 5, 1), (2, 5, 1), True), ((2, 5, 2), (2, 6, 0), False),
+@pytest.mark.parametrize("nnunet, torch, runs", [((2, 5, 2), (2, 5, 1), True), ((2, 5, 2), (2, 6, 0), False),
                                                  ((2, 5, 2), (2, 14, 1), False), ((2, 6, 4), (2, 14, 1), True)])
 def test_nnunet_2_5_on_a_torch_it_cannot_run_on_is_a_one_line_error(nnunet, torch, runs, monkeypatch):
     """nnU-Net 2.5's checkpoint loading needs torch.load's weights_only=False default (torch 2.6 flipped it) and its
