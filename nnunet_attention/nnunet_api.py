@@ -8,7 +8,7 @@ nnU-Net's folder variables are set (require_variables); its export workers bound
 per version difference, each naming the versions it covers (check_nnunet_version, nnunet_folder, trainer_plans,
 find_trainer_class, network_builder and build_network). Public classes and helpers (PlansManager, nnUNetPredictor,
 the label and reader helpers, the trainer classes our trainers subclass) are imported where they are used. Checked
-against nnunetv2 2.5.2 (torch 2.5.1), 2.6.4, 2.7.0 and 2.8.1 (.ci/run tests 2.5.1 and 2.8.1; the test suite is the
+against nnunetv2 2.5.2 (torch 2.5.1), 2.6.4, 2.7.0 and 2.8.1 (.ci/run tests 2.5.2 and 2.8.1; the test suite is the
 check for a new version: see docs/development.md).
 """
 import contextlib
@@ -23,44 +23,54 @@ from typing import Callable, List, NamedTuple, Optional, Tuple
 from nnunet_attention.errors import NnUNetAttentionError
 
 SUPPORTED_NNUNET = ((2, 5, 2), (2, 9))  # the oldest supported release (.ci/run tests it), the first unsupported one
-# nnU-Net 2.5 runs on torch before 2.6 only: its checkpoint loading relies on torch.load's weights_only=False default
-# (2.6 flipped it: --c, --val, -pretrained_weights and prediction fail) and its PolyLRScheduler passes the
-# verbose argument torch 2.7 removed (training fails). .ci/run installs the newest torch before this for 2.5.
-FIRST_TORCH_FOR_NNUNET_BEFORE_2_6 = (2, 6)
+# nnU-Net before 2.6 runs on torch before 2.6 only: its checkpoint loading relies on torch.load's weights_only=False
+# default (torch 2.6 flipped it: --c, --val, -pretrained_weights and prediction fail) and its PolyLRScheduler passes
+# the verbose argument torch 2.7 removed (training fails). (first nnU-Net without the limit, first torch it rejects)
+OLD_TORCH_ONLY_BEFORE = ((2, 6), (2, 6))
+
+
+def release(package: str) -> Tuple[int, ...]:
+    """An installed package's release as numbers (2.8.1 -> (2, 8, 1), 2.5.1+cu124 -> (2, 5, 1))."""
+    return tuple(int(part) for part in version(package).split("+")[0].split(".")[:3] if part.isdigit())
+
+
+def dotted(release_numbers: Tuple[int, ...]) -> str:
+    return ".".join(map(str, release_numbers))
 
 
 @functools.lru_cache(maxsize=None)
 def nnunet_version() -> Tuple[int, ...]:
-    """The installed nnunetv2's version as numbers (2.8.1 -> (2, 8, 1)); read once per process."""
-    return tuple(int(part) for part in version("nnunetv2").split(".")[:3] if part.isdigit())
+    """The installed nnunetv2's release; read once per process."""
+    return release("nnunetv2")
+
+
+def torch_version() -> Tuple[int, ...]:
+    return release("torch")
 
 
 def torch_requirement(nnunet: Tuple[int, ...]) -> str:
     """The torch an nnU-Net release runs on, as a pip requirement (.ci/run installs it beside the oldest release)."""
-    return f"torch<{'.'.join(map(str, FIRST_TORCH_FOR_NNUNET_BEFORE_2_6))}" if nnunet < (2, 6) else "torch"
-
-
-def torch_version() -> Tuple[int, ...]:
-    """The installed torch's release as numbers (2.5.1+cu124 -> (2, 5, 1))."""
-    return tuple(int(part) for part in version("torch").split("+")[0].split(".")[:3] if part.isdigit())
+    first_unlimited_nnunet, first_rejected_torch = OLD_TORCH_ONLY_BEFORE
+    return f"torch<{dotted(first_rejected_torch)}" if nnunet < first_unlimited_nnunet else "torch"
 
 
 def check_nnunet_version():
-    """A one-line error unless the installed nnU-Net (and, for 2.5, torch) is one we support (where our trainers are
-    imported, before nnU-Net would fail deep inside on a difference we do not know)."""
+    """A one-line error unless the installed nnU-Net (and, before 2.6, torch) is one we support (where our trainers
+    are imported, before nnU-Net would fail deep inside on a difference we do not know)."""
     oldest, first_unsupported = SUPPORTED_NNUNET
     installed = nnunet_version()
     if not oldest <= installed < first_unsupported:
-        low, high = ".".join(map(str, oldest)), ".".join(map(str, first_unsupported))
         raise NnUNetAttentionError(
-            f"nnunet-attention supports nnunetv2 {low} up to (not including) {high}; this environment has "
-            f"{'.'.join(map(str, installed))}: pip install 'nnunetv2>={low},<{high}' (docs/development.md)")
-    if installed < (2, 6) and torch_version() >= FIRST_TORCH_FOR_NNUNET_BEFORE_2_6:
+            f"nnunet-attention supports nnunetv2 {dotted(oldest)} up to (not including) {dotted(first_unsupported)}; "
+            f"this environment has {dotted(installed)}: pip install 'nnunetv2>={dotted(oldest)},"
+            f"<{dotted(first_unsupported)}' (docs/development.md)")
+    first_unlimited_nnunet, first_rejected_torch = OLD_TORCH_ONLY_BEFORE
+    if installed < first_unlimited_nnunet and torch_version() >= first_rejected_torch:
         raise NnUNetAttentionError(
-            f"nnunetv2 {'.'.join(map(str, installed))} does not run on torch {'.'.join(map(str, torch_version()))} "
-            f"(its checkpoint loading and LR scheduler break from torch "
-            f"{'.'.join(map(str, FIRST_TORCH_FOR_NNUNET_BEFORE_2_6))}): pip install '{torch_requirement(installed)}', "
-            f"or nnunetv2 2.6.4 or later (docs/development.md)")
+            f"nnunetv2 {dotted(installed)} does not run on torch {dotted(torch_version())} (its checkpoint loading "
+            f"and LR scheduler break from torch {dotted(first_rejected_torch)}): pip install "
+            f"'{torch_requirement(installed)}', or nnunetv2 {dotted(first_unlimited_nnunet)} or later "
+            f"(docs/development.md)")
 
 
 def trainers_found_through_ext_folder() -> bool:

@@ -117,9 +117,9 @@ def render_markdown(report: Report) -> str:
               f"validation case, paired by case. Boundary metrics: {bm.implementation}. Empty masks: "
               f"{bm.empty_convention}.",
               "Wins count the cases where B is better (" + ", ".join(
-                  f"{'higher' if m.higher_is_better else 'lower'} {m.title}" for m in report.metrics.values())
+                  f"{'higher' if m.higher_is_better else 'lower'} {m.title}" for m in METRICS.values())
               + "); ties are |difference| ≤ "
-              + ", ".join(f"{m.title} {m.tie_tolerance}" for m in report.metrics.values()) + ".", ""]
+              + ", ".join(f"{m.title} {m.tie_tolerance}" for m in METRICS.values()) + ".", ""]
     if report.missing_datasets:
         lines += ["**Datasets not found** (left out of the table and the correction): "
                   + ", ".join(f"`{d}`" for d in report.missing_datasets), ""]
@@ -130,7 +130,7 @@ def render_markdown(report: Report) -> str:
     for name, section in report.datasets.items():
         lines += [f"## {name}", ""]
         for configuration, entry in section.configurations.items():
-            lines += _configuration_markdown(configuration, entry, report)
+            lines += _configuration_markdown(configuration, entry)
         lines += _ensembles_markdown(section.ensembles, a, b)
     return "\n".join(lines)
 
@@ -273,7 +273,7 @@ def _summary_rows(rows: List[SummaryRow], with_class: bool) -> List[str]:
     return lines
 
 
-def _configuration_markdown(configuration: str, entry: ConfigurationEntry, report: Report) -> List[str]:
+def _configuration_markdown(configuration: str, entry: ConfigurationEntry) -> List[str]:
     tolerances = ", ".join(f"{k} {v} mm" for k, v in entry.nsd_tolerance_mm.items())
     lines = [f"### {configuration}", "", f"NSD tolerance: {tolerances}.", "",
              "Per class, mean ± std over validation cases (Dice per fold is nnU-Net's own mean from summary.json):",
@@ -284,7 +284,7 @@ def _configuration_markdown(configuration: str, entry: ConfigurationEntry, repor
     for trainer, t in entry.trainers.items():
         for label in entry.labels:
             empty = t.empty_cases[label]
-            for metric, m in report.metrics.items():
+            for metric, m in METRICS.items():
                 cells = [f"{_fmt(t.per_fold[f][label][metric]['mean'])} ± "
                          f"{_fmt(t.per_fold[f][label][metric]['std'])}" if f in t.per_fold else "missing"
                          for f in folds]

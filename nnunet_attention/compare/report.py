@@ -294,10 +294,6 @@ class Report:
     figures: List[str] = field(default_factory=list)
 
     @property
-    def metrics(self) -> Dict[str, Metric]:
-        return METRICS
-
-    @property
     def complete(self) -> bool:
         return not self.missing
 
