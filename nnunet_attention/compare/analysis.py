@@ -14,8 +14,8 @@ import pandas as pd
 
 from nnunet_attention.compare.metrics import METRICS, Margins
 from nnunet_attention.compare.report import FOREGROUND, AcrossDatasets, LostClass, MetricStatistics, Verdict
-from nnunet_attention.compare.statistics import (BOOTSTRAP_SAMPLES, CI_METHOD, ESTIMAND, POWER, excludes_zero,
-                                                 interval_at, spending_levels, folds_needed, holm, mean_across_datasets,
+from nnunet_attention.compare.statistics import (BOOTSTRAP_SAMPLES, CI_METHOD, ESTIMAND, POWER, assumed_correlation,
+                                                 correlated_bayes, excludes_zero, holds_to_correlation, interval_at, spending_levels, folds_needed, holm, mean_across_datasets,
                                                  minimal_detectable_difference, overlap_variance_factor,
                                                  paired_statistics, row_rng, share_b_better, t975,
                                                  t_interval_of_folds, verdict)
@@ -30,13 +30,31 @@ HOLM_FAMILIES = {"headline": "the foreground-mean rows of the metric (every data
                  "per class": "the per-class rows of the metric (every dataset x configuration x class)"}
 
 
-def with_foreground_mean(table: pd.DataFrame) -> pd.DataFrame:
+def with_foreground_mean(table: pd.DataFrame, leave_out: frozenset = frozenset()) -> pd.DataFrame:
     """The table plus, per case and metric, class "foreground_mean": the mean over classes (NaN classes left out,
-    as nnU-Net's foreground mean does), with the reference volumes summed."""
+    as nnU-Net's foreground mean does), with the reference volumes summed. leave_out: (dataset, configuration, fold,
+    class) whose class does not enter that fold's mean (shared_losses: both trainers lost it there, so that a class
+    neither learned adds no exact 0 to the fold's difference)."""
     per_case = ["dataset", "configuration", "trainer", "fold", "case", "metric"]
-    mean = table.groupby(per_case, sort=False).agg(value=("value", "mean"), reference_mm3=("reference_mm3", "sum"))
+    kept = table
+    if leave_out:
+        keys = zip(table["dataset"], table["configuration"], table["fold"].astype(str), table["class"])
+        kept = table[[key not in leave_out for key in keys]]
+    mean = kept.groupby(per_case, sort=False).agg(value=("value", "mean"), reference_mm3=("reference_mm3", "sum"))
     mean = mean.reset_index().assign(**{"class": FOREGROUND, "empty": ""})
     return pd.concat([table, mean[table.columns]], ignore_index=True)
+
+
+def shared_losses(table: pd.DataFrame, trainers: Sequence[str]) -> frozenset:
+    """(dataset, configuration, fold, class) where both trainers lost the class (lost_in_folds: Dice at most
+    LOST_DICE in every case that has it)."""
+    dice = table[(table["metric"] == "dice") & (table["reference_mm3"] > 0)]
+    lost = set()
+    for (d, c, fold, name), group in dice.groupby(["dataset", "configuration", "fold", "class"], sort=False):
+        by_trainer = group.groupby("trainer")["value"].apply(lambda v: bool((v.fillna(0) <= LOST_DICE).all()))
+        if all(by_trainer.get(t, False) for t in trainers):
+            lost.add((d, c, str(fold), name))
+    return frozenset(lost)
 
 
 def pairs(table: pd.DataFrame, trainers: Sequence[str]) -> pd.DataFrame:
@@ -159,7 +177,7 @@ def worst_cases(row: pd.DataFrame, higher_is_better: bool, count: int = 10) -> L
 def analyse(table: pd.DataFrame, trainers: Sequence[str], seed: int = 0,
             margins: Margins = Margins()) -> Dict[tuple, MetricStatistics]:
     """analyse_pairs of the table's pairs, the foreground mean included."""
-    return analyse_pairs(pairs(with_foreground_mean(table), trainers), seed, margins)
+    return analyse_pairs(pairs(with_foreground_mean(table, shared_losses(table, trainers)), trainers), seed, margins)
 
 
 def analyse_pairs(paired: pd.DataFrame, seed: int = 0, margins: Margins = Margins(),
@@ -194,7 +212,13 @@ def analyse_pairs(paired: pd.DataFrame, seed: int = 0, margins: Margins = Margin
                  margin=margin, power=POWER,
                  minimal_detectable_difference=minimal_detectable_difference(s["hierarchical_se"], s["df"]),
                  folds_needed=folds_needed(s["estimate"], s["hierarchical_se"], s["n_folds"], margin,
-                                           s["validation_to_training"]))
+                                           s["validation_to_training"]),
+                 assumed_correlation=assumed_correlation(s["validation_to_training"]),
+                 correlated_bayes=correlated_bayes(s["estimate"], s["hierarchical_se"], s["df"], margin,
+                                                   METRICS[metric].higher_is_better))
+        s["holds_to_correlation"] = holds_to_correlation(
+            s["outcome"], s["estimate"], s["hierarchical_se"], s["correction_factor"], s["n_folds"], margin,
+            METRICS[metric].higher_is_better, holm_multiplier(s["t_p"], s["p_holm"]))
         if look is not None:
             level = spending_levels(look[1])[look[0] - 1]
             ci = interval_at(s["estimate"], s["hierarchical_se"], s["df"], level)
@@ -204,6 +228,11 @@ def analyse_pairs(paired: pd.DataFrame, seed: int = 0, margins: Margins = Margin
                      sequential={"look": look[0], "looks": look[1], "level": level, "ci": ci, "outcome": outcome,
                                  "method": SEQUENTIAL_METHOD})
     return {key: MetricStatistics.of(s) for key, s in results.items()}
+
+
+def holm_multiplier(p: Optional[float], p_holm: Optional[float]) -> float:
+    """How much Holm's step-down raised a row's p (1 without a test)."""
+    return p_holm / p if p and p_holm is not None else 1.0
 
 
 def verdicts(results: Dict[tuple, MetricStatistics], folds_found: Dict[tuple, Sequence]) -> List[Verdict]:
@@ -245,42 +274,58 @@ def lost_class_warning(entry: LostClass) -> str:
     text = (f"class {entry.class_name}: Dice 0 in every case that has it, A in fold(s) "
             f"{', '.join(entry.folds_a) or 'none'}, B in fold(s) {', '.join(entry.folds_b) or 'none'}")
     if len(both) == entry.n_folds:
-        return text + (" — neither trainer learned it: the foreground-mean verdict averages over a class neither "
-                       "trainer learned (look at its per-class row, and train longer)")
+        return text + (" — neither trainer learned it: the foreground-mean verdict leaves it out and judges the "
+                       "classes they learned (look at its per-class row, and train longer)")
+    if both:
+        return text + (f" — both lost it in fold(s) {', '.join(both)}: there the foreground-mean verdict judges the "
+                       f"classes both learned; elsewhere a lost class moves the foreground mean by a whole class; "
+                       f"read the per-class rows")
     return text + " — a lost class moves the foreground mean by a whole class; read the per-class rows"
 
 
 def across_datasets(results: Dict[tuple, MetricStatistics], margins: Margins = Margins()
                     ) -> Dict[str, AcrossDatasets]:
-    """Per metric, the mean of the foreground-mean estimates over the dataset x configuration rows compared, for the
-    method across tasks (statistics.mean_across_datasets: a t interval over the M estimates with M - 1 degrees of
-    freedom; tau by Paule-Mandel and the weighted Hartung-Knapp-Sidik-Jonkman figures beside it, each row's variance
-    its verdict's squared standard error); the outcome by the same rule and margins as a single dataset's. Rows
-    without an interval (fewer than 2 folds) are left out and named."""
+    """Per metric, the method across tasks from one value per dataset: the mean of its configurations'
+    foreground-mean estimates (configurations of one dataset share its cases, so they are not separate datasets; its
+    variance the mean of theirs, as if they agreed fully), then statistics.mean_across_datasets over the M datasets
+    (a t interval with M - 1 degrees of freedom from the spread of the M values; tau by Paule-Mandel and the weighted
+    Hartung-Knapp-Sidik-Jonkman figures beside it, descriptive); the outcome by the same rule and margins as a single
+    dataset's. Rows without an interval (fewer than 2 folds) are left out and named. No prediction interval: with
+    few datasets its coverage is not what it says (simulated: docs/compare.md)."""
     combined = {}
     for metric in METRICS:
         rows = {k: s for k, s in results.items() if k[2] == FOREGROUND and k[3] == metric}
         if not rows:
             continue
         used = {k: s for k, s in rows.items() if s.hierarchical_se is not None}
-        pooled = mean_across_datasets([s.estimate for s in used.values()],
-                                      [s.hierarchical_se ** 2 for s in used.values()])
+        by_dataset: Dict[str, List[MetricStatistics]] = {}
+        for k, s in used.items():
+            by_dataset.setdefault(k[0], []).append(s)
+        pooled = mean_across_datasets([float(np.mean([s.estimate for s in group])) for group in by_dataset.values()],
+                                      [float(np.mean([s.hierarchical_se ** 2 for s in group]))
+                                       for group in by_dataset.values()])
         margin = margins[metric]
-        n = len(used)
+        n = len(by_dataset)
         outcome = (verdict(pooled["ci95"], pooled["p"], pooled["estimate"], METRICS[metric].higher_is_better,
                            margin, n) if n >= 2 else "inconclusive")
+        several = {d: [k[1] for k in used if k[0] == d] for d in by_dataset}
+        averaged = [f"{d} ({', '.join(c)})" for d, c in several.items() if len(c) > 1]
         note = (f"{n} datasets: the interval has {n - 1} degree(s) of freedom (t_0.975 = {t975(n - 1):.2f}), "
                 f"wide with few datasets; it covers the spread of true effects between datasets (tau) as well as "
                 f"each dataset's own uncertainty" if n >= 2 else
-                "fewer than 2 datasets with an interval: no verdict across datasets")
+                "fewer than 2 datasets with an interval: no verdict across datasets (configurations of one dataset "
+                "are not datasets)")
+        if averaged:
+            note += f"; one value per dataset, the mean over its configurations: {'; '.join(averaged)}"
         combined[metric] = AcrossDatasets(
             estimate=pooled["estimate"], ci95=pooled["ci95"], excludes_zero=excludes_zero(pooled["ci95"]),
-            se=pooled["se"], df=pooled["df"], p=pooled["p"], tau=pooled["tau"], prediction95=pooled["prediction95"],
+            se=pooled["se"], df=pooled["df"], p=pooled["p"], tau=pooled["tau"], prediction95=None,
             outcome=outcome, margin=margin, weighted_estimate=pooled["weighted_estimate"],
-            weighted_ci95=pooled["weighted_ci95"], n_datasets=n, datasets=[f"{k[0]} {k[1]}" for k in used],
+            weighted_ci95=pooled["weighted_ci95"], n_datasets=n, datasets=list(by_dataset),
             left_out=[f"{k[0]} {k[1]}" for k in rows if k not in used],
-            method="mean of the per-dataset estimates, t interval from their spread (M - 1 degrees of freedom); tau "
-                   "by Paule-Mandel; weighted_*: inverse-variance random-effects mean with the modified "
-                   "Hartung-Knapp-Sidik-Jonkman interval, descriptive",
+            method="one value per dataset (the mean of its configurations' estimates); the unweighted mean of those "
+                   "values with a t interval from their spread (M - 1 degrees of freedom); tau by Paule-Mandel; "
+                   "weighted_*: inverse-variance random-effects mean with the modified Hartung-Knapp-Sidik-Jonkman "
+                   "interval, descriptive",
             note=note)
     return combined

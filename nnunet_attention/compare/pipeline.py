@@ -44,8 +44,9 @@ def compare(datasets: Sequence[DatasetSource], configurations: Sequence[str], tr
     results = read_results(datasets, configurations, trainers, plans, folds, nsd_tolerance, num_processes, log)
     if results.table.empty:
         raise NnUNetAttentionError("no validation/summary.json found; missing: " + "; ".join(results.missing))
-    paired = analysis.with_design(analysis.pairs(analysis.with_foreground_mean(results.table), trainers),
-                                  results.designs)  # once, for statistics and plots
+    lost_by_both = analysis.shared_losses(results.table, trainers)
+    paired = analysis.with_design(analysis.pairs(analysis.with_foreground_mean(results.table, lost_by_both),
+                                                 trainers), results.designs)  # once, for statistics and plots
     statistics = analysis.analyse_pairs(paired, seed, margins, look=look)
     os.makedirs(output_dir, exist_ok=True)
     report = render.report_header(trainers, plans, folds, results, missing_datasets, note, margins)

@@ -138,7 +138,7 @@ def forest_label(row: SummaryRow) -> str:
     import re
 
     if row.across:
-        return f"across {row.across} datasets (random effects)"
+        return f"across {row.across} datasets (mean of datasets)"
     dataset = re.sub(r"^Dataset\d+_", "", row.dataset)
     name = "all classes" if row.class_name == FOREGROUND else row.class_name
     dice = row.metrics["dice"]
@@ -164,8 +164,8 @@ def across_row(across: Dict[str, AcrossDatasets]) -> List[SummaryRow]:
 
 def forest_figure(rows: List[SummaryRow], trainers: Sequence[str]):
     """A forest plot per metric (columns): one row per dataset x configuration x class (all classes in black), the
-    verdict's estimate B - A with its 95% t interval (thick) and the case bootstrap CI (thin grey, just above), 0 and
-    the ±margin band (always inside the axis), the outcome at the right, and under each axis which side favours B
+    verdict's estimate B - A with its 95% t interval (thick; the case bootstrap, which treats the trainings as fixed,
+    stays out of it: report.md's tables have it), 0 and the ±margin band (always inside the axis), the outcome at the right, and under each axis which side favours B
     (flipped for HD95, where lower is better). rows: report.json's summary rows."""
     height = 1.2 + 0.3 * max(len(rows), 1)
     fig, axes = _figure(len(METRICS), 1, 4.2, height)
@@ -179,8 +179,6 @@ def forest_figure(rows: List[SummaryRow], trainers: Sequence[str]):
         ax.axvline(0, color="grey", lw=0.8)
         for y, s, row in zip(positions, stats, rows):
             colour = "darkred" if row.across else "black" if row.class_name == FOREGROUND else "tab:blue"
-            if s.bootstrap_ci95:
-                ax.plot(s.bootstrap_ci95, [y + 0.22] * 2, color="grey", lw=1.0)
             if s.hierarchical_ci95:
                 ax.plot(s.hierarchical_ci95, [y, y], color=colour, lw=3.0, solid_capstyle="butt")
             estimate = s.estimate
@@ -199,7 +197,7 @@ def forest_figure(rows: List[SummaryRow], trainers: Sequence[str]):
         outcomes.set_yticks(positions, [s.outcome or "n/a" for s in stats], fontsize=7)
         for tick, row in zip(outcomes.get_yticklabels(), rows):
             tick.set_fontweight("bold" if row.class_name == FOREGROUND else "normal")
-    _title(fig, f"B = {trainers[1]} minus A = {trainers[0]}: estimate with its 95% t interval over folds (thick) "
-                f"and case bootstrap 95% CI (thin, grey); green: the equivalence band; outcome at the right",
+    _title(fig, f"B = {trainers[1]} minus A = {trainers[0]}: estimate with the verdict's 95% corrected t interval "
+                f"over folds; green: the equivalence band; outcome at the right",
            4.2 * len(METRICS))
     return fig

@@ -169,16 +169,14 @@ def across_datasets_lines(across_datasets: Dict[str, AcrossDatasets]) -> List[st
     if not across:
         return []
     n = next(iter(across.values())).n_datasets
-    lines = [f"**Across {n} datasets** (the method across tasks: a random-effects mean of the per-dataset "
-             f"estimates, each weighted by its own uncertainty plus the spread between tasks):", ""]
+    lines = [f"**Across {n} datasets** (the method across tasks: the unweighted mean of one value per dataset, "
+             f"with a t interval from the spread of those values):", ""]
     for metric, a in across.items():
         decimals = METRICS[metric].decimals
-        prediction = (f"; a new task's difference would lie in {_ci(a.prediction95, decimals)} (95% prediction)"
-                      if a.prediction95 else "")
         lines.append(f"- **{METRICS[metric].title}: {_outcome_words(a.outcome, a.margin)}** — B − A "
                      f"{_fmt(a.estimate, True, decimals)} (95% CI {_ci(a.ci95, decimals)})"
-                     f"{_within_margin(a.outcome, a.margin, a.excludes_zero)}, spread "
-                     f"of true differences between datasets (tau) {_fmt(a.tau, False, decimals)}{prediction}")
+                     f"{_within_margin(a.outcome, a.margin, a.excludes_zero, a.estimate)}, spread "
+                     f"of true differences between datasets (tau, Paule-Mandel) {_fmt(a.tau, False, decimals)}")
     return lines + [f"- {next(iter(across.values())).note}", ""]
 
 
@@ -188,9 +186,13 @@ def _outcome_words(outcome: str, margin: float) -> str:
     return outcome + (f" within ±{margin:g}" if outcome == "equivalent" else "")
 
 
-def _within_margin(outcome: str, margin: float, excludes_zero: Optional[bool]) -> str:
-    """What an equivalent CI that excludes 0 also says."""
-    return f": different from 0 but within ±{margin:g}" if outcome == "equivalent" and excludes_zero else ""
+def _within_margin(outcome: str, margin: float, excludes_zero: Optional[bool], estimate: Optional[float]) -> str:
+    """What an equivalent CI that excludes 0 also says, and a better/worse whose estimate lies inside the margin."""
+    if outcome == "equivalent" and excludes_zero:
+        return f": different from 0 but within ±{margin:g}"
+    if outcome in ("better", "worse") and estimate is not None and abs(estimate) < margin:
+        return f": the estimate lies inside ±{margin:g}, so the difference may not matter"
+    return ""
 
 
 def headline_sentence(title: str, m: MetricStatistics, decimals: Optional[int] = None) -> str:
@@ -198,7 +200,7 @@ def headline_sentence(title: str, m: MetricStatistics, decimals: Optional[int] =
     to +0.030), 3 trainings per trainer, 12 cases"; a CI inside the margin that excludes 0 says both."""
     return (f"**{title}: {_outcome_words(m.outcome, m.margin)}** — B − A "
             f"{_fmt(m.estimate, True, decimals)} (95% CI {_ci(m.hierarchical_ci95, decimals)})"
-            f"{_within_margin(m.outcome, m.margin, m.excludes_zero)}, {m.n_folds} training(s) per "
+            f"{_within_margin(m.outcome, m.margin, m.excludes_zero, m.estimate)}, {m.n_folds} training(s) per "
             f"trainer, {m.n_pairs if m.n_pairs is not None else 'n/a'} cases")
 
 
@@ -220,18 +222,28 @@ def verdict_sentence(m: MetricStatistics, decimals: Optional[int] = None) -> str
         needed = m.folds_needed
         estimate = m.estimate
         if needed.equivalence:
-            equivalence = f"about {needed.equivalence} trainings per trainer to show equivalence"
+            equivalence = (f"about {needed.equivalence} trainings per trainer to show equivalence in 80% of such "
+                           f"studies (simulated at the observed difference and spread: an estimate)")
         elif estimate is not None and abs(estimate) < m.margin:
             equivalence = ("no number of trainings on this dataset shows equivalence at this spread (the part of "
                            "the variance that comes from the data every training shares stays): a wider margin, "
                            "more cases or more datasets")
         else:
             equivalence = "equivalence cannot be shown at the observed difference"
-        settle = [equivalence, f"about {needed.exclude_zero} to exclude 0" if needed.exclude_zero else None]
+        settle = [equivalence, f"about {needed.exclude_zero} to exclude 0 in 80% of such studies"
+                  if needed.exclude_zero else None]
         text += f"; {m.n_folds} fold(s) paired, " + (
             "; ".join(t for t in settle if t) if m.hierarchical_se is not None else
             "train at least 2 folds per trainer (two folds give 1 degree of freedom: only a large, consistent "
             "difference shows)")
+    if m.holds_to_correlation is not None and m.assumed_correlation is not None:
+        text += ("; inconclusive at any larger fold correlation" if m.outcome == "inconclusive" else
+                 f"; the outcome stands while the folds' differences correlate up to {m.holds_to_correlation:.2f} "
+                 f"(the correction assumes {m.assumed_correlation:.2f})")
+    if m.correlated_bayes:
+        b = m.correlated_bayes
+        text += (f"; correlated Bayesian t (a second reading, not the verdict): P(B worse beyond ±{m.margin:g}) "
+                 f"{b['p_worse']:.2f}, P(within) {b['p_equivalent']:.2f}, P(B better beyond) {b['p_better']:.2f}")
     if m.excluded_nan_pairs:
         text += f"; {m.excluded_nan_pairs} pair(s) without a value left out"
     return text + "."
@@ -302,9 +314,12 @@ def _configuration_markdown(configuration: str, entry: ConfigurationEntry) -> Li
 
 
 def _paired_markdown(entry: ConfigurationEntry) -> List[str]:
-    lines = ["", "Paired per-case differences (B − A):", "",
-             "| class | metric | pairs | mean diff | case 95% CI | corrected t 95% CI | B better in (resamples) | "
-             "median diff | wins / ties / losses | Wilcoxon p |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["", "Paired per-case differences (B − A). The case bootstrap CI and the Wilcoxon p treat these "
+             "trainings as fixed (they describe these models on these cases, not the method) and are not the verdict:",
+             "",
+             "| class | metric | pairs | mean diff | case 95% CI (trainings fixed) | corrected t 95% CI (the verdict's) "
+             "| B better in (resamples) | median diff | wins / ties / losses | Wilcoxon p (trainings fixed) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for label, by_metric in entry.paired.items():
         for metric, s in by_metric.items():
             p = "n/a" if s.p_b_better is None else f"{s.p_b_better:.0%}"

@@ -95,6 +95,9 @@ class MetricStatistics:
     folds_needed: Optional[FoldsNeeded] = None
     size_terciles: List[dict] = field(default_factory=list)
     worst_cases: List[dict] = field(default_factory=list)
+    holds_to_correlation: Optional[float] = None
+    assumed_correlation: Optional[float] = None
+    correlated_bayes: Optional[Dict[str, float]] = None
     sequential: Optional[SequentialLook] = field(default=None, metadata=OMIT_WHEN_NONE)
     outcome_fixed_95: Optional[str] = field(default=None, metadata=OMIT_WHEN_NONE)
 
@@ -119,7 +122,8 @@ SUMMARY_FIELDS = ["n_pairs", "mean_a", "mean_b", "mean_difference", "estimate", 
                   "ci_method", "df", "p_b_better", "wilcoxon_p", "t_p", "p_holm", "holm_family", "n_folds", "outcome",
                   "margin", "hierarchical_se", "minimal_detectable_difference", "folds_needed", "excluded_nan_pairs",
                   "estimand", "design", "n_repeats", "correction_factor", "validation_to_training",
-                  "fold_correlation", "trainings_ci95", "trainings_se", "trainings_t_p", "excludes_zero", "power"]
+                  "fold_correlation", "trainings_ci95", "trainings_se", "trainings_t_p", "excludes_zero", "power",
+                  "holds_to_correlation", "assumed_correlation", "correlated_bayes"]
 VERDICT_FIELDS = [name for name in SUMMARY_FIELDS if name not in ("mean_a", "mean_b", "wilcoxon_p", "outcome")] + [
     "sequential", "outcome_fixed_95"]
 

@@ -16,6 +16,11 @@ import numpy as np
 BOOTSTRAP_SAMPLES = 10000
 ALPHA = 0.05
 POWER = 0.8
+# No verdict from fewer trainings per trainer than this: two folds give one degree of freedom, and two folds whose
+# differences happen to agree (a class both trainers lost in one of them adds an exact 0) give a CI that says nothing
+# about training randomness.
+MIN_VERDICT_FOLDS = 3
+ASSURANCE = 0.8  # folds_needed: the trainings at which this share of such studies would settle the question
 # The equivalence margin per metric when none is given: B - A within +-margin is "no difference that matters".
 OUTCOMES = ("better", "worse", "equivalent", "inconclusive")
 CI_METHOD = ("corrected repeated k-fold t on the per-fold mean differences B - A (Nadeau & Bengio 2003; Bouckaert & "
@@ -36,12 +41,17 @@ def verdict_rule(margins: Dict[str, float]) -> str:
             f"{stated}), also when it excludes 0: a difference within the margin does not matter; B is **better** (or "
             f"**worse**) otherwise when the two-sided t test of the estimate against 0, Holm-adjusted within its "
             f"family (the headline rows of a metric, or its per-class rows), gives p < {ALPHA}, in the estimate's "
-            f"direction; **inconclusive** otherwise, and always from fewer than 2 folds. Detectable: the smallest "
+            f"direction; **inconclusive** otherwise, and always from fewer than {MIN_VERDICT_FOLDS} trainings per "
+            f"trainer. Each outcome states the largest fold correlation at which it stands (holds to rho: the "
+            f"variance of the mean taken as s^2/J (1 + (J - 1) rho) / (1 - rho); the correction itself assumes rho = "
+            f"n_val/(n_val + n_train), 0.2 for 5 folds). Detectable: the smallest "
             f"difference this study would detect at the 5% level with {POWER:.0%} power, (t_0.975 + t_0.80) x the "
-            f"same standard error. Trainings needed: the fewest folds over all repeats whose interval, at the "
-            f"observed spread, would lie inside ±margin (or exclude 0 at the observed difference). Headline on the "
-            f"foreground mean (per case, the mean over classes); per class in the tables. A class empty in both "
-            f"reference and prediction scores as perfect in every metric.")
+            f"same standard error. Trainings needed: the fewest folds over all repeats at which {ASSURANCE:.0%} of "
+            f"studies would settle it (interval inside ±margin, or excluding 0) if the true difference and spread "
+            f"were the observed ones (simulated; an estimate, since both are estimated). Headline on the foreground "
+            f"mean (per case, the mean over classes; in a fold where both trainers lost a class, over the classes "
+            f"both learned there); per class in the tables. A class empty in both reference and prediction scores "
+            f"as perfect in every metric.")
 
 
 def row_rng(seed: int, *key: str) -> np.random.Generator:
@@ -150,7 +160,7 @@ def verdict(ci: Optional[Sequence[float]], p_holm: Optional[float], estimate: Op
             higher_is_better: bool, margin: float, n_folds: int, alpha: float = ALPHA) -> str:
     """verdict_rule for one row: "better", "worse", "equivalent" or "inconclusive" (B against A); ci is the
     (1 - alpha) interval."""
-    if ci is None or estimate is None or n_folds < 2:
+    if ci is None or estimate is None or n_folds < MIN_VERDICT_FOLDS:
         return "inconclusive"
     if -margin <= ci[0] and ci[1] <= margin:
         return "equivalent"
@@ -195,14 +205,17 @@ def minimal_detectable_difference(se: Optional[float], df: Optional[int]) -> Opt
 
 
 MAX_TRAININGS = 100_000  # folds_needed searches up to this many trainings per trainer
+ASSURANCE_DRAWS = 4000
 
 
 def folds_needed(estimate: Optional[float], se: Optional[float], n_folds: int, margin: float,
                  validation_to_training: float = 0.0) -> dict:
-    """The fewest trainings per trainer (folds, over every repeat of the cross-validation) that would settle the
-    question if the spread between per-fold differences and the estimate stay as observed, at the verdict's interval:
-    standard error s sqrt(1/J + n_val/n_train) with J - 1 degrees of freedom. "equivalence" (95% CI inside ±margin)
-    and "exclude_zero" (95% CI excludes 0); None when the estimate is at or beyond the margin (or 0), and None when no
+    """The fewest trainings per trainer (folds, over every repeat of the cross-validation) at which ASSURANCE of
+    studies would settle the question if the true difference and the spread between per-fold differences were the
+    observed ones, at the verdict's interval (standard error s sqrt(1/J + n_val/n_train), J - 1 degrees of freedom):
+    simulated studies draw their estimate from N(estimate, s^2 (1/J + n_val/n_train)) and their spread from
+    s^2 chi^2_{J-1}/(J-1) (seeded: the same inputs give the same numbers). "equivalence" (95% CI inside ±margin) and
+    "exclude_zero" (95% CI excludes 0); None when the estimate is at or beyond the margin (or 0), and None when no
     number of trainings reaches it: the share s^2 n_val/n_train of the variance comes from the data every training
     shares, which more trainings on this dataset do not remove. None for both without a standard error."""
     from scipy.stats import t
@@ -210,21 +223,88 @@ def folds_needed(estimate: Optional[float], se: Optional[float], n_folds: int, m
     if estimate is None or se is None or se == 0:
         return {"equivalence": None, "exclude_zero": None}
     spread = se / math.sqrt(1 / n_folds + validation_to_training)
+    rng = np.random.default_rng(0)
+    normal, uniform = rng.standard_normal(ASSURANCE_DRAWS), rng.random(ASSURANCE_DRAWS)
 
-    def settles(k: int, target: float) -> bool:
-        return t.ppf(1 - ALPHA / 2, k - 1) * spread * math.sqrt(1 / k + validation_to_training) < target
+    def settled_share(k: int, equivalence: bool) -> float:
+        from scipy.stats import chi2
 
-    def fewest(target: float) -> Optional[int]:
-        if target <= 0 or not settles(MAX_TRAININGS, target):
+        scale = math.sqrt(1 / k + validation_to_training)
+        estimates = estimate + spread * scale * normal
+        spreads = spread * np.sqrt(chi2.ppf(uniform, k - 1) / (k - 1))
+        half = t.ppf(1 - ALPHA / 2, k - 1) * spreads * scale
+        if equivalence:
+            return float(np.mean(np.abs(estimates) + half < margin))
+        return float(np.mean(np.abs(estimates) > half))
+
+    def fewest(equivalence: bool) -> Optional[int]:
+        if settled_share(MAX_TRAININGS, equivalence) < ASSURANCE:
             return None
-        low, high = 1, MAX_TRAININGS  # settles(low) is false (one fold: no interval), settles(high) is true
-        while high - low > 1:  # the half-width falls as the trainings grow
+        low, high = 1, MAX_TRAININGS  # one fold settles nothing; the share grows with the trainings
+        while high - low > 1:
             middle = (low + high) // 2
-            low, high = (low, middle) if settles(middle, target) else (middle, high)
+            low, high = (low, middle) if middle >= 2 and settled_share(middle, equivalence) >= ASSURANCE else \
+                (middle, high)
         return high
 
-    return {"equivalence": fewest(margin - abs(estimate)) if abs(estimate) < margin else None,
-            "exclude_zero": fewest(abs(estimate)) if estimate != 0 else None}
+    return {"equivalence": fewest(True) if abs(estimate) < margin else None,
+            "exclude_zero": fewest(False) if estimate != 0 else None}
+
+
+def assumed_correlation(validation_to_training: float) -> float:
+    """The fold correlation the corrected variance s^2 (1/J + c) equals exactly: c / (1 + c) (0.2 for 5 folds)."""
+    return validation_to_training / (1 + validation_to_training)
+
+
+def equicorrelation_factor(n_folds: int, rho: float) -> float:
+    """Var(mean) / E[s^2 / J] for J fold differences that correlate by rho: (1 + (J - 1) rho) / (1 - rho)."""
+    return (1 + (n_folds - 1) * rho) / (1 - rho)
+
+
+def holds_to_correlation(outcome: Optional[str], estimate: Optional[float], se: Optional[float],
+                         correction_factor: Optional[float], n_folds: int, margin: float, higher_is_better: bool,
+                         holm_multiplier: float = 1.0) -> Optional[float]:
+    """The largest fold correlation rho (from the one the correction assumes up) at which the outcome stays the
+    same when the variance of the mean is s^2/J (1 + (J - 1) rho) / (1 - rho); the Holm adjustment kept at its
+    observed multiplier. 1.0 for "inconclusive" (more correlation only widens the interval); None without an
+    interval."""
+    from scipy.stats import t
+
+    if outcome is None or estimate is None or se is None or not correction_factor or n_folds < 2:
+        return None
+    if outcome == "inconclusive":
+        return 1.0
+    naive_variance = se ** 2 / correction_factor  # s^2 / J
+    df = n_folds - 1
+
+    def outcome_at(rho: float) -> str:
+        se_rho = math.sqrt(naive_variance * equicorrelation_factor(n_folds, rho))
+        p = min(1.0, holm_multiplier * float(2 * t.sf(abs(estimate) / se_rho, df))) if se_rho > 0 else 0.0
+        return verdict(interval_at(estimate, se_rho, df, ALPHA), p, estimate, higher_is_better, margin, n_folds)
+
+    low = (correction_factor - 1) / (correction_factor - 1 + n_folds)  # the rho whose factor is the correction's
+    high = 0.999
+    if outcome_at(high) == outcome:
+        return high
+    for _ in range(40):  # the interval widens with rho: one change of outcome
+        middle = (low + high) / 2
+        low, high = (middle, high) if outcome_at(middle) == outcome else (low, middle)
+    return float(low)
+
+
+def correlated_bayes(estimate: Optional[float], se: Optional[float], df: Optional[int], margin: float,
+                     higher_is_better: bool) -> Optional[dict]:
+    """Corani & Benavoli's correlated Bayesian t (2015) with the verdict's corrected scale: the posterior of the
+    difference is a Student t with df degrees of freedom, location the estimate, scale the corrected standard
+    error; P(B worse beyond the margin), P(within ±margin), P(B better beyond the margin). A second reading of the
+    same numbers, never the verdict."""
+    from scipy.stats import t
+
+    if estimate is None or se is None or df is None or se == 0:
+        return None
+    below, above = float(t.cdf(-margin, df, estimate, se)), float(t.sf(margin, df, estimate, se))
+    better, worse = (above, below) if higher_is_better else (below, above)
+    return {"p_worse": worse, "p_equivalent": 1.0 - below - above, "p_better": better}
 
 
 def holm(p_values: Sequence[Optional[float]]) -> List[Optional[float]]:

@@ -1,0 +1,324 @@
+"""compare's verdict held against the truth on real nnU-Net trainings; resumable, every training kept.
+
+    python scripts/real_calibration.py -o /work/real_calibration train      # background, hours; re-run resumes
+    python scripts/real_calibration.py -o /work/real_calibration report --report-dir docs
+
+`nnunet-attention synth` is a population: each seed draws a new dataset from it. This script samples exactly the demo's
+settings (its generated task: 20 training cases of 20x48x48 voxels, configuration 2d, nnU-Net's folds 0-4, the demo's
+trainers nnUNetTrainerDemo / nnUNetTrainerAttentionDemo, paired with the demo's seed, two trainings at a time) and
+runs three kinds of unit, interleaved so that a run cut short stays balanced:
+
+- **study k**: a fresh dataset (synth seed 1000 + k) through the demo's own steps (synth, nnUNetv2_convert_MSD_dataset,
+  nnUNetv2_plan_and_preprocess, `nnunet-attention train ... --seed` for both trainers on the five folds), then
+  compare's pipeline with the demo's margins: its verdict, CI and per-fold differences;
+- **truth pair t**: a fresh dataset of n_train = 16 cases (what a fold of a 5-fold CV of 20 trains on; synth seed
+  5000 + t), both trainers trained on all of it (fold "all", paired with seed t), each model predicting one large
+  common test set (60 new cases, synth seed 9999) with nnUNetv2_predict, scored by nnUNetv2_evaluate_folder; the pair's
+  difference B - A of the mean over test cases of each case's foreground-mean Dice (the verdict's Dice);
+- **unpaired arm of study k** (the first few studies): the same folds trained by nnUNetv2_train as is, for the
+  pairing variance ratio (paired vs unpaired fold differences of the same folds).
+
+`report` recomputes every finished study's verdict with the compare code of the checkout and writes
+REPORT_DIR/real_calibration.json and real_calibration.md: the truth with its CI, each study, coverage with its Wilson
+interval, the outcomes' frequencies, the fold correlation rho measured against the truth (with a bootstrap CI over
+studies) and the pairing variance ratio (with an F interval).
+"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from nnunet_attention.nnunet_api import bounded_export_workers
+from nnunet_attention.study import demo, steps
+from nnunet_attention.study.executor import LocalExecutor
+from nnunet_attention.study.steps import DONE, NEW, Folders, Step
+from nnunet_attention.study.synth import TASK_NAME
+
+STUDY_SEED0, TRUTH_SEED0, TEST_SEED = 1000, 5000, 9999
+STUDY_ID0, TRUTH_ID0, TEST_ID = 100, 500, 999
+N_TRAIN = demo.SYNTH_CASES * 4 // 5  # what one fold of nnU-Net's 5-fold cross-validation trains on
+TEST_CASES = 60
+UNPAIRED_STUDIES = 4  # 4 studies x 5 folds = 20 fold pairs per arm
+TRAINERS = list(demo.DEMO_TRAINERS)
+
+
+def dataset(task_id: int) -> str:
+    return f"Dataset{task_id:03d}_{TASK_NAME}"
+
+
+def roots(work: Path, name: str) -> dict:
+    base = work / name
+    env = dict(os.environ, nnUNet_raw=str(base / "raw"), nnUNet_preprocessed=str(base / "preprocessed"),
+               nnUNet_results=str(base / "results"))
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        os.makedirs(env[key], exist_ok=True)
+    return env
+
+
+def spec_for(name: str, folds, seed) -> steps.StudySpec:
+    return demo.demo_spec(name, demo.DEMO_CONFIGURATION, list(folds), TRAINERS, "cpu", seed, 1)
+
+
+def with_env(step_list, env):
+    """Each step runs in its own unit's nnU-Net folders: the command wrapped in env(1) with that unit's variables."""
+    prefix = ("env", *(f"{k}={env[k]}" for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")))
+    return [replace(s, command=prefix + tuple(s.command)) for s in step_list]
+
+
+def prepared(work: Path, name: str, task_id: int, seed: int, cases: int):
+    env = roots(work, name)
+    ds = dataset(task_id)
+    msd = work / name / "msd" / f"Task{task_id:03d}_{TASK_NAME}"
+    spec = spec_for(ds, demo.DEMO_FOLDS, demo.DEMO_SEED)
+    synth = {"cases": cases, "test_cases": 0, "seed": seed, "shape": list(demo.SYNTH_SHAPE)}
+    return env, ds, steps.prepare_steps(str(msd), spec, Folders.of(env), synth)
+
+
+def study_units(work: Path, k: int, unpaired: bool):
+    name = f"study_{k:03d}"
+    env, ds, prep = prepared(work, name, STUDY_ID0 + k, STUDY_SEED0 + k, demo.SYNTH_CASES)
+    plan = prep[-1].key
+    train = [replace(s, after=(plan,)) for s in steps.train_steps(spec_for(ds, demo.DEMO_FOLDS, demo.DEMO_SEED), ds,
+                                                                    Folders.of(env))]
+    out = with_env(prep + train, env)
+    if unpaired:
+        env_u = dict(env, nnUNet_results=str(work / name / "results_unpaired"))
+        os.makedirs(env_u["nnUNet_results"], exist_ok=True)
+        arm = [replace(s, after=(plan,), trainer=s.trainer + "@unpaired")
+               for s in steps.train_steps(spec_for(ds, demo.DEMO_FOLDS, None), ds, Folders.of(env_u))]
+        out += with_env(arm, env_u)
+    return out
+
+
+def test_set_units(work: Path):
+    env, ds, prep = prepared(work, "testset", TEST_ID, TEST_SEED, TEST_CASES)
+    return with_env(prep[:2], env)  # synth and convert: the labelled cases in raw/imagesTr, labelsTr
+
+
+def test_images(work: Path) -> Path:
+    return work / "testset" / "raw" / dataset(TEST_ID)
+
+
+def truth_units(work: Path, t: int):
+    name = f"truth_{t:03d}"
+    env, ds, prep = prepared(work, name, TRUTH_ID0 + t, TRUTH_SEED0 + t, N_TRAIN)
+    spec = spec_for(ds, ["all"], t)
+    train = [replace(s, after=(prep[-1].key,)) for s in steps.train_steps(spec, ds, Folders.of(env))]
+    units = prep + train
+    for trainer, training in zip(TRAINERS, train):
+        output = work / name / "test_predictions" / trainer
+        summary = output / "summary.json"
+        model = Path(env["nnUNet_results"]) / ds / f"{trainer}__{demo.PLANS}__{demo.DEMO_CONFIGURATION}"
+
+        def scored(summary=summary):
+            return DONE if summary.is_file() else NEW
+
+        images = test_images(work)
+        predict = Step("predict", ds, (
+            "nnUNetv2_predict", "-i", str(images / "imagesTr"), "-o", str(output), "-d", str(TRUTH_ID0 + t),
+            "-c", demo.DEMO_CONFIGURATION, "-tr", trainer, "-p", demo.PLANS, "-f", "all", "-device", "cpu",
+            "-npp", "1", "-nps", "1"), demo.DEMO_CONFIGURATION, "all", trainer, scored(),
+            after=(training.key, f"convert/{dataset(TEST_ID)}"), check=scored)
+        evaluate = Step("evaluate", ds, (
+            "nnUNetv2_evaluate_folder", str(images / "labelsTr"), str(output), "-djfile", str(model / "dataset.json"),
+            "-pfile", str(model / "plans.json"), "-np", "1"), demo.DEMO_CONFIGURATION, "all", trainer, scored(),
+            after=(predict.key,), check=scored)
+        units += [predict, evaluate]
+    return with_env(units, env)
+
+
+def schedule(work: Path, studies: int, truths: int):
+    """Units in the order they run: the test set, then study k, truth pairs 2k and 2k+1, and the unpaired arm of
+    study k for the first UNPAIRED_STUDIES."""
+    order = test_set_units(work)
+    for k in range(max(studies, (truths + 1) // 2)):
+        if k < studies:
+            order += study_units(work, k, unpaired=k < UNPAIRED_STUDIES)
+        for t in (2 * k, 2 * k + 1):
+            if t < truths:
+                order += truth_units(work, t)
+    return order
+
+
+def train(args):
+    work = Path(args.o).resolve()
+    log = work / "calibration.log"
+
+    def say(line):
+        with open(log, "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+
+    units = schedule(work, args.studies, args.truths)
+    todo = [u for u in units if not u.done]
+    say(f"start: {len(todo)} of {len(units)} steps to run")
+    env = dict(os.environ)
+    env.setdefault("nnUNet_def_n_proc", bounded_export_workers())  # as the demo sets it (demo_environment)
+    executor = LocalExecutor(env, str(work / "logs"), max_parallel=2,
+                             on_start=lambda s, f: say(f"start {s.key}"),
+                             on_end=lambda s, sec, code: say(f"{'end' if code == 0 else f'FAILED ({code})'} "
+                                                             f"{s.key} {sec:.0f} s"))
+    failed = executor.run_steps(units)
+    for step in failed:
+        say(f"not done: {step.key}")
+    say("finished" if not failed else f"finished with {len(failed)} steps not done")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# report
+
+
+def fold_dice(summary_file: Path) -> float:
+    """Mean over cases of each case's foreground-mean Dice (classes whose Dice is NaN left out), as compare's
+    headline row computes a fold's value."""
+    cases = json.loads(summary_file.read_text())["metric_per_case"]
+    per_case = [np.nanmean([float(m["Dice"]) if m["Dice"] is not None else np.nan for m in c["metrics"].values()])
+                for c in cases]
+    return float(np.nanmean(per_case))
+
+
+def truth_pairs(work: Path):
+    pairs = []
+    for folder in sorted(work.glob("truth_*")):
+        files = [folder / "test_predictions" / t / "summary.json" for t in TRAINERS]
+        if all(f.is_file() for f in files):
+            a, b = (fold_dice(f) for f in files)
+            pairs.append({"pair": folder.name, "a": a, "b": b, "difference": b - a})
+    return pairs
+
+
+def study_verdict(work: Path, folder: Path, results: str, report_dir: Path):
+    from nnunet_attention.compare.metrics import Margins
+    from nnunet_attention.compare.pipeline import compare
+    from nnunet_attention.compare.read import DatasetSource
+
+    k = int(folder.name.split("_")[1])
+    ds = dataset(STUDY_ID0 + k)
+    res = folder / results / ds
+    model_folds = [res / f"{t}__{demo.PLANS}__{demo.DEMO_CONFIGURATION}" / f"fold_{f}" / "validation" / "summary.json"
+                   for t in TRAINERS for f in demo.DEMO_FOLDS]
+    if not all(m.is_file() for m in model_folds):
+        return None
+    own = {f: fold_dice(model_folds[len(demo.DEMO_FOLDS) + i]) - fold_dice(model_folds[i])
+           for i, f in enumerate(demo.DEMO_FOLDS)}
+    out = report_dir / folder.name / results
+    report = compare([DatasetSource(ds, str(res), str(folder / "preprocessed" / ds))], [demo.DEMO_CONFIGURATION],
+                     TRAINERS, demo.PLANS, list(demo.DEMO_FOLDS), str(out), num_processes=1,
+                     margins=Margins(demo.DEMO_MARGINS))
+    dice = report.verdict[0].metrics["dice"]
+    per_fold = [dice.per_fold_difference[str(f)] for f in demo.DEMO_FOLDS]
+    if not np.allclose(per_fold, [own[f] for f in demo.DEMO_FOLDS], atol=1e-9):
+        raise SystemExit(f"{folder.name}: compare's per-fold differences {per_fold} differ from summary.json's "
+                         f"{list(own.values())}: the truth would not be the verdict's quantity")
+    return {"dataset_seed": STUDY_SEED0 + k, "per_fold_difference": per_fold, "estimate": dice.estimate,
+            "ci95": list(dice.hierarchical_ci95), "outcome": dice.outcome,
+            "holds_to_correlation": getattr(dice, "holds_to_correlation", None),
+            "lost_in_folds": dice.lost_in_folds}
+
+
+def wilson(hits: int, n: int, z: float = 1.959964):
+    if n == 0:
+        return [None, None]
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [float(centre - half), float(centre + half)]
+
+
+def correlation_from_truth(studies, truth: float, rng: np.random.Generator, draws: int = 2000):
+    """rho from E[(dbar - delta*)^2] / E[s^2 / J] = (1 + (J - 1) rho) / (1 - rho) (equicorrelated fold
+    differences), with a percentile bootstrap over studies."""
+    def rho(sample):
+        d = np.array([s["per_fold_difference"] for s in sample])
+        j = d.shape[1]
+        ratio = np.mean((d.mean(axis=1) - truth) ** 2) / np.mean(d.var(axis=1, ddof=1) / j)
+        return float((ratio - 1) / (ratio + j - 1))
+
+    estimate = rho(studies)
+    boot = [rho([studies[i] for i in rng.integers(0, len(studies), len(studies))]) for _ in range(draws)]
+    return {"estimate": estimate, "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
+            "method": "(R - 1) / (R + J - 1), R = mean (dbar - truth)^2 / mean (s^2 / J), bootstrap over studies; the "
+                      "truth's own uncertainty not propagated"}
+
+
+def pairing_ratio(work: Path):
+    from scipy import stats
+
+    paired, unpaired = [], []
+    for folder in sorted(work.glob("study_*")):
+        k = int(folder.name.split("_")[1])
+        ds = dataset(STUDY_ID0 + k)
+        for arm, into in (("results", paired), ("results_unpaired", unpaired)):
+            res = folder / arm / ds
+            files = [[res / f"{t}__{demo.PLANS}__{demo.DEMO_CONFIGURATION}" / f"fold_{f}" / "validation" /
+                      "summary.json" for t in TRAINERS] for f in demo.DEMO_FOLDS]
+            if (folder / "results_unpaired").is_dir() and all(x.is_file() for pair in files for x in pair):
+                into.append([fold_dice(b) - fold_dice(a) for a, b in files])
+    n = min(len(paired), len(unpaired))
+    if n == 0:
+        return None
+    # fold-level spread within each study (the study's own dataset and folds removed by centring per study)
+    p = np.concatenate([np.array(x) - np.mean(x) for x in paired[:n]])
+    u = np.concatenate([np.array(x) - np.mean(x) for x in unpaired[:n]])
+    df = n * (len(demo.DEMO_FOLDS) - 1)
+    ratio = float(u.var(ddof=0) * len(u) / df / (p.var(ddof=0) * len(p) / df))
+    lo, hi = (ratio / stats.f.ppf(q, df, df) for q in (0.975, 0.025))
+    return {"estimate": ratio, "ci95": [float(lo), float(hi)], "fold_pairs": int(len(p)),
+            "method": "unpaired / paired variance of the per-fold difference B - A around each study's mean, same "
+                      "datasets and folds; F interval"}
+
+
+def report(args):
+    from scipy import stats
+
+    work = Path(args.o).resolve()
+    out = Path(args.report_dir)
+    scratch = work / "reports"
+    shutil.rmtree(scratch, ignore_errors=True)
+    pairs = truth_pairs(work)
+    studies = [s for s in (study_verdict(work, f, "results", scratch) for f in sorted(work.glob("study_*"))) if s]
+    d = np.array([p["difference"] for p in pairs])
+    half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else None
+    truth = {"estimate": float(d.mean()) if len(d) else None,
+             "ci95": [float(d.mean() - half), float(d.mean() + half)] if half is not None else None,
+             "trainings": 2 * len(d), "pairs": pairs, "n_train": N_TRAIN, "test_cases": TEST_CASES}
+    covered = [s["ci95"][0] <= truth["estimate"] <= s["ci95"][1] for s in studies] if len(d) else []
+    outcomes = {o: sum(s["outcome"] == o for s in studies) for o in ("better", "worse", "equivalent", "inconclusive")}
+    summary = {"studies": len(studies), "coverage": float(np.mean(covered)) if covered else None,
+               "coverage_ci95": wilson(int(np.sum(covered)), len(covered)), "outcomes": outcomes,
+               "fold_correlation": correlation_from_truth(studies, truth["estimate"], np.random.default_rng(0))
+               if len(studies) > 2 and len(d) else None,
+               "pairing_variance_ratio": pairing_ratio(work),
+               "study_ci_width_median": float(np.median([s["ci95"][1] - s["ci95"][0] for s in studies]))
+               if studies else None}
+    result = {"settings": {"configuration": demo.DEMO_CONFIGURATION, "trainers": TRAINERS,
+                           "folds": list(demo.DEMO_FOLDS), "schedule": demo.demo_schedule(),
+                           "cases": demo.SYNTH_CASES, "shape": list(demo.SYNTH_SHAPE), "seed": demo.DEMO_SEED,
+                           "margins": demo.DEMO_MARGINS},
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}",
+              "command": " ".join(["python", "scripts/real_calibration.py", *sys.argv[1:]]),
+              "truth": truth, "studies": studies, "summary": summary}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "real_calibration.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("-o", required=True, help="work folder (every unit's nnU-Net folders; re-running resumes)")
+    parser.add_argument("action", choices=("train", "report"))
+    parser.add_argument("--studies", type=int, default=40)
+    parser.add_argument("--truths", type=int, default=24, help="truth pairs")
+    parser.add_argument("--report-dir", default="docs")
+    args = parser.parse_args()
+    (train if args.action == "train" else report)(args)
+
+
+if __name__ == "__main__":
+    main()
