@@ -107,7 +107,8 @@ def _grid(args):
     margins = _margins(args)
     require_variables("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
     spec = StudySpec([dataset_name(d) for d in dict.fromkeys(args.d)], args.c, list(dict.fromkeys(args.f)),
-                    list(dict.fromkeys(args.tr)), args.p, args.device, args.npz, seed=args.seed)
+                    list(dict.fromkeys(args.tr)), args.p, args.device, args.npz, seed=args.seed,
+                    trust_checkpoints=args.trust_checkpoint)
     options = ExecutorOptions(args.executor, args.max_parallel, args.slurm_partition, args.slurm_gpus_per_job,
                               args.slurm_cpus_per_job, args.slurm_mem, args.slurm_time, args.slurm_setup or ())
     if args.status:
@@ -144,7 +145,7 @@ def _train(args):
         torch.set_num_threads(1)
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     run_paired_training(args.dataset, args.configuration, args.fold, args.tr, args.seed, workers, args.p, args.device,
-                        args.npz, args.c, args.val, args.pretrained_weights)
+                        args.npz, args.c, args.val, args.pretrained_weights, args.trust_checkpoint)
 
 
 def exit_on_sigterm():
@@ -161,7 +162,8 @@ def _demo(args):
     exit_on_sigterm()
     try:
         run_demo(args.o, args.i, args.d, args.c, args.device, args.f, args.trainers, args.epochs,
-                 margins=_margins(args), seed=None if args.unpaired else args.seed)
+                 margins=_margins(args), seed=None if args.unpaired else args.seed,
+                 trust_checkpoints=args.trust_checkpoint)
     except (KeyboardInterrupt, SystemExit) as stop:
         code = 130 if isinstance(stop, KeyboardInterrupt) else stop.code
         if code not in (130, 143):  # not Ctrl-C or SIGTERM (exit_on_sigterm)
@@ -186,7 +188,7 @@ def _maps(args):
 
     for line in run_maps(args.i, args.o, args.d, args.c, args.tr, args.p, args.f, args.chk, args.levels, args.device,
                          args.step_size, not args.disable_tta, args.npp, not args.no_png, args.trust_checkpoint,
-                         not args.disable_progress_bar):
+                         not args.disable_progress_bar, overwrite=args.overwrite):
         print(line)
 
 
@@ -313,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-repeats", type=int, default=3,
                    help="with --until-decided: the most rounds, which also sets each look's level (default 3)")
     p.add_argument("--margin", nargs="+", type=margin, metavar="METRIC=VALUE", help=MARGIN_HELP)
+    p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=_grid)
 
     p = sub.add_parser("train", help="nnUNetv2_train with paired randomness: both trainers of a fold see the same "
@@ -329,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--c", action="store_true", help="continue from the latest checkpoint (as nnUNetv2_train --c)")
     p.add_argument("--val", action="store_true", help="only validate a finished training (as nnUNetv2_train --val)")
     p.add_argument("-pretrained_weights", help="checkpoint to start from (as nnUNetv2_train)")
+    p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=_train)
 
     p = sub.add_parser("demo", help="gated vs ungated end to end through nnU-Net's commands (resumable)")
@@ -351,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     pairing.add_argument("--unpaired", action="store_true",
                          help="train with nnUNetv2_train as is: each training its own randomness")
     p.add_argument("--margin", nargs="+", type=margin, metavar="METRIC=VALUE", help=MARGIN_HELP)
+    p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("bench", help="gated/ungated cost ratios: parameters, train step, memory, inference")
@@ -388,6 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_png", action="store_true", help="skip the PNG overviews")
     p.add_argument("--disable_progress_bar", action="store_true")
     p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace files of the same names already in -o (without it, such files are refused)")
     p.set_defaults(func=_maps)
 
     p = sub.add_parser("retrofit", help="turn an ungated nnU-Net checkpoint into gated pretrained weights that "

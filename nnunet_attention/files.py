@@ -32,7 +32,8 @@ def _writable(path: str):
         raise NnUNetAttentionError(f"cannot write {path}: {parent} is not a writable folder")
 
 
-def _inside(path: str, folder: str) -> bool:
+def inside(path: str, folder: str) -> bool:
+    """Whether path is folder or lies below it (links resolved)."""
     path, folder = os.path.realpath(path), os.path.realpath(folder)
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
@@ -42,7 +43,7 @@ def check_output_folder(path: str, *input_folders: str):
     if os.path.exists(path) and not os.path.isdir(path):
         raise NnUNetAttentionError(f"-o {path} is an existing file; give a folder")
     for folder in input_folders:
-        if _inside(path, folder):
+        if inside(path, folder):
             raise NnUNetAttentionError(f"-o {path} is inside the input folder {folder}; write the results to "
                                        f"another folder")
     _writable(path)

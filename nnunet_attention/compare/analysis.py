@@ -15,7 +15,8 @@ import pandas as pd
 from nnunet_attention.compare.metrics import METRICS, Margins
 from nnunet_attention.compare.report import FOREGROUND, AcrossDatasets, LostClass, MetricStatistics, Verdict
 from nnunet_attention.compare.statistics import (BOOTSTRAP_SAMPLES, CI_METHOD, ESTIMAND, POWER, assumed_correlation,
-                                                 correlated_bayes, excludes_zero, holds_to_correlation, interval_at, spending_levels, folds_needed, holm, mean_across_datasets,
+                                                 correlated_bayes, excludes_zero, folds_needed, holds_to_correlation,
+                                                 holm, interval_at, mean_across_datasets, spending_levels,
                                                  minimal_detectable_difference, overlap_variance_factor,
                                                  paired_statistics, row_rng, share_b_better, t975,
                                                  t_interval_of_folds, verdict)

@@ -165,8 +165,9 @@ def across_row(across: Dict[str, AcrossDatasets]) -> List[SummaryRow]:
 def forest_figure(rows: List[SummaryRow], trainers: Sequence[str]):
     """A forest plot per metric (columns): one row per dataset x configuration x class (all classes in black), the
     verdict's estimate B - A with its 95% t interval (thick; the case bootstrap, which treats the trainings as fixed,
-    stays out of it: report.md's tables have it), 0 and the ±margin band (always inside the axis), the outcome at the right, and under each axis which side favours B
-    (flipped for HD95, where lower is better). rows: report.json's summary rows."""
+    stays out of it: report.md's tables have it), 0 and the ±margin band (always inside the axis), the outcome at
+    the right, and under each axis which side favours B (flipped for HD95, where lower is better).
+    rows: report.json's summary rows."""
     height = 1.2 + 0.3 * max(len(rows), 1)
     fig, axes = _figure(len(METRICS), 1, 4.2, height)
     labels = [forest_label(r) for r in rows]

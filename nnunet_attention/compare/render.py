@@ -317,8 +317,9 @@ def _paired_markdown(entry: ConfigurationEntry) -> List[str]:
     lines = ["", "Paired per-case differences (B − A). The case bootstrap CI and the Wilcoxon p treat these "
              "trainings as fixed (they describe these models on these cases, not the method) and are not the verdict:",
              "",
-             "| class | metric | pairs | mean diff | case 95% CI (trainings fixed) | corrected t 95% CI (the verdict's) "
-             "| B better in (resamples) | median diff | wins / ties / losses | Wilcoxon p (trainings fixed) |",
+             "| class | metric | pairs | mean diff | case 95% CI (trainings fixed) "
+             "| corrected t 95% CI (the verdict's) | B better in (resamples) | median diff | wins / ties / losses "
+             "| Wilcoxon p (trainings fixed) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for label, by_metric in entry.paired.items():
         for metric, s in by_metric.items():

@@ -182,7 +182,7 @@ def paired_trainer_class(trainer_class: type, seed: int, augmentation_workers: i
 def run_paired_training(dataset: str, configuration: str, fold, trainer: str, seed: int, augmentation_workers: int,
                         plans: str = "nnUNetPlans", device: str = "cuda", npz: bool = False,
                         continue_training: bool = False, validation_only: bool = False,
-                        pretrained_weights: Optional[str] = None):
+                        pretrained_weights: Optional[str] = None, trust_checkpoint: bool = False):
     """nnUNetv2_train's single-device path (nnunetv2.run.run_training, 2.6.4 to 2.8.1) with the paired trainer: train
     unless validation_only, then nnU-Net's validation. The caller owns the process: it has read the augmentation workers
     nnU-Net would use and then set nnUNet_n_proc_DA=0, so that nnU-Net hands over its loaders in the main process
@@ -190,8 +190,10 @@ def run_paired_training(dataset: str, configuration: str, fold, trainer: str, se
     import json
 
     from nnunetv2.run.run_training import maybe_load_checkpoint
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
 
     from nnunet_attention.devices import resolve_device
+    from nnunet_attention.model.checkpoint import check_before_nnunet_loads
     from nnunet_attention.nnunet_api import (dataset_name, find_trainer_class, nnunet_folder, require_variables,
                                              trainer_plans)
 
@@ -200,6 +202,8 @@ def run_paired_training(dataset: str, configuration: str, fold, trainer: str, se
     require_variables("nnUNet_preprocessed", "nnUNet_results", why="training")
     trainer_class = paired_trainer_class(find_trainer_class(trainer), seed, augmentation_workers)
     name = dataset_name(dataset)
+    check_before_nnunet_loads(get_output_folder(name, trainer, plans, configuration, fold), continue_training,
+                              validation_only, pretrained_weights, trust_checkpoint)
     folder = os.path.join(nnunet_folder("nnUNet_preprocessed"), name)
     plans_file = os.path.join(folder, f"{plans}.json")
     if not os.path.isfile(plans_file):

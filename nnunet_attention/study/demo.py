@@ -9,6 +9,7 @@ import json
 import os
 import re
 import time
+from dataclasses import replace
 from typing import List, Mapping, Optional, Sequence, Tuple
 
 from nnunet_attention.errors import NnUNetAttentionError
@@ -246,7 +247,8 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
              dataset_id: Optional[int] = None, configuration: Optional[str] = None, device: Optional[str] = None,
              folds: Optional[Sequence] = None, trainers: Optional[Sequence[str]] = None, epochs: Optional[int] = None,
              synth_cases: int = SYNTH_CASES, synth_shape=SYNTH_SHAPE,
-             margins: Optional[Mapping[str, float]] = None, seed: Optional[int] = DEMO_SEED) -> str:
+             margins: Optional[Mapping[str, float]] = None, seed: Optional[int] = DEMO_SEED,
+             trust_checkpoints: bool = False) -> str:
     """Runs (or resumes) the whole comparison; returns the report folder. None: the demo's settings; margins go to
     compare (equivalence margins per metric; None: DEMO_MARGINS at the studied settings, else compare's defaults);
     seed pairs the trainings (None: unpaired, as nnUNetv2_train runs them)."""
@@ -285,8 +287,9 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
     runner.epochs = schedule_epochs(trainers[0])
     runner.shorter = shorter_hint(folds, runner.epochs, configuration)
     folders = Folders.of(env)
-    spec = prepare(runner, workdir, msd_folder, dataset_id, configuration, folds, trainers, device, seed,
-                   {"cases": synth_cases, "test_cases": SYNTH_TEST_CASES, "shape": list(synth_shape)})
+    spec = replace(prepare(runner, workdir, msd_folder, dataset_id, configuration, folds, trainers, device, seed,
+                           {"cases": synth_cases, "test_cases": SYNTH_TEST_CASES, "shape": list(synth_shape)}),
+                   trust_checkpoints=trust_checkpoints)
     dataset_name = spec.datasets[0]
     raw = os.path.join(folders.raw, dataset_name)
     preprocessed = os.path.join(folders.preprocessed, dataset_name)

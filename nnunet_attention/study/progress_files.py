@@ -49,15 +49,17 @@ def _next_stage_written(fold_folder: str, next_stage: str) -> bool:
 
 
 def train_command(dataset: str, configuration: str, fold, trainer: str, state: str, plans: Optional[str] = None,
-                  device: Optional[str] = None, npz: bool = False, seed: Optional[int] = None) -> List[str]:
+                  device: Optional[str] = None, npz: bool = False, seed: Optional[int] = None,
+                  trust_checkpoint: bool = False) -> List[str]:
     """The command that takes a fold from state to TRAINED: nnUNetv2_train, or with a seed nnunet-attention train
-    (the same arguments, paired randomness: pairing.py); --c resumes an interrupted run, --val (re)validates a
-    finished one (with --npz when the softmax files are needed)."""
+    (the same arguments, paired randomness: pairing.py; --trust-checkpoint passed on); --c resumes an interrupted
+    run, --val (re)validates a finished one (with --npz when the softmax files are needed)."""
     program = ["nnUNetv2_train"] if seed is None else ["nnunet-attention", "train"]
     return [*program, str(dataset), configuration, str(fold), "-tr", trainer,
             *(["-p", plans] if plans else []), *(["-device", device] if device else []), *(["--npz"] if npz else []),
             *{RESUME: ["--c"], VALIDATE: ["--val"]}.get(state, []),
-            *(["--seed", str(seed)] if seed is not None else [])]
+            *(["--seed", str(seed)] if seed is not None else []),
+            *(["--trust-checkpoint"] if trust_checkpoint and seed is not None and state in (RESUME, VALIDATE) else [])]
 
 
 def epoch_reached(fold_folder: str) -> Optional[int]:

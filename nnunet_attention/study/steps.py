@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from nnunet_attention.errors import NnUNetAttentionError
-from nnunet_attention.nnunet_api import model_identifier
 from nnunet_attention.files import write_text
+from nnunet_attention.nnunet_api import model_identifier
 from nnunet_attention.study.progress_files import (  # noqa: F401  (RESUME, VALIDATE, epoch_reached: re-exported)
     NEW, RESUME, TRAINED, VALIDATE, epoch_reached, found_best_for, newer_than, train_command, training_state)
 
@@ -63,6 +63,7 @@ class StudySpec:
     npz: bool = True
     processes: Optional[int] = None  # -npfp and -np of planning, -np of find_best (None: nnU-Net's defaults)
     seed: Optional[int] = None  # paired trainings (pairing.py) with this study seed; None: nnUNetv2_train as is
+    trust_checkpoints: bool = False  # --trust-checkpoint: let nnU-Net unpickle checkpoints the safe loader refuses
 
     def __post_init__(self):
         if len(set(self.trainers)) < 2:
@@ -216,10 +217,15 @@ def train_steps(spec: StudySpec, dataset: str, folders: Folders) -> List[Step]:
                                           seed=spec.seed)
 
                 state = state_now()
+                if state in (RESUME, VALIDATE):  # nnU-Net will unpickle the fold's checkpoint: nothing runs from it
+                    from nnunet_attention.model.checkpoint import check_before_nnunet_loads
+
+                    check_before_nnunet_loads(folder, state == RESUME, state == VALIDATE,
+                                              trust=spec.trust_checkpoints)
                 after = (train_key(dataset, previous, fold, trainer),) if previous else ()
                 steps.append(Step("train", dataset, tuple(train_command(
                     dataset_id(dataset), configuration, fold, trainer, state, spec.plans, spec.device, spec.npz,
-                    spec.seed)),
+                    spec.seed, spec.trust_checkpoints)),
                     configuration, str(fold), trainer, state, after, check=state_now))
     return steps
 

@@ -24,7 +24,8 @@ from torch.nn import functional as F
 from nnunet_attention.model.checkpoint import load_checkpoint
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.model.networks import gates_by_level, unwrap
-from nnunet_attention.nnunet_api import predictor_inputs, preprocessed_cases
+from nnunet_attention.files import inside
+from nnunet_attention.nnunet_api import nnunet_folder, predictor_inputs, preprocessed_cases
 
 
 class LogitsWithAttentionMaps(nn.Module):
@@ -98,7 +99,7 @@ class AttentionMapPredictor(nnUNetPredictor):
         self.network = LogitsWithAttentionMaps(self.network, self.levels)
 
     def predict_maps_from_folder(self, input_folder: str, output_folder: str, num_processes_preprocessing: int = 2,
-                                 write_png: bool = True) -> Tuple[List[str], List[dict]]:
+                                 write_png: bool = True, overwrite: bool = False) -> Tuple[List[str], List[dict]]:
         """Writes CASE<ending>, CASE_attention_level<L><ending>, CASE_attention.png and attention_summary.csv;
         returns the case names and the summary rows."""
         if not issubclass(self.plans_manager.image_reader_writer_class, SimpleITKIO):
@@ -108,9 +109,13 @@ class AttentionMapPredictor(nnUNetPredictor):
         check_input_folder(input_folder, self.dataset_json["file_ending"],
                            determine_num_input_channels(self.plans_manager, self.configuration_manager,
                                                         self.dataset_json))
-        os.makedirs(output_folder, exist_ok=True)
         inputs, outputs = predictor_inputs(self, input_folder, output_folder)
         ending = self.dataset_json["file_ending"]
+        if not overwrite:
+            refuse_replacing(output_folder, [path for ofile in outputs for path in (
+                ofile + ending, *(f"{ofile}_attention_level{level}{ending}" for level in self.levels),
+                *([f"{ofile}_attention.png"] if write_png else []))] + [os.path.join(output_folder, SUMMARY_FILE)])
+        os.makedirs(output_folder, exist_ok=True)
         n_logits = self.segmentation_label_manager.num_segmentation_heads
         iterator = preprocessed_cases(self, inputs, outputs, num_processes_preprocessing)
         done, summary = [], []
@@ -222,11 +227,32 @@ def _write_like_input(array: np.ndarray, properties: dict, path: str):
     sitk.WriteImage(image, path, useCompression=True)
 
 
+def refuse_replacing(output_folder: str, planned: Sequence[str]):
+    """A one-line error when files maps would write already exist in output_folder (an nnU-Net validation folder
+    or a labelsTr holds files of the same names)."""
+    existing = [p for p in planned if os.path.exists(p)]
+    if existing:
+        raise NnUNetAttentionError(f"-o {output_folder} already holds {len(existing)} file(s) maps would replace "
+                                   f"(e.g. {os.path.basename(existing[0])}); choose an empty folder, or pass "
+                                   f"--overwrite to replace them")
+
+
+def refuse_nnunet_data_folders(output_folder: str):
+    """nnUNet_raw and nnUNet_preprocessed hold datasets: no predictions or maps go there."""
+    for name in ("nnUNet_raw", "nnUNet_preprocessed"):
+        root = nnunet_folder(name)
+        if root and inside(output_folder, root):
+            raise NnUNetAttentionError(f"-o {output_folder} is inside {name} ({root}), which holds nnU-Net's "
+                                       f"datasets; write the maps to another folder")
+
+
 def run_maps(input_folder: str, output_folder: str, dataset: str, configuration: str, trainer: str, plans: str,
              folds: Sequence, checkpoint_name: str, levels: Optional[List[int]], device: Optional[str],
              tile_step_size: float = 0.5, use_mirroring: bool = True, num_processes: int = 2, write_png: bool = True,
-             trust_checkpoint: bool = False, progress_bar: bool = True) -> List[str]:
-    """The maps command: checks its inputs, predicts, writes; returns the lines it reports (mean alpha per level)."""
+             trust_checkpoint: bool = False, progress_bar: bool = True, overwrite: bool = False) -> List[str]:
+    """The maps command: checks its inputs, predicts, writes; returns the lines it reports (mean alpha per level).
+    Files of the same names in output_folder are replaced only with overwrite; nnU-Net's raw and preprocessed
+    folders are never an output."""
     from nnunet_attention.devices import resolve_device
     from nnunet_attention.files import check_output_folder
     from nnunet_attention.nnunet_api import dataset_name, model_folder, require_variables
@@ -239,6 +265,7 @@ def run_maps(input_folder: str, output_folder: str, dataset: str, configuration:
     if not 0 < tile_step_size <= 1:
         raise NnUNetAttentionError(f"-step_size must be in (0, 1] (a fraction of the patch size), got {tile_step_size}")
     check_output_folder(output_folder, input_folder)
+    refuse_nnunet_data_folders(output_folder)
     require_variables("nnUNet_results")
     folder = model_folder(dataset_name(dataset), trainer, plans, configuration)
     if not os.path.isdir(folder):
@@ -248,7 +275,8 @@ def run_maps(input_folder: str, output_folder: str, dataset: str, configuration:
                                       allow_tqdm=progress_bar)
     try:
         predictor.initialize_for_maps(folder, folds, checkpoint_name, levels, trust_checkpoint)
-        cases, summary = predictor.predict_maps_from_folder(input_folder, output_folder, num_processes, write_png)
+        cases, summary = predictor.predict_maps_from_folder(input_folder, output_folder, num_processes, write_png,
+                                                            overwrite)
     except FileNotFoundError as e:
         raise NnUNetAttentionError(f"not found: {e.filename or e} (train that fold first, or pick -f / -chk)") from None
     lines = []
