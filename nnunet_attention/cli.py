@@ -130,7 +130,7 @@ def _train(args):
     import torch
     from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 
-    from nnunet_attention.devices import resolve_device
+    from nnunet_attention.devices import cpu_threads, resolve_device
     from nnunet_attention.nnunet_api import find_trainer_class, require_variables
     from nnunet_attention.model.pairing import run_paired_training
 
@@ -139,8 +139,8 @@ def _train(args):
     resolve_device(args.device)
     workers = get_allowed_n_proc_DA()  # what nnU-Net would use; the paired trainer runs that many, in a fixed order
     os.environ["nnUNet_n_proc_DA"] = "0"  # so that nnU-Net hands its loaders over in this process
-    if args.device == "cpu":  # as nnUNetv2_train sets them
-        torch.set_num_threads(os.cpu_count() or 1)
+    if args.device == "cpu":
+        torch.set_num_threads(cpu_threads())
     else:
         torch.set_num_threads(1)
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False

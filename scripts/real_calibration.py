@@ -13,8 +13,9 @@ runs three kinds of unit, interleaved so that a run cut short stays balanced:
   compare's pipeline with the demo's margins: its verdict, CI and per-fold differences;
 - **truth pair t**: a fresh dataset of n_train = 16 cases (what a fold of a 5-fold CV of 20 trains on; synth seed
   5000 + t), both trainers trained on all of it (fold "all", paired with seed t), each model predicting one large
-  common test set (60 new cases, synth seed 9999) with nnUNetv2_predict, scored by nnUNetv2_evaluate_folder; the pair's
-  difference B - A of the mean over test cases of each case's foreground-mean Dice (the verdict's Dice);
+  common test set (60 new cases, synth seed 9999) with nnUNetv2_predict's defaults (`predict`), scored by
+  nnUNetv2_evaluate_folder; the pair's difference B - A of the mean over test cases of each case's foreground-mean
+  Dice (the verdict's Dice);
 - **unpaired arm of study k** (the first few studies): the same folds trained by nnUNetv2_train as is, for the
   pairing variance ratio (paired vs unpaired fold differences of the same folds).
 
@@ -122,9 +123,8 @@ def truth_units(work: Path, t: int):
 
         images = test_images(work)
         predict = Step("predict", ds, (
-            "nnUNetv2_predict", "-i", str(images / "imagesTr"), "-o", str(output), "-d", str(TRUTH_ID0 + t),
-            "-c", demo.DEMO_CONFIGURATION, "-tr", trainer, "-p", demo.PLANS, "-f", "all", "-device", "cpu",
-            "-npp", "1", "-nps", "1"), demo.DEMO_CONFIGURATION, "all", trainer, scored(),
+            sys.executable, os.path.abspath(__file__), "-o", str(output), "predict", "--model", str(model),
+            "--images", str(images / "imagesTr")), demo.DEMO_CONFIGURATION, "all", trainer, scored(),
             after=(training.key, f"convert/{dataset(TEST_ID)}"), check=scored)
         evaluate = Step("evaluate", ds, (
             "nnUNetv2_evaluate_folder", str(images / "labelsTr"), str(output), "-djfile", str(model / "dataset.json"),
@@ -132,6 +132,23 @@ def truth_units(work: Path, t: int):
             after=(predict.key,), check=scored)
         units += [predict, evaluate]
     return with_env(units, env)
+
+
+def predict(args):
+    """nnUNetv2_predict's defaults (step 0.5, Gaussian, mirroring, checkpoint_final, fold all) through nnU-Net's
+    public predictor, with the executor's share of the cores: nnUNetv2_predict sets every core whatever runs
+    beside it, and two of them side by side on 2 cores spent 30-40 min on 60 cases of 20 slices instead of ~1."""
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    from nnunet_attention.devices import cpu_threads
+
+    torch.set_num_threads(cpu_threads())
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True,
+                                perform_everything_on_device=False, device=torch.device("cpu"), allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(args.model, ("all",), "checkpoint_final.pth")
+    predictor.predict_from_files(args.images, args.o, save_probabilities=False, overwrite=True,
+                                 num_processes_preprocessing=1, num_processes_segmentation_export=1)
 
 
 def schedule(work: Path, studies: int, truths: int):
@@ -311,13 +328,16 @@ def report(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("-o", required=True, help="work folder (every unit's nnU-Net folders; re-running resumes)")
-    parser.add_argument("action", choices=("train", "report"))
+    parser.add_argument("-o", required=True, help="work folder (every unit's nnU-Net folders; re-running resumes); "
+                                                  "predict: the predictions' folder")
+    parser.add_argument("action", choices=("train", "report", "predict"))
     parser.add_argument("--studies", type=int, default=40)
     parser.add_argument("--truths", type=int, default=24, help="truth pairs")
     parser.add_argument("--report-dir", default="docs")
+    parser.add_argument("--model", help="predict: a trained model's folder (fold_all)")
+    parser.add_argument("--images", help="predict: the images to predict")
     args = parser.parse_args()
-    (train if args.action == "train" else report)(args)
+    {"train": train, "report": report, "predict": predict}[args.action](args)
 
 
 if __name__ == "__main__":

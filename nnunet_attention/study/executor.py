@@ -12,6 +12,7 @@ import subprocess
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
+from nnunet_attention.devices import threads_per_job
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.study.steps import Step
 
@@ -89,7 +90,7 @@ class LocalExecutor(StepExecutor):
     still running, their worker processes included. A step ends well when its command exits 0.
 
     Args:
-        env: the commands' environment.
+        env: the commands' environment; without OMP_NUM_THREADS, each command gets its share of the cores.
         logs: the folder of the log files.
         max_parallel: how many commands run at the same time.
         log_name: a step's log file name (default: its key with / as _).
@@ -105,6 +106,7 @@ class LocalExecutor(StepExecutor):
                  on_start: Optional[Callable] = None, on_end: Optional[Callable] = None,
                  on_line: Optional[Callable] = None, deadline: Optional[float] = None):
         os.makedirs(logs, exist_ok=True)
+        env = env if "OMP_NUM_THREADS" in env else {**env, "OMP_NUM_THREADS": str(threads_per_job(max_parallel))}
         self.env, self.logs, self.max_parallel, self.deadline = env, logs, max_parallel, deadline
         self.log_name = log_name or (lambda step: step.key.replace("/", "_") + ".log")
         self.on_start, self.on_end, self.on_line = on_start, on_end, on_line
