@@ -230,10 +230,12 @@ def study_verdict(work: Path, folder: Path, results: str, report_dir: Path):
                      margins=Margins(demo.DEMO_MARGINS))
     dice = report.verdict[0].metrics["dice"]
     per_fold = [dice.per_fold_difference[str(f)] for f in demo.DEMO_FOLDS]
-    if not np.allclose(per_fold, [own[f] for f in demo.DEMO_FOLDS], atol=1e-9):
-        raise SystemExit(f"{folder.name}: compare's per-fold differences {per_fold} differ from summary.json's "
-                         f"{list(own.values())}: the truth would not be the verdict's quantity")
-    return {"dataset_seed": STUDY_SEED0 + k, "per_fold_difference": per_fold, "estimate": dice.estimate,
+    # A class both trainers lost in a fold stays out of compare's headline for that fold, not out of summary.json's
+    # mean: such folds are flagged, and the truth (summary.json's quantity on the test set) is compared as it is.
+    differs = [f for f, v in zip(demo.DEMO_FOLDS, per_fold) if not np.isclose(v, own[f], atol=1e-9)]
+    return {"dataset_seed": STUDY_SEED0 + k, "per_fold_difference": per_fold,
+            "summary_json_per_fold_difference": [own[f] for f in demo.DEMO_FOLDS],
+            "folds_where_shared_loss_changed_the_headline": differs, "estimate": dice.estimate,
             "ci95": list(dice.hierarchical_ci95), "outcome": dice.outcome,
             "holds_to_correlation": getattr(dice, "holds_to_correlation", None),
             "lost_in_folds": dice.lost_in_folds}
