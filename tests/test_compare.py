@@ -148,3 +148,13 @@ def test_nothing_to_compare_is_a_one_line_error(results, tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
     assert "nnUNetTrainerNope__nnUNetPlans__3d_fullres" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_misspelt_trainer_beside_a_trained_one_is_refused_before_anything_is_written(results, tmp_path):
+    _, env = results
+    out = tmp_path / "report"
+    result = _compare(env, out, (DATASET_ID,), TRAINED_FOLDS, (TINY_TRAINERS[0], "nnUNetTrainerNope"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "-tr nnUNetTrainerNope" in result.stderr and TINY_TRAINERS[0] in result.stderr  # what was trained there
+    assert not out.exists() or not any(out.iterdir())

@@ -259,10 +259,25 @@ def read_ensembles(dataset: DatasetLabels, trainers: Sequence[str], workers: bou
                                     foreground_dice_postprocessed=best["result_on_crossval_post_pp"]))
 
 
+def check_trainers_trained(sources: Sequence[DatasetSource], configurations: Sequence[str], trainers: Sequence[str],
+                           plans: str):
+    """A trainer with no model folder in any dataset x configuration is a misspelt name or the wrong -p / -c: a
+    one-line error before anything is read (a missing fold or dataset is listed in the report, not fatal)."""
+    for trainer in trainers:
+        if not any(os.path.isdir(os.path.join(source.results, model_identifier(trainer, plans, configuration)))
+                   for source in sources for configuration in configurations):
+            present = sorted({name.split("__")[0] for source in sources if os.path.isdir(source.results)
+                              for name in os.listdir(source.results) if "__" in name})
+            raise NnUNetAttentionError(f"-tr {trainer}: no {model_identifier(trainer, plans, '|'.join(configurations))}"
+                                       f" folder in {', '.join(s.results for s in sources)}; trained there: "
+                                       f"{', '.join(present) or 'nothing'} (check -tr, -p and -c)")
+
+
 def read_results(sources: Sequence[DatasetSource], configurations: Sequence[str], trainers: Sequence[str],
                  plans: str, folds: Sequence, nsd_tolerance: Sequence[float], num_processes: int,
                  log: Optional[Callable] = None) -> Results:
     """Everything compare reports on, read from nnU-Net's files; what is missing is listed, not fatal."""
+    check_trainers_trained(sources, configurations, trainers, plans)
     rows, missing, warnings = [], [], []
     datasets, found, ensembles = {}, {}, {}
     with boundary.CaseWorkers(num_processes) as workers:
