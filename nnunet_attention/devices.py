@@ -27,5 +27,5 @@ def cpu_threads() -> int:
 def threads_per_job(parallel: int) -> int:
     """The cores split between jobs that run side by side. More threads than cores make OpenMP wait for the
     scheduler at every operation: two trainings of 2 threads each on 2 cores took 0.77 s per batch-1 forward of
-    the demo's network against 0.013 s with 1 thread each (docs/demo.md)."""
+    the demo's network against 0.013 s with 1 thread each (AMD EPYC, 2 cores)."""
     return max(1, (os.cpu_count() or 1) // max(1, parallel))

@@ -237,7 +237,7 @@ def study_verdict(work: Path, folder: Path, results: str, report_dir: Path):
             "summary_json_per_fold_difference": [own[f] for f in demo.DEMO_FOLDS],
             "folds_where_shared_loss_changed_the_headline": differs, "estimate": dice.estimate,
             "ci95": list(dice.hierarchical_ci95), "outcome": dice.outcome,
-            "holds_to_correlation": getattr(dice, "holds_to_correlation", None),
+            "holds_to_correlation": dice.holds_to_correlation,
             "lost_in_folds": dice.lost_in_folds}
 
 

@@ -172,6 +172,8 @@ def test_demo_under_a_bad_nnunet_def_n_proc_is_one_line_before_it_writes(inputs,
 
 
 def test_compare_reads_no_code_from_checkpoints_and_says_which_it_skipped(inputs, tmp_path, capsys):
+    results = inputs / "nnUNet_results" / "Dataset991_Hostile"
+    (results / "nnUNetTrainerTiny__nnUNetPlans__3d_fullres").mkdir()  # a trainer of this dataset, no fold yet
     status, err = _cli(capsys, "compare", "-d", "991", "-c", "3d_fullres", "-tr", "nnUNetTrainerTiny",
                        "nnUNetTrainerAttention", "-f", "0", "-o", tmp_path / "report")
     assert status in (0, None), err

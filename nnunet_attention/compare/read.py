@@ -261,16 +261,16 @@ def read_ensembles(dataset: DatasetLabels, trainers: Sequence[str], workers: bou
 
 def check_trainers_trained(sources: Sequence[DatasetSource], configurations: Sequence[str], trainers: Sequence[str],
                            plans: str):
-    """A trainer with no model folder in any dataset x configuration is a misspelt name or the wrong -p / -c: a
-    one-line error before anything is read (a missing fold or dataset is listed in the report, not fatal)."""
+    """A trainer with no model folder at all in the datasets' results is a misspelt name: a one-line error before
+    anything is read (a configuration, fold or dataset it lacks is listed in the report, not fatal)."""
+    trained = sorted({name.split("__")[0] for source in sources if os.path.isdir(source.results)
+                      for name in os.listdir(source.results) if "__" in name})
     for trainer in trainers:
-        if not any(os.path.isdir(os.path.join(source.results, model_identifier(trainer, plans, configuration)))
-                   for source in sources for configuration in configurations):
-            present = sorted({name.split("__")[0] for source in sources if os.path.isdir(source.results)
-                              for name in os.listdir(source.results) if "__" in name})
-            raise NnUNetAttentionError(f"-tr {trainer}: no {model_identifier(trainer, plans, '|'.join(configurations))}"
-                                       f" folder in {', '.join(s.results for s in sources)}; trained there: "
-                                       f"{', '.join(present) or 'nothing'} (check -tr, -p and -c)")
+        if trainer not in trained:
+            raise NnUNetAttentionError(f"-tr {trainer}: no {model_identifier(trainer, plans, configurations[0])} "
+                                       f"(nor any other model folder of {trainer}) in "
+                                       f"{', '.join(s.results for s in sources)}; trained there: "
+                                       f"{', '.join(trained) or 'nothing'} (check -tr)")
 
 
 def read_results(sources: Sequence[DatasetSource], configurations: Sequence[str], trainers: Sequence[str],

@@ -26,6 +26,9 @@ def _foreign_type(error: Exception) -> str:
     found = re.search(r"GLOBAL ([\w.]+)", str(error))
     return found.group(1) if found else "an object of a type nnU-Net checkpoints do not hold"
 
+UNREADABLE = ("{path} is not a readable nnU-Net checkpoint (damaged or not a torch file); restore it, or delete it "
+              "and train that fold again")
+
 
 def load_checkpoint(path: str, map_location="cpu", mmap: bool = False, trust: bool = False) -> dict:
     """The checkpoint's dict, read with weights_only=True and the allow-list above (unless trust); mmap=True leaves
@@ -40,16 +43,14 @@ def load_checkpoint(path: str, map_location="cpu", mmap: bool = False, trust: bo
         if "GLOBAL" in str(e):
             raise NnUNetAttentionError(f"{path} holds {_foreign_type(e)}, which is not part of an nnU-Net "
                                        f"checkpoint; refused without running it; {TRUST_HINT}") from None
-        raise NnUNetAttentionError(f"{path} is not a readable nnU-Net checkpoint (damaged or not a torch file); "
-                                   f"restore it, or delete it and train that fold again") from None
+        raise NnUNetAttentionError(UNREADABLE.format(path=path)) from None
     except PermissionError:
         raise NnUNetAttentionError(f"cannot read {path}: permission denied; make it readable (chmod u+r) and run "
                                    f"again") from None
     except FileNotFoundError:
         raise NnUNetAttentionError(f"{path} does not exist") from None
     except Exception:
-        raise NnUNetAttentionError(f"{path} is not a readable nnU-Net checkpoint (damaged or not a torch file); "
-                                   f"restore it, or delete it and train that fold again") from None
+        raise NnUNetAttentionError(UNREADABLE.format(path=path)) from None
     if not isinstance(checkpoint, dict) or "network_weights" not in checkpoint:
         raise NnUNetAttentionError(f"{path} is not an nnU-Net checkpoint (no 'network_weights'); pass a "
                                   f"checkpoint_final.pth or checkpoint_best.pth from nnUNet_results")
