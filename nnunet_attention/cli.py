@@ -131,11 +131,10 @@ def _train(args):
     from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 
     from nnunet_attention.devices import cpu_threads, resolve_device
-    from nnunet_attention.nnunet_api import find_trainer_class, require_variables
+    from nnunet_attention.nnunet_api import require_variables
     from nnunet_attention.model.pairing import run_paired_training
 
     require_variables("nnUNet_preprocessed", "nnUNet_results", why="training")
-    find_trainer_class(args.tr)  # a wrong name is a one-line error before this process is set up for training
     resolve_device(args.device)
     workers = get_allowed_n_proc_DA()  # what nnU-Net would use; the paired trainer runs that many, in a fixed order
     os.environ["nnUNet_n_proc_DA"] = "0"  # so that nnU-Net hands its loaders over in this process
