@@ -193,25 +193,18 @@ def compare_datasets(datasets: Sequence[str], configurations: Sequence[str], tra
 
 
 def print_summary(report: Report, output_dir: str):
-    """What a command prints after compare: the verdict lines, then warnings and what is missing (stderr), then
-    the report's path."""
-    from nnunet_attention.compare.render import across_datasets_lines, headline_sentence, verdict_sentence
+    """What a command prints after compare, to be read at a glance: per dataset x configuration a header and one
+    row per metric (render.glance_text), then warnings and what is missing (stderr), then the report's path."""
+    from nnunet_attention.compare.render import across_datasets_lines, glance_text
 
     for line in across_datasets_lines(report.across_datasets):
         if line:
             print(line.replace("**", ""))
-    a, b = report.trainers
     for v in report.verdict:
-        verdicts = ", ".join(f"{METRICS[m].title} {s.outcome}" for m, s in v.metrics.items())
-        print(f"verdict {v.dataset} {v.configuration}: B ({b}) against A ({a}): {verdicts}" +
-              "".join(f"\n  {headline_sentence(METRICS[m].title, s, METRICS[m].decimals)}"
-                      f"\n    {verdict_sentence(s, METRICS[m].decimals)}".replace("**", "")
-                      for m, s in v.metrics.items())
-              + "".join(f"\n  warning: {w}" for w in v.warnings))
-    if report.note:
-        print(report.note)
+        print("\n".join(glance_text(v, report.trainers)))
     for line in [f"warning: {w}" for w in report.warnings] + [f"missing: {m}" for m in report.missing]:
         print(line, file=sys.stderr)
     if report.missing:
         print("the report is incomplete: it covers the results that exist", file=sys.stderr)
-    print(os.path.join(output_dir, "report.md"), flush=True)
+    print(f"details, the rule{' and the note' if report.note else ''}: {os.path.join(output_dir, 'report.md')}",
+          flush=True)

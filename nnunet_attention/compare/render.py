@@ -10,7 +10,7 @@ from nnunet_attention.compare import boundary
 from nnunet_attention.compare.metrics import METRICS, PRIMARY, Margins
 from nnunet_attention.compare.read import Results, TrainerResults
 from nnunet_attention.compare.report import (FOREGROUND, AcrossDatasets, BoundaryMetrics, ConfigurationEntry,
-                                             Ensembles, MetricStatistics, Pairing, Report, SummaryRow, TrainerEntry)
+                                             Ensembles, MetricStatistics, Pairing, Report, SummaryRow, TrainerEntry, Verdict)
 from nnunet_attention.compare.statistics import verdict_rule
 
 
@@ -136,16 +136,21 @@ def render_markdown(report: Report) -> str:
 
 
 def _verdict_markdown(report: Report) -> List[str]:
+    """The first screen (each verdict's table, the forest plot), then each metric's details and the rule."""
     lines = ["## Verdict", ""]
     lines += across_datasets_lines(report.across_datasets)
+    for v in report.verdict:
+        lines += glance_markdown(v, report.trainers)
+    if "forest.png" in report.figures:
+        lines += ["![forest](forest.png)", ""]
+    if report.note:
+        lines += [f"> {report.note}", ""]
+    lines += ["## The verdict in detail", ""]
     for v in report.verdict:
         lines.append(f"**{v.dataset} {v.configuration}** (B = {report.trainers[1]} against "
                      f"A = {report.trainers[0]}, all classes):")
         lines.append("")
         dice = v.metrics.get("dice")
-        if dice:
-            lines.append(f"- What this answers: {dice.estimand}; design: {dice.design}"
-                         + (f", {v.pairing}" if v.pairing else "") + ".")
         if dice and dice.sequential:
             look = dice.sequential
             lines.append(f"- Sequential: look {look.look} of {look.looks}: every metric judged at the level "
@@ -156,11 +161,65 @@ def _verdict_markdown(report: Report) -> List[str]:
             decimals = METRICS[metric].decimals
             lines.append(f"- {headline_sentence(METRICS[metric].title, m, decimals)}")
             lines.append(f"  - {verdict_sentence(m, decimals)}")
-        lines += [f"- warning: {w}" for w in v.warnings]
         lines.append("")
-    if report.note:
-        lines += [f"> {report.note}", ""]
     return lines + [f"Rule: {report.verdict_rule}", ""]
+
+
+GLANCE_COLUMNS = ("metric", "outcome", "margin", "B − A", "95% CI")
+GLANCE_WIDTH = 120
+
+
+def glance_rows(verdict: Verdict) -> List[tuple]:
+    """One row per metric of a verdict: outcome, margin, B − A and the verdict's 95% CI (or a sequential look's
+    repeated interval, which is what the outcome then stands on)."""
+    rows = []
+    for metric, m in verdict.metrics.items():
+        decimals = METRICS[metric].decimals
+        ci = m.sequential.ci if m.sequential else m.hierarchical_ci95
+        rows.append((METRICS[metric].title, m.outcome or "n/a", f"±{m.margin:g}", _fmt(m.estimate, True, decimals),
+                     _ci(ci, decimals)))
+    return rows
+
+
+def glance_header(verdict: Verdict, trainers) -> List[str]:
+    """Who against whom, and the design and size the outcomes stand on."""
+    a, b = trainers
+    dice = verdict.metrics.get(PRIMARY) or next(iter(verdict.metrics.values()))
+    design = ", ".join(part for part in (dice.design, verdict.pairing) if part)
+    cases = dice.n_pairs if dice.n_pairs is not None else "n/a"
+    lines = [f"verdict {verdict.dataset} {verdict.configuration}: B = {b} against A = {a}",
+             f"  design: {design}; {dice.n_folds} training(s) per trainer, {cases} validation cases"]
+    if dice.sequential:
+        look = dice.sequential
+        lines.append(f"  look {look.look} of {look.looks} of a sequential study: judged at level {look.level:.4g}, "
+                     f"the CI is its repeated interval")
+    return lines
+
+
+def glance_footer(verdict: Verdict) -> List[str]:
+    import textwrap
+
+    dice = verdict.metrics.get(PRIMARY) or next(iter(verdict.metrics.values()))
+    answers = f"answers: {dice.estimand}; inconclusive: this study cannot tell, which is not \"no difference\""
+    return ([f"  warning: {w}" for w in verdict.warnings]
+            + textwrap.wrap(answers, GLANCE_WIDTH, initial_indent="  ", subsequent_indent="  "))
+
+
+def glance_text(verdict: Verdict, trainers) -> List[str]:
+    """The printed summary of one dataset x configuration: header, an aligned table, warnings, what it answers."""
+    rows = [GLANCE_COLUMNS] + glance_rows(verdict)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(GLANCE_COLUMNS))]
+    table = ["  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    return glance_header(verdict, trainers) + table + glance_footer(verdict)
+
+
+def glance_markdown(verdict: Verdict, trainers) -> List[str]:
+    """report.md's first screen for one dataset x configuration: the printed summary as a markdown table."""
+    header = glance_header(verdict, trainers)
+    lines = [f"**{header[0][len('verdict '):]}**", ""] + [line.strip() + "  " for line in header[1:]] + [""]
+    lines += ["| " + " | ".join(GLANCE_COLUMNS) + " |", "|---" * len(GLANCE_COLUMNS) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in glance_rows(verdict)]
+    return lines + [""] + [line.strip() for line in glance_footer(verdict)] + [""]
 
 
 def across_datasets_lines(across_datasets: Dict[str, AcrossDatasets]) -> List[str]:
@@ -255,7 +314,7 @@ def _summary_markdown(report: Report) -> List[str]:
              "B − A is the mean of the per-fold mean differences with its 95% corrected t interval (the verdict's); "
              "p Holm is the t test's p adjusted within its family: the headline rows of a metric (all classes, every "
              "dataset × configuration) form one family, the per-class rows another. Outcomes by the rule above, "
-             f"margins {margins}. Forest plot: ![forest](forest.png)", "",
+             f"margins {margins}.", "",
              "Headline (all classes):", "",
              "| dataset | configuration | metric | trainings | cases | A | B | B − A (95% CI) | p Holm | outcome |",
              "|---|---|---|---|---|---|---|---|---|---|"]
