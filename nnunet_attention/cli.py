@@ -90,14 +90,18 @@ def _splits(args):
 
 
 def _progress_line(message, final):
-    print(f"\r{message}", end="\n" if final else "", file=sys.stderr, flush=True)
+    """A progress line redrawn in place on a terminal; in a log, only the final one of each."""
+    if sys.stderr.isatty():
+        print(f"\r{message}", end="\n" if final else "", file=sys.stderr, flush=True)
+    elif final:
+        print(message, file=sys.stderr, flush=True)
 
 
 def _compare(args):
     from nnunet_attention.compare.pipeline import compare_datasets
 
     compare_datasets(args.d, args.c, args.tr, args.p, args.f, args.o, args.nsd_tolerance, args.np,
-                     log=_progress_line, margins=_margins(args))
+                     log=_progress_line, margins=_margins(args), overwrite=args.overwrite)
 
 
 def _grid(args):
@@ -278,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-np", type=int, default=_default_processes(),
                    help="processes for the boundary metrics (default: nnU-Net's default_num_processes, %(default)s)")
     p.add_argument("--margin", nargs="+", type=margin, metavar="METRIC=VALUE", help=MARGIN_HELP)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a report in -o made for other trainers, plans, folds or margins")
     p.set_defaults(func=_compare)
 
     p = sub.add_parser("grid", help="the datasets x configurations x folds x trainers study, locally or on SLURM "
@@ -423,6 +429,10 @@ def main(argv=None):
     except NnUNetAttentionError as e:
         print(f"nnunet-attention {args.command}: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"nnunet-attention {args.command}: stopped (Ctrl-C) before it finished; what it had finished is kept, "
+              f"a file it was writing is left as it was before", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

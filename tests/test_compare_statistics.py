@@ -10,7 +10,7 @@ from nnunet_attention.compare import boundary
 from nnunet_attention.compare import analysis, plots, render
 from scipy import stats as scipy_stats
 
-from nnunet_attention.compare.metrics import Margins
+from nnunet_attention.compare.metrics import METRICS, Margins
 from nnunet_attention.compare.report import LostClass
 from nnunet_attention.compare.calibration import Cell, CrossValidation, run_cell
 from nnunet_attention.compare.statistics import BOOTSTRAP_SAMPLES, folds_needed, row_rng, two_level_bootstrap, verdict
@@ -346,6 +346,12 @@ def test_figures_are_written_and_curves_of_one_epoch_show_their_points(tmp_path)
     names.append(plots.plot_curves("p", one_epoch, ["A", "B"], str(tmp_path)))
     assert names == ["metrics_p.png", "paired_differences_p.png", "scatter_p.png", "size_p.png", "curves_p.png"]
     assert all((tmp_path / n).stat().st_size > 5000 for n in names)
+    from PIL import Image
+
+    for name in names:  # for a paper: a PDF beside each PNG, 300 dpi, no wider than a journal page
+        assert (tmp_path / name).with_suffix(".pdf").read_bytes().startswith(b"%PDF")
+        with Image.open(tmp_path / name) as image:
+            assert round(image.info["dpi"][0]) == 300 and image.width <= plots.PAGE_WIDTH * 300 + 1, name
     empty = {t: {"0": {s: [] for s in one_epoch["A"]["0"]}} for t in ("A", "B")}
     plots.plot_curves("empty", empty, ["A", "B"], str(tmp_path))
     drawn, blank = (_ink(tmp_path / f"curves_{p}.png") for p in ("p", "empty"))
@@ -373,6 +379,10 @@ def test_forest_plot_labels_lie_inside_the_figure_with_one_and_ten_datasets(tmp_
     for text in texts:
         box = text.get_window_extent(renderer)
         assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height, text
+    for ax in fig.axes[:len(METRICS)]:  # no tick label runs into the next
+        boxes = sorted((t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_text()),
+                       key=lambda b: b.x0)
+        assert all(left.x1 <= right.x0 for left, right in zip(boxes, boxes[1:])), ax.xaxis.label.get_text()
     cues = [ax.xaxis.label.get_text().splitlines()[-1] for ax in fig.axes[:3]]
     assert cues == ["← A better    B better →"] * 2 + ["← B better    A better →"]  # HD95: lower is better
     for ax, margin in zip(fig.axes[:3], (0.01, 0.01, 1.0)):

@@ -60,6 +60,16 @@ def inputs(tmp_path, monkeypatch):
     foreign = results / "nnUNetTrainer__nnUNetPlans__2d" / "fold_0" / "validation" / "summary.json"
     foreign.parent.mkdir(parents=True)
     foreign.write_text(json.dumps({"results": []}))
+    text_dice = results / "nnUNetTrainer__nnUNetPlans__3d_lowres" / "fold_0" / "validation" / "summary.json"
+    text_dice.parent.mkdir(parents=True)
+    text_dice.write_text(json.dumps({**summary, "mean": {"1": {"Dice": "high"}}}))
+    other_report = root / "report_other_margins"
+    other_report.mkdir()
+    (other_report / "report.json").write_text(json.dumps({
+        "trainers": ["nnUNetTrainer", "nnUNetTrainerAttention"], "plans": "nnUNetPlans", "folds": [0],
+        "margins": {"dice": 0.05, "nsd": 0.01, "hd95": 1.0, "assd": 0.5}}))
+    (root / "not_a_report").mkdir()
+    (root / "not_a_report" / "report.md").write_text("my notes")
     preprocessed = root / "nnUNet_preprocessed" / "Dataset991_Hostile"
     (preprocessed / "gt_segmentations").mkdir(parents=True)
     (preprocessed / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "lesion": 1},
@@ -129,7 +139,20 @@ BAD_INPUTS = {  # name: (argv with {root} for the inputs folder, part of the exp
     "compare margin of no metric": (["compare", "-d", "991", "-c", "3d_fullres", "-tr", "A", "B", "--margin",
                                      "dce=0.02"], "--margin takes METRIC=VALUE"),
     "compare negative margin": (["compare", "-d", "991", "-c", "3d_fullres", "-tr", "A", "B", "--margin",
-                                 "dice=-1"], "positive VALUE"),
+                                 "dice=-1"], "positive, finite VALUE"),
+    "compare infinite margin": (["compare", "-d", "991", "-c", "3d_fullres", "-tr", "A", "B", "--margin",
+                                 "dice=inf"], "positive, finite VALUE"),
+    "compare text dice": (["compare", "-d", "991", "-c", "3d_lowres", "-tr", "nnUNetTrainer",
+                           "nnUNetTrainerAttention", "-f", "0", "-o", "{out}"], "numeric Dice, got 'high'"),
+    "compare over other margins": (["compare", "-d", "991", "-c", "3d_fullres", "-tr", "nnUNetTrainer",
+                                    "nnUNetTrainerAttention", "-f", "0", "-o", "{root}/report_other_margins"],
+                                   "--margin dice=0.05 repeats it"),
+    "compare over files of no report": (["compare", "-d", "991", "-c", "3d_fullres", "-tr", "nnUNetTrainer",
+                                         "nnUNetTrainerAttention", "-f", "0", "-o", "{root}/not_a_report"],
+                                        "holds report.md but no report.json"),
+    "compare into nnUNet_preprocessed": (["compare", "-d", "991", "-c", "3d_fullres", "-tr", "nnUNetTrainer",
+                                          "nnUNetTrainerAttention", "-f", "0", "-o",
+                                          "{root}/nnUNet_preprocessed/report"], "is inside the input folder"),
     "train --val code in checkpoint": (["train", "991", "3d_fullres", "0", "-tr", "nnUNetTrainerAttention", "--seed",
                                         "0", "-device", "cpu", "--val"], "posix.mknod"),
     "train --c code in checkpoint": (["train", "991", "3d_fullres", "0", "-tr", "nnUNetTrainerAttention", "--seed",

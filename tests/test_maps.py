@@ -122,6 +122,7 @@ def test_attention_summary_numbers_come_from_the_written_maps(maps_output):
     ({"case_0000.mha": None}, "found: .mha"),
     ({"case.nii.gz": "copy"}, "lacks the channel suffix"),
     ({"case_0000.nii.gz": "copy", "case_0001.nii.gz": "copy"}, "takes 1 channel"),
+    ({"case_0000.nii.gz": "copy", "broken_0000.nii.gz": None}, "broken_0000.nii.gz is not an image SimpleITK can read"),
 ])
 def test_everyday_input_mistakes_are_one_line_errors(maps_output, tmp_path, files, expected, capsys, monkeypatch):
     _, env, images, _ = maps_output

@@ -163,7 +163,8 @@ def size_terciles(row: pd.DataFrame) -> List[dict]:
     groups = pd.qcut(kept["reference_mm3"].rank(method="first"), 3, labels=["small", "medium", "large"])
     return [{"tercile": str(name), "n": int(len(group)), "volume_mm3": [float(group["reference_mm3"].min()),
                                                                           float(group["reference_mm3"].max())],
-             "mean_difference": float(group["difference"].mean())}
+             "mean_difference": float(group["difference"].mean()),
+             "se_difference": float(group["difference"].std(ddof=1) / np.sqrt(len(group))) if len(group) > 1 else None}
             for name, group in kept.groupby(groups, observed=True)]
 
 

@@ -8,6 +8,7 @@ MONAI in physical spacing (boundary.py). Empty masks, as Metrics Reloaded asks t
 both empty score ``both_empty``; exactly one empty scores the worst value (0 for NSD, the image's diagonal in mm for
 the distances), so a missed or hallucinated structure stays in the statistics.
 """
+import math
 from collections.abc import Mapping
 from typing import Callable, Dict, NamedTuple, Optional, Sequence
 
@@ -72,9 +73,9 @@ class Margins(Mapping):
 
     def __init__(self, given: Optional[Mapping[str, float]] = None):
         for metric, value in (given or {}).items():
-            if metric not in METRICS or not value > 0:
+            if metric not in METRICS or not 0 < value < math.inf:
                 raise NnUNetAttentionError(f"--margin takes METRIC=VALUE with METRIC one of {', '.join(METRICS)} and a "
-                                           f"positive VALUE in the metric's unit, e.g. --margin dice=0.02; got "
+                                           f"positive, finite VALUE in the metric's unit, e.g. --margin dice=0.02; got "
                                            f"{metric}={value}")
         self._values = {**DEFAULT_MARGINS, **(given or {})}
 

@@ -25,7 +25,8 @@ def compare(datasets: Sequence[DatasetSource], configurations: Sequence[str], tr
             folds: Sequence, output_dir: str, nsd_tolerance: Sequence[float] = (DEFAULT_NSD_TOLERANCE_MM,),
             num_processes: int = 1, missing_datasets: Sequence[str] = (), seed: int = 0,
             log: Optional[Callable[[str, bool], None]] = None, note: Optional[str] = None,
-            margins: Optional[Margins] = None, look: Optional[Tuple[int, int]] = None) -> Report:
+            margins: Optional[Margins] = None, look: Optional[Tuple[int, int]] = None,
+            overwrite: bool = False) -> Report:
     """Writes report.md, report.json, per_case.csv and the figures to output_dir; returns the report.
 
     Args:
@@ -38,9 +39,11 @@ def compare(datasets: Sequence[DatasetSource], configurations: Sequence[str], tr
         note: one line shown under the report's verdict (the demo says there what its runs can show).
         margins: equivalence margins (metrics.Margins; a plain mapping is checked, None: the defaults).
         look: (k, K), the k-th of K sequential looks (grid --until-decided; analysis.analyse_pairs).
+        overwrite: replace a report in output_dir made for other trainers, plans, folds or margins (check_replacing).
     """
     margins = Margins.of(margins)
     check_trainers(trainers)
+    check_replacing(output_dir, trainers, plans, folds, margins, overwrite)
     results = read_results(datasets, configurations, trainers, plans, folds, nsd_tolerance, num_processes, log)
     if results.table.empty:
         raise NnUNetAttentionError("no validation/summary.json found; missing: " + "; ".join(results.missing))
@@ -86,6 +89,49 @@ def compare(datasets: Sequence[DatasetSource], configurations: Sequence[str], tr
     write_text(os.path.join(output_dir, "report.json"), json.dumps(to_json(report), indent=2))
     write_text(os.path.join(output_dir, "report.md"), render.render_markdown(report))
     return report
+
+
+REPORT_FILES = ("report.json", "report.md", "per_case.csv", "forest.png")
+
+
+def check_replacing(output_dir: str, trainers: Sequence[str], plans: str, folds: Sequence, margins: Margins,
+                    overwrite: bool):
+    """Refuses, unless overwrite, to replace a report written for other trainers, plans or margins, or for folds
+    this one does not include (a report over more folds of the same study supersedes it: grid --until-decided's
+    looks), and report files in a folder that holds no report.json."""
+    if overwrite or not os.path.isdir(output_dir):
+        return
+    found = os.path.join(output_dir, "report.json")
+    if not os.path.isfile(found):
+        ours = [name for name in REPORT_FILES if os.path.exists(os.path.join(output_dir, name))]
+        if ours:
+            raise NnUNetAttentionError(f"-o {output_dir} holds {', '.join(ours)} but no report.json, so not a report "
+                                       f"of compare's: give another -o, or --overwrite to replace them")
+        return
+    try:
+        with open(found) as f:
+            before = json.load(f)
+        was = (list(before["trainers"]), before["plans"], [str(f) for f in before["folds"]], dict(before["margins"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        raise NnUNetAttentionError(f"{found} is not a report.json compare can read; give another -o, or --overwrite "
+                                   f"to replace it") from None
+    now = (list(trainers), plans, [str(f) for f in folds], dict(margins))
+    names = ("trainers", "plans", "folds", "margins")
+    differ = [name for name, old, new in zip(names, was, now)
+              if (not set(old) <= set(new) if name == "folds" else old != new)]
+    if differ:
+        changed_margins = [k for k in now[3] if was[3].get(k) != now[3][k]]
+
+        def shown(name, value):
+            if name == "margins":
+                return " ".join(f"{k}={value[k]:g}" for k in changed_margins if k in value)
+            return " ".join(value) if isinstance(value, list) else value
+
+        changes = "; ".join(f"{name} {shown(name, old)} there, {shown(name, new)} now"
+                            for name, old, new in zip(names, was, now) if name in differ)
+        advice = (f"--margin {shown('margins', was[3])} repeats it, " if differ == ["margins"] else "")
+        raise NnUNetAttentionError(f"-o {output_dir} holds a report made with other settings ({changes}); {advice}"
+                                   f"give another -o, or --overwrite to replace it")
 
 
 def outside_splits(dataset: str, configuration: str, found, design: Dict[str, dict]) -> list:
@@ -157,7 +203,8 @@ def compare_datasets(datasets: Sequence[str], configurations: Sequence[str], tra
                      folds: Sequence, output: Optional[str] = None,
                      nsd_tolerance: Sequence[float] = (DEFAULT_NSD_TOLERANCE_MM,), processes: int = 1,
                      log: Optional[Callable[[str, bool], None]] = None,
-                     margins: Optional[Margins] = None, look: Optional[Tuple[int, int]] = None) -> Report:
+                     margins: Optional[Margins] = None, look: Optional[Tuple[int, int]] = None,
+                     overwrite: bool = False) -> Report:
     """compare over the datasets (names or ids) found in nnUNet_results/nnUNet_preprocessed, the others named as
     missing; the default output is nnUNet_results/DATASET/nnunet_attention_compare (several datasets:
     nnUNet_results/nnunet_attention_compare). Prints its summary (print_summary)."""
@@ -185,9 +232,9 @@ def compare_datasets(datasets: Sequence[str], configurations: Sequence[str], tra
         raise NnUNetAttentionError("none of the datasets was found: " + "; ".join(missing))
     output = output or (os.path.join(sources[0].results, "nnunet_attention_compare") if len(datasets) == 1 else
                         os.path.join(nnUNet_results, "nnunet_attention_compare"))
-    check_output_folder(output)
+    check_output_folder(output, *[nnunet_folder(v) for v in ("nnUNet_raw", "nnUNet_preprocessed") if os.environ.get(v)])
     report = compare(sources, configurations, trainers, plans, folds, output, nsd_tolerance, processes, missing,
-                     log=log, margins=margins, look=look)
+                     log=log, margins=margins, look=look, overwrite=overwrite)
     print_summary(report, output)
     return report
 

@@ -1,5 +1,6 @@
-"""The report's figures, one PNG per dataset x configuration and kind, drawn with matplotlib's object API (no
-pyplot, no backend switch). Every point is drawn as a marker, so a series of one epoch or one case still shows."""
+"""The report's figures, one per dataset x configuration and kind (a 300-dpi PNG and a PDF: figures.save_figure),
+drawn with matplotlib's object API (no pyplot, no backend switch) to fit a journal page (PAGE_WIDTH) with 7-9 pt text.
+Every point is drawn as a marker, so a series of one epoch or one case still shows."""
 import os
 import textwrap
 from typing import Dict, List, Optional, Sequence
@@ -15,6 +16,28 @@ CURVE_TITLES = {"train_losses": ("training loss", "loss"), "val_losses": ("valid
                 "mean_fg_dice": ("pseudo Dice (validation patches)", "mean foreground Dice"),
                 "ema_fg_dice": ("pseudo Dice, moving average", "mean foreground Dice")}
 COLOURS = ("tab:blue", "tab:orange")
+PAGE_WIDTH = 7.1  # inches: a journal's two-column width; no figure is wider, so its text prints at the size set
+
+
+def _panel_width(columns: int, wanted: float) -> float:
+    return min(wanted, PAGE_WIDTH / columns)
+
+
+def _few_ticks(ax, axis: str = "both"):
+    """At most five labelled ticks, so that labels of a narrow panel never run into each other."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.locator_params(axis=axis, nbins=4)
+    if axis in ("x", "both"):
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
+    ax.tick_params(labelsize=7)
+
+
+def _trainer_label(role: str, trainer: str) -> str:
+    """An axis label naming the trainer, broken where CamelCase allows so that it fits a narrow panel."""
+    import re
+
+    return f"{role}\n" + "\n".join(textwrap.wrap(re.sub(r"(?<=[a-z])(?=[A-Z])", " ", trainer), 16)).replace(" ", "")
 
 
 def _figure(columns: int, rows: int, width: float, height: float):
@@ -29,32 +52,44 @@ def _title(fig, text: str, width: float):
 
 
 def _save(fig, output_dir: str, name: str) -> str:
-    fig.savefig(os.path.join(output_dir, name), dpi=110)
+    """name (a .png) and its PDF in output_dir; returns name."""
+    from nnunet_attention.figures import save_figure
+
+    save_figure(fig, os.path.join(output_dir, name))
     return name
 
 
 def plot_metrics(prefix: str, table: pd.DataFrame, classes: Sequence[str], trainers: Sequence[str],
                  output_dir: str) -> str:
-    """Per metric (rows) and class (columns): box and points of both trainers."""
-    fig, axes = _figure(len(classes), len(METRICS), 3.2, 2.9)
-    jitter = np.random.default_rng(0)
+    """Per metric (rows) and class (columns): box and points of both trainers, each case's two values joined (the
+    data are pairs)."""
+    width = _panel_width(len(classes), 3.2)
+    fig, axes = _figure(len(classes), len(METRICS), width, 2.9)
     for i, (metric, (title, *_)) in enumerate(METRICS.items()):
         for ax, name in zip(axes[i], classes):
-            data = [table[(table["metric"] == metric) & (table["class"] == name) & (table["trainer"] == t)]["value"]
-                    .dropna().to_numpy() for t in trainers]
-            ax.boxplot(data, showfliers=False)
-            for j, values in enumerate(data, start=1):
-                ax.scatter(j + jitter.uniform(-0.12, 0.12, len(values)), values, s=10, alpha=0.6, color=COLOURS[j - 1])
-            ax.set_xticks([1, 2], ["A", "B"])
-            ax.set_title(f"{name}: {title}", fontsize=9)
-    _title(fig, f"{prefix}. A = {trainers[0]}, B = {trainers[1]}; one point per validation case", 3.2 * len(classes))
+            rows = table[(table["metric"] == metric) & (table["class"] == name)]
+            wide = rows.pivot_table(index=["fold", "case"], columns="trainer", values="value", aggfunc="first")
+            wide = wide.reindex(columns=list(trainers))
+            ax.boxplot([wide[t].dropna().to_numpy() for t in trainers], showfliers=False, widths=0.35)
+            both = wide.dropna()
+            for a, b in both.to_numpy():
+                ax.plot([1.2, 1.8], [a, b], color="grey", lw=0.5, alpha=0.5)
+            for j, t in enumerate(trainers, start=1):
+                values = wide[t].dropna().to_numpy()
+                ax.scatter(np.full(len(values), 1.2 if j == 1 else 1.8), values, s=8, alpha=0.7, color=COLOURS[j - 1])
+            ax.set_xticks([1, 2], [_trainer_label("A", trainers[0]), _trainer_label("B", trainers[1])], fontsize=7)
+            ax.set_ylabel(title, fontsize=8)
+            _few_ticks(ax, "y")
+            ax.set_title(name, fontsize=9)
+    _title(fig, f"{prefix}: one point per validation case, its two values joined", width * len(classes))
     return _save(fig, output_dir, f"metrics_{prefix}.png")
 
 
 def plot_paired_differences(prefix: str, paired: pd.DataFrame, classes: Sequence[str], trainers: Sequence[str],
                             output_dir: str) -> str:
     """Per metric: each case's B - A per class, the mean as a bar."""
-    fig, axes = _figure(1, len(METRICS), 1.8 + 1.4 * len(classes), 2.6)
+    width = min(PAGE_WIDTH, 1.8 + 1.4 * len(classes))
+    fig, axes = _figure(1, len(METRICS), width, 2.6)
     jitter = np.random.default_rng(0)
     for ax, (metric, (title, higher, *_)) in zip(axes[:, 0], METRICS.items()):
         for i, name in enumerate(classes, start=1):
@@ -65,15 +100,17 @@ def plot_paired_differences(prefix: str, paired: pd.DataFrame, classes: Sequence
         ax.axhline(0, color="grey", lw=0.8, ls="--")
         ax.set_xticks(range(1, len(classes) + 1), list(classes), fontsize=8)
         ax.set_ylabel(f"{title}: B - A\n({'above' if higher else 'below'} 0: B better)", fontsize=7)
-    _title(fig, f"{prefix}: B - A per validation case (B = {trainers[1]}, A = {trainers[0]})",
-           1.8 + 1.4 * len(classes))
+        _few_ticks(ax, "y")
+    _title(fig, f"{prefix}: B - A per validation case (B = {trainers[1]}, A = {trainers[0]}); bar: the mean",
+           width)
     return _save(fig, output_dir, f"paired_differences_{prefix}.png")
 
 
 def plot_scatter(prefix: str, paired: pd.DataFrame, classes: Sequence[str], trainers: Sequence[str],
                  output_dir: str) -> str:
     """Per metric (rows) and class (columns): each case's A against B, with the identity line."""
-    fig, axes = _figure(len(classes), len(METRICS), 3.0, 3.0)
+    width = _panel_width(len(classes), 3.0)
+    fig, axes = _figure(len(classes), len(METRICS), width, width)
     for i, (metric, (title, *_)) in enumerate(METRICS.items()):
         for ax, name in zip(axes[i], classes):
             row = paired[(paired["metric"] == metric) & (paired["class"] == name)].dropna(subset=["a", "b"])
@@ -81,29 +118,33 @@ def plot_scatter(prefix: str, paired: pd.DataFrame, classes: Sequence[str], trai
             values = np.concatenate([row["a"].to_numpy(), row["b"].to_numpy()])
             low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
             ax.plot([low, high], [low, high], color="grey", lw=0.8, ls="--")
-            ax.set_xlabel(f"A: {title}", fontsize=8)
-            ax.set_ylabel(f"B: {title}", fontsize=8)
+            ax.set_xlabel(f"{title}, A = {trainers[0]}", fontsize=7)
+            ax.set_ylabel(f"{title}, B = {trainers[1]}", fontsize=7)
+            _few_ticks(ax)
             ax.set_title(name, fontsize=9)
-    _title(fig, f"{prefix}: per case, A = {trainers[0]} against B = {trainers[1]} (dashed: equal)",
-           3.0 * len(classes))
+    _title(fig, f"{prefix}: per case, A against B (dashed: equal)", width * len(classes))
     return _save(fig, output_dir, f"scatter_{prefix}.png")
 
 
 def plot_size_terciles(prefix: str, terciles: Dict[tuple, List[dict]], classes: Sequence[str],
                        trainers: Sequence[str], output_dir: str) -> str:
     """Per metric (rows) and class (columns): mean B - A in the small, medium and large thirds of the reference
-    structures."""
-    fig, axes = _figure(len(classes), len(METRICS), 3.0, 2.6)
+    structures, with error bars of one standard error."""
+    width = _panel_width(len(classes), 3.0)
+    fig, axes = _figure(len(classes), len(METRICS), width, 2.6)
     for i, (metric, (title, *_)) in enumerate(METRICS.items()):
         for ax, name in zip(axes[i], classes):
             groups = terciles.get((name, metric), [])
-            ax.bar(range(len(groups)), [g["mean_difference"] for g in groups], color="tab:purple")
+            errors = [g.get("se_difference") or 0.0 for g in groups]
+            ax.bar(range(len(groups)), [g["mean_difference"] for g in groups], yerr=errors, capsize=3,
+                   color="tab:purple")
             ax.set_xticks(range(len(groups)), [f"{g['tercile']}\nn={g['n']}" for g in groups], fontsize=7)
             ax.axhline(0, color="grey", lw=0.8)
             ax.set_ylabel(f"mean {title} B - A", fontsize=7)
+            _few_ticks(ax, "y")
             ax.set_title(f"{name}", fontsize=9)
-    _title(fig, f"{prefix}: B - A by size of the reference structure (terciles of its volume); "
-                f"B = {trainers[1]}, A = {trainers[0]}", 3.0 * len(classes))
+    _title(fig, f"{prefix}: B - A by size of the reference structure (terciles of its volume; bars: ±1 standard "
+                f"error); B = {trainers[1]}, A = {trainers[0]}", width * len(classes))
     return _save(fig, output_dir, f"size_{prefix}.png")
 
 
@@ -111,7 +152,7 @@ def plot_curves(prefix: str, curves: Dict[str, Dict[str, dict]], trainers: Seque
     """Learning curves from nnU-Net's logging: per fold thin lines with markers, the mean over folds thick."""
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = _figure(2, 2, 5.0, 3.2)
+    fig, axes = _figure(2, 2, PAGE_WIDTH / 2, 2.6)
     for ax, series in zip(axes.ravel(), CURVE_SERIES):
         for colour, trainer in zip(COLOURS, trainers):
             runs = [c[series] for c in curves.get(trainer, {}).values() if c.get(series)]
@@ -126,9 +167,10 @@ def plot_curves(prefix: str, curves: Dict[str, Dict[str, dict]], trainers: Seque
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
         ax.set_ylabel(ylabel, fontsize=8)
+        ax.tick_params(labelsize=7)
     if axes[0, 0].get_legend_handles_labels()[0]:
         axes[0, 0].legend(fontsize=7)
-    _title(fig, f"{prefix}: learning curves from nnU-Net's checkpoint logging", 10)
+    _title(fig, f"{prefix}: learning curves from nnU-Net's checkpoint logging", PAGE_WIDTH)
     return _save(fig, output_dir, f"curves_{prefix}.png")
 
 
@@ -168,11 +210,12 @@ def forest_figure(rows: List[SummaryRow], trainers: Sequence[str]):
     stays out of it: report.md's tables have it), 0 and the ±margin band (always inside the axis), the outcome at
     the right, and under each axis which side favours B (flipped for HD95, where lower is better).
     rows: report.json's summary rows."""
-    height = 1.2 + 0.3 * max(len(rows), 1)
-    fig, axes = _figure(len(METRICS), 1, 4.2, height)
+    height = 1.0 + 0.22 * max(len(rows), 1)
+    columns = 2
+    fig, axes = _figure(columns, -(-len(METRICS) // columns), PAGE_WIDTH / columns, height)
     labels = [forest_label(r) for r in rows]
     positions = np.arange(len(rows))[::-1]
-    for ax, (metric, (title, higher_is_better, *_)) in zip(axes[0], METRICS.items()):
+    for ax, (metric, (title, higher_is_better, *_)) in zip(axes.ravel(), METRICS.items()):
         stats = [r.metrics.get(metric, MetricStatistics()) for r in rows]
         margin = next((s.margin for s in stats if s.margin is not None), None)
         if margin is not None:
@@ -188,7 +231,8 @@ def forest_figure(rows: List[SummaryRow], trainers: Sequence[str]):
         if margin is not None:
             low, high = ax.get_xlim()
             ax.set_xlim(min(low, -1.5 * margin), max(high, 1.5 * margin))
-        ax.set_yticks(positions, labels if ax is axes[0, 0] else [""] * len(rows), fontsize=7)
+        _few_ticks(ax, "x")
+        ax.set_yticks(positions, labels if ax in axes[:, 0] else [""] * len(rows), fontsize=7)
         ax.set_ylim(-0.7, len(rows) - 0.3)
         favours = ("← A better    B better →" if higher_is_better else "← B better    A better →")
         ax.set_xlabel(f"{title}: B − A" + (f" (green: ±{margin:g})" if margin is not None else "") + f"\n{favours}",
@@ -199,6 +243,5 @@ def forest_figure(rows: List[SummaryRow], trainers: Sequence[str]):
         for tick, row in zip(outcomes.get_yticklabels(), rows):
             tick.set_fontweight("bold" if row.class_name == FOREGROUND else "normal")
     _title(fig, f"B = {trainers[1]} minus A = {trainers[0]}: estimate with the verdict's 95% corrected t interval "
-                f"over folds; green: the equivalence band; outcome at the right",
-           4.2 * len(METRICS))
+                f"over folds; green: the equivalence band; outcome at the right", PAGE_WIDTH)
     return fig

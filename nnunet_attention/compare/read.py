@@ -76,7 +76,18 @@ def read_summary(path: str) -> dict:
                     for c in cases)):
         raise NnUNetAttentionError(f"{path} is not an nnU-Net validation summary (needs 'mean' and "
                                    f"'metric_per_case'); re-run that fold's validation (nnUNetv2_train ... --val)")
+    per_class = [summary["mean"], *(c["metrics"] for c in cases)]
+    bad = next((repr(v.get("Dice") if isinstance(v, dict) else v) for classes in per_class for v in classes.values()
+                if not (isinstance(v, dict) and _is_number(v.get("Dice")))), None)
+    if bad is not None or not all(isinstance(c["prediction_file"], str) for c in cases):
+        raise NnUNetAttentionError(f"{path} holds a value nnU-Net does not write (a class's metrics must have a "
+                                   f"numeric Dice, got {bad}); re-run that fold's validation (nnUNetv2_train ... --val)")
     return summary
+
+
+def _is_number(value) -> bool:
+    """A Dice as nnU-Net writes it: a number, NaN (a class empty in both) or null."""
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
 
 
 def case_id(prediction_file: str, file_ending: str) -> str:

@@ -100,7 +100,8 @@ class AttentionMapPredictor(nnUNetPredictor):
 
     def predict_maps_from_folder(self, input_folder: str, output_folder: str, num_processes_preprocessing: int = 2,
                                  write_png: bool = True, overwrite: bool = False) -> Tuple[List[str], List[dict]]:
-        """Writes CASE<ending>, CASE_attention_level<L><ending>, CASE_attention.png and attention_summary.csv;
+        """Writes CASE<ending>, CASE_attention_level<L><ending>, CASE_attention.png (and .pdf) and
+        attention_summary.csv;
         returns the case names and the summary rows."""
         if not issubclass(self.plans_manager.image_reader_writer_class, SimpleITKIO):
             raise NnUNetAttentionError(f"maps are written with SimpleITK; this dataset's reader "
@@ -114,7 +115,7 @@ class AttentionMapPredictor(nnUNetPredictor):
         if not overwrite:
             refuse_replacing(output_folder, [path for ofile in outputs for path in (
                 ofile + ending, *(f"{ofile}_attention_level{level}{ending}" for level in self.levels),
-                *([f"{ofile}_attention.png"] if write_png else []))] + [os.path.join(output_folder, SUMMARY_FILE)])
+                *([f"{ofile}_attention.png", f"{ofile}_attention.pdf"] if write_png else []))] + [os.path.join(output_folder, SUMMARY_FILE)])
         os.makedirs(output_folder, exist_ok=True)
         n_logits = self.segmentation_label_manager.num_segmentation_heads
         iterator = preprocessed_cases(self, inputs, outputs, num_processes_preprocessing)
@@ -169,7 +170,8 @@ class AttentionMapPredictor(nnUNetPredictor):
 
 def check_input_folder(folder: str, ending: str, channels: int):
     """Refuses, in one line each, what nnU-Net's predictor would fail on later with a bare traceback: no images
-    with the dataset's file ending, names without the _XXXX channel suffix, cases with the wrong channel count."""
+    with the dataset's file ending, names without the _XXXX channel suffix, cases with the wrong channel count, files
+    that are no image (its workers die with "Background workers died")."""
     names = sorted(os.listdir(folder))
     images = [n for n in names if n.endswith(ending)]
     if not images:
@@ -189,6 +191,16 @@ def check_input_folder(folder: str, ending: str, channels: int):
             raise NnUNetAttentionError(f"case {case} in {folder} has channel files {', '.join(sorted(found))}; this "
                                        f"model takes {channels} channel(s): "
                                        f"{', '.join(f'{case}_{c:04d}{ending}' for c in range(channels))}")
+    import SimpleITK as sitk
+
+    for name in images:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(os.path.join(folder, name))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            raise NnUNetAttentionError(f"{os.path.join(folder, name)} is not an image SimpleITK can read (damaged, "
+                                       f"or not a {ending} file); replace it or take it out of -i") from None
 
 
 SUMMARY_FILE = "attention_summary.csv"

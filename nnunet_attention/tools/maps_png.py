@@ -5,6 +5,8 @@ from typing import Dict
 import numpy as np
 import SimpleITK as sitk
 
+from nnunet_attention.figures import save_figure
+
 
 def write_overview(image_file: str, segmentation: np.ndarray, attention_by_level: Dict[int, np.ndarray],
                    png_file: str):
@@ -37,5 +39,5 @@ def write_overview(image_file: str, segmentation: np.ndarray, attention_by_level
     for ax, (level, attention) in zip(axes[1:], sorted(maps.items())):
         heat = ax.imshow(attention[index], cmap="inferno", alpha=0.55, vmin=0, vmax=1, aspect=aspect)
         ax.set_title(f"attention, level {level}")
-    fig.colorbar(heat, ax=list(axes[1:]), fraction=0.046)
-    fig.savefig(png_file, dpi=110)
+    fig.colorbar(heat, ax=list(axes[1:]), fraction=0.046).set_label("attention coefficient α (0 to 1)")
+    save_figure(fig, png_file)
