@@ -8,7 +8,7 @@ import nnunet_attention
 
 PACKAGE = pathlib.Path(nnunet_attention.__file__).parent
 PARTS = ("model", "study", "compare", "tools")
-SHARED = {"errors", "nnunet_api", "files", "devices"}
+SHARED = {"errors", "nnunet_api", "files", "devices", "figures"}
 TOP = {"cli"}  # reaches everything; nothing in the package imports it
 PUBLIC_ALIASES = {"trainers": "model", "networks": "model"}  # nnunet_attention.trainers / .networks, users' paths
 MAY_IMPORT = {"shared": {"shared"}, "model": {"shared", "model"}, "compare": {"shared", "model", "compare"},

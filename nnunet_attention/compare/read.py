@@ -81,7 +81,8 @@ def read_summary(path: str) -> dict:
                 if not (isinstance(v, dict) and _is_number(v.get("Dice")))), None)
     if bad is not None or not all(isinstance(c["prediction_file"], str) for c in cases):
         raise NnUNetAttentionError(f"{path} holds a value nnU-Net does not write (a class's metrics must have a "
-                                   f"numeric Dice, got {bad}); re-run that fold's validation (nnUNetv2_train ... --val)")
+                                   f"numeric Dice, got {bad}); re-run that fold's validation "
+                                   f"(nnUNetv2_train ... --val)")
     return summary
 
 

@@ -10,7 +10,8 @@ from nnunet_attention.compare import boundary
 from nnunet_attention.compare.metrics import METRICS, PRIMARY, Margins
 from nnunet_attention.compare.read import Results, TrainerResults
 from nnunet_attention.compare.report import (FOREGROUND, AcrossDatasets, BoundaryMetrics, ConfigurationEntry,
-                                             Ensembles, MetricStatistics, Pairing, Report, SummaryRow, TrainerEntry, Verdict)
+                                             Ensembles, MetricStatistics, Pairing, Report, SummaryRow, TrainerEntry,
+                                             Verdict)
 from nnunet_attention.compare.statistics import verdict_rule
 
 

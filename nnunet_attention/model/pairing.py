@@ -200,10 +200,10 @@ def run_paired_training(dataset: str, configuration: str, fold, trainer: str, se
     if continue_training and validation_only:
         raise NnUNetAttentionError("give --c or --val, not both")
     require_variables("nnUNet_preprocessed", "nnUNet_results", why="training")
+    trainer_class = paired_trainer_class(find_trainer_class(trainer), seed, augmentation_workers)
     name = dataset_name(dataset)
     check_before_nnunet_loads(get_output_folder(name, trainer, plans, configuration, fold), continue_training,
                               validation_only, pretrained_weights, trust_checkpoint)
-    trainer_class = paired_trainer_class(find_trainer_class(trainer), seed, augmentation_workers)
     folder = os.path.join(nnunet_folder("nnUNet_preprocessed"), name)
     plans_file = os.path.join(folder, f"{plans}.json")
     if not os.path.isfile(plans_file):

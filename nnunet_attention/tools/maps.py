@@ -115,7 +115,8 @@ class AttentionMapPredictor(nnUNetPredictor):
         if not overwrite:
             refuse_replacing(output_folder, [path for ofile in outputs for path in (
                 ofile + ending, *(f"{ofile}_attention_level{level}{ending}" for level in self.levels),
-                *([f"{ofile}_attention.png", f"{ofile}_attention.pdf"] if write_png else []))] + [os.path.join(output_folder, SUMMARY_FILE)])
+                *([f"{ofile}_attention.png", f"{ofile}_attention.pdf"] if write_png else []))]
+                + [os.path.join(output_folder, SUMMARY_FILE)])
         os.makedirs(output_folder, exist_ok=True)
         n_logits = self.segmentation_label_manager.num_segmentation_heads
         iterator = preprocessed_cases(self, inputs, outputs, num_processes_preprocessing)
