@@ -430,8 +430,8 @@ def main(argv=None):
         print(f"nnunet-attention {args.command}: error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print(f"nnunet-attention {args.command}: stopped (Ctrl-C) before it finished; what it had finished is kept, "
-              f"a file it was writing is left as it was before", file=sys.stderr)
+        print(f"nnunet-attention {args.command}: stopped (Ctrl-C) before it finished; run the same command again to "
+              f"finish", file=sys.stderr)
         sys.exit(130)
 
 

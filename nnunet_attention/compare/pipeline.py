@@ -15,7 +15,7 @@ from nnunet_attention.compare.read import DatasetSource, read_results
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.files import atomic_path, check_output_folder, write_text
 from nnunet_attention.model.pairing_record import study_seed_of
-from nnunet_attention.compare.metrics import METRICS, Margins
+from nnunet_attention.compare.metrics import Margins
 from nnunet_attention.compare.report import FOREGROUND, DatasetSection, Pairing, Report, to_json
 
 DEFAULT_NSD_TOLERANCE_MM = 1.0
@@ -85,13 +85,14 @@ def compare(datasets: Sequence[DatasetSource], configurations: Sequence[str], tr
     report.figures = [plots.plot_forest(report.summary, trainers, output_dir, report.across_datasets)]
     _write_csv([row for t in trainers for section in report.datasets.values()
                 for entry in section.configurations.values() for row in entry.per_case[t]],
-               os.path.join(output_dir, "per_case.csv"))
-    write_text(os.path.join(output_dir, "report.json"), json.dumps(to_json(report), indent=2))
-    write_text(os.path.join(output_dir, "report.md"), render.render_markdown(report))
+               os.path.join(output_dir, PER_CASE_CSV))
+    write_text(os.path.join(output_dir, REPORT_JSON), json.dumps(to_json(report), indent=2))
+    write_text(os.path.join(output_dir, REPORT_MD), render.render_markdown(report))
     return report
 
 
-REPORT_FILES = ("report.json", "report.md", "per_case.csv", "forest.png")
+REPORT_JSON, REPORT_MD, PER_CASE_CSV = "report.json", "report.md", "per_case.csv"
+REPORT_FILES = (REPORT_JSON, REPORT_MD, PER_CASE_CSV, plots.FOREST_FILE)
 
 
 def check_replacing(output_dir: str, trainers: Sequence[str], plans: str, folds: Sequence, margins: Margins,
@@ -101,7 +102,7 @@ def check_replacing(output_dir: str, trainers: Sequence[str], plans: str, folds:
     looks), and report files in a folder that holds no report.json."""
     if overwrite or not os.path.isdir(output_dir):
         return
-    found = os.path.join(output_dir, "report.json")
+    found = os.path.join(output_dir, REPORT_JSON)
     if not os.path.isfile(found):
         ours = [name for name in REPORT_FILES if os.path.exists(os.path.join(output_dir, name))]
         if ours:
@@ -115,23 +116,20 @@ def check_replacing(output_dir: str, trainers: Sequence[str], plans: str, folds:
     except (OSError, ValueError, KeyError, TypeError):
         raise NnUNetAttentionError(f"{found} is not a report.json compare can read; give another -o, or --overwrite "
                                    f"to replace it") from None
-    now = (list(trainers), plans, [str(f) for f in folds], dict(margins))
-    names = ("trainers", "plans", "folds", "margins")
-    differ = [name for name, old, new in zip(names, was, now)
-              if (not set(old) <= set(new) if name == "folds" else old != new)]
-    if differ:
-        changed_margins = [k for k in now[3] if was[3].get(k) != now[3][k]]
-
-        def shown(name, value):
-            if name == "margins":
-                return " ".join(f"{k}={value[k]:g}" for k in changed_margins if k in value)
-            return " ".join(value) if isinstance(value, list) else value
-
-        changes = "; ".join(f"{name} {shown(name, old)} there, {shown(name, new)} now"
-                            for name, old, new in zip(names, was, now) if name in differ)
-        advice = (f"--margin {shown('margins', was[3])} repeats it, " if differ == ["margins"] else "")
-        raise NnUNetAttentionError(f"-o {output_dir} holds a report made with other settings ({changes}); {advice}"
-                                   f"give another -o, or --overwrite to replace it")
+    old_trainers, old_plans, old_folds, old_margins = was
+    changed = [k for k in margins if old_margins.get(k) != margins[k]]
+    then = " ".join(f"{k}={old_margins[k]:g}" for k in changed if k in old_margins)
+    changes = [f"trainers {' '.join(old_trainers)} there, {' '.join(trainers)} now" if old_trainers != list(trainers)
+               else None,
+               f"plans {old_plans} there, {plans} now" if old_plans != plans else None,
+               f"folds {' '.join(old_folds)} there, {' '.join(map(str, folds))} now"
+               if not set(old_folds) <= {str(f) for f in folds} else None,
+               f"margins {then} there, {' '.join(f'{k}={margins[k]:g}' for k in changed)} now" if changed else None]
+    if any(changes):
+        advice = f"--margin {then} repeats it, " if changes[:3] == [None] * 3 and then else ""
+        raise NnUNetAttentionError(f"-o {output_dir} holds a report made with other settings "
+                                   f"({'; '.join(c for c in changes if c)}); {advice}give another -o, or --overwrite "
+                                   f"to replace it")
 
 
 def outside_splits(dataset: str, configuration: str, found, design: Dict[str, dict]) -> list:
@@ -253,5 +251,5 @@ def print_summary(report: Report, output_dir: str):
         print(line, file=sys.stderr)
     if report.missing:
         print("the report is incomplete: it covers the results that exist", file=sys.stderr)
-    print(f"details, the rule{' and the note' if report.note else ''}: {os.path.join(output_dir, 'report.md')}",
+    print(f"details, the rule{' and the note' if report.note else ''}: {os.path.join(output_dir, REPORT_MD)}",
           flush=True)

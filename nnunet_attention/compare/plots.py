@@ -16,6 +16,7 @@ CURVE_TITLES = {"train_losses": ("training loss", "loss"), "val_losses": ("valid
                 "mean_fg_dice": ("pseudo Dice (validation patches)", "mean foreground Dice"),
                 "ema_fg_dice": ("pseudo Dice, moving average", "mean foreground Dice")}
 COLOURS = ("tab:blue", "tab:orange")
+FOREST_FILE = "forest.png"
 PAGE_WIDTH = 7.1  # inches: a journal's two-column width; no figure is wider, so its text prints at the size set
 
 
@@ -25,11 +26,7 @@ def _panel_width(columns: int, wanted: float) -> float:
 
 def _few_ticks(ax, axis: str = "both"):
     """At most five labelled ticks, so that labels of a narrow panel never run into each other."""
-    from matplotlib.ticker import MaxNLocator
-
     ax.locator_params(axis=axis, nbins=4)
-    if axis in ("x", "both"):
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
     ax.tick_params(labelsize=7)
 
 
@@ -189,9 +186,9 @@ def forest_label(row: SummaryRow) -> str:
 
 def plot_forest(rows: List[SummaryRow], trainers: Sequence[str], output_dir: str,
                 across: Optional[Dict[str, AcrossDatasets]] = None) -> str:
-    """forest.png (forest_figure) in output_dir; with across (analysis.across_datasets) from two datasets on, its
+    """FOREST_FILE (forest_figure) in output_dir; with across (analysis.across_datasets) from two datasets on, its
     random-effects mean as the last row."""
-    return _save(forest_figure(rows + across_row(across or {}), trainers), output_dir, "forest.png")
+    return _save(forest_figure(rows + across_row(across or {}), trainers), output_dir, FOREST_FILE)
 
 
 def across_row(across: Dict[str, AcrossDatasets]) -> List[SummaryRow]:

@@ -8,6 +8,7 @@ import pandas as pd
 
 from nnunet_attention.compare import boundary
 from nnunet_attention.compare.metrics import METRICS, PRIMARY, Margins
+from nnunet_attention.compare.plots import FOREST_FILE
 from nnunet_attention.compare.read import Results, TrainerResults
 from nnunet_attention.compare.report import (FOREGROUND, AcrossDatasets, BoundaryMetrics, ConfigurationEntry,
                                              Ensembles, MetricStatistics, Pairing, Report, SummaryRow, TrainerEntry,
@@ -142,8 +143,8 @@ def _verdict_markdown(report: Report) -> List[str]:
     lines += across_datasets_lines(report.across_datasets)
     for v in report.verdict:
         lines += glance_markdown(v, report.trainers)
-    if "forest.png" in report.figures:
-        lines += ["![forest](forest.png)", ""]
+    if FOREST_FILE in report.figures:
+        lines += [f"![forest]({FOREST_FILE})", ""]
     if report.note:
         lines += [f"> {report.note}", ""]
     lines += ["## The verdict in detail", ""]
@@ -170,6 +171,16 @@ GLANCE_COLUMNS = ("metric", "outcome", "margin", "B − A", "95% CI")
 GLANCE_WIDTH = 120
 
 
+def _headline(verdict: Verdict) -> MetricStatistics:
+    """The metric whose design, size and estimand the glance states (Dice, else the first)."""
+    return verdict.metrics.get(PRIMARY) or next(iter(verdict.metrics.values()))
+
+
+def glance_title(verdict: Verdict, trainers) -> str:
+    a, b = trainers
+    return f"{verdict.dataset} {verdict.configuration}: B = {b} against A = {a}"
+
+
 def glance_rows(verdict: Verdict) -> List[tuple]:
     """One row per metric of a verdict: outcome, margin, B − A and the verdict's 95% CI (or a sequential look's
     repeated interval, which is what the outcome then stands on)."""
@@ -182,17 +193,15 @@ def glance_rows(verdict: Verdict) -> List[tuple]:
     return rows
 
 
-def glance_header(verdict: Verdict, trainers) -> List[str]:
-    """Who against whom, and the design and size the outcomes stand on."""
-    a, b = trainers
-    dice = verdict.metrics.get(PRIMARY) or next(iter(verdict.metrics.values()))
+def glance_design(verdict: Verdict) -> List[str]:
+    """The design and size the outcomes stand on (and the sequential look, when there is one)."""
+    dice = _headline(verdict)
     design = ", ".join(part for part in (dice.design, verdict.pairing) if part)
     cases = dice.n_pairs if dice.n_pairs is not None else "n/a"
-    lines = [f"verdict {verdict.dataset} {verdict.configuration}: B = {b} against A = {a}",
-             f"  design: {design}; {dice.n_folds} training(s) per trainer, {cases} validation cases"]
+    lines = [f"design: {design}; {dice.n_folds} training(s) per trainer, {cases} validation cases"]
     if dice.sequential:
         look = dice.sequential
-        lines.append(f"  look {look.look} of {look.looks} of a sequential study: judged at level {look.level:.4g}, "
+        lines.append(f"look {look.look} of {look.looks} of a sequential study: judged at level {look.level:.4g}, "
                      f"the CI is its repeated interval")
     return lines
 
@@ -200,8 +209,8 @@ def glance_header(verdict: Verdict, trainers) -> List[str]:
 def glance_footer(verdict: Verdict) -> List[str]:
     import textwrap
 
-    dice = verdict.metrics.get(PRIMARY) or next(iter(verdict.metrics.values()))
-    answers = f"answers: {dice.estimand}; inconclusive: this study cannot tell, which is not \"no difference\""
+    answers = (f"answers: {_headline(verdict).estimand}; inconclusive: this study cannot tell, which is not "
+               f"\"no difference\"")
     return ([f"  warning: {w}" for w in verdict.warnings]
             + textwrap.wrap(answers, GLANCE_WIDTH, initial_indent="  ", subsequent_indent="  "))
 
@@ -211,13 +220,13 @@ def glance_text(verdict: Verdict, trainers) -> List[str]:
     rows = [GLANCE_COLUMNS] + glance_rows(verdict)
     widths = [max(len(r[i]) for r in rows) for i in range(len(GLANCE_COLUMNS))]
     table = ["  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
-    return glance_header(verdict, trainers) + table + glance_footer(verdict)
+    return ([f"verdict {glance_title(verdict, trainers)}"] + [f"  {line}" for line in glance_design(verdict)] + table
+            + glance_footer(verdict))
 
 
 def glance_markdown(verdict: Verdict, trainers) -> List[str]:
     """report.md's first screen for one dataset x configuration: the printed summary as a markdown table."""
-    header = glance_header(verdict, trainers)
-    lines = [f"**{header[0][len('verdict '):]}**", ""] + [line.strip() + "  " for line in header[1:]] + [""]
+    lines = [f"**{glance_title(verdict, trainers)}**", ""] + [f"{line}  " for line in glance_design(verdict)] + [""]
     lines += ["| " + " | ".join(GLANCE_COLUMNS) + " |", "|---" * len(GLANCE_COLUMNS) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in glance_rows(verdict)]
     return lines + [""] + [line.strip() for line in glance_footer(verdict)] + [""]

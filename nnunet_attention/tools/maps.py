@@ -26,6 +26,7 @@ from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.model.networks import gates_by_level, unwrap
 from nnunet_attention.files import inside
 from nnunet_attention.nnunet_api import nnunet_folder, predictor_inputs, preprocessed_cases
+from nnunet_attention.figures import pdf_beside
 
 
 class LogitsWithAttentionMaps(nn.Module):
@@ -115,7 +116,7 @@ class AttentionMapPredictor(nnUNetPredictor):
         if not overwrite:
             refuse_replacing(output_folder, [path for ofile in outputs for path in (
                 ofile + ending, *(f"{ofile}_attention_level{level}{ending}" for level in self.levels),
-                *([f"{ofile}_attention.png", f"{ofile}_attention.pdf"] if write_png else []))]
+                *([f"{ofile}_attention.png", pdf_beside(f"{ofile}_attention.png")] if write_png else []))]
                 + [os.path.join(output_folder, SUMMARY_FILE)])
         os.makedirs(output_folder, exist_ok=True)
         n_logits = self.segmentation_label_manager.num_segmentation_heads
@@ -192,8 +193,6 @@ def check_input_folder(folder: str, ending: str, channels: int):
             raise NnUNetAttentionError(f"case {case} in {folder} has channel files {', '.join(sorted(found))}; this "
                                        f"model takes {channels} channel(s): "
                                        f"{', '.join(f'{case}_{c:04d}{ending}' for c in range(channels))}")
-    import SimpleITK as sitk
-
     for name in images:
         reader = sitk.ImageFileReader()
         reader.SetFileName(os.path.join(folder, name))
