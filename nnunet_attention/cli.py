@@ -106,13 +106,20 @@ def _compare(args):
 
 def _grid(args):
     from nnunet_attention.study.grid import ExecutorOptions, StudySpec, dry_run, run_grid, status_table
+    from nnunet_attention.study.steps import Folders, check_names
+    from nnunet_attention.devices import resolve_device
     from nnunet_attention.nnunet_api import dataset_name, require_variables
 
     margins = _margins(args)
     require_variables("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+    if args.device is None and args.executor != "local":
+        raise NnUNetAttentionError(f"-device: name cpu or cuda for the {args.executor} jobs (this machine's devices "
+                                   f"do not tell theirs)")
     spec = StudySpec([dataset_name(d) for d in dict.fromkeys(args.d)], args.c, list(dict.fromkeys(args.f)),
-                    list(dict.fromkeys(args.tr)), args.p, args.device, args.npz, seed=args.seed,
-                    trust_checkpoints=args.trust_checkpoint)
+                    list(dict.fromkeys(args.tr)), args.p, args.device or resolve_device(None), args.npz,
+                    seed=args.seed,
+                    trust_checkpoints=args.trust_checkpoint, retrain_other_seeds=args.retrain_other_seeds)
+    check_names(spec, Folders.from_environment())
     options = ExecutorOptions(args.executor, args.max_parallel, args.slurm_partition, args.slurm_gpus_per_job,
                               args.slurm_cpus_per_job, args.slurm_mem, args.slurm_time, args.slurm_setup or ())
     if args.status:
@@ -139,15 +146,15 @@ def _train(args):
     from nnunet_attention.model.pairing import run_paired_training
 
     require_variables("nnUNet_preprocessed", "nnUNet_results", why="training")
-    resolve_device(args.device)
+    device = resolve_device(args.device)
     workers = get_allowed_n_proc_DA()  # what nnU-Net would use; the paired trainer runs that many, in a fixed order
     os.environ["nnUNet_n_proc_DA"] = "0"  # so that nnU-Net hands its loaders over in this process
-    if args.device == "cpu":
+    if device == "cpu":
         torch.set_num_threads(cpu_threads())
     else:
         torch.set_num_threads(1)
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    run_paired_training(args.dataset, args.configuration, args.fold, args.tr, args.seed, workers, args.p, args.device,
+    run_paired_training(args.dataset, args.configuration, args.fold, args.tr, args.seed, workers, args.p, device,
                         args.npz, args.c, args.val, args.pretrained_weights, args.trust_checkpoint)
 
 
@@ -164,9 +171,9 @@ def _demo(args):
 
     exit_on_sigterm()
     try:
-        run_demo(args.o, args.i, args.d, args.c, args.device, args.f, args.trainers, args.epochs,
+        run_demo(args.o, args.i, args.d, args.c, args.device, args.f, args.tr, args.epochs,
                  margins=_margins(args), seed=None if args.unpaired else args.seed,
-                 trust_checkpoints=args.trust_checkpoint)
+                 trust_checkpoints=args.trust_checkpoint, retrain_other_seeds=args.retrain_other_seeds)
     except (KeyboardInterrupt, SystemExit) as stop:
         code = 130 if isinstance(stop, KeyboardInterrupt) else stop.code
         if code not in (130, 143):  # not Ctrl-C or SIGTERM (exit_on_sigterm)
@@ -179,7 +186,7 @@ def _demo(args):
 def _bench(args):
     from nnunet_attention.tools.bench import format_table, run_bench
 
-    results = run_bench(args.plans, args.c, args.device, args.repeats, args.amp, args.compile, args.tr, args.json,
+    results = run_bench(args.p, args.c, args.device, args.repeats, args.amp, args.compile, args.tr, args.json,
                         args.measure or None)
     print(format_table(results))
     if args.json:
@@ -230,6 +237,10 @@ def _default_processes() -> int:
 
 MARGIN_HELP = (f"equivalence margins METRIC=VALUE in the metric's unit; default {margin_examples()} (docs/compare.md; "
                "the demo's at its studied settings: docs/demo.md)")
+DEVICES = ["cpu", "cuda"]
+DEVICE_HELP = "default: cuda when this machine has a CUDA GPU, else cpu (grid on SLURM: name it)"
+RETRAIN_HELP = ("retrain (and so replace) finished or interrupted folds that were trained unpaired or under another "
+                "--seed; without it such folds are an error, and --dry-run lists them")
 TRUST_HELP = ("load the checkpoint even if it holds pickled objects beyond what nnU-Net checkpoints contain; this "
               "RUNS CODE FROM THE FILE: only for files whose origin you trust")
 
@@ -294,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-tr", nargs="+", default=["nnUNetTrainer", "nnUNetTrainerAttention"],
                    help="trainers; the first is the reference of the comparison (default %(default)s)")
     p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default %(default)s)")
-    p.add_argument("-device", choices=["cuda", "cpu"], default="cuda", help="training device (default cuda)")
+    p.add_argument("-device", choices=DEVICES, help=DEVICE_HELP)
     p.add_argument("--npz", action=argparse.BooleanOptionalAction, default=True,
                    help="keep validation softmax for find_best_configuration's ensembles (default on)")
     p.add_argument("--seed", type=int,
@@ -320,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-repeats", type=int, default=3,
                    help="with --until-decided: the most rounds, which also sets each look's level (default 3)")
     p.add_argument("--margin", nargs="+", type=margin, metavar="METRIC=VALUE", help=MARGIN_HELP)
+    p.add_argument("--retrain-other-seeds", action="store_true", help=RETRAIN_HELP)
     p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=_grid)
 
@@ -332,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, required=True,
                    help="the study's seed; with the dataset, configuration and fold it makes the pair's seed")
     p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default %(default)s)")
-    p.add_argument("-device", choices=["cpu", "cuda"], default="cuda", help="default cuda")
+    p.add_argument("-device", choices=DEVICES, help=DEVICE_HELP)
     p.add_argument("--npz", action="store_true", help="keep the validation softmax (as nnUNetv2_train --npz)")
     p.add_argument("--c", action="store_true", help="continue from the latest checkpoint (as nnUNetv2_train --c)")
     p.add_argument("--val", action="store_true", help="only validate a finished training (as nnUNetv2_train --val)")
@@ -347,9 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("-i", help="an MSD task folder (e.g. Task04_Hippocampus) instead of the generated task")
     source.add_argument("-d", type=int, help="an nnU-Net dataset id already in nnUNet_raw")
     p.add_argument("-c", help="configuration (default 2d: see docs/demo.md)")
-    p.add_argument("-device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
+    p.add_argument("-device", choices=DEVICES, help=DEVICE_HELP)
     p.add_argument("-f", nargs="+", type=fold, help="folds to train (default 0 1 2 3 4)")
-    p.add_argument("--trainers", nargs=2, metavar=("UNGATED", "GATED"), help="trainer pair (default: by --epochs)")
+    p.add_argument("-tr", "--trainers", nargs=2, metavar=("UNGATED", "GATED"),
+                   help="trainer pair (default: by --epochs)")
     p.add_argument("--epochs", type=int,
                    help="nnU-Net schedule length; picks nnUNetTrainer_Nepochs and nnUNetTrainerAttention_Nepochs "
                         "(default on cpu: the demo's own short trainers, docs/demo.md; on cuda 100; 1000 = "
@@ -360,14 +373,16 @@ def build_parser() -> argparse.ArgumentParser:
     pairing.add_argument("--unpaired", action="store_true",
                          help="train with nnUNetv2_train as is: each training its own randomness")
     p.add_argument("--margin", nargs="+", type=margin, metavar="METRIC=VALUE", help=MARGIN_HELP)
+    p.add_argument("--retrain-other-seeds", action="store_true", help=RETRAIN_HELP)
     p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("bench", help="gated/ungated cost ratios: parameters, train step, memory, inference")
-    p.add_argument("--plans", help="an nnUNetPlans.json (default: built-in plans shaped like real MSD plans)")
-    p.add_argument("-c", nargs="+", help="configurations of --plans (default: all but the cascade), or of the "
+    p.add_argument("-p", "--plans", help="an nnUNetPlans.json file (bench needs no dataset; default: built-in plans "
+                                         "shaped like real MSD plans)")
+    p.add_argument("-c", nargs="+", help="configurations of -p (default: all but the cascade), or of the "
                                            "built-in plans")
-    p.add_argument("-device", choices=["cpu", "cuda"], default="cpu", help="default cpu")
+    p.add_argument("-device", choices=DEVICES, help=DEVICE_HELP)
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions per variant (default 5)")
     p.add_argument("--amp", choices=["fp16", "bf16"], help="autocast dtype for the train step (cuda)")
     p.add_argument("--compile", action="store_true", help="torch.compile both networks")
@@ -391,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", nargs="+", type=fold, default=[0, 1, 2, 3, 4], help="folds (default 0 1 2 3 4; or all)")
     p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint name (default %(default)s)")
     p.add_argument("--levels", nargs="+", type=int, help="gated levels to export, 0 = finest (default: all)")
-    p.add_argument("-device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
+    p.add_argument("-device", choices=DEVICES, help=DEVICE_HELP)
     p.add_argument("--disable_tta", action="store_true", help="no mirroring (test-time augmentation)")
     p.add_argument("-step_size", type=float, default=0.5, help="sliding-window step (default 0.5)")
     p.add_argument("-npp", type=int, default=2, help="preprocessing processes (default 2)")

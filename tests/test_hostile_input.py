@@ -95,8 +95,8 @@ BAD_INPUTS = {  # name: (argv with {root} for the inputs folder, part of the exp
     "synth one case": (["synth", "-o", "{out}", "--cases", "1"], "--cases must be at least 2"),
     "synth into a file": (["synth", "-o", "{root}/existing_file"], "is an existing file"),
     "bench zero repeats": (["bench", "--repeats", "0"], "--repeats must be at least 1"),
-    "bench -c without plans": (["bench", "-c", "2d"], "without --plans"),
-    "bench unknown configuration": (["bench", "--plans", "{root}/plans.json", "-c", "nope"], "nope is not in"),
+    "bench -c without plans": (["bench", "-c", "2d"], "without -p"),
+    "bench unknown configuration": (["bench", "-p", "{root}/plans.json", "-c", "nope"], "nope is not in"),
     "bench missing plans": (["bench", "--plans", "{root}/missing.json"], "plans file not found"),
     "bench json to a folder": (["bench", "--json", "{root}"], "is a folder"),
     "bench ungated trainer": (["bench", "-tr", "nnUNetTrainer"], "not a gated trainer"),
@@ -167,6 +167,20 @@ BAD_INPUTS = {  # name: (argv with {root} for the inputs folder, part of the exp
                                            "{root}/notes.pth"], "not a readable nnU-Net checkpoint (damaged"),
     "grid validates code in checkpoint": (["grid", "-d", "991", "-c", "3d_fullres", "-f", "0", "-tr", "nnUNetTrainer",
                                            "nnUNetTrainerAttention", "-device", "cpu", "--dry-run"], "posix.mknod"),
+    "grid unknown trainer": (["grid", "-d", "991", "-c", "3d_fullres", "-f", "0", "-tr", "nnUNetTrainer",
+                              "nnUNetTrainerNope", "-device", "cpu"], "trainer nnUNetTrainerNope not found by nnU-Net"),
+    "grid unknown configuration": (["grid", "-d", "991", "-c", "3d_fulres", "-tr", "nnUNetTrainer",
+                                    "nnUNetTrainer_5epochs", "-device", "cpu"], "-c 3d_fulres: nnU-Net's planner"),
+    "grid fold beyond the splits": (["grid", "-d", "991", "-c", "3d_fullres", "-f", "7", "-tr", "nnUNetTrainer",
+                                     "nnUNetTrainer_5epochs", "-device", "cpu", "--dry-run"],
+                                    "nnunet-attention splits -d 991 --repeats 2"),
+    "grid on slurm without a device": (["grid", "-d", "991", "-tr", "nnUNetTrainer", "nnUNetTrainer_5epochs",
+                                        "--executor", "slurm"], "-device: name cpu or cuda"),
+    "grid retrains another seed's fold": (["grid", "-d", "991", "-c", "3d_fullres", "-f", "0", "-tr", "nnUNetTrainer",
+                                           "nnUNetTrainerAttention", "-device", "cpu", "--seed", "5"],
+                                          "pass --retrain-other-seeds"),
+    "demo unknown trainer": (["demo", "-o", "{out}", "-tr", "nnUNetTrainer", "nnUNetTrainerNope"],
+                             "trainer nnUNetTrainerNope not found by nnU-Net"),
     "demo unknown schedule": (["demo", "-o", "{out}", "--epochs", "7"], "--epochs must be one of"),
     "demo into a file": (["demo", "-o", "{root}/existing_file"], "is an existing file"),
 }
@@ -175,7 +189,7 @@ BAD_INPUTS = {  # name: (argv with {root} for the inputs folder, part of the exp
 @pytest.mark.parametrize("case", BAD_INPUTS)
 def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, inputs, tmp_path, capsys):
     argv, expected = BAD_INPUTS[case]
-    if argv[0] == "train" and not trainers_found_through_ext_folder():
+    if argv[0] in ("train", "grid") and "nnUNetTrainerAttention" in argv and not trainers_found_through_ext_folder():
         pytest.skip("nnU-Net before 2.8 finds our trainers only once installed (trainers --install), and a trainer "
                     "is looked up before its checkpoint; tests/test_nnunet_versions.py covers that version's train")
     model = inputs / "nnUNet_results" / "Dataset991_Hostile" / "nnUNetTrainerAttention__nnUNetPlans__3d_fullres"
@@ -189,6 +203,19 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, inputs, tmp_path
     assert _checksums(inputs) == before
     assert not (tmp_path / MARKER_NAME).exists()
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.pth").exists()
+
+
+def test_the_dry_run_names_what_another_seed_would_replace(inputs, capsys):
+    if not trainers_found_through_ext_folder():
+        pytest.skip("nnU-Net before 2.8 finds our trainers only once installed (trainers --install)")
+    from nnunet_attention import cli
+
+    before = _checksums(inputs)
+    cli.main(["grid", "-d", "991", "-c", "3d_fullres", "-f", "0", "-tr", "nnUNetTrainer", "nnUNetTrainerAttention",
+              "-device", "cpu", "--seed", "5", "--dry-run"])
+    out = capsys.readouterr().out
+    assert "replaces a finished training unpaired (nnUNetv2_train) (only with --retrain-other-seeds)" in out, out
+    assert _checksums(inputs) == before
 
 
 def test_demo_under_a_bad_nnunet_def_n_proc_is_one_line_before_it_writes(inputs, tmp_path, capsys, monkeypatch):

@@ -248,14 +248,16 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
              folds: Optional[Sequence] = None, trainers: Optional[Sequence[str]] = None, epochs: Optional[int] = None,
              synth_cases: int = SYNTH_CASES, synth_shape=SYNTH_SHAPE,
              margins: Optional[Mapping[str, float]] = None, seed: Optional[int] = DEMO_SEED,
-             trust_checkpoints: bool = False) -> str:
+             trust_checkpoints: bool = False, retrain_other_seeds: bool = False) -> str:
     """Runs (or resumes) the whole comparison; returns the report folder. None: the demo's settings; margins go to
     compare (equivalence margins per metric; None: DEMO_MARGINS at the studied settings, else compare's defaults);
-    seed pairs the trainings (None: unpaired, as nnUNetv2_train runs them)."""
+    seed pairs the trainings (None: unpaired, as nnUNetv2_train runs them); retrain_other_seeds lets it replace
+    folds trained unpaired or under another seed."""
     from nnunet_attention.compare.metrics import Margins
     from nnunet_attention.compare.pipeline import DatasetSource, compare, print_summary
     from nnunet_attention.devices import resolve_device
     from nnunet_attention.files import check_output_folder
+    from nnunet_attention.nnunet_api import find_trainer_class
 
     check_output_folder(workdir, *([msd_folder] if msd_folder else []))
     margins = None if margins is None else Margins.of(margins)
@@ -266,9 +268,11 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
     if trainers is None:
         trainers = matched_trainers(epochs, device)
     elif epochs is not None:
-        raise NnUNetAttentionError("give either --trainers or --epochs, not both")
+        raise NnUNetAttentionError("give either -tr or --epochs, not both")
     if len(trainers) != 2:
-        raise NnUNetAttentionError(f"--trainers takes two trainer names (ungated, gated); got {len(trainers)}")
+        raise NnUNetAttentionError(f"-tr takes two trainer names (ungated, gated); got {len(trainers)}")
+    for trainer in trainers:
+        find_trainer_class(trainer)
     if msd_folder is not None:
         _task_id(msd_folder)  # a one-line error before anything runs
     note = demo_note(studied, configuration, trainers, folds, seed)
@@ -289,12 +293,13 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
     folders = Folders.of(env)
     spec = replace(prepare(runner, workdir, msd_folder, dataset_id, configuration, folds, trainers, device, seed,
                            {"cases": synth_cases, "test_cases": SYNTH_TEST_CASES, "shape": list(synth_shape)}),
-                   trust_checkpoints=trust_checkpoints)
+                   trust_checkpoints=trust_checkpoints, retrain_other_seeds=retrain_other_seeds)
     dataset_name = spec.datasets[0]
     raw = os.path.join(folders.raw, dataset_name)
     preprocessed = os.path.join(folders.preprocessed, dataset_name)
     results = os.path.join(folders.results, dataset_name)
     trainings = steps.train_steps(spec, dataset_name, folders)
+    steps.check_nothing_replaced(spec, trainings)
     runner.parallel_steps(trainings, trainings_at_once(spec.trainers, spec.device))
     runner.step("find the best configuration across both trainers",
                 [steps.find_best_step(spec, dataset_name, folders, trainings)])

@@ -22,7 +22,8 @@ from nnunet_attention.files import write_text
 from nnunet_attention.nnunet_api import model_folder, nnunet_folder, require_variables
 from nnunet_attention.study.backends import BACKENDS, PENDING, RUNNING, ENDED, ExecutorOptions, passed_variables
 from nnunet_attention.study.executor import StepExecutor
-from nnunet_attention.study.steps import NEW, RESUME, VALIDATE, StudySpec, Step, epoch_reached, study_steps
+from nnunet_attention.study.steps import (NEW, RESUME, VALIDATE, StudySpec, Step, check_nothing_replaced, epoch_reached,
+                                          study_steps)
 
 GRID_FOLDER = "nnunet_attention_grid"
 __all__ = ["GRID_FOLDER", "ExecutorOptions", "Grid", "run_grid", "status_table", "dry_run", "log_tail"]
@@ -182,8 +183,10 @@ def run_grid(spec: StudySpec, options: ExecutorOptions, compare_processes: int, 
     margins = Margins.of(margins)
     grid = Grid(spec, options, log=log, poll_seconds=poll_seconds)
     grid.backend.check_runnable(spec.device)
-    failed = grid.run_steps(study_steps(spec))  # each step once what it waits for is done
     steps = study_steps(spec)
+    check_nothing_replaced(spec, steps)
+    failed = grid.run_steps(steps)  # each step once what it waits for is done
+    steps = [s.refreshed() for s in steps]
     if any(s.done for s in steps if s.kind == "train"):
         pairs = [(spec.trainers[0], t) for t in spec.trainers[1:]]
         for a, b in pairs:
@@ -221,6 +224,8 @@ def dry_run(spec: StudySpec) -> str:
         lines.append(f"{'done' if step.done else 'todo'}  {step.key}")
         if not step.done:
             lines.append(f"      $ {' '.join(step.command)}")
+            if step.replaces:
+                lines.append(f"      replaces {step.replaces} (only with --retrain-other-seeds)")
             trainings_first = [k for k in step.after if k in pending and k.startswith("train/")]
             if step.kind == "train" and trainings_first:
                 lines.append(f"      after {', '.join(trainings_first)}")

@@ -19,10 +19,23 @@ def training_state(fold_folder: str, need_npz: bool = False, next_stage: Optiona
     those missing: run nnUNetv2_train --val [--npz]), RESUME (checkpoint_latest.pth of an interrupted run: --c) or
     NEW. For a paired study (seed), a fold trained unpaired or under another seed (pairing.json) is NEW: it is not
     half of this study's pair, and training it again under the seed replaces it."""
-    state = _files_state(fold_folder, need_npz, next_stage)
-    if seed is not None and state != NEW and study_seed_of(fold_folder) != seed:
+    if seed is not None and replaced_training(fold_folder, need_npz, next_stage, seed):
         return NEW
-    return state
+    return _files_state(fold_folder, need_npz, next_stage)
+
+
+def replaced_training(fold_folder: str, need_npz: bool = False, next_stage: Optional[str] = None,
+                      seed: Optional[int] = None) -> str:
+    """What training this paired study's (seed) training of the fold would replace, in words ("" when nothing):
+    a finished or interrupted training that was unpaired or under another study seed."""
+    if seed is None:
+        return ""
+    state = _files_state(fold_folder, need_npz, next_stage)
+    trained_with = study_seed_of(fold_folder)
+    if state == NEW or trained_with == seed:
+        return ""
+    how = "unpaired (nnUNetv2_train)" if trained_with is None else f"under --seed {trained_with}"
+    return f"{'an interrupted' if state == RESUME else 'a finished'} training {how}"
 
 
 def _files_state(fold_folder: str, need_npz: bool, next_stage: Optional[str]) -> str:

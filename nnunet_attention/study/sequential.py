@@ -19,7 +19,8 @@ from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.files import write_text
 from nnunet_attention.study.grid import GRID_FOLDER, ExecutorOptions, Grid, log_tail
 from nnunet_attention.study.splits import extend_splits_file
-from nnunet_attention.study.steps import Folders, StudySpec, find_best_step, study_steps, train_steps
+from nnunet_attention.study.steps import (Folders, StudySpec, check_nothing_replaced, find_best_step, study_steps,
+                                          train_steps)
 
 FOLDS_PER_REPEAT = 5  # nnU-Net's k
 STATE_FILE = "until_decided.json"
@@ -84,6 +85,7 @@ def _train_round(grid: Grid, spec: StudySpec, folders: Folders, rows: List[tuple
             extend_splits_file(os.path.join(folders.preprocessed, dataset), look)
         folds = list(range(look * FOLDS_PER_REPEAT))
         to_run = [s for d, c in rows for s in train_steps(replace(spec, configurations=[c], folds=folds), d, folders)]
+    check_nothing_replaced(spec, to_run)
     failed = grid.run_steps(to_run)
     missing = [s.key for s in to_run if not s.refreshed().done]
     if failed or missing:

@@ -15,9 +15,12 @@ from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.files import write_text
 from nnunet_attention.nnunet_api import model_identifier
 from nnunet_attention.study.progress_files import (  # noqa: F401  (RESUME, VALIDATE, epoch_reached: re-exported)
-    NEW, RESUME, TRAINED, VALIDATE, epoch_reached, found_best_for, newer_than, train_command, training_state)
+    NEW, RESUME, TRAINED, VALIDATE, epoch_reached, found_best_for, newer_than, replaced_training, train_command,
+    training_state)
 
 CASCADE = "3d_cascade_fullres"
+DEFAULT_CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres", CASCADE)  # what nnU-Net's default planner may make
+NNUNET_FOLDS = 5  # the folds nnU-Net's splits_final.json holds when nnU-Net writes it
 DONE = "done"  # the state of a finished plan, find_best or prediction (a finished training is TRAINED)
 PREDICTED = "done.json"  # beside the predictions: written once every prediction step has run, names the models
 
@@ -34,6 +37,7 @@ class Step:
     trainer: str = ""
     state: str = NEW  # for train steps: progress_files' state; else NEW or DONE
     after: tuple = ()
+    replaces: str = ""  # for train steps: the training it would replace (replaced_training), in words
     check: Callable[[], str] = field(default=lambda: NEW, compare=False, repr=False)  # reads the state again
 
     @property
@@ -64,6 +68,7 @@ class StudySpec:
     processes: Optional[int] = None  # -npfp and -np of planning, -np of find_best (None: nnU-Net's defaults)
     seed: Optional[int] = None  # paired trainings (pairing.py) with this study seed; None: nnUNetv2_train as is
     trust_checkpoints: bool = False  # --trust-checkpoint: let nnU-Net unpickle checkpoints the safe loader refuses
+    retrain_other_seeds: bool = False  # --retrain-other-seeds: replace folds trained unpaired or under another seed
 
     def __post_init__(self):
         if len(set(self.trainers)) < 2:
@@ -89,6 +94,50 @@ class Folders:
     def of(cls, env: dict) -> "Folders":
         """The folders an environment (a dict of nnU-Net's variables) names."""
         return cls(env["nnUNet_preprocessed"], env["nnUNet_results"], env.get("nnUNet_raw"))
+
+
+def check_names(spec: StudySpec, folders: Folders):
+    """Every trainer found by nnU-Net, and before planning every configuration one nnU-Net's planner makes: one line
+    before anything runs or is submitted (the datasets are resolved by the caller, the plans by plan_step)."""
+    from nnunet_attention.nnunet_api import find_trainer_class
+
+    for trainer in spec.trainers:
+        find_trainer_class(trainer)
+    for dataset in spec.datasets:
+        if _plans(folders, dataset, spec.plans) is None:
+            unknown = [c for c in spec.configurations if c not in DEFAULT_CONFIGURATIONS]
+            if unknown:
+                made = ", ".join(DEFAULT_CONFIGURATIONS)
+                raise NnUNetAttentionError(f"-c {unknown[0]}: nnU-Net's planner makes {made}, and {dataset} has no "
+                                           f"{spec.plans}.json yet with others")
+
+
+def check_folds(spec: StudySpec, dataset: str, folders: Folders):
+    """Folds beyond splits_final.json (nnU-Net's 5 before it is written) are refused: nnU-Net would train them on a
+    random 80:20 split, not a fold of the study."""
+    path = os.path.join(folders.preprocessed, dataset, "splits_final.json")
+    count = NNUNET_FOLDS
+    if os.path.isfile(path):
+        with open(path) as f:
+            count = len(json.load(f))
+    beyond = [f for f in spec.folds if f != "all" and not 0 <= int(f) < count]
+    if beyond:
+        where = f"{dataset}'s splits_final.json" if os.path.isfile(path) else f"nnU-Net's splits of {dataset}"
+        repeats = max(int(f) for f in beyond) // NNUNET_FOLDS + 1
+        raise NnUNetAttentionError(f"fold {beyond[0]} is not in {where} (folds 0-{count - 1}; nnU-Net would train it "
+                                   f"on a random 80:20 split); make more folds with: nnunet-attention splits -d "
+                                   f"{dataset_id(dataset)} --repeats {max(repeats, 2)}")
+
+
+def check_nothing_replaced(spec: StudySpec, steps: Sequence[Step]):
+    """A paired study never retrains a fold trained unpaired or under another seed unless --retrain-other-seeds
+    says so: a one-line error naming the folds, before anything runs."""
+    replacing = [s for s in steps if s.replaces]
+    if replacing and not spec.retrain_other_seeds:
+        raise NnUNetAttentionError(
+            f"{len(replacing)} fold(s) would be retrained under --seed {spec.seed}, replacing what is there "
+            f"({replacing[0].key}: {replacing[0].replaces}); pass --retrain-other-seeds to replace them, or run "
+            f"with the --seed they were trained with")
 
 
 def dataset_id(name: str) -> str:
@@ -201,6 +250,7 @@ def train_steps(spec: StudySpec, dataset: str, folders: Folders) -> List[Step]:
     """One nnUNetv2_train per configuration x fold x trainer, in that order, from each fold's state (progress_files).
     A cascade fold waits for the same trainer's fold of the previous stage, which is done only once it has
     written its next-stage predictions."""
+    check_folds(spec, dataset, folders)
     steps = []
     for configuration in spec.configurations:
         previous, next_stage = _stages(folders, dataset, spec.plans, configuration)
@@ -217,6 +267,7 @@ def train_steps(spec: StudySpec, dataset: str, folders: Folders) -> List[Step]:
                                           seed=spec.seed)
 
                 state = state_now()
+                replaces = replaced_training(folder, spec.npz, next_stage, spec.seed)
                 if state in (RESUME, VALIDATE):  # nnU-Net will unpickle the fold's checkpoint: nothing runs from it
                     from nnunet_attention.model.checkpoint import check_before_nnunet_loads
 
@@ -226,7 +277,7 @@ def train_steps(spec: StudySpec, dataset: str, folders: Folders) -> List[Step]:
                 steps.append(Step("train", dataset, tuple(train_command(
                     dataset_id(dataset), configuration, fold, trainer, state, spec.plans, spec.device, spec.npz,
                     spec.seed, spec.trust_checkpoints)),
-                    configuration, str(fold), trainer, state, after, check=state_now))
+                    configuration, str(fold), trainer, state, after, replaces, check=state_now))
     return steps
 
 

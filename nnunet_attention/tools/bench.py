@@ -375,7 +375,7 @@ def run_bench(plans_file: Optional[str], configurations: Optional[Sequence[str]]
     from nnunet_attention.files import check_output_file, write_text
     from nnunet_attention.model.trainers import gated_trainer_class
 
-    resolve_device(device)
+    device = resolve_device(device)
     if repeats < 1:
         raise NnUNetAttentionError(f"--repeats must be at least 1, got {repeats}")
     if plans_file and not os.path.isfile(plans_file):
@@ -404,7 +404,7 @@ def load_configurations(plans_file: Optional[str], configurations: Optional[Sequ
         built_in = reference_configurations()
         unknown = [c for c in configurations or () if c not in built_in]
         if unknown:
-            raise NnUNetAttentionError(f"-c {', '.join(unknown)}: without --plans, -c picks among the built-in "
+            raise NnUNetAttentionError(f"-c {', '.join(unknown)}: without -p, -c picks among the built-in "
                                        f"plans ({', '.join(built_in)})")
         return {name: c for name, c in built_in.items() if not configurations or name in configurations}
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
