@@ -127,6 +127,8 @@ BAD_INPUTS = {  # name: (argv with {root} for the inputs folder, part of the exp
                                "-f", "3", "-device", "cpu"], "fold_3"),
     "maps unknown dataset": (["maps", "-i", "{root}/images", "-o", "{out}", "-d", "555", "-c", "3d_fullres"],
                              "555"),
+    "compare unknown trainer": (["compare", "-d", "991", "-c", "3d_fullres", "-tr", "nnUNetTrainer",
+                                 "nnUNetTrainerNope", "-f", "0", "-o", "{out}"], "-tr nnUNetTrainerNope: no "),
     "compare a trainer with itself": (["compare", "-d", "991", "-c", "3d_fullres", "-tr", "A", "A"], "twice"),
     "compare corrupt summary": (["compare", "-d", "991", "-c", "3d_fullres", "-tr", "nnUNetTrainer",
                                  "nnUNetTrainerAttention", "-f", "0", "-o", "{out}"],
@@ -274,3 +276,21 @@ def test_cli_spot_check_in_a_fresh_process(tmp_path):
     result = subprocess.run([*CLI, "synth", "-o", str(tmp_path), "--test-cases", "-1"], capture_output=True,
                             text=True)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_ctrl_c_is_one_line_and_exit_130():
+    """A real SIGINT into a running command (bench, once it has started its first plan): exit status 130 and one
+    line of ours, no traceback."""
+    import signal
+    import subprocess
+
+    process = subprocess.Popen([*CLI, "bench", "--repeats", "1", "--measure", "train"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    started = process.stderr.readline()
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert started.startswith("[1/"), started + err
+    assert process.returncode == 130, err
+    ours = [line for line in err.splitlines() if line.startswith("nnunet-attention")]
+    assert ours == ["nnunet-attention bench: stopped (Ctrl-C) before it finished; run the same command again to "
+                    "finish"] and "Traceback" not in err, err

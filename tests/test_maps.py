@@ -135,3 +135,13 @@ def test_everyday_input_mistakes_are_one_line_errors(maps_output, tmp_path, file
     assert status == 2 and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1 and expected in err
     assert not (tmp_path / "out").exists()
+
+
+def test_maps_never_replace_files_in_the_output_folder_unasked(maps_output, capsys, monkeypatch):
+    """A validation folder or labelsTr holds files of the names maps writes: refused, byte for byte unchanged."""
+    _, env, images, out = maps_output
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    status, err = _maps_in_process(capsys, monkeypatch, env, images, out)
+    assert status == 2 and len(err.strip().splitlines()) == 1, err
+    assert "maps would replace" in err and "--overwrite" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
