@@ -16,20 +16,31 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from nnunet_attention.compare.calibration import run_sequential, sequential_cells
-from nnunet_attention.compare.statistics import spending_levels
+from nnunet_attention.compare.statistics import information_fractions, spending_levels
+
+
+def _share(row: dict, key: str) -> str:
+    return f"{row[key]:.1%} ±{row[key + '_se']:.1%}"
 
 
 def table(rows: list) -> str:
-    lines = ["| true B − A | margin | design | better | worse | equivalent | inconclusive | mean rounds (trainings "
-             "per trainer) | stopped after round 1 / 2 / 3 |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| fold ρ | failures | true B − A | margin | design | better | worse | equivalent | inconclusive | wrong | "
+             "trainings per trainer | stopped after round 1 / 2 / 3 | bias of the estimate | discordant (sequential → "
+             "fixed) |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         for design in ("sequential", "fixed"):
-            rounds = r["mean_rounds"] if design == "sequential" else r["repeats"]
-            stops = " / ".join(f"{v:.0%}" for v in r["stopped_at"].values()) if design == "sequential" else ""
-            lines.append(f"| {r['true_difference']:g} | ±{r['margin']:g} | {design} | "
-                         + " | ".join(f"{r[f'{design}_{o}']:.1%}" for o in ("better", "worse", "equivalent",
-                                                                             "inconclusive"))
-                         + f" | {rounds:.2f} ({rounds * r['folds']:.1f}) | {stops} |")
+            if design == "sequential":
+                trainings = f"{r['mean_rounds'] * r['folds']:.2f} ±{r['mean_rounds_se'] * r['folds']:.2f}"
+                stops = " / ".join(f"{v:.0%}" for v in r["stopped_at"].values())
+                discordant = ", ".join(f"{k} {v}" for k, v in r["discordant"].items()) or "none"
+            else:
+                trainings, stops, discordant = f"{r['repeats'] * r['folds']}", "", ""
+            lines.append(f"| {r['fold_correlation']:g} | {r['failure_rate']:.0%} | {r['true_difference']:g} | "
+                         f"±{r['margin']:g} | {design} | "
+                         + " | ".join(_share(r, f"{design}_{o}") for o in ("better", "worse", "equivalent",
+                                                                            "inconclusive", "wrong"))
+                         + f" | {trainings} | {stops} | {r[f'{design}_bias']:+.4f} ±{r[f'{design}_bias_se']:.4f} | "
+                         f"{discordant} |")
     return "\n".join(lines)
 
 
@@ -40,7 +51,7 @@ def _run(job):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--studies", type=int, default=400, help="simulated studies per cell (default 400)")
+    parser.add_argument("--studies", type=int, default=1000, help="simulated studies per cell (default 1000)")
     parser.add_argument("--rounds", type=int, default=3, help="the most rounds (repeats of 5-fold; default 3)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-np", type=int, default=os.cpu_count() or 1, help="processes (default: the CPU count)")
@@ -53,7 +64,8 @@ def main():
             rows.append(row)
             print(f"\r{len(rows)}/{len(cells)} cells", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
-    levels = ", ".join(f"{level:.5f}" for level in spending_levels(args.rounds))
+    fractions = information_fractions(args.rounds, 5, 0.25)
+    levels = spending_levels(fractions)
     text = table(rows)
     print(text)
     if args.docs:
@@ -61,17 +73,47 @@ def main():
         command = " ".join(["python", "scripts/calibrate_sequential.py", *sys.argv[1:]])
         machine = f"{platform.machine()}, {os.cpu_count()} cores"
         (docs / "sequential_calibration.json").write_text(json.dumps(
-            {"command": command, "machine": machine, "studies": args.studies, "levels": spending_levels(args.rounds),
-             "cells": rows}, indent=1))
-        (docs / "sequential.md").write_text(
-            f"# Stopping when the answer is known: the sequential design's calibration\n\n"
-            f"Command: `{command}` ({args.studies} simulated studies per row; machine: {machine}). Model: "
-            f"compare.calibration.CrossValidation (100 cases, 5 folds, fold correlation 0.2, skewed case noise, a "
-            f"persistent case part across repeats), up to {args.rounds} rounds (repeats of the 5-fold "
-            f"cross-validation, each trained by both trainers). **sequential**: judged after every round at the "
-            f"look's spending level ({levels}: O'Brien-Fleming-type, Lan-DeMets, union-bounded) and stopped at the "
-            f"first answer; **fixed**: every round trained, then compare's 95% verdict. Rates are shares of "
-            f"studies; trainings per trainer = rounds × 5.\n\n{text}\n")
+            {"command": command, "machine": machine, "studies": args.studies, "fractions": fractions,
+             "levels": levels, "cells": rows}, indent=1))
+        (docs / "sequential.md").write_text(SEQUENTIAL_MD.format(
+            command=command, studies=args.studies, machine=machine, rounds=args.rounds,
+            fractions=", ".join(f"{t:.2f}" for t in fractions), levels=", ".join(f"{v:.4f}" for v in levels),
+            table=text))
+
+
+SEQUENTIAL_MD = """# Stopping when the answer is known: the sequential design's calibration
+
+`nnunet-attention grid --until-decided` trains round after round of nnU-Net's 5 folds (round r = repeat r of the
+cross-validation, both trainers) and judges each dataset x configuration after every round; a row stops at its
+first answer that is not "inconclusive", and the last look's verdict stands whatever it is.
+
+**The boundaries.** Lan & DeMets' O'Brien-Fleming-type spending function alpha(t) = 2 - 2 Phi(z_0.975 / sqrt(t)),
+spent on the *information fractions* of compare's corrected variance s^2 (1/J + n_val/n_train): with J = 5, 10, 15
+trainings per trainer and n_val/n_train = 1/4 the looks hold {fractions} of the last look's information (folds whose
+training sets share cases repeat each other, so the first round already holds most of it), not 1/3, 2/3, 1. The
+nominal levels come from the joint normal of the looks' z statistics (nested means of equicorrelated folds have
+independent increments; numerical integration over the continuation region, checked against draws of that joint
+normal in tests/test_sequential.py): {levels} for {rounds} rounds of 5-fold cross-validation of a dataset's own cases
+(compare.statistics.spending_levels; the levels a study uses come from its own n_val/n_train). The looks'
+chance of any false "better"/"worse", and of any repeated interval (the verdict's t interval at the look's level,
+Jennison & Turnbull 1993) missing the truth, is 5% in all, not at most 5% as the union bound before. With several
+dataset x configuration rows, each row's looks spend 5% / rows (Bonferroni over the study's rows, fixed when the
+study starts and kept in until_decided.json): the family is the whole study. **The estimate at stopping is the plain
+mean over the rounds trained, not adjusted**: a study that stops early tends to stop on a large estimate; the bias
+column measures it.
+
+**The simulation.** Command: `{command}` ({studies} simulated studies per row; machine: {machine}). Each study is one
+draw of compare.calibration.CrossValidation (100 cases; 5 folds; training sets that overlap as nnU-Net's do, with a
+fold correlation of 0.2 — the boundaries' assumption — or 0.1 — what real nnU-Net trainings showed,
+docs/real_calibration.md; skewed case noise; a persistent part of each case's difference across repeats; in one row
+2% catastrophic failures of one trainer), judged after each round through compare's own analysis (analyse_pairs with
+look = (round, {rounds})) and stopped at the first answer: **sequential**. **fixed**: the same study's data, every
+round trained, then compare's 95% verdict (the design with the same maximum of trainings). Shares are of studies,
+with their Monte Carlo standard errors (±); *wrong*: better when B − A ≤ 0, worse when ≥ 0, equivalent when |B − A| >
+margin; *discordant*: studies whose two designs answered differently, as sequential → fixed with their counts.
+
+{table}
+"""
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from nnunet_attention.compare.metrics import METRICS, Margins
 from nnunet_attention.compare.report import FOREGROUND, AcrossDatasets, LostClass, MetricStatistics, Verdict
 from nnunet_attention.compare.statistics import (BOOTSTRAP_SAMPLES, CI_METHOD, ESTIMAND, POWER, assumed_correlation,
                                                  correlated_bayes, excludes_zero, folds_needed, holds_to_correlation,
-                                                 holm, interval_at, mean_across_datasets, spending_levels,
+                                                 Look, holm, interval_at, look_level, mean_across_datasets,
                                                  minimal_detectable_difference, overlap_variance_factor,
                                                  paired_statistics, row_rng, share_b_better, t975,
                                                  t_interval_of_folds, verdict)
@@ -24,8 +24,10 @@ from nnunet_attention.compare.statistics import (BOOTSTRAP_SAMPLES, CI_METHOD, E
 MIN_FOLDS, MIN_PAIRS = 3, 30
 ROW_KEY = ["dataset", "configuration", "class", "metric"]
 SEQUENTIAL_METHOD = ("repeated cross-validation judged after each whole round: O'Brien-Fleming-type alpha spending "
-                     "(Lan-DeMets) over the planned rounds, each look at its spent level, union-bounded; "
-                     "equivalence by repeated confidence intervals at the same levels")
+                     "(Lan-DeMets) on the information fractions of the corrected variance, boundaries from the joint "
+                     "normal of the looks, alpha shared by Bonferroni over the study's rows; equivalence by repeated "
+                     "confidence intervals at the same levels; the estimate at stopping is not adjusted (its bias: "
+                     "docs/sequential.md)")
 LOST_DICE = 0.0  # a class is lost in a fold when every case with the class in its reference scores Dice at most this
 HOLM_FAMILIES = {"headline": "the foreground-mean rows of the metric (every dataset x configuration)",
                  "per class": "the per-class rows of the metric (every dataset x configuration x class)"}
@@ -183,16 +185,16 @@ def analyse(table: pd.DataFrame, trainers: Sequence[str], seed: int = 0,
 
 
 def analyse_pairs(paired: pd.DataFrame, seed: int = 0, margins: Margins = Margins(),
-                  bootstrap_samples: int = BOOTSTRAP_SAMPLES, look: Optional[Tuple[int, int]] = None
+                  bootstrap_samples: int = BOOTSTRAP_SAMPLES, look: Optional[Tuple[int, ...]] = None
                   ) -> Dict[tuple, MetricStatistics]:
     """(dataset, configuration, class, metric) -> statistics, with p_holm within the row's Holm family (HOLM_FAMILIES:
     a row's adjusted p depends only on the rows of its own family), the outcome against the metric's margin
     (metrics.Margins), what the study could detect, the folds that would settle it,
     the size terciles and, for the foreground mean, the ten worst cases. bootstrap_samples sets the descriptive
     bootstraps only (the case-level CI and p_b_better); the verdict does not resample. look = (k, K): the k-th of K
-    sequential looks (grid --until-decided): the outcome is then judged at that look's spending level
-    (statistics.spending_levels) with its repeated interval, recorded under "sequential"; the fixed-design outcome
-    at 95% stays as "outcome_fixed_95"."""
+    sequential looks (grid --until-decided), or (k, K, rows) for one of the study's rows: the outcome is then judged
+    at that look's level (statistics.look_level) with its repeated interval, recorded under "sequential"; the
+    fixed-design outcome at 95% stays as "outcome_fixed_95"."""
     results = {}
     for key, row in paired.groupby(ROW_KEY, sort=False):
         metric = key[3]
@@ -222,13 +224,14 @@ def analyse_pairs(paired: pd.DataFrame, seed: int = 0, margins: Margins = Margin
             s["outcome"], s["estimate"], s["hierarchical_se"], s["correction_factor"], s["n_folds"], margin,
             METRICS[metric].higher_is_better, holm_multiplier(s["t_p"], s["p_holm"]))
         if look is not None:
-            level = spending_levels(look[1])[look[0] - 1]
+            look = Look(*look)
+            level = look_level(look, s["n_folds"], s["validation_to_training"])
             ci = interval_at(s["estimate"], s["hierarchical_se"], s["df"], level)
             outcome = verdict(ci, s["p_holm"], s["estimate"], METRICS[metric].higher_is_better, margin,
                               s["n_folds"], alpha=level)
             s.update(outcome_fixed_95=s["outcome"], outcome=outcome,
-                     sequential={"look": look[0], "looks": look[1], "level": level, "ci": ci, "outcome": outcome,
-                                 "method": SEQUENTIAL_METHOD})
+                     sequential={"look": look.index, "looks": look.looks, "rows": look.rows, "level": level,
+                                 "ci": ci, "outcome": outcome, "method": SEQUENTIAL_METHOD})
     return {key: MetricStatistics.of(s) for key, s in results.items()}
 
 

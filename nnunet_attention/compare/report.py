@@ -42,13 +42,15 @@ class FoldsNeeded:
 
 @dataclass
 class SequentialLook:
-    """The k-th of K looks of grid --until-decided: the level it spends, its repeated interval and outcome."""
+    """The k-th of K looks of grid --until-decided for one of `rows` rows: the level it spends, its repeated interval
+    and outcome."""
     look: int
     looks: int
     level: float
     ci: Optional[List[float]]
     outcome: str
     method: str
+    rows: int = 1
 
 
 @dataclass

@@ -2,8 +2,10 @@
 
 Round r trains repeat r of the k-fold cross-validation (study.splits extends splits_final.json; round 1 is nnU-Net's
 own folds 0..k-1) with every trainer; after each whole round compare judges every open dataset x configuration at
-the level that look spends (compare.statistics.spending_levels over --max-repeats looks: O'Brien-Fleming-type alpha
-spending, repeated intervals for equivalence), and a row whose Dice verdict is no longer inconclusive stops: it is
+the level that look spends (compare.statistics.look_level over --max-repeats looks: O'Brien-Fleming-type alpha
+spending on the corrected variance's information fractions, boundaries from the looks' joint normal, repeated
+intervals for equivalence, alpha shared by Bonferroni over the study's rows, so that the chance of any false answer
+over all rows and looks stays 5% under the model), and a row whose Dice verdict is no longer inconclusive stops: it is
 not trained further, and a re-run neither retrains nor judges it again. The last look's verdict stands whatever it
 is. find_best_configuration keeps using folds 0..k-1, as nnU-Net's ensembles expect. The decisions are kept in
 nnUNet_results/nnunet_attention_grid/until_decided.json; each row's report is nnUNet_results/DATASET/
@@ -45,7 +47,8 @@ def run_until_decided(spec: StudySpec, options: ExecutorOptions, compare_process
     grid.backend.check_runnable(spec.device)
     folders = Folders.from_environment()
     state_file = os.path.join(folders.results, GRID_FOLDER, STATE_FILE)
-    state = _read_state(state_file, max_repeats)
+    rows = len(spec.datasets) * len(spec.configurations)
+    state = _read_state(state_file, max_repeats, rows)
     for look in range(1, max_repeats + 1):
         open_rows = [(d, c) for d in spec.datasets for c in spec.configurations if f"{d}/{c}" not in state["rows"]]
         if not open_rows:
@@ -57,7 +60,7 @@ def run_until_decided(spec: StudySpec, options: ExecutorOptions, compare_process
         for dataset, configuration in open_rows:
             output = os.path.join(folders.results, dataset, f"nnunet_attention_compare_{configuration}")
             report = compare_datasets([dataset], [configuration], spec.trainers, spec.plans, folds, output,
-                                      processes=compare_processes, margins=margins, look=(look, max_repeats))
+                                      processes=compare_processes, margins=margins, look=(look, max_repeats, rows))
             (row,) = report.verdict
             outcome = row.metrics[PRIMARY].outcome
             if outcome != "inconclusive" or look == max_repeats:
@@ -95,11 +98,15 @@ def _train_round(grid: Grid, spec: StudySpec, folders: Folders, rows: List[tuple
     return True
 
 
-def _read_state(path: str, max_repeats: int) -> dict:
+def _read_state(path: str, max_repeats: int, rows: int) -> dict:
     if not os.path.isfile(path):
-        return {"max_repeats": max_repeats, "rows": {}}
+        return {"max_repeats": max_repeats, "family": rows, "rows": {}}
     with open(path) as f:
         state = json.load(f)
+    if state.get("family", rows) != rows:
+        raise NnUNetAttentionError(f"{path} is a study of {state['family']} dataset x configuration rows, whose "
+                                   f"levels share alpha over that many; run it with the same -d and -c, or move the "
+                                   f"file away to start a new sequential study")
     if state["max_repeats"] != max_repeats:
         raise NnUNetAttentionError(f"{path} is a study with --max-repeats {state['max_repeats']}: its looks were "
                                    f"judged at that plan's levels; run it with --max-repeats {state['max_repeats']}, "
