@@ -428,6 +428,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+STUDY_COMMANDS = ("compare", "grid", "demo", "synth", "splits")
+STUDY_EXTRA = "study"
+
+
+def require_study_extra(command: str):
+    """The study commands need the packages of the [study] extra (pyproject.toml, read from the installed metadata):
+    without them one line that names the install, before any work."""
+    import importlib.metadata
+    import importlib.util
+    import re
+
+    try:
+        requirements = importlib.metadata.requires("nnunet-attention") or []
+    except importlib.metadata.PackageNotFoundError:
+        raise NnUNetAttentionError("nnunet-attention is not installed: pip install -e \".[study]\" in its "
+                                   "checkout") from None
+    marker = f"extra == '{STUDY_EXTRA}'"
+    packages = [re.split(r"[<>=!~;\[ ]", r.strip())[0] for r in requirements if marker in r.replace('"', "'")]
+    missing = [p for p in packages if importlib.util.find_spec(p.replace("-", "_").lower()) is None]
+    if missing:
+        raise NnUNetAttentionError(f"{command} is a study command and needs {', '.join(missing)}: pip install "
+                                   f"\"nnunet-attention[{STUDY_EXTRA}]\" (or pip install -e \".[{STUDY_EXTRA}]\" "
+                                   f"in a checkout)")
+
+
 def main(argv=None):
     # libraries' deprecation notices (torch.jit, timm) would bury our one-line messages
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -440,6 +465,8 @@ def main(argv=None):
         sys.exit(2)
     args = build_parser().parse_args(argv)
     try:
+        if args.command in STUDY_COMMANDS:
+            require_study_extra(args.command)
         args.func(args)
     except NnUNetAttentionError as e:
         print(f"nnunet-attention {args.command}: error: {e}", file=sys.stderr)

@@ -294,3 +294,28 @@ def test_ctrl_c_is_one_line_and_exit_130():
     ours = [line for line in err.splitlines() if line.startswith("nnunet-attention")]
     assert ours == ["nnunet-attention bench: stopped (Ctrl-C) before it finished; run the same command again to "
                     "finish"] and "Traceback" not in err, err
+
+
+def test_the_plugin_runs_without_the_study_kit_and_study_commands_name_its_install():
+    """With the [study] extra's packages absent (sys.modules[name] = None is how Python blocks an import), gates,
+    trainers, discovery, retrofit, maps and bench import and run their CLI; each study command is one line naming
+    the install."""
+    import subprocess
+    import sys
+
+    block = "import sys; sys.modules.update(monai=None, submitit=None); "
+    base = ("import nnunet_attention.model.trainers, nnunet_attention.model.discovery, nnunet_attention.tools.maps, "
+            "nnunet_attention.tools.retrofit, nnunet_attention.tools.bench, nnunet_attention.model.pairing; "
+            "from nnunet_attention import cli; cli.main(['trainers'])")
+    done = subprocess.run([sys.executable, "-c", block + base], capture_output=True, text=True)
+    assert done.returncode == 0 and "nnUNetTrainerAttention" in done.stdout, done.stderr
+    commands = [c.split() for c in ("compare -d 1 -c 2d -tr A B", "grid -d 1", "demo", "synth -o x",
+                                    "splits -d 1 --repeats 2")]
+    study = ("from nnunet_attention import cli\n"
+             f"for argv in {commands!r}:\n"
+             "    try:\n        cli.main(argv)\n    except SystemExit as e:\n        print(e.code)\n")
+    done = subprocess.run([sys.executable, "-c", block + study], capture_output=True, text=True)
+    assert done.stdout.split() == ["2"] * len(commands), done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == len(commands), done.stderr
+    assert all('needs monai, submitit: pip install "nnunet-attention[study]"' in line for line in lines), lines

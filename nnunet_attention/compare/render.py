@@ -201,8 +201,9 @@ def glance_design(verdict: Verdict) -> List[str]:
     lines = [f"design: {design}; {dice.n_folds} training(s) per trainer, {cases} validation cases"]
     if dice.sequential:
         look = dice.sequential
-        lines.append(f"look {look.look} of {look.looks} of a sequential study: judged at level {look.level:.4g}, "
-                     f"the CI is its repeated interval")
+        shared = f", 5% shared over {look.rows} rows" if look.rows > 1 else ""
+        lines.append(f"look {look.look} of {look.looks} of a sequential study: judged at level {look.level:.4g}"
+                     f"{shared}, the CI is its repeated interval")
     return lines
 
 
