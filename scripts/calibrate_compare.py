@@ -1,5 +1,5 @@
 """The calibration study of compare's verdict: simulated studies with a known answer through compare's own analysis
-(nnunet_attention.compare.calibration: independent trainings, cross-validation as it is, several datasets), counting
+(scripts/simulation.py: independent trainings, cross-validation as it is, several datasets), counting
 how often the verdict is wrong.
 
     python scripts/calibrate_compare.py --docs docs          # the committed table (2 cores: about 25 minutes)
@@ -11,12 +11,10 @@ DOCS/compare.md (the summary's figures are checked against the JSON by a test).
 import argparse
 import json
 import os
-import platform
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from nnunet_attention.compare.calibration import run_cell, standard_cells, summary_text
+from simulation import provenance, run_cell, run_cells, standard_cells, summary_text
 
 START, END = "<!-- calibration table: written by scripts/calibrate_compare.py -->", "<!-- end of calibration table -->"
 
@@ -49,9 +47,8 @@ def table(rows: list) -> str:
     return "\n".join(lines)
 
 
-def _run(job):
-    index, cell, studies, seed = job
-    return run_cell(cell, studies, seed=seed + index, old_bootstrap=True)
+def _with_old_bootstrap(cell, studies: int, seed: int) -> dict:
+    return run_cell(cell, studies, seed=seed, old_bootstrap=True)
 
 
 def main():
@@ -61,21 +58,13 @@ def main():
     parser.add_argument("-np", type=int, default=os.cpu_count() or 1, help="processes (default: the CPU count)")
     parser.add_argument("--docs", help="docs folder: write compare_calibration.json and the table in compare.md")
     args = parser.parse_args()
-    cells = list(standard_cells())
-    jobs = [(i, cell, args.studies, args.seed) for i, cell in enumerate(cells)]
-    rows = []
-    with ProcessPoolExecutor(args.np) as pool:
-        for row in pool.map(_run, jobs):
-            rows.append(row)
-            print(f"\r{len(rows)}/{len(cells)} cells", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
+    rows = run_cells(_with_old_bootstrap, list(standard_cells()), args.studies, args.seed, args.np)
     text = table(rows)
     print(text)
     print(summary_text(rows))
     if args.docs:
         docs = Path(args.docs)
-        command = " ".join(["python", "scripts/calibrate_compare.py", *sys.argv[1:]])
-        machine = f"{platform.machine()}, {os.cpu_count()} cores"
+        command, machine = provenance("calibrate_compare.py")
         (docs / "compare_calibration.json").write_text(json.dumps({"command": command, "machine": machine,
                                                                    "studies": args.studies, "cells": rows},
                                                                   indent=1))

@@ -10,12 +10,9 @@ Writes DOCS/sequential_calibration.json and DOCS/sequential.md.
 import argparse
 import json
 import os
-import platform
-import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from nnunet_attention.compare.calibration import run_sequential, sequential_cells
+from simulation import provenance, run_cells, run_sequential, sequential_cells
 from nnunet_attention.compare.statistics import information_fractions, spending_levels
 
 
@@ -44,11 +41,6 @@ def table(rows: list) -> str:
     return "\n".join(lines)
 
 
-def _run(job):
-    index, cell, studies, seed = job
-    return run_sequential(cell, studies, seed=seed + index)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--studies", type=int, default=1000, help="simulated studies per cell (default 1000)")
@@ -57,21 +49,14 @@ def main():
     parser.add_argument("-np", type=int, default=os.cpu_count() or 1, help="processes (default: the CPU count)")
     parser.add_argument("--docs", help="docs folder: write sequential_calibration.json and sequential.md")
     args = parser.parse_args()
-    cells = sequential_cells(args.rounds)
-    rows = []
-    with ProcessPoolExecutor(args.np) as pool:
-        for row in pool.map(_run, [(i, c, args.studies, args.seed) for i, c in enumerate(cells)]):
-            rows.append(row)
-            print(f"\r{len(rows)}/{len(cells)} cells", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
+    rows = run_cells(run_sequential, sequential_cells(args.rounds), args.studies, args.seed, args.np)
     fractions = information_fractions(args.rounds, 5, 0.25)
     levels = spending_levels(fractions)
     text = table(rows)
     print(text)
     if args.docs:
         docs = Path(args.docs)
-        command = " ".join(["python", "scripts/calibrate_sequential.py", *sys.argv[1:]])
-        machine = f"{platform.machine()}, {os.cpu_count()} cores"
+        command, machine = provenance("calibrate_sequential.py")
         (docs / "sequential_calibration.json").write_text(json.dumps(
             {"command": command, "machine": machine, "studies": args.studies, "fractions": fractions,
              "levels": levels, "cells": rows}, indent=1))
@@ -103,7 +88,7 @@ mean over the rounds trained, not adjusted**: a study that stops early tends to 
 column measures it.
 
 **The simulation.** Command: `{command}` ({studies} simulated studies per row; machine: {machine}). Each study is one
-draw of compare.calibration.CrossValidation (100 cases; 5 folds; training sets that overlap as nnU-Net's do, with a
+draw of scripts/simulation.py's CrossValidation (100 cases; 5 folds; training sets that overlap as nnU-Net's do, with a
 fold correlation of 0.2 — the boundaries' assumption — or 0.1 — what real nnU-Net trainings showed,
 docs/real_calibration.md; skewed case noise; a persistent part of each case's difference across repeats; in one row
 2% catastrophic failures of one trainer), judged after each round through compare's own analysis (analyse_pairs with

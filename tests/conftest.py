@@ -6,6 +6,8 @@ so that each is built once; the other worker takes the tests that build their ow
 share the fast ones."""
 import json
 import os
+import sys
+from pathlib import Path
 
 import pytest
 from helpers import (DATASET_ID, DATASET_NAME, REGION_DATASET_ID, REGION_DATASET_NAME, REGIONS, TINY_TRAINERS,
@@ -13,6 +15,7 @@ from helpers import (DATASET_ID, DATASET_NAME, REGION_DATASET_ID, REGION_DATASET
 
 from nnunet_attention.study import steps
 
+sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))  # the study tools (simulation.py) the tests drive
 SHARED_TASKS = ("preprocessed_task", "trained_models", "gated_predictions", "region_models")
 
 

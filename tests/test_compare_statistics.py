@@ -12,7 +12,7 @@ from scipy import stats as scipy_stats
 
 from nnunet_attention.compare.metrics import METRICS, Margins
 from nnunet_attention.compare.report import LostClass
-from nnunet_attention.compare.calibration import Cell, CrossValidation, run_cell
+from simulation import Cell, CrossValidation, run_cell
 from nnunet_attention.compare.statistics import BOOTSTRAP_SAMPLES, folds_needed, row_rng, two_level_bootstrap, verdict
 
 
@@ -555,7 +555,7 @@ def test_the_docs_quote_the_calibration_as_measured():
     import re
     from pathlib import Path
 
-    from nnunet_attention.compare.calibration import summary_text
+    from simulation import summary_text
 
     root = Path(__file__).parents[1]
     cells = json.loads((root / "docs" / "compare_calibration.json").read_text())["cells"]

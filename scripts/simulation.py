@@ -1,6 +1,8 @@
 """Simulated studies with a known answer, passed through compare's own analysis (analyse_pairs, across_datasets), to
 measure how often its verdict is wrong: the evidence behind the stated 95% (scripts/calibrate_compare.py writes the
-table in docs/compare.md; a fast test runs small cells).
+table in docs/compare.md, scripts/calibrate_sequential.py docs/sequential.md; a fast test runs small cells). A study
+tool, not part of the installed package: the two calibration scripts share its models, its pool of worker processes
+(run_cells) and the provenance they write (provenance).
 
 Two models. ``Cell``: k independent trainings (folds) per trainer, n validation cases each; the difference B - A of a
 case is true_difference + u_fold + e_case (the interval's own assumptions, kept for contrast). ``CrossValidation``:
@@ -9,8 +11,12 @@ depends on its training set (trainings that share training cases agree: the fold
 persistent part across repeats, case noise is skewed with rare catastrophic failures, folds may be unequal.
 ``Datasets``: several such tasks whose true differences scatter around a shared mean, judged by across_datasets.
 """
+import os
+import platform
+import sys
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Dict, Iterable, List, Union
+from typing import Callable, Dict, Iterable, List, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -371,3 +377,26 @@ def summary_text(rows: List[dict]) -> str:
                      f"±{gain_across[0]['margin']:g}): \"better\" in "
                      + ", ".join(f"{r['better']:.1%} ({tasks(r)})" for r in gain_across) + ".")
     return "\n".join(lines)
+
+
+def _run_one(job):
+    run, index, cell, studies, seed = job
+    return run(cell, studies, seed + index)
+
+
+def run_cells(run: Callable, cells: Sequence, studies: int, seed: int, processes: int) -> List[dict]:
+    """run(cell, studies, seed) for every cell (cell i with seed + i) in processes worker processes, in order, with
+    a progress line on stderr."""
+    rows = []
+    with ProcessPoolExecutor(processes) as pool:
+        for row in pool.map(_run_one, [(run, i, cell, studies, seed) for i, cell in enumerate(cells)]):
+            rows.append(row)
+            print(f"\r{len(rows)}/{len(cells)} cells", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    return rows
+
+
+def provenance(script: str) -> Tuple[str, str]:
+    """The command that ran a calibration script (as typed from the project root) and the machine, for its docs."""
+    return (" ".join(["python", f"scripts/{script}", *sys.argv[1:]]),
+            f"{platform.machine()}, {os.cpu_count()} cores")
