@@ -8,6 +8,7 @@ import warnings
 from nnunet_attention.compare.metrics import margin_examples
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.study.backends import BACKENDS
+from nnunet_attention.study.steps import NNUNET_FOLD_IDS
 
 
 def fold(value: str):
@@ -73,7 +74,7 @@ def _synth(args):
 
 def _splits(args):
     from nnunet_attention.nnunet_api import dataset_name, nnunet_folder, require_variables
-    from nnunet_attention.study.splits import extend_splits_file
+    from nnunet_attention.study.splits import NNUNET_SPLIT_SEED, extend_splits_file
 
     require_variables("nnUNet_preprocessed")
     name = dataset_name(args.d)
@@ -82,7 +83,7 @@ def _splits(args):
     print(f"{name}: {done['repeats']} × {k}-fold in {done['file']} (folds 0-{k - 1} nnU-Net's own, unchanged)")
     if new:
         print(f"added folds {new[0]}-{new[-1]} (repeats {done['repeats_before']}-{done['repeats'] - 1}, split seeds "
-              f"12345 + repeat); the file before: {done['backup']}")
+              f"{NNUNET_SPLIT_SEED} + repeat); the file before: {done['backup']}")
         print(f"train them as nnU-Net folds, both trainers each: nnUNetv2_train {args.d} CONFIG {new[0]} -tr TRAINER "
               f"--npz ... then: nnunet-attention compare -d {args.d} -c CONFIG -tr A B -f 0 1 ... {new[-1]}")
     else:
@@ -237,6 +238,7 @@ def _default_processes() -> int:
 
 MARGIN_HELP = (f"equivalence margins METRIC=VALUE in the metric's unit; default {margin_examples()} (docs/compare.md; "
                "the demo's at its studied settings: docs/demo.md)")
+FOLDS_HELP = f"folds (default {' '.join(map(str, NNUNET_FOLD_IDS))}, nnU-Net's own; or all)"
 DEVICES = ["cpu", "cuda"]
 DEVICE_HELP = "default: cuda when this machine has a CUDA GPU, else cpu (grid on SLURM: name it)"
 RETRAIN_HELP = ("retrain (and so replace) finished or interrupted folds that were trained unpaired or under another "
@@ -285,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-tr", nargs=2, required=True, metavar=("TRAINER_A", "TRAINER_B"),
                    help="the two trainers; differences are B minus A (e.g. nnUNetTrainer nnUNetTrainerAttention)")
     p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
-    p.add_argument("-f", nargs="+", type=fold, default=[0, 1, 2, 3, 4], help="folds (default 0 1 2 3 4; or all)")
+    p.add_argument("-f", nargs="+", type=fold, default=list(NNUNET_FOLD_IDS), help=FOLDS_HELP)
     p.add_argument("-o", help="output folder (default nnUNet_results/DATASET/nnunet_attention_compare; with "
                               "several datasets nnUNet_results/nnunet_attention_compare)")
     p.add_argument("--nsd-tolerance", nargs="+", type=float, default=[1.0], metavar="MM",
@@ -301,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(submitit), resumable; ends with compare")
     p.add_argument("-d", nargs="+", required=True, help="dataset names or ids (already in nnUNet_raw)")
     p.add_argument("-c", nargs="+", default=["3d_fullres"], help="configurations (default 3d_fullres)")
-    p.add_argument("-f", nargs="+", type=fold, default=[0, 1, 2, 3, 4], help="folds (default 0 1 2 3 4; or all)")
+    p.add_argument("-f", nargs="+", type=fold, default=list(NNUNET_FOLD_IDS), help=FOLDS_HELP)
     p.add_argument("-tr", nargs="+", default=["nnUNetTrainer", "nnUNetTrainerAttention"],
                    help="trainers; the first is the reference of the comparison (default %(default)s)")
     p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default %(default)s)")
@@ -403,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", required=True, help="configuration")
     p.add_argument("-tr", default="nnUNetTrainerAttention", help="trainer (default %(default)s)")
     p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default %(default)s)")
-    p.add_argument("-f", nargs="+", type=fold, default=[0, 1, 2, 3, 4], help="folds (default 0 1 2 3 4; or all)")
+    p.add_argument("-f", nargs="+", type=fold, default=list(NNUNET_FOLD_IDS), help=FOLDS_HELP)
     p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint name (default %(default)s)")
     p.add_argument("--levels", nargs="+", type=int, help="gated levels to export, 0 = finest (default: all)")
     p.add_argument("-device", choices=DEVICES, help=DEVICE_HELP)

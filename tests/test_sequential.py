@@ -21,20 +21,24 @@ def test_the_looks_spend_alpha_on_their_joint_normal():
     assert spending_levels([1.0]) == [pytest.approx(ALPHA)]
     assert information_fractions(3, 5, 0.25) == pytest.approx([0.7037, 0.9048, 1.0], abs=1e-4)
     rng = np.random.default_rng(0)
-    for fractions in ([1 / 3, 2 / 3, 1.0], information_fractions(3, 5, 0.25), information_fractions(2, 5, 0.25)):
-        levels = spending_levels(fractions)
+    designs = [([1 / 3, 2 / 3, 1.0], None), (information_fractions(3, 5, 0.25), None),
+               (information_fractions(3, 5, 0.25), [1 / 3, 2 / 3, 1.0]), (information_fractions(2, 5, 0.25), [0.5, 1])]
+    for fractions, spend_at in designs:
+        levels = spending_levels(fractions, spend_at=spend_at)
         assert levels == sorted(levels)  # O'Brien-Fleming type: the early looks demand the most
         t = np.array(fractions)
         walks = np.cumsum(rng.normal(size=(400_000, t.size)) * np.sqrt(np.diff(t, prepend=0)), axis=1)
         crossed = np.abs(walks / np.sqrt(t)) >= norm.isf(np.array(levels) / 2)
         first = np.where(crossed.any(axis=1), crossed.argmax(axis=1), -1)
-        spent = 2 - 2 * norm.cdf(norm.isf(ALPHA / 2) / np.sqrt(t))
+        spent = 2 - 2 * norm.cdf(norm.isf(ALPHA / 2) / np.sqrt(np.array(spend_at or fractions)))
         assert (first >= 0).mean() == pytest.approx(ALPHA, abs=0.0015)  # Monte Carlo SE 0.00034
         for k in range(t.size):
             assert (first == k).mean() == pytest.approx(spent[k] - (spent[k - 1] if k else 0), abs=0.0015)
     assert spending_levels([1 / 3, 2 / 3, 1.0]) == pytest.approx([0.000687, 0.016096, 0.043879], abs=1e-6)
-    assert look_level(Look(1, 3, rows=2), 5, 0.25) == pytest.approx(spending_levels(
-        information_fractions(3, 5, 0.25), ALPHA / 2)[0])
+    assert [look_level(Look(k, 3), 5 * k, 0.25) for k in (1, 2, 3)] == pytest.approx([0.000687, 0.016338, 0.049153],
+                                                                                     abs=1e-6)
+    assert look_level(Look(2, 3, rows=2), 10, 0.25) == pytest.approx(spending_levels(
+        information_fractions(3, 5, 0.25), ALPHA / 2, spend_at=[1 / 3, 2 / 3, 1])[1])
 
 
 @pytest.mark.slow  # plans and trains 10 tiny trainings through nnU-Net's CLIs

@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from nnunet_attention.compare.metrics import METRICS, Margins
+from nnunet_attention.compare.metrics import METRICS, PRIMARY, Margins
 from nnunet_attention.compare.report import FOREGROUND, AcrossDatasets, LostClass, MetricStatistics, Verdict
 from nnunet_attention.compare.statistics import (BOOTSTRAP_SAMPLES, CI_METHOD, ESTIMAND, POWER, assumed_correlation,
                                                  correlated_bayes, excludes_zero, folds_needed, holds_to_correlation,
@@ -24,8 +24,8 @@ from nnunet_attention.compare.statistics import (BOOTSTRAP_SAMPLES, CI_METHOD, E
 MIN_FOLDS, MIN_PAIRS = 3, 30
 ROW_KEY = ["dataset", "configuration", "class", "metric"]
 SEQUENTIAL_METHOD = ("repeated cross-validation judged after each whole round: O'Brien-Fleming-type alpha spending "
-                     "(Lan-DeMets) on the information fractions of the corrected variance, boundaries from the joint "
-                     "normal of the looks, alpha shared by Bonferroni over the study's rows; equivalence by repeated "
+                     "(Lan-DeMets) on the share of planned trainings, boundaries from the joint normal of the looks "
+                     "with the corrected variance's information fractions, alpha shared by Bonferroni over the study's rows; equivalence by repeated "
                      "confidence intervals at the same levels; the estimate at stopping is not adjusted (its bias: "
                      "docs/sequential.md)")
 LOST_DICE = 0.0  # a class is lost in a fold when every case with the class in its reference scores Dice at most this
@@ -51,7 +51,7 @@ def with_foreground_mean(table: pd.DataFrame, leave_out: frozenset = frozenset()
 def shared_losses(table: pd.DataFrame, trainers: Sequence[str]) -> frozenset:
     """(dataset, configuration, fold, class) where both trainers lost the class (lost_in_folds: Dice at most
     LOST_DICE in every case that has it)."""
-    dice = table[(table["metric"] == "dice") & (table["reference_mm3"] > 0)]
+    dice = table[(table["metric"] == PRIMARY) & (table["reference_mm3"] > 0)]
     lost = set()
     for (d, c, fold, name), group in dice.groupby(["dataset", "configuration", "fold", "class"], sort=False):
         by_trainer = group.groupby("trainer")["value"].apply(lambda v: bool((v.fillna(0) <= LOST_DICE).all()))
@@ -102,7 +102,7 @@ def row_statistics(row: pd.DataFrame, metric: str, key: Sequence[str], seed: int
                  mean_b=float(kept["b"].mean()) if len(kept) else None,
                  excluded_nan_pairs=int(len(row) - len(kept)), n_folds=len(by_fold),
                  per_fold_difference={str(f): float(d.mean()) for f, d in by_fold.items()},
-                 lost_in_folds=lost_in_folds(row) if metric == "dice" and key[2] != FOREGROUND else {"a": [], "b": []})
+                 lost_in_folds=lost_in_folds(row) if metric == PRIMARY and key[2] != FOREGROUND else {"a": [], "b": []})
     return stats
 
 
@@ -247,7 +247,7 @@ def verdicts(results: Dict[tuple, MetricStatistics], folds_found: Dict[tuple, Se
     for (dataset, configuration), (folds_a, folds_b) in folds_found.items():
         by_metric = {metric: results[(dataset, configuration, FOREGROUND, metric)] for metric in METRICS
                      if (dataset, configuration, FOREGROUND, metric) in results}
-        dice = by_metric.get("dice", MetricStatistics(n_folds=0, n_pairs=0))
+        dice = by_metric.get(PRIMARY, MetricStatistics(n_folds=0, n_pairs=0))
         warnings = []
         if dice.n_folds < MIN_FOLDS:
             warnings.append(f"{dice.n_folds} fold(s) paired, fewer than {MIN_FOLDS}: training randomness not "
@@ -267,7 +267,7 @@ def lost_classes(results: Dict[tuple, MetricStatistics], dataset: str, configura
     """The classes that trainer A or B lost (Dice 0 in every case with the class) in at least one fold."""
     found = []
     for (d, c, name, metric), s in results.items():
-        if (d, c) == (dataset, configuration) and metric == "dice" and name != FOREGROUND:
+        if (d, c) == (dataset, configuration) and metric == PRIMARY and name != FOREGROUND:
             lost = s.lost_in_folds
             if lost["a"] or lost["b"]:
                 found.append(LostClass(name, [str(f) for f in lost["a"]], [str(f) for f in lost["b"]], s.n_folds))

@@ -8,7 +8,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from nnunet_attention.compare.metrics import METRICS
+from nnunet_attention.compare.metrics import METRICS, PRIMARY
 from nnunet_attention.compare.read import CURVE_SERIES
 from nnunet_attention.compare.report import FOREGROUND, AcrossDatasets, MetricStatistics, SummaryRow
 
@@ -180,7 +180,7 @@ def forest_label(row: SummaryRow) -> str:
         return f"across {row.across} datasets (mean of datasets)"
     dataset = re.sub(r"^Dataset\d+_", "", row.dataset)
     name = "all classes" if row.class_name == FOREGROUND else row.class_name
-    dice = row.metrics["dice"]
+    dice = row.metrics[PRIMARY]
     return f"{dataset} {row.configuration} {name} ({dice.n_folds or 0} folds, {dice.n_pairs or 0} cases)"
 
 

@@ -51,7 +51,7 @@ def trainer_entry(found: TrainerResults, table: pd.DataFrame, classes: List[str]
             **{m: _mean_std(rows[(rows["class"] == name) & (rows["metric"] == m)]["value"])
                for m in METRICS if m != PRIMARY}}
             for name in classes}
-    dice = table[table["metric"] == "dice"]
+    dice = table[table["metric"] == PRIMARY]
     return TrainerEntry(
         folder=found.folder, folds_found=list(found.folds), parameters=found.parameters,
         mean_epoch_seconds=found.epoch_seconds, epochs=found.epochs, per_fold=per_fold,
@@ -152,12 +152,12 @@ def _verdict_markdown(report: Report) -> List[str]:
         lines.append(f"**{v.dataset} {v.configuration}** (B = {report.trainers[1]} against "
                      f"A = {report.trainers[0]}, all classes):")
         lines.append("")
-        dice = v.metrics.get("dice")
+        dice = v.metrics.get(PRIMARY)
         if dice and dice.sequential:
             look = dice.sequential
             lines.append(f"- Sequential: look {look.look} of {look.looks}: every metric judged at the level "
                          f"this look spends ({look.level:.4g}; Dice's repeated interval "
-                         f"{_ci(look.ci, METRICS['dice'].decimals)}; the 95% intervals below are "
+                         f"{_ci(look.ci, METRICS[PRIMARY].decimals)}; the 95% intervals below are "
                          f"descriptive); Dice's outcome at 95% without the looks: {dice.outcome_fixed_95}.")
         for metric, m in v.metrics.items():
             decimals = METRICS[metric].decimals

@@ -5,7 +5,7 @@ field marked ``omitted_when_none`` is absent from the file rather than null (the
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Dict, List, Optional
 
-from nnunet_attention.compare.metrics import METRICS, Margins, Metric
+from nnunet_attention.compare.metrics import METRICS, PRIMARY, Margins, Metric
 
 FOREGROUND = "foreground_mean"  # the class that averages the foreground classes (analysis.with_foreground_mean)
 OMIT_WHEN_NONE = {"omitted_when_none": True}
@@ -235,7 +235,7 @@ class ConfigurationEntry:
 
     @property
     def worst_cases(self) -> List[dict]:
-        dice = self.paired.get(FOREGROUND, {}).get("dice")
+        dice = self.paired.get(FOREGROUND, {}).get(PRIMARY)
         return dice.worst_cases if dice else []
 
     def to_json(self) -> dict:

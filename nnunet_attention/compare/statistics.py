@@ -186,26 +186,29 @@ def information_fractions(looks: int, folds_per_round: int, validation_to_traini
     return [last / (1 / (k * folds_per_round) + validation_to_training) for k in range(1, looks + 1)]
 
 
-def spending_levels(fractions: Sequence[float], alpha: float = ALPHA, grid_points: int = 1001) -> List[float]:
+def spending_levels(fractions: Sequence[float], alpha: float = ALPHA, spend_at: Optional[Sequence[float]] = None,
+                    grid_points: int = 1001) -> List[float]:
     """The nominal two-sided level of each look at these information fractions (the last 1): Lan & DeMets'
-    O'Brien-Fleming-type spending alpha(t) = 2 - 2 Phi(z_{1-alpha/2} / sqrt(t)), with the boundaries set on the joint
-    normal of the looks' z statistics (correlation sqrt(t_j / t_k): nested means of equicorrelated folds have
-    independent increments), by numerical integration over the continuation region: the chance of any false
-    "better"/"worse" over all looks, and of any repeated interval missing the truth (Jennison & Turnbull 1993), is
-    alpha, not just at most alpha. Three equal looks give 0.00069, 0.0161, 0.0439; three rounds of 5 folds under the
-    corrected variance (fractions 0.70, 0.90, 1) give 0.0195, 0.0325, 0.0352."""
-    return list(_spending_levels(tuple(float(t) for t in fractions), alpha, grid_points))
+    O'Brien-Fleming-type spending alpha(u) = 2 - 2 Phi(z_{1-alpha/2} / sqrt(u)) at spend_at (default: the fractions
+    themselves), with the boundaries set on the joint normal of the looks' z statistics (correlation
+    sqrt(t_j / t_k): nested means of equicorrelated folds have independent increments), by numerical integration over
+    the continuation region: the chance of any false "better"/"worse" over all looks, and of any repeated interval
+    missing the truth (Jennison & Turnbull 1993), is alpha, not just at most alpha. Three equal looks give 0.00069,
+    0.0161, 0.0439; spent on the share of trainings (1/3, 2/3, 1) at the information fractions of three rounds of
+    5 folds (0.70, 0.90, 1) they give 0.00069, 0.0163, 0.0492."""
+    times = tuple(float(u) for u in (spend_at if spend_at is not None else fractions))
+    return list(_spending_levels(tuple(float(t) for t in fractions), times, alpha, grid_points))
 
 
 @functools.lru_cache(maxsize=256)
-def _spending_levels(fractions: tuple, alpha: float, grid_points: int) -> tuple:
+def _spending_levels(fractions: tuple, times: tuple, alpha: float, grid_points: int) -> tuple:
     from scipy.optimize import brentq
     from scipy.stats import norm
 
     z = norm.isf(alpha / 2)
     levels, grid, mass, spent, before = [], None, None, 0.0, 0.0
-    for t in fractions:
-        target = (2 - 2 * norm.cdf(z / math.sqrt(t))) - spent
+    for t, u in zip(fractions, times):
+        target = (2 - 2 * norm.cdf(z / math.sqrt(u))) - spent
         if grid is None:
             bound = float(norm.isf(target / 2))
         else:
@@ -232,10 +235,13 @@ def _spending_levels(fractions: tuple, alpha: float, grid_points: int) -> tuple:
 
 
 def look_level(look: Look, folds: int, validation_to_training: float, alpha: float = ALPHA) -> float:
-    """The nominal level of a look of grid --until-decided: spending_levels on the corrected variance's information
-    fractions, with alpha shared by Bonferroni over the study's rows (each row its own sequential test)."""
+    """The nominal level of a look of grid --until-decided: alpha spent on the share of the planned trainings
+    (k / K: O'Brien-Fleming-type, so that the first look spends almost nothing and the last keeps nearly all of it
+    for equivalence), the boundaries on the looks' joint normal from the corrected variance's information fractions
+    (spending_levels), alpha shared by Bonferroni over the study's rows (each row its own sequential test)."""
     fractions = information_fractions(look.looks, math.ceil(folds / look.index), validation_to_training)
-    return spending_levels(fractions, alpha / look.rows)[look.index - 1]
+    shares = [k / look.looks for k in range(1, look.looks + 1)]
+    return spending_levels(fractions, alpha / look.rows, spend_at=shares)[look.index - 1]
 
 
 def interval_at(estimate: Optional[float], se: Optional[float], df: Optional[int],

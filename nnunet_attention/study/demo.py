@@ -28,7 +28,7 @@ SYNTH_CASES, SYNTH_TEST_CASES, SYNTH_SHAPE = 20, 4, (20, 48, 48)
 # nnU-Net's five folds (the verdict's corrected t over one 5-fold cross-validation, variance x 2.25, is 0.83x as wide
 # as over folds 0-3, variance x 2: t 2.78 sqrt(2.25/5) against 3.18 sqrt(2/4); docs/demo.md), nnUNetTrainerDemo's
 # schedule (5 epochs of 50 iterations), paired trainings, two at a time on the CPU.
-DEMO_CONFIGURATION, DEMO_FOLDS = "2d", (0, 1, 2, 3, 4)
+DEMO_CONFIGURATION, DEMO_FOLDS = "2d", steps.NNUNET_FOLD_IDS
 DEMO_TRAINERS = ("nnUNetTrainerDemo", "nnUNetTrainerAttentionDemo")
 STUDY_FILE = os.path.join(os.path.dirname(__file__), "data", "demo_study.json")
 # The demo's equivalence margins at its studied settings, fixed before its fresh-clone runs (docs/demo.md): one
@@ -57,16 +57,23 @@ def load_study() -> dict:
         return json.load(f)
 
 
+def studied_settings(studied_task: bool, configuration: str, trainers: Sequence[str], folds: Sequence) -> bool:
+    """Whether the demo runs at the settings of the shipped study (docs/init_study.md): its task, configuration,
+    trainers and schedule, and folds that include the study's."""
+    settings = load_study()["settings"]
+    return (studied_task and configuration == settings["configuration"] and list(trainers) == settings["trainers"]
+            and {str(f) for f in settings["folds"]} <= {str(f) for f in folds}
+            and settings["schedule"] == demo_schedule())
+
+
 def demo_note(studied_task: bool, configuration: str, trainers: Sequence[str], folds: Sequence,
               seed: Optional[int] = DEMO_SEED) -> str:
     """The report's line on run-to-run spread: what the study measured at the demo's settings (its paired arm, or
     its unpaired arm for an unpaired demo; the demo's folds must include the study's, and folds it did not sample are
     named), or a warning that these settings were not studied."""
     study = load_study()
-    settings = study["settings"]
-    studied_folds = [str(f) for f in settings["folds"]]
-    if not (studied_task and configuration == settings["configuration"] and list(trainers) == settings["trainers"]
-            and set(studied_folds) <= {str(f) for f in folds} and settings["schedule"] == demo_schedule()):
+    studied_folds = [str(f) for f in study["settings"]["folds"]]
+    if not studied_settings(studied_task, configuration, trainers, folds):
         return ("These settings were not part of the study in docs/init_study.md: how much one training differs "
                 "from the next here is not known; read the verdict's fold warnings.")
     unsampled = [str(f) for f in folds if str(f) not in studied_folds]
@@ -276,7 +283,7 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
     if msd_folder is not None:
         _task_id(msd_folder)  # a one-line error before anything runs
     note = demo_note(studied, configuration, trainers, folds, seed)
-    if margins is None and note.startswith(STUDIED):
+    if margins is None and studied_settings(studied, configuration, trainers, folds):
         margins = Margins(DEMO_MARGINS)
         print("Equivalence margins: " + ", ".join(f"{k} +-{v:g}" for k, v in margins.items()) +
               " (the demo's, fixed before its runs: docs/demo.md; --margin sets others)", flush=True)

@@ -3,7 +3,8 @@
 Round r trains repeat r of the k-fold cross-validation (study.splits extends splits_final.json; round 1 is nnU-Net's
 own folds 0..k-1) with every trainer; after each whole round compare judges every open dataset x configuration at
 the level that look spends (compare.statistics.look_level over --max-repeats looks: O'Brien-Fleming-type alpha
-spending on the corrected variance's information fractions, boundaries from the looks' joint normal, repeated
+spending on the share of planned trainings, boundaries from the looks' joint normal with the corrected variance's
+information fractions, repeated
 intervals for equivalence, alpha shared by Bonferroni over the study's rows, so that the chance of any false answer
 over all rows and looks stays 5% under the model), and a row whose Dice verdict is no longer inconclusive stops: it is
 not trained further, and a re-run neither retrains nor judges it again. The last look's verdict stands whatever it
@@ -21,10 +22,10 @@ from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.files import write_text
 from nnunet_attention.study.grid import GRID_FOLDER, ExecutorOptions, Grid, log_tail
 from nnunet_attention.study.splits import extend_splits_file
-from nnunet_attention.study.steps import (Folders, StudySpec, check_nothing_replaced, find_best_step, study_steps,
-                                          train_steps)
+from nnunet_attention.study.steps import (NNUNET_FOLDS, Folders, StudySpec, check_nothing_replaced, find_best_step,
+                                          study_steps, train_steps)
 
-FOLDS_PER_REPEAT = 5  # nnU-Net's k
+FOLDS_PER_REPEAT = NNUNET_FOLDS  # nnU-Net's k
 STATE_FILE = "until_decided.json"
 
 

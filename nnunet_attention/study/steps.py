@@ -21,6 +21,7 @@ from nnunet_attention.study.progress_files import (  # noqa: F401  (RESUME, VALI
 CASCADE = "3d_cascade_fullres"
 DEFAULT_CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres", CASCADE)  # what nnU-Net's default planner may make
 NNUNET_FOLDS = 5  # the folds nnU-Net's splits_final.json holds when nnU-Net writes it
+NNUNET_FOLD_IDS = tuple(range(NNUNET_FOLDS))  # nnU-Net's own folds, the default of every -f
 DONE = "done"  # the state of a finished plan, find_best or prediction (a finished training is TRAINED)
 PREDICTED = "done.json"  # beside the predictions: written once every prediction step has run, names the models
 
