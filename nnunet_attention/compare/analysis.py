@@ -26,8 +26,8 @@ ROW_KEY = ["dataset", "configuration", "class", "metric"]
 SEQUENTIAL_METHOD = ("repeated cross-validation judged after each whole round: O'Brien-Fleming-type alpha spending "
                      "(Lan-DeMets) on the share of planned trainings, boundaries from the joint normal of the looks "
                      "with the corrected variance's information fractions, alpha shared by Bonferroni over the "
-                     "study's rows; equivalence by repeated confidence intervals at the same levels; the estimate at stopping is not adjusted (its bias: "
-                     "docs/sequential.md)")
+                     "study's rows; equivalence by repeated confidence intervals at the same levels; the estimate "
+                     "at stopping is not adjusted (its bias: docs/sequential.md)")
 LOST_DICE = 0.0  # a class is lost in a fold when every case with the class in its reference scores Dice at most this
 HOLM_FAMILIES = {"headline": "the foreground-mean rows of the metric (every dataset x configuration)",
                  "per class": "the per-class rows of the metric (every dataset x configuration x class)"}
