@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from nnunet_attention.compare.metrics import METRICS, PRIMARY, Margins
-from nnunet_attention.compare.report import FOREGROUND, AcrossDatasets, LostClass, MetricStatistics, Verdict
+from nnunet_attention.compare.report import FOREGROUND, AcrossDatasets, LostClass, MetricStatistics, Pairing, Verdict
 from nnunet_attention.compare.statistics import (BOOTSTRAP_SAMPLES, CI_METHOD, ESTIMAND, POWER, assumed_correlation,
                                                  correlated_bayes, excludes_zero, folds_needed, holds_to_correlation,
                                                  Look, holm, interval_at, look_level, mean_across_datasets,
@@ -240,9 +240,16 @@ def holm_multiplier(p: Optional[float], p_holm: Optional[float]) -> float:
     return p_holm / p if p and p_holm is not None else 1.0
 
 
-def verdicts(results: Dict[tuple, MetricStatistics], folds_found: Dict[tuple, Sequence]) -> List[Verdict]:
-    """Per dataset x configuration: the verdict per metric on the foreground mean, the classes a trainer lost, and
-    warnings when it stands on thin ground. folds_found: (dataset, configuration) -> (folds of A, folds of B)."""
+def row_slice(frame: pd.DataFrame, dataset: str, configuration: str) -> pd.DataFrame:
+    """The rows of one dataset x configuration of the long table or of the pairs."""
+    return frame[(frame["dataset"] == dataset) & (frame["configuration"] == configuration)]
+
+
+def verdicts(results: Dict[tuple, MetricStatistics], folds_found: Dict[tuple, Sequence],
+             pairings: Optional[Dict[tuple, Pairing]] = None) -> List[Verdict]:
+    """Per dataset x configuration: the verdict per metric on the foreground mean, the classes a trainer lost, the
+    trainings' pairing, and warnings when it stands on thin ground. folds_found: (dataset, configuration) -> (folds
+    of A, folds of B); pairings: (dataset, configuration) -> how its trainings were paired (None: not stated)."""
     lines = []
     for (dataset, configuration), (folds_a, folds_b) in folds_found.items():
         by_metric = {metric: results[(dataset, configuration, FOREGROUND, metric)] for metric in METRICS
@@ -259,7 +266,9 @@ def verdicts(results: Dict[tuple, MetricStatistics], folds_found: Dict[tuple, Se
             warnings.append(f"fold(s) {', '.join(one_sided)} validated for one trainer only (left out of the pairs)")
         lost = lost_classes(results, dataset, configuration)
         warnings += [lost_class_warning(entry) for entry in lost]
-        lines.append(Verdict(dataset, configuration, by_metric, warnings, lost))
+        pairing = (pairings or {}).get((dataset, configuration))
+        lines.append(Verdict(dataset, configuration, by_metric, warnings + (pairing.warnings if pairing else []), lost,
+                             pairing.design if pairing else None))
     return lines
 
 

@@ -67,20 +67,17 @@ def compare(datasets: Sequence[DatasetSource], configurations: Sequence[str], tr
             curves = {f.trainer: {str(fold): c for fold, c in sorted(f.curves.items(), key=lambda kv: str(kv[0]))}
                       for f in found}
             report.curves[name][configuration] = curves
-            figures = _plot(f"{name}_{configuration}", results, paired, statistics, name, configuration, trainers,
-                            curves, output_dir)
-            these = paired[(paired["dataset"] == name) & (paired["configuration"] == configuration)]
+            table = analysis.row_slice(results.table, name, configuration)
+            these = analysis.row_slice(paired, name, configuration)
+            figures = _plot(f"{name}_{configuration}", table, these, labels.class_names, statistics, name,
+                            configuration, trainers, curves, output_dir)
             section.configurations[configuration] = render.configuration_entry(
-                results, name, configuration, list(trainers), statistics, figures,
+                results, name, configuration, list(trainers), statistics, figures, table,
                 these[["fold", "case"]].drop_duplicates().to_dict("records"), pairings[(name, configuration)])
             report.summary += [render.summary_row(name, configuration, c, statistics)
                                for c in labels.class_names + [FOREGROUND]]
         report.datasets[name] = section
-    report.verdict = analysis.verdicts(statistics, folds_found)
-    for v in report.verdict:
-        pairing = pairings[(v.dataset, v.configuration)]
-        v.pairing = pairing.design
-        v.warnings += pairing.warnings
+    report.verdict = analysis.verdicts(statistics, folds_found, pairings)
     report.across_datasets = analysis.across_datasets(statistics, margins)
     report.figures = [plots.plot_forest(report.summary, trainers, output_dir, report.across_datasets)]
     _write_csv([row for t in trainers for section in report.datasets.values()
@@ -176,10 +173,8 @@ def check_trainers(trainers: Sequence[str]):
                                    f"nnUNetTrainer nnUNetTrainerAttention)")
 
 
-def _plot(prefix, results, paired, statistics, dataset, configuration, trainers, curves, output_dir):
-    table = results.table[(results.table["dataset"] == dataset) & (results.table["configuration"] == configuration)]
-    paired = paired[(paired["dataset"] == dataset) & (paired["configuration"] == configuration)]
-    classes = results.datasets[dataset].class_names
+def _plot(prefix, table, paired, classes, statistics, dataset, configuration, trainers, curves, output_dir):
+    """The figures of one dataset x configuration from its slices of the table and of the pairs."""
     terciles = {(c, m): statistics[(dataset, configuration, c, m)].size_terciles
                 for (d, conf, c, m) in statistics if d == dataset and conf == configuration}
     return [plots.plot_metrics(prefix, table, classes, trainers, output_dir),

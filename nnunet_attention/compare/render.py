@@ -62,12 +62,12 @@ def trainer_entry(found: TrainerResults, table: pd.DataFrame, classes: List[str]
 
 
 def configuration_entry(results: Results, dataset: str, configuration: str, trainers: List[str],
-                        statistics: Dict[tuple, MetricStatistics], figures: List[str], paired_rows: List[dict],
-                        pairing: Pairing) -> ConfigurationEntry:
-    """paired_rows: the pairs (analysis.pairs) of this dataset and configuration, as records."""
+                        statistics: Dict[tuple, MetricStatistics], figures: List[str], table: pd.DataFrame,
+                        paired_rows: List[dict], pairing: Pairing) -> ConfigurationEntry:
+    """table: this dataset and configuration's slice of the long table (analysis.row_slice); paired_rows: its pairs
+    (analysis.pairs), as records."""
     labels = results.datasets[dataset]
     classes = labels.class_names
-    table = results.table[(results.table["dataset"] == dataset) & (results.table["configuration"] == configuration)]
     return ConfigurationEntry(
         labels=classes, label_keys=dict(zip(classes, labels.keys)),
         nsd_tolerance_mm={labels.names[k]: v for k, v in labels.tolerances.items()},
