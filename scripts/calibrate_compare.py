@@ -14,9 +14,11 @@ import os
 import sys
 from pathlib import Path
 
-from simulation import provenance, run_cell, run_cells, standard_cells, summary_text
+from simulation import coupling_cells, provenance, run_cell, run_cells, standard_cells, summary_text
 
 START, END = "<!-- calibration table: written by scripts/calibrate_compare.py -->", "<!-- end of calibration table -->"
+COUPLING_MARKERS = ("<!-- coupling table: written by scripts/calibrate_compare.py --coupling -->",
+                    "<!-- end of coupling table -->")
 
 
 def _design(r: dict) -> str:
@@ -51,13 +53,48 @@ def _with_old_bootstrap(cell, studies: int, seed: int) -> dict:
     return run_cell(cell, studies, seed=seed, old_bootstrap=True)
 
 
+def coupling_table(rows: list) -> str:
+    lines = ["| coupling | design | CI covers the truth (± Monte Carlo half-width) | better / worse | equivalent | "
+             "mean CI width |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        half = 1.96 * (r["coverage"] * (1 - r["coverage"]) / r["studies"]) ** 0.5
+        lines.append(f"| {r['coupling']:g} | {r['repeats']} × {r['folds']}-fold on {r['cases']} cases, fold correlation "
+                     f"{r['fold_correlation']:g} | {r['coverage']:.1%} ± {half:.1%} | {r['better']:.1%} / "
+                     f"{r['worse']:.1%} | {r['equivalent']:.1%} | {r['mean_ci_width']:.3g} |")
+    return "\n".join(lines)
+
+
+def _write_section(page_file: Path, markers: tuple, text: str):
+    """Replaces what lies between the two markers of page_file with text."""
+    start, end = markers
+    page = page_file.read_text()
+    if start not in page or end not in page:
+        sys.exit(f"calibrate_compare: {page_file} has no such markers; add\n{start}\n{end}")
+    before, rest = page.split(start, 1)
+    page_file.write_text(f"{before}{start}\n\n{text}\n\n{end}{rest.split(end, 1)[1]}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--studies", type=int, default=400, help="simulated studies per cell (default 400)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulation (default 0)")
     parser.add_argument("-np", type=int, default=os.cpu_count() or 1, help="processes (default: the CPU count)")
     parser.add_argument("--docs", help="docs folder: write compare_calibration.json and the table in compare.md")
+    parser.add_argument("--coupling", action="store_true",
+                        help="only the coupling cells (simulation.coupling_cells): compare_coupling.json and its "
+                             "section of compare.md")
     args = parser.parse_args()
+    if args.coupling:
+        rows = run_cells(run_cell, coupling_cells(), args.studies, args.seed, args.np)
+        print(coupling_table(rows))
+        if args.docs:
+            command, machine = provenance("calibrate_compare.py")
+            (Path(args.docs) / "compare_coupling.json").write_text(json.dumps(
+                {"command": command, "machine": machine, "studies": args.studies, "cells": rows}, indent=1))
+            _write_section(Path(args.docs) / "compare.md", COUPLING_MARKERS,
+                           f"Command: `{command}` ({args.studies} studies per cell; machine: {machine}).\n\n"
+                           f"{coupling_table(rows)}")
+        return
     rows = run_cells(_with_old_bootstrap, list(standard_cells()), args.studies, args.seed, args.np)
     text = table(rows)
     print(text)
@@ -68,15 +105,8 @@ def main():
         (docs / "compare_calibration.json").write_text(json.dumps({"command": command, "machine": machine,
                                                                    "studies": args.studies, "cells": rows},
                                                                   indent=1))
-        page = (docs / "compare.md").read_text()
-        if START not in page or END not in page:
-            sys.exit(f"calibrate_compare: {docs / 'compare.md'} has no calibration markers; add\n{START}\n{END}")
-        before, rest = page.split(START, 1)
-        after = rest.split(END, 1)[1]
-        (docs / "compare.md").write_text(f"{before}{START}\n\nCommand: `{command}` ({args.studies} studies per "
-                                         f"cell; machine: {machine}).\n\n{summary_text(rows)}\n\n{text}\n\n"
-                                         f"{END}{after}")
-
+        _write_section(docs / "compare.md", (START, END), f"Command: `{command}` ({args.studies} studies per "
+                       f"cell; machine: {machine}).\n\n{summary_text(rows)}\n\n{text}")
 
 if __name__ == "__main__":
     main()

@@ -62,7 +62,8 @@ class CrossValidation:
     one cross-validation correlate by fold_correlation. A case's difference adds a persistent part (persistent_sd,
     the same in every repeat), fresh noise (case_sd; "skewed": a centred gamma(2), else normal) and, with
     probability failure_rate, a catastrophic failure of one trainer (±U(0.4, 0.9), either sign). unequal: fold sizes
-    0.6x to 1.4x the mean instead of nnU-Net's near-equal split."""
+    0.6x to 1.4x the mean instead of nnU-Net's near-equal split. coupling: a case that favours B when trained on is
+    one B validates better on (its persistent part correlates with its training influence by coupling)."""
     cases: int
     folds: int
     true_difference: float
@@ -77,12 +78,14 @@ class CrossValidation:
     unequal: bool = False
     metric: str = "dice"
     repeat_column: bool = True
+    coupling: float = 0.0  # correlation of a case's persistent difference with how much it favours B when trained on
 
     def pairs(self, rng: np.random.Generator, dataset: str = "Simulated") -> pd.DataFrame:
         n, k = self.cases, self.folds
         weight = min(1.0, self.fold_correlation * (k - 1) / (k - 2)) if k > 2 else 0.0
         favour = rng.normal(0, 1, n)
-        persistent = rng.normal(0, self.persistent_sd, n)
+        persistent = self.persistent_sd * (self.coupling * favour
+                                           + np.sqrt(1 - self.coupling ** 2) * rng.normal(0, 1, n))
         fold_ids, case_ids, differences, repeats = [], [], [], []
         for repeat in range(self.repeats):
             assignment = self._split(rng)
@@ -265,6 +268,15 @@ def sequential_cells(rounds: int = 3) -> List[CrossValidation]:
     cells.append(CrossValidation(cases=100, folds=5, repeats=rounds, true_difference=0.0, margin=0.02, fold_sd=0.01,
                                  failure_rate=0.02))
     return cells
+
+
+def coupling_cells() -> List[CrossValidation]:
+    """A case's training influence coupled to its own validation difference (0, 0.5, 0.9), 1 and 3 repeats of
+    5-fold on 40 cases, fold correlation 0.2, no true difference at ±0.02, a persistent part as large as the
+    training effect (so that the coupling matters)."""
+    return [CrossValidation(40, 5, 0.0, 0.02, repeats=repeats, fold_correlation=0.2, persistent_sd=0.02,
+                            coupling=coupling)
+            for coupling in (0.0, 0.5, 0.9) for repeats in (1, 3)]
 
 
 def _flat(cell: AnyCell) -> dict:
