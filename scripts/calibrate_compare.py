@@ -58,8 +58,8 @@ def coupling_table(rows: list) -> str:
              "mean CI width |", "|---|---|---|---|---|---|"]
     for r in rows:
         half = 1.96 * (r["coverage"] * (1 - r["coverage"]) / r["studies"]) ** 0.5
-        lines.append(f"| {r['coupling']:g} | {r['repeats']} × {r['folds']}-fold on {r['cases']} cases, fold correlation "
-                     f"{r['fold_correlation']:g} | {r['coverage']:.1%} ± {half:.1%} | {r['better']:.1%} / "
+        lines.append(f"| {r['coupling']:g} | {r['repeats']} × {r['folds']}-fold on {r['cases']} cases, fold "
+                     f"correlation {r['fold_correlation']:g} | {r['coverage']:.1%} ± {half:.1%} | {r['better']:.1%} / "
                      f"{r['worse']:.1%} | {r['equivalent']:.1%} | {r['mean_ci_width']:.3g} |")
     return "\n".join(lines)
 
