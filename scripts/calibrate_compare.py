@@ -14,9 +14,11 @@ import os
 import sys
 from pathlib import Path
 
-from simulation import coupling_cells, provenance, run_cell, run_cells, standard_cells, summary_text
+from simulation import coupling_cells, dataset_cells, provenance, run_cell, run_cells, standard_cells, summary_text
 
 START, END = "<!-- calibration table: written by scripts/calibrate_compare.py -->", "<!-- end of calibration table -->"
+DATASETS_MARKERS = ("<!-- datasets table: written by scripts/calibrate_compare.py --datasets -->",
+                    "<!-- end of datasets table -->")
 COUPLING_MARKERS = ("<!-- coupling table: written by scripts/calibrate_compare.py --coupling -->",
                     "<!-- end of coupling table -->")
 
@@ -64,6 +66,18 @@ def coupling_table(rows: list) -> str:
     return "\n".join(lines)
 
 
+def datasets_table(rows: list) -> str:
+    lines = ["| design | true effects | CI covers the mean effect (± Monte Carlo half-width) | better / worse | "
+             "equivalent | mean CI width |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        half = 1.96 * (r["coverage"] * (1 - r["coverage"]) / r["studies"]) ** 0.5
+        low, high = round(r["cases"] * (1 - r["size_spread"])), round(r["cases"] * (1 + r["size_spread"]))
+        lines.append(f"| {r['datasets']} datasets of {low}-{high} cases, 5-fold, failures {r['failure_rate']:.0%} | "
+                     f"{r['effects']}, sd {r['between_sd']:g} | {r['coverage']:.1%} ± {half:.1%} | "
+                     f"{r['better']:.1%} / {r['worse']:.1%} | {r['equivalent']:.1%} | {r['mean_ci_width']:.3g} |")
+    return "\n".join(lines)
+
+
 def _write_section(page_file: Path, markers: tuple, text: str):
     """Replaces what lies between the two markers of page_file with text."""
     start, end = markers
@@ -83,7 +97,21 @@ def main():
     parser.add_argument("--coupling", action="store_true",
                         help="only the coupling cells (simulation.coupling_cells): compare_coupling.json and its "
                              "section of compare.md")
+    parser.add_argument("--datasets", action="store_true",
+                        help="only the across-datasets cells of unequal precision and skewed effects "
+                             "(simulation.dataset_cells): compare_datasets.json and its section of compare.md")
     args = parser.parse_args()
+    if args.datasets:
+        rows = run_cells(run_cell, dataset_cells(), args.studies, args.seed, args.np)
+        print(datasets_table(rows))
+        if args.docs:
+            command, machine = provenance("calibrate_compare.py")
+            (Path(args.docs) / "compare_datasets.json").write_text(json.dumps(
+                {"command": command, "machine": machine, "studies": args.studies, "cells": rows}, indent=1))
+            _write_section(Path(args.docs) / "compare.md", DATASETS_MARKERS,
+                           f"Command: `{command}` ({args.studies} studies per cell; machine: {machine}).\n\n"
+                           f"{datasets_table(rows)}")
+        return
     if args.coupling:
         rows = run_cells(run_cell, coupling_cells(), args.studies, args.seed, args.np)
         print(coupling_table(rows))

@@ -132,6 +132,8 @@ class Datasets:
     datasets: int
     task: CrossValidation
     between_sd: float = 0.01
+    effects: str = "normal"  # "skewed": the tasks' true differences scatter as a centred, scaled gamma(2)
+    size_spread: float = 0.4  # task sizes from (1 - spread) to (1 + spread) times task.cases: unequal precision
 
     @property
     def true_difference(self) -> float:
@@ -142,10 +144,12 @@ class Datasets:
         return self.task.margin
 
     def pairs(self, rng: np.random.Generator) -> pd.DataFrame:
-        sizes = np.round(self.task.cases * np.linspace(0.6, 1.4, self.datasets)).astype(int)
+        sizes = np.round(self.task.cases * np.linspace(1 - self.size_spread, 1 + self.size_spread,
+                                                       self.datasets)).astype(int)
         tables = []
         for d, size in enumerate(sizes):
-            truth = self.task.true_difference + rng.normal(0, self.between_sd)
+            scatter = ((rng.gamma(2.0) - 2.0) / np.sqrt(2.0) if self.effects == "skewed" else rng.normal())
+            truth = self.task.true_difference + self.between_sd * scatter
             task = CrossValidation(**{**asdict(self.task), "cases": int(size), "true_difference": truth})
             tables.append(task.pairs(rng, dataset=f"Simulated{d:02d}"))
         return pd.concat(tables, ignore_index=True)
@@ -279,9 +283,17 @@ def coupling_cells() -> List[CrossValidation]:
             for coupling in (0.0, 0.5, 0.9) for repeats in (1, 3)]
 
 
+def dataset_cells() -> List[Datasets]:
+    """across_datasets where its assumptions bend: 10 tasks of very unequal precision (10 to 70 cases), true effects
+    normal or skewed around no shared difference (±0.01), with 2% catastrophic failures."""
+    task = CrossValidation(40, 5, 0.0, 0.01, fold_correlation=0.2, failure_rate=0.02)
+    return [Datasets(10, task, between_sd=0.01, effects=effects, size_spread=0.75) for effects in ("normal", "skewed")]
+
+
 def _flat(cell: AnyCell) -> dict:
     if isinstance(cell, Datasets):
-        return {**asdict(cell.task), "datasets": cell.datasets, "between_sd": cell.between_sd}
+        return {**asdict(cell.task), "datasets": cell.datasets, "between_sd": cell.between_sd,
+                "effects": cell.effects, "size_spread": cell.size_spread}
     return asdict(cell)
 
 
