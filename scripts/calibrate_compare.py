@@ -88,6 +88,19 @@ def _write_section(page_file: Path, markers: tuple, text: str):
     page_file.write_text(f"{before}{start}\n\n{text}\n\n{end}{rest.split(end, 1)[1]}")
 
 
+def _run_extra(args, cells: list, table_of, json_name: str, markers: tuple):
+    """A study beside the main table: its cells, printed, and with --docs its JSON and its section of compare.md."""
+    rows = run_cells(run_cell, cells, args.studies, args.seed, args.np)
+    print(table_of(rows))
+    if args.docs:
+        command, machine = provenance("calibrate_compare.py")
+        (Path(args.docs) / json_name).write_text(json.dumps(
+            {"command": command, "machine": machine, "studies": args.studies, "cells": rows}, indent=1))
+        _write_section(Path(args.docs) / "compare.md", markers,
+                       f"Command: `{command}` ({args.studies} studies per cell; machine: {machine}).\n\n"
+                       f"{table_of(rows)}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--studies", type=int, default=400, help="simulated studies per cell (default 400)")
@@ -102,27 +115,9 @@ def main():
                              "(simulation.dataset_cells): compare_datasets.json and its section of compare.md")
     args = parser.parse_args()
     if args.datasets:
-        rows = run_cells(run_cell, dataset_cells(), args.studies, args.seed, args.np)
-        print(datasets_table(rows))
-        if args.docs:
-            command, machine = provenance("calibrate_compare.py")
-            (Path(args.docs) / "compare_datasets.json").write_text(json.dumps(
-                {"command": command, "machine": machine, "studies": args.studies, "cells": rows}, indent=1))
-            _write_section(Path(args.docs) / "compare.md", DATASETS_MARKERS,
-                           f"Command: `{command}` ({args.studies} studies per cell; machine: {machine}).\n\n"
-                           f"{datasets_table(rows)}")
-        return
+        return _run_extra(args, dataset_cells(), datasets_table, "compare_datasets.json", DATASETS_MARKERS)
     if args.coupling:
-        rows = run_cells(run_cell, coupling_cells(), args.studies, args.seed, args.np)
-        print(coupling_table(rows))
-        if args.docs:
-            command, machine = provenance("calibrate_compare.py")
-            (Path(args.docs) / "compare_coupling.json").write_text(json.dumps(
-                {"command": command, "machine": machine, "studies": args.studies, "cells": rows}, indent=1))
-            _write_section(Path(args.docs) / "compare.md", COUPLING_MARKERS,
-                           f"Command: `{command}` ({args.studies} studies per cell; machine: {machine}).\n\n"
-                           f"{coupling_table(rows)}")
-        return
+        return _run_extra(args, coupling_cells(), coupling_table, "compare_coupling.json", COUPLING_MARKERS)
     rows = run_cells(_with_old_bootstrap, list(standard_cells()), args.studies, args.seed, args.np)
     text = table(rows)
     print(text)

@@ -13,7 +13,7 @@ from nnunet_attention.compare.read import Results, TrainerResults
 from nnunet_attention.compare.report import (FOREGROUND, AcrossDatasets, BoundaryMetrics, ConfigurationEntry,
                                              Ensembles, MetricStatistics, Pairing, Report, SummaryRow, TrainerEntry,
                                              Verdict)
-from nnunet_attention.compare.statistics import verdict_rule
+from nnunet_attention.compare.statistics import ALPHA, verdict_rule
 
 
 def column_name(name: str) -> str:
@@ -201,7 +201,7 @@ def glance_design(verdict: Verdict) -> List[str]:
     lines = [f"design: {design}; {dice.n_folds} training(s) per trainer, {cases} validation cases"]
     if dice.sequential:
         look = dice.sequential
-        shared = f", 5% shared over {look.rows} rows" if look.rows > 1 else ""
+        shared = f", {ALPHA:.0%} shared over {look.rows} rows" if look.rows > 1 else ""
         lines.append(f"look {look.look} of {look.looks} of a sequential study: judged at level {look.level:.4g}"
                      f"{shared}, the CI is its repeated interval")
     return lines

@@ -4,6 +4,7 @@ synth -> nnUNetv2_convert_MSD_dataset -> nnUNetv2_plan_and_preprocess -> nnUNetv
 splits, matched schedules) -> nnUNetv2_find_best_configuration (across both) -> predict imagesTs with the chosen
 model or ensemble -> compare.
 """
+import functools
 import glob
 import json
 import os
@@ -51,6 +52,7 @@ def demo_schedule() -> List[int]:
     return list(t.schedule)
 
 
+@functools.lru_cache(maxsize=1)
 def load_study() -> dict:
     """The study at the demo's settings as shipped with the package (written by scripts/init_study.py)."""
     with open(STUDY_FILE) as f:
