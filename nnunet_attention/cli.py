@@ -364,9 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-device", choices=DEVICES, help=DEVICE_HELP)
     p.add_argument("-f", nargs="+", type=fold, help="folds to train (default 0 1 2 3 4)")
     p.add_argument("-tr", "--trainers", nargs=2, metavar=("UNGATED", "GATED"),
-                   help="trainer pair (default: by --epochs)")
+                   help="trainer pair (default: the demo's on cpu, else nnUNetTrainer nnUNetTrainerAttention)")
     p.add_argument("--epochs", type=int,
-                   help="nnU-Net schedule length; picks nnUNetTrainer_Nepochs and nnUNetTrainerAttention_Nepochs "
+                   help="nnU-Net schedule length: each trainer's version on it, e.g. nnUNetTrainer_50epochs and "
+                        "nnUNetTrainerAttentionAllSkips_50epochs for -tr nnUNetTrainer nnUNetTrainerAttentionAllSkips "
                         "(default on cpu: the demo's own short trainers, docs/demo.md; on cuda 100; 1000 = "
                         "nnU-Net's full schedule)")
     pairing = p.add_mutually_exclusive_group()

@@ -116,6 +116,22 @@ def test_the_time_estimate_comes_from_the_first_epoch_and_the_steps_left(tmp_pat
     assert capsys.readouterr().out == ""
 
 
+def test_epochs_picks_each_trainers_schedule_version_and_a_trainer_without_one_is_one_line():
+    from nnunet_attention.errors import NnUNetAttentionError
+    from nnunet_attention.study.demo import DEMO_TRAINERS, matched_trainers, schedule_epochs
+
+    assert matched_trainers(None, "cpu") == list(DEMO_TRAINERS)
+    assert matched_trainers(None, "cuda") == ["nnUNetTrainer_100epochs", "nnUNetTrainerAttention_100epochs"]
+    pair = matched_trainers(50, "cpu", ["nnUNetTrainer", "nnUNetTrainerAttentionAllSkips"])
+    assert pair == ["nnUNetTrainer_50epochs", "nnUNetTrainerAttentionAllSkips_50epochs"]
+    assert schedule_epochs(pair[1]) == 50
+    assert matched_trainers(None, "cpu", ["A", "B"]) == ["A", "B"]  # without --epochs the pair is as given
+    for trainers, epochs, words in ((["nnUNetTrainer", "MyOwnTrainer"], 50, "MyOwnTrainer has no schedule versions"),
+                                    (None, 7, "--epochs must be one of nnU-Net's schedules")):
+        with pytest.raises(NnUNetAttentionError, match=words):
+            matched_trainers(epochs, "cpu", trainers)
+
+
 def test_the_shorter_hint_leaves_out_what_is_in_effect():
     from nnunet_attention.study.demo import shorter_hint
 

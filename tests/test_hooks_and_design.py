@@ -67,12 +67,19 @@ def test_trainer_module_exports_only_our_trainers_and_every_schedule_pairs_with_
     assert issubclass(trainers.nnUNetTrainerAttentionDemo, trainers.nnUNetTrainerDemo)
     assert "nnUNetTrainer" not in trainers.__all__
     nnunet_names = {n for n in vars(nnunet_schedules) if n.startswith("nnUNetTrainer_")}
-    assert {ungated for ungated, _ in trainers.SCHEDULES.values()} == nnunet_names | {"nnUNetTrainer"}
-    for epochs, (ungated, gated) in trainers.SCHEDULES.items():
-        gated_class = getattr(trainers, gated)
-        assert issubclass(gated_class, trainers.nnUNetTrainerAttention)
-        ungated_class = getattr(nnunet_schedules, ungated, nnUNetTrainer)
-        assert issubclass(gated_class, ungated_class)
+    versions = trainers.SCHEDULE_VERSIONS
+    assert set(versions["nnUNetTrainer"].values()) == nnunet_names | {"nnUNetTrainer"}
+    gate_variants = {"nnUNetTrainerAttention", "nnUNetTrainerAttentionIdentityInit", "nnUNetTrainerAttentionUniformInit",
+                     "nnUNetTrainerAttentionAllSkips", "nnUNetTrainerAttentionOutputTransform"}
+    assert set(versions) == gate_variants | {"nnUNetTrainer"}
+    for variant in gate_variants:
+        assert versions[variant].keys() == versions["nnUNetTrainer"].keys()
+        for epochs, name in versions[variant].items():
+            gated_class, ungated = getattr(trainers, name), versions["nnUNetTrainer"][epochs]
+            assert name in trainers.__all__ and issubclass(gated_class, getattr(trainers, variant))
+            assert issubclass(gated_class, getattr(nnunet_schedules, ungated, nnUNetTrainer))
+            assert gated_class.gates == getattr(trainers, variant).gates
+    assert trainers.schedule_epochs("nnUNetTrainerAttentionAllSkips_50epochs") == 50
 
 
 def test_output_transform_trainer_builds_gates_with_the_plans_norm():

@@ -1,9 +1,10 @@
 """nnU-Net trainers that train attention-gated networks; nnU-Net finds them through nnUNet_extTrainer (2.8 and
 later) or the module ``nnunet-attention trainers --install`` puts into its trainer folder (2.5 to 2.7).
 
-The schedule variants (``nnUNetTrainerAttention_1epoch`` ... ``_8000epochs``) are written out, one class each
-composing nnU-Net's class of the same schedule, as nnU-Net writes its own; a test keeps them equal to nnU-Net's
-``nnUNetTrainer_Xepochs`` module. ``SCHEDULES`` maps epochs to the (ungated, gated) trainer names that pair up.
+Each gate variant's schedule versions (``nnUNetTrainerAttention_1epoch`` ... ``_8000epochs``,
+``nnUNetTrainerAttentionAllSkips_50epochs`` ...) are generated from nnU-Net's ``nnUNetTrainer_Xepochs`` module: the
+variant composed with nnU-Net's class of that schedule. ``SCHEDULE_VERSIONS`` maps a trainer and a number of epochs
+to its version, nnU-Net's own for nnUNetTrainer.
 """
 import os
 import re
@@ -148,59 +149,59 @@ def gated_trainer_class(name: str) -> type:
     return trainer_class
 
 
-class nnUNetTrainerAttention_1epoch(nnUNetTrainerAttention, nnunet_schedules.nnUNetTrainer_1epoch):
-    """nnUNetTrainerAttention on nnU-Net's nnUNetTrainer_1epoch schedule (as are the variants below)."""
+def _nnunet_schedules() -> Dict[int, type]:
+    """epochs -> nnU-Net's trainer of that schedule (nnUNetTrainer_5epochs ...; nnUNetTrainer itself: 1000)."""
+    found = {int(re.fullmatch(r"nnUNetTrainer_(\d+)epochs?", name).group(1)): obj
+             for name, obj in vars(nnunet_schedules).items() if re.fullmatch(r"nnUNetTrainer_\d+epochs?", name)}
+    return dict(sorted({1000: nnUNetTrainer, **found}.items()))
 
 
-class nnUNetTrainerAttention_5epochs(nnUNetTrainerAttention, nnunet_schedules.nnUNetTrainer_5epochs):
-    pass
+def _gate_variants() -> List[type]:
+    """nnUNetTrainerAttention and each subclass here that differs from it only in its gates (``gates = ...``): the
+    trainers whose ungated partner is nnUNetTrainer, so each pairs with nnU-Net's schedules."""
+    return [nnUNetTrainerAttention] + [obj for obj in globals().values()
+                                       if isinstance(obj, type) and obj.__bases__ == (nnUNetTrainerAttention,)
+                                       and {key for key in vars(obj) if not key.startswith("__")} == {"gates"}]
 
 
-class nnUNetTrainerAttention_10epochs(nnUNetTrainerAttention, nnunet_schedules.nnUNetTrainer_10epochs):
-    pass
+def _schedule_version(variant: type, schedule: type) -> type:
+    """variant on nnU-Net's schedule: the two composed, as nnU-Net composes its own schedule variants."""
+    name = variant.__name__ + schedule.__name__[len("nnUNetTrainer"):]
+    return type(name, (variant, schedule), {"__module__": __name__, "__qualname__": name,
+                                            "__doc__": f"{variant.__name__} on nnU-Net's {schedule.__name__} schedule."})
 
 
-class nnUNetTrainerAttention_20epochs(nnUNetTrainerAttention, nnunet_schedules.nnUNetTrainer_20epochs):
-    pass
+# trainer name -> epochs -> the name of its version on that schedule, for nnU-Net's nnUNetTrainer and every gate
+# variant; the gated versions are generated here, one per (variant, schedule of nnU-Net's)
+SCHEDULE_VERSIONS: Dict[str, Dict[int, str]] = {"nnUNetTrainer": {e: t.__name__ for e, t in _nnunet_schedules().items()}}
+for _variant in _gate_variants():
+    SCHEDULE_VERSIONS[_variant.__name__] = {1000: _variant.__name__}
+    for _epochs, _schedule in _nnunet_schedules().items():
+        if _schedule is not nnUNetTrainer:
+            _version = _schedule_version(_variant, _schedule)
+            globals()[_version.__name__] = _version
+            SCHEDULE_VERSIONS[_variant.__name__][_epochs] = _version.__name__
+del _variant, _epochs, _schedule, _version
 
 
-class nnUNetTrainerAttention_50epochs(nnUNetTrainerAttention, nnunet_schedules.nnUNetTrainer_50epochs):
-    pass
+def schedule_version(trainer: str, epochs: int) -> str:
+    """The name of trainer's version on nnU-Net's schedule of that many epochs; a one-line error where there is none."""
+    from nnunet_attention.errors import NnUNetAttentionError
+
+    versions = SCHEDULE_VERSIONS.get(trainer)
+    if versions is None:
+        raise NnUNetAttentionError(f"--epochs: {trainer} has no schedule versions; those that have: "
+                                   f"{', '.join(SCHEDULE_VERSIONS)} (or give -tr the trainers without --epochs)")
+    if epochs not in versions:
+        raise NnUNetAttentionError(f"--epochs must be one of nnU-Net's schedules {', '.join(map(str, versions))}; "
+                                   f"got {epochs}")
+    return versions[epochs]
 
 
-class nnUNetTrainerAttention_100epochs(nnUNetTrainerAttention, nnunet_schedules.nnUNetTrainer_100epochs):
-    pass
+def schedule_epochs(trainer: str) -> Optional[int]:
+    """Epochs of a schedule version's (or nnU-Net's nnUNetTrainer's 1000); None for a trainer not among them."""
+    return next((e for versions in SCHEDULE_VERSIONS.values() for e, name in versions.items() if name == trainer),
+                None)
 
-
-class nnUNetTrainerAttention_250epochs(nnUNetTrainerAttention, nnunet_schedules.nnUNetTrainer_250epochs):
-    pass
-
-
-class nnUNetTrainerAttention_500epochs(nnUNetTrainerAttention, nnunet_schedules.nnUNetTrainer_500epochs):
-    pass
-
-
-class nnUNetTrainerAttention_750epochs(nnUNetTrainerAttention, nnunet_schedules.nnUNetTrainer_750epochs):
-    pass
-
-
-class nnUNetTrainerAttention_2000epochs(nnUNetTrainerAttention, nnunet_schedules.nnUNetTrainer_2000epochs):
-    pass
-
-
-class nnUNetTrainerAttention_4000epochs(nnUNetTrainerAttention, nnunet_schedules.nnUNetTrainer_4000epochs):
-    pass
-
-
-class nnUNetTrainerAttention_8000epochs(nnUNetTrainerAttention, nnunet_schedules.nnUNetTrainer_8000epochs):
-    pass
-
-
-# epochs -> (ungated, gated) trainer names that pair up: nnU-Net's default and every variant above
-# (tests/test_hooks_and_design.py keeps the list equal to nnU-Net's nnUNetTrainer_Xepochs module)
-SCHEDULES: Dict[int, Tuple[str, str]] = dict(sorted(
-    [(1000, ("nnUNetTrainer", "nnUNetTrainerAttention"))] +
-    [(int(re.search(r"_(\d+)epochs?$", name).group(1)), (name.replace("Attention", ""), name))
-     for name in list(globals()) if re.fullmatch(r"nnUNetTrainerAttention_\d+epochs?", name)]))
 
 __all__ = trainer_names()  # what nnU-Net's search imports (ext_trainers): every trainer nnunet-attention lists

@@ -95,19 +95,18 @@ def demo_note(studied_task: bool, configuration: str, trainers: Sequence[str], f
             f"verdict above uses the spread between folds for that reason.")
 
 
-def matched_trainers(epochs: Optional[int], device: str) -> List[str]:
-    """The trainer pair: the demo's own on the CPU by default; with epochs, nnU-Net's nnUNetTrainer_Nepochs and ours
-    with the same schedule (100 epochs on cuda by default)."""
-    from nnunet_attention.model.trainers import SCHEDULES
+def matched_trainers(epochs: Optional[int], device: str, trainers: Optional[Sequence[str]] = None) -> List[str]:
+    """The trainer pair: the demo's own on the CPU by default, else nnUNetTrainer and nnUNetTrainerAttention (or the
+    pair given); with epochs (100 on cuda by default), each one's version on nnU-Net's schedule of that length."""
+    from nnunet_attention.model.trainers import schedule_version
 
-    if epochs is None:
+    if trainers is not None and epochs is None:
+        return list(trainers)
+    if trainers is None and epochs is None:
         if device == "cpu":
             return list(DEMO_TRAINERS)
         epochs = 100
-    if epochs not in SCHEDULES:
-        raise NnUNetAttentionError(f"--epochs must be one of nnU-Net's schedules {', '.join(map(str, SCHEDULES))}; "
-                                   f"got {epochs}")
-    return list(SCHEDULES[epochs])
+    return [schedule_version(trainer, epochs) for trainer in trainers or ("nnUNetTrainer", "nnUNetTrainerAttention")]
 
 
 def demo_environment(workdir: str) -> dict:
@@ -274,10 +273,7 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
     configuration, folds = configuration or DEMO_CONFIGURATION, list(folds if folds is not None else DEMO_FOLDS)
     studied = (msd_folder is None and dataset_id is None and (synth_cases, tuple(synth_shape)) == (
         SYNTH_CASES, SYNTH_SHAPE))
-    if trainers is None:
-        trainers = matched_trainers(epochs, device)
-    elif epochs is not None:
-        raise NnUNetAttentionError("give either -tr or --epochs, not both")
+    trainers = matched_trainers(epochs, device, trainers)
     if len(trainers) != 2:
         raise NnUNetAttentionError(f"-tr takes two trainer names (ungated, gated); got {len(trainers)}")
     for trainer in trainers:
@@ -367,9 +363,9 @@ MIN_SUGGESTED_EPOCHS = 5  # the demo's own schedule: fewer epochs would not comp
 
 def shorter_hint(folds: Sequence, epochs: Optional[int], configuration: str) -> str:
     """" Shorter: ..." with what would shorten this run and is not already in effect ("" when nothing is left)."""
-    from nnunet_attention.model.trainers import SCHEDULES
+    from nnunet_attention.model.trainers import SCHEDULE_VERSIONS
 
-    shorter = [e for e in SCHEDULES if MIN_SUGGESTED_EPOCHS <= e < (epochs or 0)]
+    shorter = [e for e in SCHEDULE_VERSIONS["nnUNetTrainer"] if MIN_SUGGESTED_EPOCHS <= e < (epochs or 0)]
     options = [*(["fewer folds (-f 0 1)"] if len(folds) > 2 else []),
                *([f"a shorter schedule (--epochs {shorter[-1]})"] if shorter else []),
                *(["a smaller configuration (-c 2d)"] if configuration != "2d" else [])]
@@ -377,13 +373,13 @@ def shorter_hint(folds: Sequence, epochs: Optional[int], configuration: str) -> 
 
 
 def schedule_epochs(trainer: str) -> Optional[int]:
-    """Epochs of a trainer's schedule, for the time estimate: the demo's, nnU-Net's (nnUNetTrainer: 1000) and its
-    _Nepochs variants; None for other trainers (their schedule is not in their name)."""
-    from nnunet_attention.model.trainers import SCHEDULES, nnUNetTrainerDemo
+    """Epochs of a trainer's schedule, for the time estimate: the demo's and every schedule version's
+    (trainers.SCHEDULE_VERSIONS); None for other trainers."""
+    from nnunet_attention.model import trainers as ours
 
     if trainer in DEMO_TRAINERS:
-        return nnUNetTrainerDemo.schedule[0]
-    return next((epochs for epochs, pair in SCHEDULES.items() if trainer in pair), None)
+        return ours.nnUNetTrainerDemo.schedule[0]
+    return ours.schedule_epochs(trainer)
 
 
 def trainings_at_once(trainers: Sequence[str], device: str) -> int:
