@@ -69,8 +69,8 @@ def test_trainer_module_exports_only_our_trainers_and_every_schedule_pairs_with_
     nnunet_names = {n for n in vars(nnunet_schedules) if n.startswith("nnUNetTrainer_")}
     versions = trainers.SCHEDULE_VERSIONS
     assert set(versions["nnUNetTrainer"].values()) == nnunet_names | {"nnUNetTrainer"}
-    gate_variants = {"nnUNetTrainerAttention", "nnUNetTrainerAttentionIdentityInit", "nnUNetTrainerAttentionUniformInit",
-                     "nnUNetTrainerAttentionAllSkips", "nnUNetTrainerAttentionOutputTransform"}
+    gate_variants = {"nnUNetTrainerAttention", *(f"nnUNetTrainerAttention{v}" for v in (
+        "IdentityInit", "UniformInit", "AllSkips", "OutputTransform"))}
     assert set(versions) == gate_variants | {"nnUNetTrainer"}
     for variant in gate_variants:
         assert versions[variant].keys() == versions["nnUNetTrainer"].keys()

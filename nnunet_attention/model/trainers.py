@@ -167,13 +167,14 @@ def _gate_variants() -> List[type]:
 def _schedule_version(variant: type, schedule: type) -> type:
     """variant on nnU-Net's schedule: the two composed, as nnU-Net composes its own schedule variants."""
     name = variant.__name__ + schedule.__name__[len("nnUNetTrainer"):]
-    return type(name, (variant, schedule), {"__module__": __name__, "__qualname__": name,
-                                            "__doc__": f"{variant.__name__} on nnU-Net's {schedule.__name__} schedule."})
+    doc = f"{variant.__name__} on nnU-Net's {schedule.__name__} schedule."
+    return type(name, (variant, schedule), {"__module__": __name__, "__qualname__": name, "__doc__": doc})
 
 
 # trainer name -> epochs -> the name of its version on that schedule, for nnU-Net's nnUNetTrainer and every gate
 # variant; the gated versions are generated here, one per (variant, schedule of nnU-Net's)
-SCHEDULE_VERSIONS: Dict[str, Dict[int, str]] = {"nnUNetTrainer": {e: t.__name__ for e, t in _nnunet_schedules().items()}}
+SCHEDULE_VERSIONS: Dict[str, Dict[int, str]] = {
+    "nnUNetTrainer": {epochs: trainer.__name__ for epochs, trainer in _nnunet_schedules().items()}}
 for _variant in _gate_variants():
     SCHEDULE_VERSIONS[_variant.__name__] = {1000: _variant.__name__}
     for _epochs, _schedule in _nnunet_schedules().items():
