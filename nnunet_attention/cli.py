@@ -7,7 +7,7 @@ import warnings
 
 from nnunet_attention.compare.metrics import margin_examples
 from nnunet_attention.errors import NnUNetAttentionError
-from nnunet_attention.study.backends import BACKENDS
+from nnunet_attention.study.backends import BACKENDS, add_backend_flags
 from nnunet_attention.study.steps import NNUNET_FOLD_IDS
 
 
@@ -121,8 +121,7 @@ def _grid(args):
                     seed=args.seed,
                     trust_checkpoints=args.trust_checkpoint, retrain_other_seeds=args.retrain_other_seeds)
     check_names(spec, Folders.from_environment())
-    options = ExecutorOptions(args.executor, args.max_parallel, args.slurm_partition, args.slurm_gpus_per_job,
-                              args.slurm_cpus_per_job, args.slurm_mem, args.slurm_time, args.slurm_setup or ())
+    options = ExecutorOptions.from_arguments(args)
     if args.status:
         print(status_table(spec, options))
     elif args.dry_run:
@@ -316,13 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", choices=list(BACKENDS), default="local", help="default local")
     p.add_argument("--max-parallel", type=int, default=0,
                    help="at most this many jobs at once (default: local one per visible GPU or 1; slurm no limit)")
-    p.add_argument("--slurm-partition", help="sbatch --partition")
-    p.add_argument("--slurm-gpus-per-job", type=int, help="GPUs per job (sbatch --gpus-per-node)")
-    p.add_argument("--slurm-cpus-per-job", type=int, help="CPUs per job (sbatch --cpus-per-task)")
-    p.add_argument("--slurm-mem", help="memory per job, e.g. 32G (sbatch --mem)")
-    p.add_argument("--slurm-time", help="time limit per job, minutes or D-HH:MM:SS (sbatch --time)")
-    p.add_argument("--slurm-setup", action="append", metavar="COMMAND",
-                   help="a shell line run before each job, e.g. \"module load cuda\" (repeatable)")
+    add_backend_flags(p)
     p.add_argument("--status", action="store_true", help="print the grid's table (state, epoch, log) and exit")
     p.add_argument("--dry-run", action="store_true", help="print what would run and what is done, run nothing")
     p.add_argument("-np", type=int, default=_default_processes(), help="processes for compare's boundary metrics")

@@ -11,7 +11,7 @@ import pytest
 
 from nnunet_attention.nnunet_api import model_identifier, nnunet_version, trainers_found_through_ext_folder
 from nnunet_attention.study import steps
-from nnunet_attention.study.backends import ENDED, RUNNING, JobBackend
+from nnunet_attention.study.backends import ENDED, RUNNING, BackendFlag, JobBackend
 from nnunet_attention.study.executor import LocalExecutor
 
 TESTS = Path(__file__).parent
@@ -160,10 +160,12 @@ class ThreadBackend(JobBackend):
     """Jobs as threads of this process, each running its command (a test-only executor)."""
 
     name = "thread"
+    flags = (BackendFlag("--thread-nice", {"type": int, "help": "niceness of each job's command"}),)
 
     def __init__(self, options, logs):
         super().__init__(options, logs)
         self.threads = {}
+        self.nice = ["nice", "-n", str(options.settings["thread_nice"])] if "thread_nice" in options.settings else []
 
     def default_parallel(self) -> int:
         return 2
@@ -174,7 +176,7 @@ class ThreadBackend(JobBackend):
 
         def job():
             with open(log, "w") as f:
-                subprocess.run(list(command), env={**os.environ, **variables}, stdout=f, stderr=subprocess.STDOUT)
+                subprocess.run([*self.nice, *command], env={**os.environ, **variables}, stdout=f, stderr=subprocess.STDOUT)
 
         self.threads[key] = threading.Thread(target=job)
         self.threads[key].start()

@@ -34,6 +34,24 @@ def test_an_unknown_executor_is_a_one_line_error():
         ExecutorOptions("ray")
 
 
+def test_a_backend_owns_its_flags_and_they_reach_only_it(monkeypatch):
+    from nnunet_attention.cli import build_parser
+
+    monkeypatch.setitem(BACKENDS, "thread", ThreadBackend)
+    args = build_parser().parse_args(["grid", "-d", "4", "--executor", "thread", "--thread-nice", "5"])
+    options = ExecutorOptions.from_arguments(args)
+    assert options.settings == {"thread_nice": 5}
+    assert ThreadBackend(options, "/tmp").nice == ["nice", "-n", "5"]
+    slurm = build_parser().parse_args(["grid", "-d", "4", "--executor", "slurm", "--slurm-mem", "8G",
+                                       "--slurm-setup", "module load cuda"])
+    assert ExecutorOptions.from_arguments(slurm).settings == {"slurm_mem": "8G", "slurm_setup": ["module load cuda"]}
+    for argv, words in ((["--thread-nice", "5"], "--thread-nice: only with --executor thread"),
+                        (["--slurm-mem", "8G"], "--slurm-mem: only with --executor slurm"),
+                        (["--executor", "slurm", "--slurm-cpus-per-job", "-1"], "--slurm-cpus-per-job must be 0")):
+        with pytest.raises(Exception, match=words):
+            ExecutorOptions.from_arguments(build_parser().parse_args(["grid", "-d", "4", *argv]))
+
+
 @pytest.mark.slow  # validates a fold, runs find_best and compare through nnU-Net's CLIs
 def test_a_third_backend_runs_the_tiny_grid(trained_models, tmp_path, monkeypatch):
     source, _ = trained_models

@@ -1,7 +1,8 @@
 """Where grid jobs run: one interface (``JobBackend``), with this machine's processes (``LocalBackend``) and SLURM
 (``SlurmBackend``) as its implementations, both through submitit. The grid's loop (grid.Grid) only submits, asks
 for states and reads the records a backend returns; a new executor (a Ray or Dask cluster, a cloud batch service)
-is one more class registered in ``BACKENDS``.
+is one more class registered in ``BACKENDS``, with its own command-line options in ``flags`` (the CLI registers
+them; ExecutorOptions carries the given ones to it as ``settings``).
 
 A job record (kept in the grid's state file) is a plain dict: job_id, log, gpu, and whatever the backend needs to
 tell later, from another process or after a reboot, whether the job still runs.
@@ -10,8 +11,8 @@ import os
 import shlex
 import subprocess
 import sys
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from nnunet_attention.errors import NnUNetAttentionError
 
@@ -36,33 +37,51 @@ def passed_variables() -> Dict[str, str]:
 
 @dataclass
 class ExecutorOptions:
-    """The grid's --executor and --max-parallel, and the SLURM job's resources (--slurm-*)."""
+    """The grid's --executor and --max-parallel, and the backend's own options (``settings``: those of the backend's
+    ``flags`` that were given, by their dest names)."""
 
     kind: str = "local"  # a key of BACKENDS
     max_parallel: int = 0  # 0: the backend's own (local: one per visible GPU or 1; SLURM: no limit)
-    partition: Optional[str] = None
-    gpus_per_job: Optional[int] = None
-    cpus_per_job: Optional[int] = None
-    mem: Optional[str] = None
-    time: Optional[str] = None
-    setup: Sequence[str] = ()
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.kind not in BACKENDS:
             raise NnUNetAttentionError(f"--executor must be one of {', '.join(BACKENDS)}, got {self.kind!r}")
         if self.max_parallel < 0:
             raise NnUNetAttentionError(f"--max-parallel must be 0 (automatic) or more, got {self.max_parallel}")
-        for name in ("gpus_per_job", "cpus_per_job"):
-            if (getattr(self, name) or 0) < 0:
-                raise NnUNetAttentionError(f"--slurm-{name.replace('_', '-')} must be 0 or more")
-        if self.slurm_resources() and not BACKENDS[self.kind].takes_slurm_resources:
-            raise NnUNetAttentionError("--slurm-* options need --executor slurm")
+        for backend in BACKENDS.values():
+            given = [flag.option for flag in backend.flags if flag.dest in self.settings]
+            if given and backend is not BACKENDS[self.kind]:
+                raise NnUNetAttentionError(f"{', '.join(given)}: only with --executor {backend.name}")
+        BACKENDS[self.kind].check_settings(self.settings)
 
-    def slurm_resources(self) -> dict:
-        """The --slurm-* options that were given."""
-        given = {"partition": self.partition, "gpus_per_node": self.gpus_per_job, "cpus_per_task": self.cpus_per_job,
-                 "mem": self.mem, "time": self.time, "setup": list(self.setup)}
-        return {k: v for k, v in given.items() if v not in (None, [])}
+    @classmethod
+    def from_arguments(cls, args) -> "ExecutorOptions":
+        """From the CLI's parsed arguments: every backend's flags that were given (argparse default None)."""
+        settings = {flag.dest: getattr(args, flag.dest) for backend in BACKENDS.values() for flag in backend.flags
+                    if getattr(args, flag.dest, None) is not None}
+        return cls(args.executor, args.max_parallel, settings)
+
+
+@dataclass(frozen=True)
+class BackendFlag:
+    """One command-line option a backend owns: ``option`` (e.g. --slurm-mem) and argparse's keywords."""
+
+    option: str
+    keywords: Mapping[str, Any]
+
+    @property
+    def dest(self) -> str:
+        return self.option.lstrip("-").replace("-", "_")
+
+
+def add_backend_flags(parser) -> None:
+    """Registers every backend's own options on the grid's parser, one argument group per backend."""
+    for backend in BACKENDS.values():
+        if backend.flags:
+            group = parser.add_argument_group(f"--executor {backend.name}")
+            for flag in backend.flags:
+                group.add_argument(flag.option, **flag.keywords)
 
 
 class JobBackend:
@@ -70,10 +89,14 @@ class JobBackend:
     sub-folders)."""
 
     name: str = ""
-    takes_slurm_resources: bool = False
+    flags: Tuple[BackendFlag, ...] = ()  # its own command-line options, registered by add_backend_flags
 
     def __init__(self, options: ExecutorOptions, logs: str):
         self.options, self.logs = options, logs
+
+    @classmethod
+    def check_settings(cls, settings: Mapping[str, Any]) -> None:
+        """A one-line error for a bad value of one of this backend's own options."""
 
     def check_runnable(self, device: str):
         """A one-line error when jobs cannot start from here (a missing command, no GPU for CUDA jobs)."""
@@ -135,7 +158,24 @@ class SlurmBackend(JobBackend):
     """Jobs submitted with sbatch (submitit's SlurmExecutor) with the --slurm-* resources; states from squeue."""
 
     name = "slurm"
-    takes_slurm_resources = True
+    flags = (BackendFlag("--slurm-partition", {"help": "sbatch --partition"}),
+             BackendFlag("--slurm-gpus-per-job", {"type": int, "help": "GPUs per job (sbatch --gpus-per-node)"}),
+             BackendFlag("--slurm-cpus-per-job", {"type": int, "help": "CPUs per job (sbatch --cpus-per-task)"}),
+             BackendFlag("--slurm-mem", {"help": "memory per job, e.g. 32G (sbatch --mem)"}),
+             BackendFlag("--slurm-time", {"help": "time limit per job, minutes or D-HH:MM:SS (sbatch --time)"}),
+             BackendFlag("--slurm-setup", {"action": "append", "metavar": "COMMAND",
+                                           "help": "a shell line run before each job, e.g. \"module load cuda\" "
+                                                   "(repeatable)"}))
+    # our option -> submitit's SlurmExecutor parameter
+    PARAMETERS = {"slurm_partition": "partition", "slurm_gpus_per_job": "gpus_per_node",
+                  "slurm_cpus_per_job": "cpus_per_task", "slurm_mem": "mem", "slurm_time": "time",
+                  "slurm_setup": "setup"}
+
+    @classmethod
+    def check_settings(cls, settings):
+        for name in ("slurm_gpus_per_job", "slurm_cpus_per_job"):
+            if settings.get(name, 0) < 0:
+                raise NnUNetAttentionError(f"--{name.replace('_', '-')} must be 0 or more")
 
     def check_runnable(self, device: str):
         from shutil import which
@@ -151,7 +191,8 @@ class SlurmBackend(JobBackend):
         import submitit
 
         executor = submitit.SlurmExecutor(folder=os.path.join(self.logs, "%j"), python=sys.executable)
-        executor.update_parameters(job_name=f"nnunet_attention:{key}", **self.options.slurm_resources())
+        executor.update_parameters(job_name=f"nnunet_attention:{key}",
+                                   **{self.PARAMETERS[k]: v for k, v in self.options.settings.items()})
         job = executor.submit(run_job, list(command), variables)
         return {"job_id": str(job.job_id), "log": str(job.paths.stdout), "gpu": None}
 
