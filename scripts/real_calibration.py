@@ -40,13 +40,13 @@ from nnunet_attention.nnunet_api import bounded_export_workers
 from nnunet_attention.study import demo, steps
 from nnunet_attention.study.executor import LocalExecutor
 from nnunet_attention.study.steps import DONE, NEW, Folders, Step
+from nnunet_attention.model.trainers import nnUNetTrainerDemo
 from nnunet_attention.study.synth import TASK_NAME
 
 STUDY_SEED0, TRUTH_SEED0, TEST_SEED = 1000, 5000, 9999
 STUDY_ID0, TRUTH_ID0, TEST_ID = 100, 500, 999
 N_TRAIN = demo.SYNTH_CASES * 4 // 5  # what one fold of nnU-Net's 5-fold cross-validation trains on
 TEST_CASES = 60
-UNPAIRED_STUDIES = 4  # 4 studies x 5 folds = 20 fold pairs per arm
 TRAINERS = list(demo.DEMO_TRAINERS)
 
 
@@ -151,17 +151,37 @@ def predict(args):
                                  num_processes_preprocessing=1, num_processes_segmentation_export=1)
 
 
-def schedule(work: Path, studies: int, truths: int):
+def schedule(work: Path, studies: int, truths: int, unpaired_studies: int):
     """Units in the order they run: the test set, then study k, truth pairs 2k and 2k+1, and the unpaired arm of
-    study k for the first UNPAIRED_STUDIES."""
+    study k for the first unpaired_studies."""
     order = test_set_units(work)
     for k in range(max(studies, (truths + 1) // 2)):
         if k < studies:
-            order += study_units(work, k, unpaired=k < UNPAIRED_STUDIES)
+            order += study_units(work, k, unpaired=k < unpaired_studies)
         for t in (2 * k, 2 * k + 1):
             if t < truths:
                 order += truth_units(work, t)
     return order
+
+
+def demo_settings() -> dict:
+    """What this script samples: the demo's settings of this checkout."""
+    return {"configuration": demo.DEMO_CONFIGURATION, "trainers": TRAINERS, "folds": list(demo.DEMO_FOLDS),
+            "schedule": demo.demo_schedule(), "validation_mirroring": nnUNetTrainerDemo.validation_mirroring,
+            "cases": demo.SYNTH_CASES, "shape": list(demo.SYNTH_SHAPE), "seed": demo.DEMO_SEED,
+            "margins": demo.DEMO_MARGINS}
+
+
+def check_settings(work: Path) -> None:
+    """A work folder holds one calibration: the settings it was started with (settings.json) must be this
+    checkout's demo's, so that a resumed run does not mix two designs."""
+    stored, current = work / "settings.json", demo_settings()
+    if not stored.is_file():
+        work.mkdir(parents=True, exist_ok=True)
+        stored.write_text(json.dumps(current, indent=2) + "\n")
+    elif {k: v for k, v in json.loads(stored.read_text()).items() if k != "margins"} != \
+            {k: v for k, v in current.items() if k != "margins"}:
+        sys.exit(f"{work} holds a calibration of other demo settings ({stored}); use a new -o")
 
 
 def train(args):
@@ -172,7 +192,8 @@ def train(args):
         with open(log, "a") as f:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
 
-    units = schedule(work, args.studies, args.truths)
+    check_settings(work)
+    units = schedule(work, args.studies, args.truths, args.unpaired_studies)
     todo = [u for u in units if not u.done]
     say(f"start: {len(todo)} of {len(units)} steps to run")
     env = dict(os.environ)
@@ -316,10 +337,7 @@ def report(args):
                "pairing_variance_ratio": pairing_ratio(work),
                "study_ci_width_median": float(np.median([s["ci95"][1] - s["ci95"][0] for s in studies]))
                if studies else None}
-    result = {"settings": {"configuration": demo.DEMO_CONFIGURATION, "trainers": TRAINERS,
-                           "folds": list(demo.DEMO_FOLDS), "schedule": demo.demo_schedule(),
-                           "cases": demo.SYNTH_CASES, "shape": list(demo.SYNTH_SHAPE), "seed": demo.DEMO_SEED,
-                           "margins": demo.DEMO_MARGINS},
+    result = {"settings": json.loads((work / "settings.json").read_text()),
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}",
               "command": " ".join(["python", "scripts/real_calibration.py", *sys.argv[1:]]),
               "truth": truth, "studies": studies, "summary": summary}
@@ -335,6 +353,8 @@ def main():
     parser.add_argument("action", choices=("train", "report", "predict"))
     parser.add_argument("--studies", type=int, default=40)
     parser.add_argument("--truths", type=int, default=24, help="truth pairs")
+    parser.add_argument("--unpaired-studies", type=int, default=4,
+                        help="studies whose folds are also trained unpaired (4 x 5 folds = 20 fold pairs per arm)")
     parser.add_argument("--report-dir", default="docs")
     parser.add_argument("--model", help="predict: a trained model's folder (fold_all)")
     parser.add_argument("--images", help="predict: the images to predict")
