@@ -60,7 +60,7 @@ def test_two_datasets_in_one_report_with_holm_within_its_families(report):
     verdicts = {(v["dataset"], v["configuration"]): v for v in data["verdict"]}
     assert set(verdicts) == {(d, "3d_fullres") for d in (DATASET_NAME, SECOND_NAME)}
     for v in verdicts.values():
-        assert set(v["metrics"]) == {"dice", "nsd", "hd95", "assd"}  # ASSD too, with its verdict
+        assert set(v["metrics"]) == {"dice", "iou", "nsd", "hd95", "assd"}  # IoU and ASSD too, with their verdicts
         assert all(m["verdict"] in ("better", "worse", "equivalent", "inconclusive") for m in v["metrics"].values())
         assert all(m["margin"] > 0 and "folds_needed" in m for m in v["metrics"].values())
         assert any("training randomness not captured" in w for w in v["warnings"])  # 2 folds, then 1
@@ -71,7 +71,8 @@ def test_two_datasets_in_one_report_with_holm_within_its_families(report):
     assert "verdict Dataset990_AttentionSynth 3d_fullres" in stdout and "training randomness" in stdout
     assert "Holm" in markdown and "MONAI" in markdown and "nodule" in markdown and "label 1" not in markdown
     assert data["figures"] == ["forest.png"] and (out / "forest.png").stat().st_size > 5000
-    assert data["margins"] == {"dice": 0.01, "nsd": 0.01, "hd95": 1.0, "assd": 0.5} and "±0.01" in data["verdict_rule"]
+    assert data["margins"] == {"dice": 0.01, "iou": 0.01, "nsd": 0.01, "hd95": 1.0, "assd": 0.5}
+    assert "±0.01" in data["verdict_rule"]
     # Dataset992 has fold 0 only: the missing fold 1 is named, the report says so
     missing = fold_dir(root, TINY_TRAINERS[0], "3d_fullres", 1).parent.parent.parent / SECOND_NAME
     assert not data["complete"] and any(SECOND_NAME in m and "fold_1" in m for m in data["missing"])
@@ -87,8 +88,9 @@ def test_dice_numbers_are_nnunets_and_boundary_metrics_are_per_case_and_class(re
             summary = json.loads((fold_dir(root, trainer, "3d_fullres", fold) / "validation" / "summary.json")
                                  .read_text())
             for name, key in entry["label_keys"].items():
-                assert entry["trainers"][trainer]["per_fold"][str(fold)][name]["dice"]["mean"] == pytest.approx(
-                    summary["mean"][key]["Dice"], abs=1e-12)
+                for metric, nnunet_key in (("dice", "Dice"), ("iou", "IoU")):  # IoU: summary.json's, one registry entry
+                    assert entry["trainers"][trainer]["per_fold"][str(fold)][name][metric]["mean"] == pytest.approx(
+                        summary["mean"][key][nnunet_key], abs=1e-12)
             assert (fold_dir(root, trainer, "3d_fullres", fold) / "validation" /
                     "nnunet_attention_boundary_metrics.json").is_file()
         rows = entry["per_case"][trainer]

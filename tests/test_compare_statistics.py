@@ -364,7 +364,7 @@ def test_forest_plot_labels_lie_inside_the_figure_with_one_and_ten_datasets(tmp_
 
     rng = np.random.default_rng(0)
     table = pd.concat([_table([rng.normal(0.01 * d, 0.02, 6) for _ in range(3)], dataset=f"Dataset{d:03d}_Liver",
-                              metric=metric) for d in range(datasets) for metric in ("dice", "nsd", "hd95")])
+                              metric=metric) for d in range(datasets) for metric in ("dice", "iou", "nsd", "hd95")])
     results = analysis.analyse(table, ["A", "B"])
     rows = [render.summary_row(d, "3d_fullres", c, results) for d in sorted(table["dataset"].unique())
             for c in ("nodule", "foreground_mean")]
@@ -383,9 +383,9 @@ def test_forest_plot_labels_lie_inside_the_figure_with_one_and_ten_datasets(tmp_
         boxes = sorted((t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_text()),
                        key=lambda b: b.x0)
         assert all(left.x1 <= right.x0 for left, right in zip(boxes, boxes[1:])), ax.xaxis.label.get_text()
-    cues = [ax.xaxis.label.get_text().splitlines()[-1] for ax in fig.axes[:3]]
-    assert cues == ["← A better    B better →"] * 2 + ["← B better    A better →"]  # HD95: lower is better
-    for ax, margin in zip(fig.axes[:3], (0.01, 0.01, 1.0)):
+    cues = [ax.xaxis.label.get_text().splitlines()[-1] for ax in fig.axes[:4]]
+    assert cues == ["← A better    B better →"] * 3 + ["← B better    A better →"]  # HD95: lower is better
+    for ax, margin in zip(fig.axes[:4], (0.01, 0.01, 0.01, 1.0)):
         low, high = ax.get_xlim()
         assert low < -margin and high > margin  # the band is on every metric's scale
     assert plots.plot_forest(rows, ["A", "B"], str(tmp_path)) == "forest.png"

@@ -1,10 +1,10 @@
 """The metrics compare reports, each in one place: what it is called, which way is better, how it is shown, its
 default equivalence margin, how it scores empty masks and, for the boundary metrics, the function that measures it.
 Everything else (reading, boundary measurement and its cache, statistics, the report, the plots, the CLI's help)
-reads this registry; a new metric is one entry here (plus its function).
+reads this registry; a new metric is one entry here (plus its function, for one measured from the masks).
 
-Dice is nnU-Net's own per case (validation/summary.json); the others are measured from the same predictions with
-MONAI in physical spacing (boundary.py). Empty masks, as Metrics Reloaded asks to state: reference and prediction
+Each metric names its source: Dice and IoU are nnU-Net's own per case (``summary_key`` in validation/summary.json);
+the others are measured from the same predictions with MONAI in physical spacing (``measure``, boundary.py). Empty masks, as Metrics Reloaded asks to state: reference and prediction
 both empty score ``both_empty``; exactly one empty scores the worst value (0 for NSD, the image's diagonal in mm for
 the distances), so a missed or hallucinated structure stays in the statistics.
 """
@@ -26,9 +26,15 @@ class Metric(NamedTuple):
     default_margin: float  # equivalence margin, in the metric's unit (docs/compare.md)
     both_empty: float  # the score when reference and prediction are both empty
     one_empty: object  # the score when exactly one is empty: a number, or DIAGONAL
-    # boundary metrics: measure(prediction, reference, spacing, tolerance_mm) on (1, 1, ...) float tensors; None: Dice
+    # from the masks: measure(prediction, reference, spacing, tolerance_mm) on (1, 1, ...) float tensors
     measure: Optional[Callable] = None
     implementation: str = "nnU-Net's validation summary.json"
+    # from nnU-Net's validation summary.json: the key of its per-class entry (NaN there: both masks empty)
+    summary_key: Optional[str] = None
+
+    @property
+    def source(self) -> str:
+        return "summary.json" if self.summary_key else "masks"
 
 
 def _nsd(prediction, reference, spacing: Sequence[float], tolerance: float) -> float:
@@ -53,7 +59,8 @@ def _assd(prediction, reference, spacing: Sequence[float], tolerance: float) -> 
 
 
 METRICS: Dict[str, Metric] = {
-    "dice": Metric("Dice", True, 1e-3, 3, "", 0.01, 1.0, 0.0),
+    "dice": Metric("Dice", True, 1e-3, 3, "", 0.01, 1.0, 0.0, summary_key="Dice"),
+    "iou": Metric("IoU", True, 1e-3, 3, "", 0.01, 1.0, 0.0, summary_key="IoU"),
     "nsd": Metric("NSD", True, 1e-3, 3, "", 0.01, 1.0, 0.0, _nsd,
                   "compute_surface_dice(use_subvoxels=True)"),
     "hd95": Metric("HD95 (mm)", False, 1e-2, 2, "mm", 1.0, 0.0, DIAGONAL, _hd95,
@@ -63,7 +70,8 @@ METRICS: Dict[str, Metric] = {
 }
 PRIMARY = "dice"  # the metric lost classes and the headline are judged by
 DEFAULT_MARGINS = {name: metric.default_margin for name, metric in METRICS.items()}
-BOUNDARY = {name: metric for name, metric in METRICS.items() if metric.measure is not None}
+BOUNDARY = {name: metric for name, metric in METRICS.items() if metric.source == "masks"}
+FROM_SUMMARY = {name: metric for name, metric in METRICS.items() if metric.source == "summary.json"}
 
 
 class Margins(Mapping):

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from nnunet_attention.compare import boundary
-from nnunet_attention.compare.metrics import BOUNDARY, METRICS, PRIMARY
+from nnunet_attention.compare.metrics import BOUNDARY, FROM_SUMMARY, Metric
 from nnunet_attention.compare.report import BestModel, Ensembles
 from nnunet_attention.model.checkpoint import load_checkpoint
 from nnunet_attention.errors import NnUNetAttentionError
@@ -151,20 +151,27 @@ class DatasetLabels:
                                        self.labels, self.tolerances, workers, progress, self.ignore_label)
 
     def case_rows(self, summary: dict, measured: Dict[str, dict], prefix: dict) -> List[dict]:
-        """Long-form rows of one validated folder: Dice from nnU-Net's summary, the boundary metrics as measured."""
+        """Long-form rows of one validated folder: each metric from its source (nnU-Net's summary or the masks)."""
         rows = []
         for entry in summary["metric_per_case"]:
             case = case_id(entry["prediction_file"], self.file_ending)
             for key in self.keys:
-                dice = entry["metrics"].get(key, {}).get("Dice")
                 m = measured[case][key]
-                if m["empty"] == "both":  # nnU-Net's Dice is NaN there; compare scores it by the registry's rule
-                    dice = METRICS[PRIMARY].both_empty
-                values = {PRIMARY: float("nan") if dice is None else float(dice), **{b: m[b] for b in BOUNDARY}}
+                values = {**{name: nnunet_value(entry["metrics"].get(key, {}), metric, m["empty"])
+                             for name, metric in FROM_SUMMARY.items()}, **{b: m[b] for b in BOUNDARY}}
                 rows += [{**prefix, "case": case, "class": self.names[key], "metric": metric, "value": value,
                           "empty": m["empty"] or "", "reference_mm3": m["reference_mm3"]}
                          for metric, value in values.items()]
         return rows
+
+
+def nnunet_value(scores: dict, metric: Metric, empty: Optional[str]) -> float:
+    """A metric nnU-Net's summary holds, for one case and class: NaN there when both masks are empty, which
+    compare scores by the registry's rule (metric.both_empty); NaN when the summary has no value."""
+    if empty == "both":
+        return metric.both_empty
+    value = scores.get(metric.summary_key)
+    return float("nan") if value is None else float(value)
 
 
 def _logging_of(folder: str, warnings: List[str]) -> Optional[dict]:
@@ -261,7 +268,7 @@ def read_ensembles(dataset: DatasetLabels, trainers: Sequence[str], workers: bou
             measured = dataset.boundary_metrics(folder, cases, workers,
                                                 _progress(log, f"{dataset.source.name} ensemble"))
             per_class[key] = {dataset.names[k]: {
-                PRIMARY: summary["mean"].get(k, {}).get("Dice"),
+                **{name: summary["mean"].get(k, {}).get(metric.summary_key) for name, metric in FROM_SUMMARY.items()},
                 **{b: float(np.mean([measured[c][k][b] for c in cases])) if cases else None for b in BOUNDARY}}
                 for k in dataset.keys}
     best = info["best_model_or_ensemble"]
