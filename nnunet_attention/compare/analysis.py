@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from nnunet_attention.compare.metrics import METRICS, PRIMARY, Margins
-from nnunet_attention.compare.report import FOREGROUND, AcrossDatasets, LostClass, MetricStatistics, Pairing, Verdict
+from nnunet_attention.compare.report import (FOREGROUND, AcrossDatasets, FoldsNeeded, LostClass, MetricStatistics,
+                                             Pairing, SequentialLook, Verdict)
 from nnunet_attention.compare.statistics import (BOOTSTRAP_SAMPLES, CI_METHOD, ESTIMAND, POWER, assumed_correlation,
                                                  correlated_bayes, excludes_zero, folds_needed, holds_to_correlation,
                                                  Look, holm, interval_at, look_level, mean_across_datasets,
@@ -82,28 +83,29 @@ def with_design(paired: pd.DataFrame, designs: Dict[str, Dict[str, dict]]) -> pd
 
 
 def row_statistics(row: pd.DataFrame, metric: str, key: Sequence[str], seed: int,
-                   bootstrap_samples: int = BOOTSTRAP_SAMPLES) -> dict:
+                   bootstrap_samples: int = BOOTSTRAP_SAMPLES) -> MetricStatistics:
     """Case-level and fold-level statistics of one dataset x configuration x class x metric, seeded by its key."""
     higher_is_better, tie = METRICS[metric].higher_is_better, METRICS[metric].tie_tolerance
     kept = row.dropna(subset=["a", "b"])
     rng = row_rng(seed, *key)
-    stats = paired_statistics(kept["difference"].to_numpy(), rng, tie, higher_is_better, bootstrap_samples)
+    cases = paired_statistics(kept["difference"].to_numpy(), rng, tie, higher_is_better, bootstrap_samples)
     by_fold = {fold: group["difference"].to_numpy() for fold, group in kept.groupby("fold", sort=True)}
     design = fold_design(kept)
-    ratio = design["validation_to_training"]
-    factor = overlap_variance_factor(len(by_fold), ratio)
+    factor = overlap_variance_factor(len(by_fold), design["validation_to_training"])
     corrected, trainings = (t_interval_of_folds(list(by_fold.values()), f) for f in (factor, 1.0))
-    stats.update(estimate=corrected["estimate"], hierarchical_se=corrected["se"], df=corrected["df"],
-                 hierarchical_ci95=corrected["ci95"], t_p=corrected["p"], ci_method=CI_METHOD, estimand=ESTIMAND,
-                 trainings_ci95=trainings["ci95"], trainings_se=trainings["se"], trainings_t_p=trainings["p"],
-                 correction_factor=factor if len(by_fold) > 1 else None, **design,
-                 p_b_better=share_b_better(list(by_fold.values()), rng, higher_is_better, bootstrap_samples))
-    stats.update(mean_a=float(kept["a"].mean()) if len(kept) else None,
-                 mean_b=float(kept["b"].mean()) if len(kept) else None,
-                 excluded_nan_pairs=int(len(row) - len(kept)), n_folds=len(by_fold),
-                 per_fold_difference={str(f): float(d.mean()) for f, d in by_fold.items()},
-                 lost_in_folds=lost_in_folds(row) if metric == PRIMARY and key[2] != FOREGROUND else {"a": [], "b": []})
-    return stats
+    return MetricStatistics(
+        **cases, estimate=corrected["estimate"], hierarchical_se=corrected["se"], df=corrected["df"],
+        hierarchical_ci95=corrected["ci95"], t_p=corrected["p"], ci_method=CI_METHOD, estimand=ESTIMAND,
+        trainings_ci95=trainings["ci95"], trainings_se=trainings["se"], trainings_t_p=trainings["p"],
+        correction_factor=factor if len(by_fold) > 1 else None, **design,
+        p_b_better=share_b_better(list(by_fold.values()), rng, higher_is_better, bootstrap_samples),
+        mean_a=float(kept["a"].mean()) if len(kept) else None, mean_b=float(kept["b"].mean()) if len(kept) else None,
+        excluded_nan_pairs=int(len(row) - len(kept)), n_folds=len(by_fold),
+        per_fold_difference={str(f): float(d.mean()) for f, d in by_fold.items()},
+        lost_in_folds=lost_in_folds(row) if metric == PRIMARY and key[2] != FOREGROUND else {"a": [], "b": []},
+        size_terciles=size_terciles(row),
+        worst_cases=worst_cases(row, higher_is_better) if key[2] == FOREGROUND else [],
+        holm_family="headline" if key[2] == FOREGROUND else "per class")
 
 
 def fold_design(kept: pd.DataFrame) -> dict:
@@ -195,44 +197,34 @@ def analyse_pairs(paired: pd.DataFrame, seed: int = 0, margins: Margins = Margin
     sequential looks (grid --until-decided), or (k, K, rows) for one of the study's rows: the outcome is then judged
     at that look's level (statistics.look_level) with its repeated interval, recorded under "sequential"; the
     fixed-design outcome at 95% stays as "outcome_fixed_95"."""
-    results = {}
-    for key, row in paired.groupby(ROW_KEY, sort=False):
-        metric = key[3]
-        results[key] = {**row_statistics(row, metric, key, seed, bootstrap_samples),
-                        "size_terciles": size_terciles(row),
-                        "worst_cases": (worst_cases(row, METRICS[metric].higher_is_better) if key[2] == FOREGROUND
-                                        else []),
-                        "holm_family": "headline" if key[2] == FOREGROUND else "per class"}
+    results = {key: row_statistics(row, key[3], key, seed, bootstrap_samples)
+               for key, row in paired.groupby(ROW_KEY, sort=False)}
     for metric in METRICS:
         for family in HOLM_FAMILIES:
-            keys = [k for k in results if k[3] == metric and results[k]["holm_family"] == family]
-            for k, p in zip(keys, holm([results[k]["t_p"] for k in keys])):
-                results[k]["p_holm"] = p
+            keys = [k for k in results if k[3] == metric and results[k].holm_family == family]
+            for k, p in zip(keys, holm([results[k].t_p for k in keys])):
+                results[k].p_holm = p
     for (*_, metric), s in results.items():
-        margin = margins[metric]
-        s.update(outcome=verdict(s["hierarchical_ci95"], s["p_holm"], s["estimate"],
-                                 METRICS[metric].higher_is_better, margin, s["n_folds"]),
-                 excludes_zero=excludes_zero(s["hierarchical_ci95"]),
-                 margin=margin, power=POWER,
-                 minimal_detectable_difference=minimal_detectable_difference(s["hierarchical_se"], s["df"]),
-                 folds_needed=folds_needed(s["estimate"], s["hierarchical_se"], s["n_folds"], margin,
-                                           s["validation_to_training"]),
-                 assumed_correlation=assumed_correlation(s["validation_to_training"]),
-                 correlated_bayes=correlated_bayes(s["estimate"], s["hierarchical_se"], s["df"], margin,
-                                                   METRICS[metric].higher_is_better))
-        s["holds_to_correlation"] = holds_to_correlation(
-            s["outcome"], s["estimate"], s["hierarchical_se"], s["correction_factor"], s["n_folds"], margin,
-            METRICS[metric].higher_is_better, holm_multiplier(s["t_p"], s["p_holm"]))
+        margin, higher_is_better = margins[metric], METRICS[metric].higher_is_better
+        s.outcome = verdict(s.hierarchical_ci95, s.p_holm, s.estimate, higher_is_better, margin, s.n_folds)
+        s.excludes_zero, s.margin, s.power = excludes_zero(s.hierarchical_ci95), margin, POWER
+        s.minimal_detectable_difference = minimal_detectable_difference(s.hierarchical_se, s.df)
+        s.folds_needed = FoldsNeeded(**folds_needed(s.estimate, s.hierarchical_se, s.n_folds, margin,
+                                                    s.validation_to_training))
+        s.assumed_correlation = assumed_correlation(s.validation_to_training)
+        s.correlated_bayes = correlated_bayes(s.estimate, s.hierarchical_se, s.df, margin, higher_is_better)
+        s.holds_to_correlation = holds_to_correlation(s.outcome, s.estimate, s.hierarchical_se, s.correction_factor,
+                                                      s.n_folds, margin, higher_is_better,
+                                                      holm_multiplier(s.t_p, s.p_holm))
         if look is not None:
             look = Look(*look)
-            level = look_level(look, s["n_folds"], s["validation_to_training"])
-            ci = interval_at(s["estimate"], s["hierarchical_se"], s["df"], level)
-            outcome = verdict(ci, s["p_holm"], s["estimate"], METRICS[metric].higher_is_better, margin,
-                              s["n_folds"], alpha=level)
-            s.update(outcome_fixed_95=s["outcome"], outcome=outcome,
-                     sequential={"look": look.index, "looks": look.looks, "rows": look.rows, "level": level,
-                                 "ci": ci, "outcome": outcome, "method": SEQUENTIAL_METHOD})
-    return {key: MetricStatistics.of(s) for key, s in results.items()}
+            level = look_level(look, s.n_folds, s.validation_to_training)
+            ci = interval_at(s.estimate, s.hierarchical_se, s.df, level)
+            outcome = verdict(ci, s.p_holm, s.estimate, higher_is_better, margin, s.n_folds, alpha=level)
+            s.outcome_fixed_95, s.outcome = s.outcome, outcome
+            s.sequential = SequentialLook(look=look.index, looks=look.looks, rows=look.rows, level=level, ci=ci,
+                                          outcome=outcome, method=SEQUENTIAL_METHOD)
+    return results
 
 
 def holm_multiplier(p: Optional[float], p_holm: Optional[float]) -> float:

@@ -103,12 +103,6 @@ class MetricStatistics:
     sequential: Optional[SequentialLook] = field(default=None, metadata=OMIT_WHEN_NONE)
     outcome_fixed_95: Optional[str] = field(default=None, metadata=OMIT_WHEN_NONE)
 
-    @classmethod
-    def of(cls, statistics: dict) -> "MetricStatistics":
-        """From analysis.analyse_pairs' row (a key it adds and this class lacks is a TypeError, never dropped)."""
-        nested = {"folds_needed": FoldsNeeded, "sequential": SequentialLook}
-        return cls(**{k: nested[k](**v) if k in nested and v is not None else v for k, v in statistics.items()})
-
     def paired_json(self) -> dict:
         """The configuration's paired table: every statistic but the per-tercile and worst-case lists."""
         return fields_json(self, [f.name for f in fields(self) if f.name not in ("size_terciles", "worst_cases")])
