@@ -14,9 +14,9 @@ the demo runs them: **paired**, run r is exactly the demo's command with study s
 Runs alternate between the arms, so that a study cut short stays balanced. Per training it keeps nnU-Net's validation
 Dice per class and the pseudo Dice per epoch; per arm, run and fold the paired difference B - A of the foreground mean
 Dice; per arm the sd of those differences, the variance ratio unpaired / paired with its 95% CI (F distribution) and the
-folds each arm would need for the demo's verdict. It writes REPORT_DIR/init_study.json, init_study.md,
-init_study_curves.png and the summary the demo quotes, nnunet_attention/study/data/demo_study.json (with
---report-dir docs).
+folds each arm would need for the demo's verdict. It writes REPORT_DIR/init_study.json, init_study.md and
+init_study_curves.png. (The demo quotes the real-training calibration at its settings instead:
+scripts/real_calibration.py report --demo-data.)
 """
 import argparse
 import json
@@ -35,7 +35,9 @@ from nnunet_attention.model.trainers import nnUNetTrainerAttention, nnUNetTraine
 from nnunet_attention.nnunet_api import model_identifier
 from nnunet_attention.study import demo, steps
 from nnunet_attention.study.steps import TRAINED, Folders, training_state
-from nnunet_attention.study.synth import DEFAULT_TASK_ID, LABELS, TASK_NAME
+from nnunet_attention.study.executor import LocalExecutor
+from nnunet_attention.study.synth import DEFAULT_TASK_ID, LABELS, TASK_NAME, task_folder_name
+from real_calibration import with_env
 
 ARMS = ("paired", "unpaired")
 DATASET = f"Dataset{DEFAULT_TASK_ID:03d}_{TASK_NAME}"
@@ -52,19 +54,29 @@ def fold_folder(work: Path, arm: str, run: int, trainer: str, fold) -> Path:
 
 
 def train_all(work: Path, args):
-    """The demo's data and plans (its own steps), then every run's trainings, the arms alternating, two at a time."""
+    """The demo's data and plans, then every run's trainings, the arms alternating, two at a time: the demo's own
+    steps (steps.prepare_steps, steps.train_steps: the step model grid and the demo run) through the executor they
+    use, each arm and run in its own nnUNet_results."""
     env = demo.demo_environment(str(work))
-    runner = demo.Runner(str(work), 3 + args.runs * len(args.folds) * 2 * len(ARMS), env)
-    spec = demo.prepare(runner, str(work), None, None, demo.DEMO_CONFIGURATION, args.folds, demo.DEMO_TRAINERS, "cpu",
-                        None, {"cases": args.cases, "test_cases": demo.SYNTH_TEST_CASES,
-                               "shape": list(demo.SYNTH_SHAPE)})
+    spec = demo.demo_spec(DATASET, demo.DEMO_CONFIGURATION, list(args.folds), list(demo.DEMO_TRAINERS), "cpu", None,
+                          int(env["nnUNet_def_n_proc"]))
+    synth = {"cases": args.cases, "test_cases": demo.SYNTH_TEST_CASES, "shape": list(demo.SYNTH_SHAPE)}
+    units = with_env(steps.prepare_steps(str(work / "msd" / task_folder_name(DEFAULT_TASK_ID)), spec, Folders.of(env),
+                                         synth), env)
+    plan = units[-1].key
     for run in range(args.runs):
         for arm in ARMS:
-            runner.env = {**env, "nnUNet_results": str(results_root(work, arm, run))}
+            arm_env = {**env, "nnUNet_results": str(results_root(work, arm, run))}
             folds = args.last_run_folds if run == args.runs - 1 and args.last_run_folds is not None else args.folds
             arm_spec = replace(spec, folds=folds, seed=run if arm == "paired" else None)
-            runner.parallel_steps(steps.train_steps(arm_spec, DATASET, Folders.of(runner.env)),
-                                  demo.trainings_at_once(demo.DEMO_TRAINERS, "cpu"), label=f"{arm} run {run}: ")
+            units += with_env([replace(s, after=(plan,), trainer=f"{s.trainer}@{arm}{run}")
+                               for s in steps.train_steps(arm_spec, DATASET, Folders.of(arm_env))], arm_env)
+    failed = LocalExecutor(env, str(work / "logs"), max_parallel=demo.trainings_at_once(demo.DEMO_TRAINERS, "cpu"),
+                           on_end=lambda step, seconds, code: print(f"{'done' if code == 0 else f'FAILED ({code})'}: "
+                                                                    f"{step.key} ({seconds:.0f} s)", flush=True)
+                           ).run_steps(units)
+    if failed:
+        sys.exit(f"init_study: {len(failed)} steps not done: {', '.join(s.key for s in failed)} (see {work}/logs)")
 
 
 def record(work: Path, arm: str, run: int, trainer: str, fold) -> dict:
@@ -141,10 +153,10 @@ def summarise(records: list, runs_asked: int, folds: list) -> dict:
                for values in (np.array(arms[a]["difference"]["values"]) for a in ARMS)]
     trimmed_ratio = float(trimmed[1].var(ddof=1) / trimmed[0].var(ddof=1))
     trimmed_df = (trimmed[1].size - 1, trimmed[0].size - 1)
-    one_cv = 1 / 4  # n_val / n_train of nnU-Net's 5-fold split of the demo's 20 cases: 4 and 16
+    one_cv = 1 / 4  # n_val / n_train of nnU-Net's 5-fold split
     needed = {f"{margin:g}": {arm: folds_needed(0.0, arms[arm]["difference"]["sd"] * np.sqrt(1 + one_cv), 1, margin,
                                                 one_cv)["equivalence"] for arm in ARMS}
-              for margin in (demo.DEMO_MARGINS["dice"], 0.02)}
+              for margin in (demo.demo_margins()["dice"], 0.02)}
     return {"settings": {"configuration": demo.DEMO_CONFIGURATION, "folds": list(folds),
                          "trainers": list(demo.DEMO_TRAINERS), "synth_cases": demo.SYNTH_CASES,
                          "synth_shape": list(demo.SYNTH_SHAPE), "schedule": demo.demo_schedule(),
@@ -163,8 +175,7 @@ def summarise(records: list, runs_asked: int, folds: list) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-o", required=True, help="work folder (nnU-Net folders, logs)")
-    parser.add_argument("--report-dir", help="where init_study.json/.md/_curves.png go (default: -o); with docs, "
-                                             "the package's data/demo_study.json is written too")
+    parser.add_argument("--report-dir", help="where init_study.json/.md/_curves.png go (default: -o)")
     parser.add_argument("--runs", type=int, default=3, help="runs per arm, fold and trainer (default 3)")
     parser.add_argument("--folds", type=int, nargs="+", default=list(demo.DEMO_FOLDS),
                         help=f"folds (default the demo's: {' '.join(map(str, demo.DEMO_FOLDS))})")
@@ -204,8 +215,6 @@ def main():
     (report_dir / "init_study.json").write_text(json.dumps(result, indent=1))
     (report_dir / "init_study.md").write_text(render(result))
     plot(result, report_dir / "init_study_curves.png")
-    if report_dir.name == "docs" and result["studied_demo_settings"]:
-        Path(demo.STUDY_FILE).write_text(json.dumps(summary, indent=1))
     print(render(result))
 
 

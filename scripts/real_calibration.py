@@ -4,8 +4,9 @@
     python scripts/real_calibration.py -o /work/real_calibration report --report-dir docs
 
 `nnunet-attention synth` is a population: each seed draws a new dataset from it. This script samples exactly the demo's
-settings (its generated task: 20 training cases of 20x48x48 voxels, configuration 2d, nnU-Net's folds 0-4, the demo's
-trainers nnUNetTrainerDemo / nnUNetTrainerAttentionDemo, paired with the demo's seed, two trainings at a time) and
+settings of the checkout (demo.current_settings: its generated task, configuration 2d, nnU-Net's folds 0-4, the
+demo's trainers nnUNetTrainerDemo / nnUNetTrainerAttentionDemo, paired with the demo's seed, two trainings at a time;
+a work folder keeps the settings it was started with in settings.json and refuses others) and
 runs three kinds of unit, interleaved so that a run cut short stays balanced:
 
 - **study k**: a fresh dataset (synth seed 1000 + k) through the demo's own steps (synth, nnUNetv2_convert_MSD_dataset,
@@ -40,13 +41,13 @@ from nnunet_attention.nnunet_api import bounded_export_workers
 from nnunet_attention.study import demo, steps
 from nnunet_attention.study.executor import LocalExecutor
 from nnunet_attention.study.steps import DONE, NEW, Folders, Step
-from nnunet_attention.model.trainers import nnUNetTrainerDemo
 from nnunet_attention.study.synth import TASK_NAME
 
 STUDY_SEED0, TRUTH_SEED0, TEST_SEED = 1000, 5000, 9999
 STUDY_ID0, TRUTH_ID0, TEST_ID = 100, 500, 999
 N_TRAIN = demo.SYNTH_CASES * 4 // 5  # what one fold of nnU-Net's 5-fold cross-validation trains on
 TEST_CASES = 60
+MARGIN_CANDIDATES = (0.05, 0.06, 0.07, 0.08, 0.09, 0.10)  # the demo's Dice margin is chosen among these
 TRAINERS = list(demo.DEMO_TRAINERS)
 
 
@@ -165,22 +166,25 @@ def schedule(work: Path, studies: int, truths: int, unpaired_studies: int):
 
 
 def demo_settings() -> dict:
-    """What this script samples: the demo's settings of this checkout."""
-    return {"configuration": demo.DEMO_CONFIGURATION, "trainers": TRAINERS, "folds": list(demo.DEMO_FOLDS),
-            "schedule": demo.demo_schedule(), "validation_mirroring": nnUNetTrainerDemo.validation_mirroring,
-            "cases": demo.SYNTH_CASES, "shape": list(demo.SYNTH_SHAPE), "seed": demo.DEMO_SEED,
-            "margins": demo.DEMO_MARGINS}
+    """What this script samples: the demo's settings of this checkout (its margins are the work folder's)."""
+    return demo.current_settings()
+
+
+def stored_settings(work: Path) -> dict:
+    return json.loads((work / "settings.json").read_text())
 
 
 def check_settings(work: Path) -> None:
-    """A work folder holds one calibration: the settings it was started with (settings.json) must be this
-    checkout's demo's, so that a resumed run does not mix two designs."""
+    """A work folder holds one calibration: the settings it was started with (settings.json, with the margins its
+    studies are judged at: compare's defaults until the margin rule has chosen) must be this checkout's demo's, so
+    that a resumed run does not mix two designs."""
+    from nnunet_attention.compare.metrics import DEFAULT_MARGINS
+
     stored, current = work / "settings.json", demo_settings()
     if not stored.is_file():
         work.mkdir(parents=True, exist_ok=True)
-        stored.write_text(json.dumps(current, indent=2) + "\n")
-    elif {k: v for k, v in json.loads(stored.read_text()).items() if k != "margins"} != \
-            {k: v for k, v in current.items() if k != "margins"}:
+        stored.write_text(json.dumps({**current, "margins": DEFAULT_MARGINS}, indent=2) + "\n")
+    elif {k: v for k, v in stored_settings(work).items() if k != "margins"} != current:
         sys.exit(f"{work} holds a calibration of other demo settings ({stored}); use a new -o")
 
 
@@ -248,13 +252,16 @@ def study_verdict(work: Path, folder: Path, results: str, report_dir: Path):
     out = report_dir / folder.name / results
     report = compare([DatasetSource(ds, str(res), str(folder / "preprocessed" / ds))], [demo.DEMO_CONFIGURATION],
                      TRAINERS, demo.PLANS, list(demo.DEMO_FOLDS), str(out), num_processes=1,
-                     margins=Margins(demo.DEMO_MARGINS))
+                     margins=Margins(stored_settings(work)["margins"]))
     dice = report.verdict[0].metrics["dice"]
     per_fold = [dice.per_fold_difference[str(f)] for f in demo.DEMO_FOLDS]
     # A class both trainers lost in a fold stays out of compare's headline for that fold, not out of summary.json's
     # mean: such folds are flagged, and the truth (summary.json's quantity on the test set) is compared as it is.
     differs = [f for f, v in zip(demo.DEMO_FOLDS, per_fold) if not np.isclose(v, own[f], atol=1e-9)]
+    folds = len(demo.DEMO_FOLDS)
     return {"dataset_seed": STUDY_SEED0 + k, "per_fold_difference": per_fold,
+            "fold_dice": {t: [fold_dice(m) for m in model_folds[i * folds:(i + 1) * folds]]
+                          for i, t in enumerate(TRAINERS)},
             "summary_json_per_fold_difference": [own[f] for f in demo.DEMO_FOLDS],
             "folds_where_shared_loss_changed_the_headline": differs, "estimate": dice.estimate,
             "ci95": list(dice.hierarchical_ci95), "outcome": dice.outcome,
@@ -314,6 +321,55 @@ def pairing_ratio(work: Path):
                       "datasets and folds; F interval"}
 
 
+def informative(ci, margin: float) -> bool:
+    """Whether compare's Dice verdict with this 95% CI is informative at this margin: equivalent (the CI inside
+    +-margin) or better / worse (the CI wholly on one side of 0; with one row, Holm's p < 0.05 is the same)."""
+    return (-margin <= ci[0] and ci[1] <= margin) or ci[0] > 0 or ci[1] < 0
+
+
+def decisiveness(studies, rng: np.random.Generator, draws: int = 20000):
+    """How often the demo's design is informative at each candidate Dice margin: counted over the studies, and over
+    studies resampled from them (each resampled study: the pooled mean plus five fold residuals drawn with
+    replacement from all studies' residuals around their own means, scaled by sqrt(J / (J - 1)), through compare's
+    corrected t), which keeps the folds' skew and tails. The margin rule (fixed before the studies were read): the
+    smallest candidate at which the resampled rate is at least 0.90."""
+    from scipy import stats
+
+    from nnunet_attention.compare.statistics import overlap_variance_factor
+
+    x = np.array([s["per_fold_difference"] for s in studies])
+    j = x.shape[1]
+    residuals = ((x - x.mean(axis=1, keepdims=True)) * np.sqrt(j / (j - 1))).ravel()
+    sample = x.mean() + rng.choice(residuals, size=(draws, j))
+    half = stats.t.ppf(0.975, j - 1) * sample.std(axis=1, ddof=1) * np.sqrt(overlap_variance_factor(j, 1 / (j - 1)) / j)
+    lo, hi = sample.mean(axis=1) - half, sample.mean(axis=1) + half
+    rows = []
+    for margin in MARGIN_CANDIDATES:
+        resampled = float(np.mean(((-margin <= lo) & (hi <= margin)) | (lo > 0) | (hi < 0)))
+        hits = sum(informative(s["ci95"], margin) for s in studies)
+        rows.append({"margin": margin, "studies_informative": hits, "studies": len(studies),
+                     "studies_informative_ci95": wilson(hits, len(studies)), "resampled_rate": resampled})
+    chosen = next((r["margin"] for r in rows if r["resampled_rate"] >= 0.90), None)
+    return {"fold_difference_sd": float(residuals.std()), "fold_difference_mean": float(x.mean()),
+            "by_margin": rows, "rule": "smallest margin with resampled_rate >= 0.90", "chosen_margin": chosen}
+
+
+def demo_study(result: dict, source: str) -> dict:
+    """What the demo quotes from this calibration (package data, nnunet_attention/study/data/demo_study.json)."""
+    studies = result["studies"]
+    trainers = []
+    for t in TRAINERS:
+        values = [v for s in studies for v in s["fold_dice"][t]]
+        lost = sum(len(s["lost_in_folds"]["a" if t == TRAINERS[0] else "b"]) for s in studies)
+        trainers.append({"trainer": t, "mean": float(np.mean(values)), "sd": float(np.std(values, ddof=1)),
+                         "trainings": len(values), "lost": lost})
+    d = np.array([s["per_fold_difference"] for s in studies])
+    return {"source": source, "settings": result["settings"], "studies": len(studies), "trainers": trainers,
+            "difference": {"n": int(d.size), "min": float(d.min()), "max": float(d.max()),
+                           "sd": result["summary"]["decisiveness"]["fold_difference_sd"]},
+            "outcomes": result["summary"]["outcomes"], "decisiveness": result["summary"]["decisiveness"]}
+
+
 def report(args):
     from scipy import stats
 
@@ -337,12 +393,23 @@ def report(args):
                "pairing_variance_ratio": pairing_ratio(work),
                "study_ci_width_median": float(np.median([s["ci95"][1] - s["ci95"][0] for s in studies]))
                if studies else None}
-    result = {"settings": json.loads((work / "settings.json").read_text()),
+    result = {"settings": stored_settings(work),
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}",
               "command": " ".join(["python", "scripts/real_calibration.py", *sys.argv[1:]]),
               "truth": truth, "studies": studies, "summary": summary}
+    if studies:
+        summary["decisiveness"] = decisiveness(studies, np.random.default_rng(0))
     out.mkdir(parents=True, exist_ok=True)
-    (out / "real_calibration.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    if args.demo_data:
+        if {k: v for k, v in stored_settings(work).items() if k != "margins"} != demo_settings():
+            sys.exit(f"--demo-data: {work} holds a calibration of other settings than this checkout's demo")
+        chosen = summary["decisiveness"]["chosen_margin"]
+        if stored_settings(work)["margins"]["dice"] != chosen:
+            sys.exit(f"--demo-data: the margin rule chose Dice ±{chosen}; set it (and IoU's and NSD's) in "
+                     f"{work}/settings.json and run report again, so that the studies' outcomes are at the demo's "
+                     f"margins")
+        Path(demo.STUDY_FILE).write_text(json.dumps(demo_study(result, f"docs/{args.name}.md"), indent=2) + "\n")
     print(json.dumps(summary, indent=2))
 
 
@@ -356,6 +423,10 @@ def main():
     parser.add_argument("--unpaired-studies", type=int, default=4,
                         help="studies whose folds are also trained unpaired (4 x 5 folds = 20 fold pairs per arm)")
     parser.add_argument("--report-dir", default="docs")
+    parser.add_argument("--name", default="real_calibration", help="report: REPORT_DIR/NAME.json")
+    parser.add_argument("--demo-data", action="store_true",
+                        help="report: also write the demo's shipped study (nnunet_attention/study/data/"
+                             "demo_study.json) from this calibration; its settings must be the checkout's demo's")
     parser.add_argument("--model", help="predict: a trained model's folder (fold_all)")
     parser.add_argument("--images", help="predict: the images to predict")
     args = parser.parse_args()

@@ -32,11 +32,6 @@ SYNTH_CASES, SYNTH_TEST_CASES, SYNTH_SHAPE = 40, 4, (10, 48, 48)
 DEMO_CONFIGURATION, DEMO_FOLDS = "2d", steps.NNUNET_FOLD_IDS
 DEMO_TRAINERS = ("nnUNetTrainerDemo", "nnUNetTrainerAttentionDemo")
 STUDY_FILE = os.path.join(os.path.dirname(__file__), "data", "demo_study.json")
-# The demo's equivalence margins at its studied settings, fixed before its fresh-clone runs (docs/demo.md): one
-# fold's difference B - A varies by about 0.02 Dice from the next (4 validation cases per fold), so four folds cannot
-# resolve compare's default of 0.01; 0.05 Dice / NSD and 2 mm HD95 are what this short toy comparison can speak to.
-# --margin sets stricter ones.
-DEMO_MARGINS = {"dice": 0.05, "nsd": 0.05, "hd95": 2.0}
 # Paired trainings (pairing.py): both trainers of a fold share this study seed's randomness, so that the demo repeats
 # exactly on a machine and its per-fold differences vary less (docs/init_study.md).
 DEMO_SEED = 0
@@ -54,45 +49,56 @@ def demo_schedule() -> List[int]:
 
 @functools.lru_cache(maxsize=1)
 def load_study() -> dict:
-    """The study at the demo's settings as shipped with the package (written by scripts/init_study.py)."""
+    """The calibration at the demo's settings as shipped with the package (written by scripts/real_calibration.py
+    report --demo-data)."""
     with open(STUDY_FILE) as f:
         return json.load(f)
 
 
-def studied_settings(studied_task: bool, configuration: str, trainers: Sequence[str], folds: Sequence) -> bool:
-    """Whether the demo runs at the settings of the shipped study (docs/init_study.md): its task, configuration,
-    trainers and schedule, and folds that include the study's."""
+def demo_margins() -> dict:
+    """The demo's equivalence margins at its studied settings: the shipped calibration's, chosen there by a rule
+    fixed before its studies were read (the smallest Dice margin at which 90% of such runs decide; docs/demo.md)."""
+    return dict(load_study()["settings"]["margins"])
+
+
+def current_settings() -> dict:
+    """The demo's settings as the shipped study records them (its margins aside)."""
+    from nnunet_attention.model.trainers import nnUNetTrainerDemo
+
+    return {"configuration": DEMO_CONFIGURATION, "trainers": list(DEMO_TRAINERS), "folds": list(DEMO_FOLDS),
+            "schedule": demo_schedule(), "validation_mirroring": nnUNetTrainerDemo.validation_mirroring,
+            "cases": SYNTH_CASES, "shape": list(SYNTH_SHAPE), "seed": DEMO_SEED}
+
+
+def studied_settings(studied_task: bool, configuration: str, trainers: Sequence[str], folds: Sequence,
+                     seed: Optional[int] = DEMO_SEED) -> bool:
+    """Whether the demo runs at the settings of the shipped study: its generated task, configuration, trainers,
+    schedule, nnU-Net's five folds and paired trainings with its seed."""
     settings = load_study()["settings"]
     return (studied_task and configuration == settings["configuration"] and list(trainers) == settings["trainers"]
-            and {str(f) for f in settings["folds"]} <= {str(f) for f in folds}
-            and settings["schedule"] == demo_schedule())
+            and [str(f) for f in folds] == [str(f) for f in settings["folds"]] and seed == settings["seed"]
+            and {k: v for k, v in settings.items() if k != "margins"} == current_settings())
 
 
 def demo_note(studied_task: bool, configuration: str, trainers: Sequence[str], folds: Sequence,
               seed: Optional[int] = DEMO_SEED) -> str:
-    """The report's line on run-to-run spread: what the study measured at the demo's settings (its paired arm, or
-    its unpaired arm for an unpaired demo; the demo's folds must include the study's, and folds it did not sample are
-    named), or a warning that these settings were not studied."""
+    """The report's line on how such runs vary: what the calibration at the demo's settings measured (fresh
+    datasets of the generated task through these very steps), or a warning that these settings were not studied."""
     study = load_study()
-    studied_folds = [str(f) for f in study["settings"]["folds"]]
-    if not studied_settings(studied_task, configuration, trainers, folds):
-        return ("These settings were not part of the study in docs/init_study.md: how much one training differs "
-                "from the next here is not known; read the verdict's fold warnings.")
-    unsampled = [str(f) for f in folds if str(f) not in studied_folds]
-    arm = "paired" if seed is not None else "unpaired"
-    measured = study["arms"][arm]
+    if not studied_settings(studied_task, configuration, trainers, folds, seed):
+        return (f"These settings were not part of the calibration in {study['source']}: how much one training "
+                f"differs from the next here is not known; read the verdict's fold warnings.")
     per_trainer = "; ".join(
-        f"{t['trainer']}: validation mean Dice {t['mean']:.3f} ± {t['sd']:.3f} over {t['runs']} trainings, "
-        f"{t['lost']} lost a class" for t in measured["trainers"])
-    d, ratio = measured["difference"], study["variance_ratio"]
-    return (f"{STUDIED} (docs/init_study.md, {arm} trainings as this demo ran them, {d['n']} fold pairs over folds "
-            f"{', '.join(studied_folds)}, up to {study['runs_per_fold']} runs each" +
-            (f"; fold {', '.join(unsampled)} not sampled by it" if unsampled else "") +
-            f"): {per_trainer}. One fold's difference B - A "
-            f"ranged {d['min']:+.3f} to {d['max']:+.3f} (sd {d['sd']:.3f}; unpaired trainings: sd "
-            f"{study['arms']['unpaired']['difference']['sd']:.3f}, variance ratio {ratio['ratio']:.1f}, 95% CI "
-            f"{ratio['ci95'][0]:.1f} to {ratio['ci95'][1]:.1f}): a single fold's difference is not a finding; the "
-            f"verdict above uses the spread between folds for that reason.")
+        f"{t['trainer']}: validation mean Dice {t['mean']:.3f} ± {t['sd']:.3f} over {t['trainings']} trainings, "
+        f"{t['lost']} lost a class" for t in study["trainers"])
+    d, decided = study["difference"], study["decisiveness"]
+    margin = next(r for r in decided["by_margin"] if r["margin"] == study["settings"]["margins"]["dice"])
+    return (f"{STUDIED} ({study['source']}: {study['studies']} fresh datasets of this task through these steps, "
+            f"{d['n']} paired fold differences): {per_trainer}. One fold's difference B - A ranged {d['min']:+.3f} "
+            f"to {d['max']:+.3f} (sd {d['sd']:.3f} within a study): a single fold's difference is not a finding, and "
+            f"the verdict above uses the spread between folds for that reason. At Dice ±{margin['margin']:g}, "
+            f"{margin['studies_informative']} of {margin['studies']} such studies decided (resampled: "
+            f"{100 * margin['resampled_rate']:.0f}%).")
 
 
 def matched_trainers(epochs: Optional[int], device: str, trainers: Optional[Sequence[str]] = None) -> List[str]:
@@ -258,7 +264,7 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
              margins: Optional[Mapping[str, float]] = None, seed: Optional[int] = DEMO_SEED,
              trust_checkpoints: bool = False, retrain_other_seeds: bool = False) -> str:
     """Runs (or resumes) the whole comparison; returns the report folder. None: the demo's settings; margins go to
-    compare (equivalence margins per metric; None: DEMO_MARGINS at the studied settings, else compare's defaults);
+    compare (equivalence margins per metric; None: demo_margins() at the studied settings, else compare's defaults);
     seed pairs the trainings (None: unpaired, as nnUNetv2_train runs them); retrain_other_seeds lets it replace
     folds trained unpaired or under another seed."""
     from nnunet_attention.compare.metrics import Margins
@@ -281,8 +287,8 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
     if msd_folder is not None:
         _task_id(msd_folder)  # a one-line error before anything runs
     note = demo_note(studied, configuration, trainers, folds, seed)
-    if margins is None and studied_settings(studied, configuration, trainers, folds):
-        margins = Margins(DEMO_MARGINS)
+    if margins is None and studied_settings(studied, configuration, trainers, folds, seed):
+        margins = Margins(demo_margins())
         print("Equivalence margins: " + ", ".join(f"{k} +-{v:g}" for k, v in margins.items()) +
               " (the demo's, fixed before its runs: docs/demo.md; --margin sets others)", flush=True)
     env = demo_environment(workdir)
