@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 
 from nnunet_attention.compare import boundary
-from nnunet_attention.compare import analysis, plots, render
+from nnunet_attention.compare import analysis, assemble, plots, render
 from scipy import stats as scipy_stats
 
 from nnunet_attention.compare.metrics import METRICS, Margins
@@ -366,7 +366,7 @@ def test_forest_plot_labels_lie_inside_the_figure_with_one_and_ten_datasets(tmp_
     table = pd.concat([_table([rng.normal(0.01 * d, 0.02, 6) for _ in range(3)], dataset=f"Dataset{d:03d}_Liver",
                               metric=metric) for d in range(datasets) for metric in ("dice", "iou", "nsd", "hd95")])
     results = analysis.analyse(table, ["A", "B"])
-    rows = [render.summary_row(d, "3d_fullres", c, results) for d in sorted(table["dataset"].unique())
+    rows = [assemble.summary_row(d, "3d_fullres", c, results) for d in sorted(table["dataset"].unique())
             for c in ("nodule", "foreground_mean")]
     fig = plots.forest_figure(rows, ["A", "B"])
     renderer = FigureCanvasAgg(fig).get_renderer()

@@ -59,7 +59,7 @@ def test_bad_repeats_and_missing_splits_are_one_line_errors(tmp_path):
 
 
 def test_a_fold_the_splits_do_not_define_is_named():
-    from nnunet_attention.compare.pipeline import outside_splits
+    from nnunet_attention.compare.assemble import outside_splits
     from nnunet_attention.compare.read import TrainerResults
 
     splits = generate_crossval_split([f"case_{i:03d}" for i in range(10)], seed=12345, n_splits=5)

@@ -91,7 +91,7 @@ def test_a_paired_study_trains_again_a_fold_trained_unpaired_or_under_another_se
 
 
 def test_compare_names_folds_whose_trainings_are_not_a_pair(folders):
-    from nnunet_attention.compare.pipeline import pairing_of
+    from nnunet_attention.compare.read import pairing_of
     from nnunet_attention.compare.read import TrainerResults
     from nnunet_attention.compare.report import Pairing
 

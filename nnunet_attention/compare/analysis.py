@@ -7,6 +7,7 @@ The pairs table may carry two optional columns that describe the cross-validatio
 repeated k-fold cross-validation a fold belongs to; fold ids unique over the whole design; absent = one
 cross-validation) and ``n_train`` (the fold's training-set size, from splits_final.json; absent = the cases the
 repeat's other folds validate)."""
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -178,6 +179,31 @@ def worst_cases(row: pd.DataFrame, higher_is_better: bool, count: int = 10) -> L
     order = kept.sort_values("difference", ascending=higher_is_better).head(count)
     return [{"fold": r.fold, "case": r.case, "a": float(r.a), "b": float(r.b), "difference": float(r.difference)}
             for r in order.itertuples()]
+
+
+@dataclass
+class Analysis:
+    """What analysis.py computes for one compare run: the pairs, the statistics per row key, each compared dataset x
+    configuration's slices (its rows of the long table and of the pairs; compared: every trainer has folds), the
+    verdicts and the across-datasets results."""
+    paired: pd.DataFrame
+    statistics: Dict[tuple, MetricStatistics]
+    rows: Dict[Tuple[str, str], Tuple[pd.DataFrame, pd.DataFrame]]
+    verdicts: List[Verdict]
+    across_datasets: Dict[str, AcrossDatasets]
+
+
+def analyse_results(results, trainers: Sequence[str], configurations: Sequence[str], seed: int, margins: Margins,
+                    look: Optional[Tuple[int, ...]] = None) -> Analysis:
+    """The statistics of read.read_results' results (the pairs made once, the foreground mean included)."""
+    lost_by_both = shared_losses(results.table, trainers)
+    paired = with_design(pairs(with_foreground_mean(results.table, lost_by_both), trainers), results.designs)
+    statistics = analyse_pairs(paired, seed, margins, look=look)
+    compared = [(d, c) for d in results.datasets for c in configurations if (d, c) in results.pairings]
+    rows = {(d, c): (row_slice(results.table, d, c), row_slice(paired, d, c)) for d, c in compared}
+    folds_found = {(d, c): [results.trainers[(d, c, t)].folds for t in trainers] for d, c in compared}
+    return Analysis(paired, statistics, rows, verdicts(statistics, folds_found, results.pairings),
+                    across_datasets(statistics, margins))
 
 
 def analyse(table: pd.DataFrame, trainers: Sequence[str], seed: int = 0,

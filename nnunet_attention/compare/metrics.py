@@ -1,12 +1,14 @@
 """The metrics compare reports, each in one place: what it is called, which way is better, how it is shown, its
-default equivalence margin, how it scores empty masks and, for the boundary metrics, the function that measures it.
+default equivalence margin, how it scores empty masks and where it comes from (summary.json's key or the function that
+measures it on the masks).
 Everything else (reading, boundary measurement and its cache, statistics, the report, the plots, the CLI's help)
 reads this registry; a new metric is one entry here (plus its function, for one measured from the masks).
 
 Each metric names its source: Dice and IoU are nnU-Net's own per case (``summary_key`` in validation/summary.json);
-the others are measured from the same predictions with MONAI in physical spacing (``measure``, boundary.py). Empty masks, as Metrics Reloaded asks to state: reference and prediction
-both empty score ``both_empty``; exactly one empty scores the worst value (0 for NSD, the image's diagonal in mm for
-the distances), so a missed or hallucinated structure stays in the statistics.
+the others are measured from the same predictions with MONAI in physical spacing (``measure``, boundary.py). Empty
+masks, as Metrics Reloaded asks to state: reference and prediction both empty score ``both_empty``; exactly one empty
+scores the worst value (0 for NSD, the image's diagonal in mm for the distances), so a missed or hallucinated
+structure stays in the statistics.
 """
 import math
 from collections.abc import Mapping

@@ -1,22 +1,22 @@
 """Side-by-side report of two trainers on one or several datasets, from what nnU-Net already wrote.
 
-The pipeline: read.py (nnU-Net's files -> one long-form table) -> analysis.py (statistics on that table) ->
-plots.py -> render.py (report.json, report.md, per_case.csv). Differences are always the second trainer minus the
+The pipeline, each stage called once: read.py (nnU-Net's files -> one long-form table, the boundary metrics measured
+or read from their cache) -> analysis.py (pairs, typed statistics, verdicts) -> assemble.py (the one builder of the
+Report) -> write_report (figures by plots.py, per_case.csv, report.json, report.md by render.py: formatting only). Differences are always the second trainer minus the
 first, paired by case; the verdict per dataset x configuration follows statistics.verdict_rule.
 """
 import csv
 import json
 import os
 import sys
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
-from nnunet_attention.compare import analysis, plots, render
+from nnunet_attention.compare import analysis, assemble, plots, render
 from nnunet_attention.compare.read import DatasetSource, read_results
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.files import atomic_path, check_output_folder, write_text
-from nnunet_attention.model.pairing_record import study_seed_of
 from nnunet_attention.compare.metrics import Margins
-from nnunet_attention.compare.report import FOREGROUND, DatasetSection, Pairing, Report, to_json
+from nnunet_attention.compare.report import Report, to_json
 
 DEFAULT_NSD_TOLERANCE_MM = 1.0
 
@@ -47,45 +47,28 @@ def compare(datasets: Sequence[DatasetSource], configurations: Sequence[str], tr
     results = read_results(datasets, configurations, trainers, plans, folds, nsd_tolerance, num_processes, log)
     if results.table.empty:
         raise NnUNetAttentionError("no validation/summary.json found; missing: " + "; ".join(results.missing))
-    lost_by_both = analysis.shared_losses(results.table, trainers)
-    paired = analysis.with_design(analysis.pairs(analysis.with_foreground_mean(results.table, lost_by_both),
-                                                 trainers), results.designs)  # once, for statistics and plots
-    statistics = analysis.analyse_pairs(paired, seed, margins, look=look)
+    analysed = analysis.analyse_results(results, trainers, configurations, seed, margins, look)
+    report = assemble.build_report(results, analysed, trainers, plans, folds, missing_datasets, note, margins)
+    write_report(report, analysed, output_dir)
+    return report
+
+
+def write_report(report: Report, analysed: analysis.Analysis, output_dir: str) -> None:
+    """The report's files: each compared row's figures and the forest plot (plots.py), per_case.csv, report.json and
+    report.md (render.py)."""
     os.makedirs(output_dir, exist_ok=True)
-    report = render.report_header(trainers, plans, folds, results, missing_datasets, note, margins)
-    folds_found, pairings = {}, {}
-    for name, labels in results.datasets.items():
-        section = DatasetSection(configurations={}, ensembles=results.ensembles[name])
-        report.curves[name] = {}
-        for configuration in configurations:
-            found = [results.trainers[(name, configuration, t)] for t in trainers]
-            if not all(f.folds for f in found):
-                continue
-            folds_found[(name, configuration)] = [f.folds for f in found]
-            report.warnings += outside_splits(name, configuration, found, results.designs.get(name, {}))
-            pairings[(name, configuration)] = pairing_of(found)
-            curves = {f.trainer: {str(fold): c for fold, c in sorted(f.curves.items(), key=lambda kv: str(kv[0]))}
-                      for f in found}
-            report.curves[name][configuration] = curves
-            table = analysis.row_slice(results.table, name, configuration)
-            these = analysis.row_slice(paired, name, configuration)
-            figures = _plot(f"{name}_{configuration}", table, these, labels.class_names, statistics, name,
-                            configuration, trainers, curves, output_dir)
-            section.configurations[configuration] = render.configuration_entry(
-                results, name, configuration, list(trainers), statistics, figures, table,
-                these[["fold", "case"]].drop_duplicates().to_dict("records"), pairings[(name, configuration)])
-            report.summary += [render.summary_row(name, configuration, c, statistics)
-                               for c in labels.class_names + [FOREGROUND]]
-        report.datasets[name] = section
-    report.verdict = analysis.verdicts(statistics, folds_found, pairings)
-    report.across_datasets = analysis.across_datasets(statistics, margins)
-    report.figures = [plots.plot_forest(report.summary, trainers, output_dir, report.across_datasets)]
-    _write_csv([row for t in trainers for section in report.datasets.values()
+    for (name, configuration), (table, paired) in analysed.rows.items():
+        entry = report.datasets[name].configurations[configuration]
+        terciles = {(c, m): s.size_terciles for (d, conf, c, m), s in analysed.statistics.items()
+                    if (d, conf) == (name, configuration)}
+        plots.plot_row(f"{name}_{configuration}", table, paired, entry.labels, terciles, report.trainers,
+                       report.curves[name][configuration], output_dir)
+    plots.plot_forest(report.summary, report.trainers, output_dir, report.across_datasets)
+    _write_csv([row for t in report.trainers for section in report.datasets.values()
                 for entry in section.configurations.values() for row in entry.per_case[t]],
                os.path.join(output_dir, PER_CASE_CSV))
     write_text(os.path.join(output_dir, REPORT_JSON), json.dumps(to_json(report), indent=2))
     write_text(os.path.join(output_dir, REPORT_MD), render.render_markdown(report))
-    return report
 
 
 REPORT_JSON, REPORT_MD, PER_CASE_CSV = "report.json", "report.md", "per_case.csv"
@@ -129,59 +112,12 @@ def check_replacing(output_dir: str, trainers: Sequence[str], plans: str, folds:
                                    f"to replace it")
 
 
-def outside_splits(dataset: str, configuration: str, found, design: Dict[str, dict]) -> list:
-    """A warning for folds that splits_final.json does not define: nnU-Net trains such a fold on a random 80:20 split
-    of its own (nnUNetTrainer.do_split), not as a cross-validation fold, so the verdict's design does not describe
-    it."""
-    folds = {str(f) for trainer in found for f in trainer.folds if str(f) != "all"}
-    outside = sorted(folds - set(design), key=lambda f: int(f)) if design else []
-    if not outside:
-        return []
-    return [f"{dataset} {configuration}: fold(s) {', '.join(outside)} not in splits_final.json: nnU-Net trained them "
-            f"on a random 80:20 split of its own, not as cross-validation folds (extend the splits first: "
-            f"nnunet-attention splits -d {dataset} --repeats R); the verdict counts them as folds of the first repeat"]
-
-
-def pairing_of(found) -> Pairing:
-    """Whether the two trainers' folds are pairs, from each fold's pairing.json (pairing_record): "paired (seed S)"
-    when every fold of both was trained under the same study seed, "unpaired" when none was paired, "mixed"
-    otherwise, with a warning naming each fold whose two trainings are not a pair."""
-    seeds = {str(fold): [study_seed_of(os.path.join(t.folder, f"fold_{fold}")) for t in found]
-             for fold in sorted({str(f) for t in found for f in t.folds}, key=str)}
-    not_pairs = {fold: pair for fold, pair in seeds.items() if pair[0] is None or pair[0] != pair[1]}
-    if not not_pairs:
-        design = f"paired (seed {next(iter(seeds.values()))[0]})" if seeds else "unpaired"
-    elif all(pair == [None, None] for pair in seeds.values()):
-        design = "unpaired"
-    else:
-        design = "mixed"
-    warnings = [] if design == "unpaired" else [
-        f"fold {fold}: {found[0].trainer} trained {_trained(pair[0])}, {found[1].trainer} {_trained(pair[1])}: not a "
-        f"pair (train both again with the same --seed, or both unpaired)" for fold, pair in not_pairs.items()]
-    return Pairing(design, seeds, warnings)
-
-
-def _trained(seed: Optional[int]) -> str:
-    return "unpaired" if seed is None else f"with --seed {seed}"
-
-
 def check_trainers(trainers: Sequence[str]):
     if len(trainers) != 2:
         raise NnUNetAttentionError(f"compare needs exactly two trainers (-tr A B), got {len(trainers)}")
     if trainers[0] == trainers[1]:
         raise NnUNetAttentionError(f"-tr names {trainers[0]} twice; compare two different trainers (e.g. "
                                    f"nnUNetTrainer nnUNetTrainerAttention)")
-
-
-def _plot(prefix, table, paired, classes, statistics, dataset, configuration, trainers, curves, output_dir):
-    """The figures of one dataset x configuration from its slices of the table and of the pairs."""
-    terciles = {(c, m): statistics[(dataset, configuration, c, m)].size_terciles
-                for (d, conf, c, m) in statistics if d == dataset and conf == configuration}
-    return [plots.plot_metrics(prefix, table, classes, trainers, output_dir),
-            plots.plot_paired_differences(prefix, paired, classes, trainers, output_dir),
-            plots.plot_scatter(prefix, paired, classes, trainers, output_dir),
-            plots.plot_size_terciles(prefix, terciles, classes, trainers, output_dir),
-            plots.plot_curves(prefix, curves, trainers, output_dir)]
 
 
 def _write_csv(rows, path: str):

@@ -56,6 +56,29 @@ def _save(fig, output_dir: str, name: str) -> str:
     return name
 
 
+ROW_FIGURES = ("metrics", "paired_differences", "scatter", "size", "curves")  # per dataset x configuration, in order
+
+
+def figure_name(kind: str, prefix: str) -> str:
+    return f"{kind}_{prefix}.png"
+
+
+def row_figures(prefix: str) -> List[str]:
+    """The names of one dataset x configuration's figures (plot_row draws them under these names)."""
+    return [figure_name(kind, prefix) for kind in ROW_FIGURES]
+
+
+def plot_row(prefix: str, table: pd.DataFrame, paired: pd.DataFrame, classes: Sequence[str],
+             terciles: Dict[tuple, List[dict]], trainers: Sequence[str], curves: Dict[str, Dict[str, dict]],
+             output_dir: str) -> List[str]:
+    """One dataset x configuration's figures (row_figures) from its slices of the long table and of the pairs."""
+    return [plot_metrics(prefix, table, classes, trainers, output_dir),
+            plot_paired_differences(prefix, paired, classes, trainers, output_dir),
+            plot_scatter(prefix, paired, classes, trainers, output_dir),
+            plot_size_terciles(prefix, terciles, classes, trainers, output_dir),
+            plot_curves(prefix, curves, trainers, output_dir)]
+
+
 def plot_metrics(prefix: str, table: pd.DataFrame, classes: Sequence[str], trainers: Sequence[str],
                  output_dir: str) -> str:
     """Per metric (rows) and class (columns): box and points of both trainers, each case's two values joined (the
@@ -79,7 +102,7 @@ def plot_metrics(prefix: str, table: pd.DataFrame, classes: Sequence[str], train
             _few_ticks(ax, "y")
             ax.set_title(name, fontsize=9)
     _title(fig, f"{prefix}: one point per validation case, its two values joined", width * len(classes))
-    return _save(fig, output_dir, f"metrics_{prefix}.png")
+    return _save(fig, output_dir, figure_name("metrics", prefix))
 
 
 def plot_paired_differences(prefix: str, paired: pd.DataFrame, classes: Sequence[str], trainers: Sequence[str],
@@ -100,7 +123,7 @@ def plot_paired_differences(prefix: str, paired: pd.DataFrame, classes: Sequence
         _few_ticks(ax, "y")
     _title(fig, f"{prefix}: B - A per validation case (B = {trainers[1]}, A = {trainers[0]}); bar: the mean",
            width)
-    return _save(fig, output_dir, f"paired_differences_{prefix}.png")
+    return _save(fig, output_dir, figure_name("paired_differences", prefix))
 
 
 def plot_scatter(prefix: str, paired: pd.DataFrame, classes: Sequence[str], trainers: Sequence[str],
@@ -120,7 +143,7 @@ def plot_scatter(prefix: str, paired: pd.DataFrame, classes: Sequence[str], trai
             _few_ticks(ax)
             ax.set_title(name, fontsize=9)
     _title(fig, f"{prefix}: per case, A against B (dashed: equal)", width * len(classes))
-    return _save(fig, output_dir, f"scatter_{prefix}.png")
+    return _save(fig, output_dir, figure_name("scatter", prefix))
 
 
 def plot_size_terciles(prefix: str, terciles: Dict[tuple, List[dict]], classes: Sequence[str],
@@ -142,7 +165,7 @@ def plot_size_terciles(prefix: str, terciles: Dict[tuple, List[dict]], classes: 
             ax.set_title(f"{name}", fontsize=9)
     _title(fig, f"{prefix}: B - A by size of the reference structure (terciles of its volume; bars: ±1 standard "
                 f"error); B = {trainers[1]}, A = {trainers[0]}", width * len(classes))
-    return _save(fig, output_dir, f"size_{prefix}.png")
+    return _save(fig, output_dir, figure_name("size", prefix))
 
 
 def plot_curves(prefix: str, curves: Dict[str, Dict[str, dict]], trainers: Sequence[str], output_dir: str) -> str:
@@ -168,7 +191,7 @@ def plot_curves(prefix: str, curves: Dict[str, Dict[str, dict]], trainers: Seque
     if axes[0, 0].get_legend_handles_labels()[0]:
         axes[0, 0].legend(fontsize=7)
     _title(fig, f"{prefix}: learning curves from nnU-Net's checkpoint logging", PAGE_WIDTH)
-    return _save(fig, output_dir, f"curves_{prefix}.png")
+    return _save(fig, output_dir, figure_name("curves", prefix))
 
 
 def forest_label(row: SummaryRow) -> str:

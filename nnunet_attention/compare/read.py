@@ -19,8 +19,9 @@ import pandas as pd
 
 from nnunet_attention.compare import boundary
 from nnunet_attention.compare.metrics import BOUNDARY, FROM_SUMMARY, Metric
-from nnunet_attention.compare.report import BestModel, Ensembles
+from nnunet_attention.compare.report import BestModel, Ensembles, Pairing
 from nnunet_attention.model.checkpoint import load_checkpoint
+from nnunet_attention.model.pairing_record import study_seed_of
 from nnunet_attention.errors import NnUNetAttentionError
 from nnunet_attention.nnunet_api import model_identifier
 
@@ -44,7 +45,8 @@ class TrainerResults:
     configuration: str
     folder: str
     folds: List = field(default_factory=list)
-    nnunet_fold_dice: Dict = field(default_factory=dict)  # fold -> class name -> nnU-Net's mean Dice
+    # fold -> class name -> metric -> nnU-Net's own mean of it (the metrics read from summary.json)
+    nnunet_fold_means: Dict = field(default_factory=dict)
     curves: Dict = field(default_factory=dict)  # fold -> series -> per-epoch values
     parameters: Optional[int] = None
     epoch_seconds: Optional[float] = None
@@ -60,6 +62,8 @@ class Results:
     missing: List[str]
     warnings: List[str]
     designs: Dict[str, Dict[str, dict]] = field(default_factory=dict)  # dataset -> fold -> repeat, n_train
+    # (dataset, configuration) -> how its trainings were paired, where every trainer has folds (pairing_of)
+    pairings: Dict[tuple, Pairing] = field(default_factory=dict)
 
 
 def read_summary(path: str) -> dict:
@@ -216,8 +220,9 @@ def _read_trainer(dataset: DatasetLabels, trainer: str, plans: str, configuratio
             continue
         summary = read_summary(summary_file)
         found.folds.append(fold)
-        found.nnunet_fold_dice[fold] = {dataset.names[k]: summary["mean"].get(k, {}).get("Dice")
-                                        for k in dataset.keys}
+        found.nnunet_fold_means[fold] = {
+            dataset.names[k]: {name: summary["mean"].get(k, {}).get(metric.summary_key)
+                               for name, metric in FROM_SUMMARY.items()} for k in dataset.keys}
         cases = [case_id(e["prediction_file"], dataset.file_ending) for e in summary["metric_per_case"]]
         measured = dataset.boundary_metrics(os.path.join(fold_folder, "validation"), cases, workers,
                                             _progress(log, f"{dataset.source.name} {configuration} {trainer} "
@@ -308,7 +313,33 @@ def read_results(sources: Sequence[DatasetSource], configurations: Sequence[str]
                         dataset, trainer, plans, configuration, folds, rows, missing, warnings, workers, log)
             ensembles[source.name] = read_ensembles(dataset, trainers, workers, log)
     designs = {source.name: read_design(source.preprocessed) for source in sources}
-    return Results(pd.DataFrame(rows, columns=COLUMNS), datasets, found, ensembles, missing, warnings, designs)
+    pairings = {(d, c): pairing_of([found[(d, c, t)] for t in trainers]) for d in datasets for c in configurations
+                if all(found[(d, c, t)].folds for t in trainers)}
+    return Results(pd.DataFrame(rows, columns=COLUMNS), datasets, found, ensembles, missing, warnings, designs,
+                   pairings)
+
+
+def pairing_of(found) -> Pairing:
+    """Whether the two trainers' folds are pairs, from each fold's pairing.json (pairing_record): "paired (seed S)"
+    when every fold of both was trained under the same study seed, "unpaired" when none was paired, "mixed"
+    otherwise, with a warning naming each fold whose two trainings are not a pair."""
+    seeds = {str(fold): [study_seed_of(os.path.join(t.folder, f"fold_{fold}")) for t in found]
+             for fold in sorted({str(f) for t in found for f in t.folds}, key=str)}
+    not_pairs = {fold: pair for fold, pair in seeds.items() if pair[0] is None or pair[0] != pair[1]}
+    if not not_pairs:
+        design = f"paired (seed {next(iter(seeds.values()))[0]})" if seeds else "unpaired"
+    elif all(pair == [None, None] for pair in seeds.values()):
+        design = "unpaired"
+    else:
+        design = "mixed"
+    warnings = [] if design == "unpaired" else [
+        f"fold {fold}: {found[0].trainer} trained {_trained(pair[0])}, {found[1].trainer} {_trained(pair[1])}: not a "
+        f"pair (train both again with the same --seed, or both unpaired)" for fold, pair in not_pairs.items()]
+    return Pairing(design, seeds, warnings)
+
+
+def _trained(seed: Optional[int]) -> str:
+    return "unpaired" if seed is None else f"with --seed {seed}"
 
 
 def read_design(preprocessed: str) -> Dict[str, dict]:

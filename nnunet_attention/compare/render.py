@@ -1,83 +1,15 @@
-"""The report (report.py's dataclasses) from what read.py read and analysis.py computed, and as markdown
-(report.md); per_case.csv's rows."""
+"""The report as markdown (report.md) and as the glance a command prints: formatting only (assemble.py builds the
+Report)."""
 import math
 from typing import Dict, List, Optional
 
 import numpy as np
-import pandas as pd
 
-from nnunet_attention.compare import boundary
-from nnunet_attention.compare.metrics import METRICS, PRIMARY, Margins
+from nnunet_attention.compare.metrics import METRICS, PRIMARY
 from nnunet_attention.compare.plots import FOREST_FILE
-from nnunet_attention.compare.read import Results, TrainerResults
-from nnunet_attention.compare.report import (FOREGROUND, AcrossDatasets, BoundaryMetrics, ConfigurationEntry,
-                                             Ensembles, MetricStatistics, Pairing, Report, SummaryRow, TrainerEntry,
-                                             Verdict)
-from nnunet_attention.compare.statistics import ALPHA, verdict_rule
-
-
-def column_name(name: str) -> str:
-    """A label name as a machine-friendly CSV column suffix."""
-    import re
-
-    return re.sub(r"[^0-9a-zA-Z]+", "_", str(name)).strip("_").lower() or "label"
-
-
-def per_case_rows(table: pd.DataFrame) -> List[dict]:
-    """One row per trainer, fold and case: <metric>_<class> and empty_<class> columns (per_case.csv's layout)."""
-    rows = {}
-    for r in table.to_dict("records"):
-        row = rows.setdefault((r["dataset"], r["configuration"], r["trainer"], r["fold"], r["case"]), {
-            k: r[k] for k in ("dataset", "configuration", "trainer", "fold", "case")})
-        row[f"{r['metric']}_{column_name(r['class'])}"] = float(r["value"])
-        row[f"empty_{column_name(r['class'])}"] = r["empty"]
-    return list(rows.values())
-
-
-def _mean_std(values) -> dict:
-    values = np.asarray(values, dtype=float)
-    values = values[~np.isnan(values)]
-    return {"mean": float(values.mean()) if values.size else None,
-            "std": float(values.std()) if values.size else None, "n": int(values.size)}
-
-
-def trainer_entry(found: TrainerResults, table: pd.DataFrame, classes: List[str]) -> TrainerEntry:
-    per_fold = {}
-    for fold in found.folds:
-        rows = table[table["fold"] == fold]
-        per_fold[str(fold)] = {name: {
-            PRIMARY: {"mean": found.nnunet_fold_dice[fold][name],  # nnU-Net's own mean
-                      "std": _mean_std(rows[(rows["class"] == name) & (rows["metric"] == PRIMARY)]["value"])["std"]},
-            **{m: _mean_std(rows[(rows["class"] == name) & (rows["metric"] == m)]["value"])
-               for m in METRICS if m != PRIMARY}}
-            for name in classes}
-    dice = table[table["metric"] == PRIMARY]
-    return TrainerEntry(
-        folder=found.folder, folds_found=list(found.folds), parameters=found.parameters,
-        mean_epoch_seconds=found.epoch_seconds, epochs=found.epochs, per_fold=per_fold,
-        pooled={name: {m: _mean_std(table[(table["class"] == name) & (table["metric"] == m)]["value"])
-                       for m in METRICS} for name in classes},
-        empty_cases={name: {kind: int((dice[dice["class"] == name]["empty"] == kind).sum())
-                            for kind in ("both", "reference", "prediction")} for name in classes})
-
-
-def configuration_entry(results: Results, dataset: str, configuration: str, trainers: List[str],
-                        statistics: Dict[tuple, MetricStatistics], figures: List[str], table: pd.DataFrame,
-                        paired_rows: List[dict], pairing: Pairing) -> ConfigurationEntry:
-    """table: this dataset and configuration's slice of the long table (analysis.row_slice); paired_rows: its pairs
-    (analysis.pairs), as records."""
-    labels = results.datasets[dataset]
-    classes = labels.class_names
-    return ConfigurationEntry(
-        labels=classes, label_keys=dict(zip(classes, labels.keys)),
-        nsd_tolerance_mm={labels.names[k]: v for k, v in labels.tolerances.items()},
-        trainers={t: trainer_entry(results.trainers[(dataset, configuration, t)], table[table["trainer"] == t],
-                                   classes) for t in trainers},
-        paired={name: {m: statistics[(dataset, configuration, name, m)] for m in METRICS
-                       if (dataset, configuration, name, m) in statistics} for name in classes + [FOREGROUND]},
-        figures=figures, per_case={t: per_case_rows(table[table["trainer"] == t]) for t in trainers},
-        paired_cases=[f"fold_{f}/{c}" for f, c in sorted({(r["fold"], r["case"]) for r in paired_rows}, key=str)],
-        pairing=pairing)
+from nnunet_attention.compare.report import (FOREGROUND, AcrossDatasets, ConfigurationEntry, Ensembles,
+                                             MetricStatistics, Report, SummaryRow, Verdict)
+from nnunet_attention.compare.statistics import ALPHA
 
 
 def _fmt(value, signed: bool = False, decimals: Optional[int] = None) -> str:
@@ -449,20 +381,3 @@ def _ensembles_markdown(ensembles: Optional[Ensembles], a: str, b: str) -> List[
     chosen = " + ".join(f"{m['trainer']} ({m['configuration']})" for m in best.models)
     return lines + ["", f"Chosen: **{chosen}**, foreground Dice {_fmt(best.foreground_dice)} "
                         f"({_fmt(best.foreground_dice_postprocessed)} after postprocessing).", ""]
-
-
-def report_header(trainers, plans, folds, results: Results, missing_datasets, note, margins: Margins) -> Report:
-    return Report(trainers=list(trainers), plans=plans, folds=list(folds),
-                  boundary_metrics=BoundaryMetrics(
-                      implementation=boundary.implementation(),
-                      empty_convention=boundary.EMPTY_CONVENTION + "; Dice: both empty = 1 (nnU-Net's summary.json "
-                                                                   "says NaN), so that every metric scores the same "
-                                                                   "classes; voxels under nnU-Net's ignore label count "
-                                                                   "for no metric"),
-                  missing=list(missing_datasets) + list(results.missing), missing_datasets=list(missing_datasets),
-                  warnings=list(results.warnings), note=note, margins=margins, verdict_rule=verdict_rule(margins))
-
-
-def summary_row(dataset: str, configuration: str, name: str, statistics: Dict[tuple, MetricStatistics]) -> SummaryRow:
-    return SummaryRow(dataset, configuration, name, {m: statistics[(dataset, configuration, name, m)] for m in METRICS
-                                                     if (dataset, configuration, name, m) in statistics})

@@ -184,7 +184,7 @@ class AcrossDatasets:
 
 @dataclass
 class Pairing:
-    """Whether the two trainers' folds are pairs (pipeline.pairing_of)."""
+    """Whether the two trainers' folds are pairs (read.pairing_of)."""
     design: str
     study_seeds: Dict[str, list]
     warnings: List[str]
