@@ -176,7 +176,8 @@ class ThreadBackend(JobBackend):
 
         def job():
             with open(log, "w") as f:
-                subprocess.run([*self.nice, *command], env={**os.environ, **variables}, stdout=f, stderr=subprocess.STDOUT)
+                subprocess.run([*self.nice, *command], env={**os.environ, **variables}, stdout=f,
+                               stderr=subprocess.STDOUT)
 
         self.threads[key] = threading.Thread(target=job)
         self.threads[key].start()

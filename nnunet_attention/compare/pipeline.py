@@ -2,8 +2,9 @@
 
 The pipeline, each stage called once: read.py (nnU-Net's files -> one long-form table, the boundary metrics measured
 or read from their cache) -> analysis.py (pairs, typed statistics, verdicts) -> assemble.py (the one builder of the
-Report) -> write_report (figures by plots.py, per_case.csv, report.json, report.md by render.py: formatting only). Differences are always the second trainer minus the
-first, paired by case; the verdict per dataset x configuration follows statistics.verdict_rule.
+Report) -> write_report (figures by plots.py, per_case.csv, report.json, report.md by render.py: formatting only).
+Differences are always the second trainer minus the first, paired by case; the verdict per dataset x configuration
+follows statistics.verdict_rule.
 """
 import csv
 import json
