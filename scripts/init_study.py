@@ -20,8 +20,6 @@ scripts/real_calibration.py report --demo-data.)
 """
 import argparse
 import json
-import os
-import platform
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -37,7 +35,7 @@ from nnunet_attention.study import demo, steps
 from nnunet_attention.study.steps import TRAINED, Folders, training_state
 from nnunet_attention.study.executor import LocalExecutor
 from nnunet_attention.study.synth import DEFAULT_TASK_ID, LABELS, TASK_NAME, task_folder_name
-from real_calibration import with_env
+from real_calibration import machine_in_words, with_env
 
 ARMS = ("paired", "unpaired")
 DATASET = f"Dataset{DEFAULT_TASK_ID:03d}_{TASK_NAME}"
@@ -195,7 +193,7 @@ def main():
                for fold in args.folds for trainer in demo.DEMO_TRAINERS
                if training_state(str(fold_folder(work, arm, run, trainer, fold)), need_npz=True) == TRAINED]
     command = " ".join(["python", "scripts/init_study.py", *sys.argv[1:]])
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, cpu ({cpu_model()})"
+    machine = machine_in_words()
     runs, folds = args.runs, list(args.folds)
     if args.merge:
         earlier = json.loads(Path(args.merge).read_text())
@@ -216,15 +214,6 @@ def main():
     (report_dir / "init_study.md").write_text(render(result))
     plot(result, report_dir / "init_study_curves.png")
     print(render(result))
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (floating-point results differ between CPU kinds)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown")
-    except OSError:
-        return platform.processor() or "unknown"
 
 
 def render(result: dict) -> str:
