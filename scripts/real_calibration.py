@@ -389,9 +389,9 @@ def demo_markdown(result: dict, name: str) -> str:
     decided = summary["decisiveness"]
     study = demo_study(result, f"docs/{name}.md")
     lines = [f"# The demo's design, measured on real nnU-Net trainings ({summary['studies']} studies)", "",
-             f"Machine: {result['machine']}, two trainings at a time. Trainings: `python scripts/real_calibration.py -o "
-             f"WORK train --truths 0 --unpaired-studies 0` (background, resumable, every training kept); this page, "
-             f"its JSON and the demo's package data: `{result['command']}`.", "",
+             f"Machine: {result['machine']}, two trainings at a time. Trainings: "
+             f"`python scripts/real_calibration.py -o WORK train --truths 0 --unpaired-studies 0` (background, "
+             f"resumable, every training kept); this page, its JSON and the demo's package data: `{result['command']}`.", "",
              f"Settings: the generated task of {st['cases']} training cases of {'x'.join(map(str, st['shape']))} "
              f"voxels "
              f"(synth seed 1000 + k for study k; the demo itself uses seed 0, not among them), configuration "
