@@ -391,7 +391,8 @@ def demo_markdown(result: dict, name: str) -> str:
     lines = [f"# The demo's design, measured on real nnU-Net trainings ({summary['studies']} studies)", "",
              f"Machine: {result['machine']}, two trainings at a time. Trainings: "
              f"`python scripts/real_calibration.py -o WORK train --truths 0 --unpaired-studies 0` (background, "
-             f"resumable, every training kept); this page, its JSON and the demo's package data: `{result['command']}`.", "",
+             f"resumable, every training kept); this page, its JSON and the demo's package data: "
+             f"`{result['command']}`.", "",
              f"Settings: the generated task of {st['cases']} training cases of {'x'.join(map(str, st['shape']))} "
              f"voxels "
              f"(synth seed 1000 + k for study k; the demo itself uses seed 0, not among them), configuration "
@@ -406,8 +407,8 @@ def demo_markdown(result: dict, name: str) -> str:
              "| Dice margin | studies informative | Wilson 95% | resampled rate |", "|---|---|---|---|"]
     for r in decided["by_margin"]:
         lo, hi = r["studies_informative_ci95"]
-        lines.append(f"| ±{r['margin']:g} | {r['studies_informative']} / {r['studies']} | {100 * lo:.0f}%–{100 * hi:.0f}% "
-                     f"| {100 * r['resampled_rate']:.1f}% |")
+        lines.append(f"| ±{r['margin']:g} | {r['studies_informative']} / {r['studies']} | "
+                     f"{100 * lo:.0f}%–{100 * hi:.0f}% | {100 * r['resampled_rate']:.1f}% |")
     lines += ["", f"Informative: equivalent (the CI inside ±margin) or better / worse (the CI off 0). Resampled: "
                   f"20,000 studies of the pooled mean plus five fold residuals drawn from all studies' residuals, "
                   f"through compare's corrected t. The rule, fixed before the studies were read: {decided['rule']}. "
