@@ -202,6 +202,9 @@ def check_settings(work: Path) -> None:
 
 
 def train(args):
+    from nnunet_attention.cli import exit_on_sigterm
+
+    exit_on_sigterm()  # kill / SIGTERM stops the trainings this run started too (the executor ends them)
     work = Path(args.o).resolve()
     log = work / "calibration.log"
 
