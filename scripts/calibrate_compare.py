@@ -14,13 +14,16 @@ import os
 import sys
 from pathlib import Path
 
-from simulation import coupling_cells, dataset_cells, provenance, run_cell, run_cells, standard_cells, summary_text
+from simulation import (coupling_cells, dataset_cells, failure_cells, provenance, run_cell, run_cells, standard_cells,
+                        summary_text)
 
 START, END = "<!-- calibration table: written by scripts/calibrate_compare.py -->", "<!-- end of calibration table -->"
 DATASETS_MARKERS = ("<!-- datasets table: written by scripts/calibrate_compare.py --datasets -->",
                     "<!-- end of datasets table -->")
 COUPLING_MARKERS = ("<!-- coupling table: written by scripts/calibrate_compare.py --coupling -->",
                     "<!-- end of coupling table -->")
+FAILURES_MARKERS = ("<!-- failures table: written by scripts/calibrate_compare.py --failures -->",
+                    "<!-- end of failures table -->")
 
 
 def _design(r: dict) -> str:
@@ -55,15 +58,23 @@ def _with_old_bootstrap(cell, studies: int, seed: int) -> dict:
     return run_cell(cell, studies, seed=seed, old_bootstrap=True)
 
 
-def coupling_table(rows: list) -> str:
-    lines = ["| coupling | design | CI covers the truth (± Monte Carlo half-width) | better / worse | equivalent | "
-             "mean CI width |", "|---|---|---|---|---|---|"]
-    for r in rows:
-        half = 1.96 * (r["coverage"] * (1 - r["coverage"]) / r["studies"]) ** 0.5
-        lines.append(f"| {r['coupling']:g} | {r['repeats']} × {r['folds']}-fold on {r['cases']} cases, fold "
-                     f"correlation {r['fold_correlation']:g} | {r['coverage']:.1%} ± {half:.1%} | {r['better']:.1%} / "
-                     f"{r['worse']:.1%} | {r['equivalent']:.1%} | {r['mean_ci_width']:.3g} |")
-    return "\n".join(lines)
+def varied_table(title: str, shown):
+    """The table of a side study whose cells vary what shown(row) names, in a first column called title."""
+    def table_of(rows: list) -> str:
+        lines = [f"| {title} | design | CI covers the truth (± Monte Carlo half-width) | better / worse | equivalent | "
+                 "mean CI width |", "|---|---|---|---|---|---|"]
+        for r in rows:
+            half = 1.96 * (r["coverage"] * (1 - r["coverage"]) / r["studies"]) ** 0.5
+            lines.append(f"| {shown(r)} | {r['repeats']} × {r['folds']}-fold on {r['cases']} cases, fold "
+                         f"correlation {r['fold_correlation']:g} | {r['coverage']:.1%} ± {half:.1%} | "
+                         f"{r['better']:.1%} / {r['worse']:.1%} | {r['equivalent']:.1%} | {r['mean_ci_width']:.3g} |")
+        return "\n".join(lines)
+    return table_of
+
+
+coupling_table = varied_table("coupling", lambda r: f"{r['coupling']:g}")
+failures_table = varied_table("failed trainings", lambda r: f"{r['fold_failure_rate']:.0%} of " + (
+    "either trainer's" if r["fold_failure_side"] == "either" else "B's"))
 
 
 def datasets_table(rows: list) -> str:
@@ -113,7 +124,12 @@ def main():
     parser.add_argument("--datasets", action="store_true",
                         help="only the across-datasets cells of unequal precision and skewed effects "
                              "(simulation.dataset_cells): compare_datasets.json and its section of compare.md")
+    parser.add_argument("--failures", action="store_true",
+                        help="only the cells with whole trainings failing (simulation.failure_cells): "
+                             "compare_failures.json and its section of compare.md")
     args = parser.parse_args()
+    if args.failures:
+        return _run_extra(args, failure_cells(), failures_table, "compare_failures.json", FAILURES_MARKERS)
     if args.datasets:
         return _run_extra(args, dataset_cells(), datasets_table, "compare_datasets.json", DATASETS_MARKERS)
     if args.coupling:

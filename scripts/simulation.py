@@ -54,6 +54,10 @@ class Cell:
         return _pairs_table(self.metric, folds.ravel(), (folds * self.cases + cases).ravel(), difference.ravel())
 
 
+FAILED_TRAINING_SHIFT = (0.15, 0.45)  # how far a failed training moves its fold's differences
+FAILED_TRAINING_DROP = sum(FAILED_TRAINING_SHIFT) / 2
+
+
 @dataclass(frozen=True)
 class CrossValidation:
     """R repeats of k-fold cross-validation on N cases. A training's effect is fold_sd (sqrt(w) z_T + sqrt(1 - w)
@@ -63,7 +67,11 @@ class CrossValidation:
     the same in every repeat), fresh noise (case_sd; "skewed": a centred gamma(2), else normal) and, with
     probability failure_rate, a catastrophic failure of one trainer (±U(0.4, 0.9), either sign). unequal: fold sizes
     0.6x to 1.4x the mean instead of nnU-Net's near-equal split. coupling: a case that favours B when trained on is
-    one B validates better on (its persistent part correlates with its training influence by coupling)."""
+    one B validates better on (its persistent part correlates with its training influence by coupling).
+    fold_failure_rate: the chance that a fold's training of one trainer fails as a whole (diverges, loses a class):
+    every validation case of that fold moves by U(0.15, 0.45) against it; fold_failure_side "either" (equal chance,
+    the truth unchanged) or "b" (B's trainings only: the other folds sit 0.30 x the rate higher, so that the expected
+    difference, the truth, is still true_difference)."""
     cases: int
     folds: int
     true_difference: float
@@ -79,6 +87,8 @@ class CrossValidation:
     metric: str = "dice"
     repeat_column: bool = True
     coupling: float = 0.0  # correlation of a case's persistent difference with how much it favours B when trained on
+    fold_failure_rate: float = 0.0
+    fold_failure_side: str = "either"
 
     def pairs(self, rng: np.random.Generator, dataset: str = "Simulated") -> pd.DataFrame:
         n, k = self.cases, self.folds
@@ -97,6 +107,11 @@ class CrossValidation:
                 noise = self._noise(rng, validation.size)
                 failed = rng.random(validation.size) < self.failure_rate
                 noise[failed] += rng.choice([-1.0, 1.0], failed.sum()) * rng.uniform(0.4, 0.9, failed.sum())
+                if self.fold_failure_side == "b":
+                    noise += FAILED_TRAINING_DROP * self.fold_failure_rate
+                if rng.random() < self.fold_failure_rate:
+                    against = -1.0 if self.fold_failure_side == "b" else rng.choice([-1.0, 1.0])
+                    noise += against * rng.uniform(*FAILED_TRAINING_SHIFT)
                 differences.append(self.true_difference + effect + persistent[validation] + noise)
                 fold_ids.append(np.full(validation.size, repeat * k + fold))
                 case_ids.append(validation)
@@ -281,6 +296,15 @@ def coupling_cells() -> List[CrossValidation]:
     return [CrossValidation(40, 5, 0.0, 0.02, repeats=repeats, fold_correlation=0.2, persistent_sd=0.02,
                             coupling=coupling)
             for coupling in (0.0, 0.5, 0.9) for repeats in (1, 3)]
+
+
+def failure_cells() -> List[CrossValidation]:
+    """Whole trainings that fail (2%, 5%, 10% of a fold's trainings, either trainer or B's only), 1 and 3 repeats of
+    5-fold on 40 cases, fold correlation 0.2, no true difference at ±0.02; the real trainings showed 2 failed gated
+    trainings of 55 (docs/real_calibration.md)."""
+    return [CrossValidation(40, 5, 0.0, 0.02, repeats=repeats, fold_correlation=0.2, fold_failure_rate=rate,
+                            fold_failure_side=side)
+            for side in ("either", "b") for rate in (0.02, 0.05, 0.10) for repeats in (1, 3)]
 
 
 def dataset_cells() -> List[Datasets]:
