@@ -308,10 +308,11 @@ def failure_cells() -> List[CrossValidation]:
 
 
 def dataset_cells() -> List[Datasets]:
-    """across_datasets where its assumptions bend: 10 tasks of very unequal precision (10 to 70 cases), true effects
-    normal or skewed around no shared difference (±0.01), with 2% catastrophic failures."""
+    """across_datasets where its assumptions bend: 2, 4 and 10 tasks of very unequal precision (10 to 70 cases), true
+    effects normal or skewed around no shared difference (±0.01), with 2% catastrophic failures."""
     task = CrossValidation(40, 5, 0.0, 0.01, fold_correlation=0.2, failure_rate=0.02)
-    return [Datasets(10, task, between_sd=0.01, effects=effects, size_spread=0.75) for effects in ("normal", "skewed")]
+    return [Datasets(n, task, between_sd=0.01, effects=effects, size_spread=0.75)
+            for n in (2, 4, 10) for effects in ("normal", "skewed")]
 
 
 def _flat(cell: AnyCell) -> dict:
