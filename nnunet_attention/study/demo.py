@@ -290,7 +290,8 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
     if margins is None and studied_settings(studied, configuration, trainers, folds, seed):
         margins = Margins(demo_margins())
         print("Equivalence margins: " + ", ".join(f"{k} +-{v:g}" for k, v in margins.items()) +
-              " (the demo's, fixed before its runs: docs/demo.md; --margin sets others)", flush=True)
+              " (the demo's, chosen on its calibration by a rule fixed beforehand: docs/demo.md; --margin sets "
+              "others)", flush=True)
     env = demo_environment(workdir)
     print("nnU-Net folders: " + ", ".join(f"{k}={env[k]}" for k in ("nnUNet_raw", "nnUNet_preprocessed",
                                                                     "nnUNet_results")), flush=True)
