@@ -23,7 +23,7 @@ def test_the_calibration_sampled_the_demos_settings_and_chose_its_margins_by_its
     assert [r["margin"] for r in decided["by_margin"]] == list(MARGIN_CANDIDATES)
     chosen = next(r for r in decided["by_margin"] if r["resampled_rate"] >= 0.90)
     assert decided["chosen_margin"] == chosen["margin"] == demo.demo_margins()["dice"] == demo.demo_margins()["nsd"]
-    assert len(CALIBRATION["studies"]) >= 10
+    assert len(CALIBRATION["studies"]) >= 6
     for study in CALIBRATION["studies"]:
         assert len(study["per_fold_difference"]) == len(demo.DEMO_FOLDS)
         assert study["outcome"] in ("better", "worse", "equivalent", "inconclusive")
