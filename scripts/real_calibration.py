@@ -386,6 +386,12 @@ def demo_study(result: dict, source: str) -> dict:
             "outcomes": result["summary"]["outcomes"], "decisiveness": result["summary"]["decisiveness"]}
 
 
+def pairing_sentence(ratio: dict) -> str:
+    return (f"Pairing: the unpaired fold differences of the first studies vary {ratio['estimate']:.1f} times as much "
+            f"as the paired ones (95% CI {ratio['ci95'][0]:.1f} to {ratio['ci95'][1]:.1f}, {ratio['fold_pairs']} fold "
+            f"pairs per arm).")
+
+
 def demo_markdown(result: dict, name: str) -> str:
     """NAME.md for the demo's calibration: what it sampled, how often each candidate margin decides, the outcomes."""
     st, summary = result["settings"], result["summary"]
@@ -393,7 +399,7 @@ def demo_markdown(result: dict, name: str) -> str:
     study = demo_study(result, f"docs/{name}.md")
     lines = [f"# The demo's design, measured on real nnU-Net trainings ({summary['studies']} studies)", "",
              f"Machine: {result['machine']}, two trainings at a time. Trainings: "
-             f"`python scripts/real_calibration.py -o WORK train --truths 0 --unpaired-studies 0` (background, "
+             f"`python scripts/real_calibration.py -o WORK train --truths 0 --unpaired-studies 4` (background, "
              f"resumable, every training kept); this page, its JSON and the demo's package data: "
              f"`{result['command']}`.", "",
              f"Settings: the generated task of {st['cases']} training cases of {'x'.join(map(str, st['shape']))} "
@@ -416,6 +422,8 @@ def demo_markdown(result: dict, name: str) -> str:
                   f"20,000 studies of the pooled mean plus five fold residuals drawn from all studies' residuals, "
                   f"through compare's corrected t. The rule, fixed before the studies were read: {decided['rule']}. "
                   f"Chosen: **Dice ±{decided['chosen_margin']:g}** (IoU and NSD the same; HD95 ±2 mm).", "",
+              *([pairing_sentence(summary["pairing_variance_ratio"]), ""] if summary.get("pairing_variance_ratio")
+                else []),
               "## At the chosen margins", "",
               "Outcomes: " + ", ".join(f"{k} {v}" for k, v in summary["outcomes"].items()) + ".", ""]
     lines += [f"- {t['trainer']}: validation mean Dice {t['mean']:.3f} ± {t['sd']:.3f} over {t['trainings']} "
