@@ -71,7 +71,7 @@ def test_demo_runs_every_step_stops_its_trainings_on_sigterm_and_resumes(tmp_pat
     assert (gated_fold / "validation" / "summary.json").is_file()
     report = json.loads(open(f"{report_dir}/report.json").read())
     assert report["complete"] and report["trainers"] == TRAINERS
-    assert "not part of the study" in report["note"]  # tiny trainers on a tiny task: no measured spread to show
+    assert "not part of the calibration" in report["note"]  # tiny trainers on a tiny task: no measured spread to show
     (verdict,) = report["verdict"]
     assert any("training randomness not captured" in w for w in verdict["warnings"])
     assert "verdict Dataset990_AttentionSynth 3d_fullres" in resumed
