@@ -178,11 +178,6 @@ def schedule(work: Path, studies: int, truths: int, unpaired_studies: int):
     return order
 
 
-def demo_settings() -> dict:
-    """What this script samples: the demo's settings of this checkout (its margins are the work folder's)."""
-    return demo.current_settings()
-
-
 def stored_settings(work: Path) -> dict:
     return json.loads((work / "settings.json").read_text())
 
@@ -193,11 +188,11 @@ def check_settings(work: Path) -> None:
     that a resumed run does not mix two designs."""
     from nnunet_attention.compare.metrics import DEFAULT_MARGINS
 
-    stored, current = work / "settings.json", demo_settings()
+    stored, current = work / "settings.json", demo.current_settings()  # what this script samples
     if not stored.is_file():
         work.mkdir(parents=True, exist_ok=True)
         stored.write_text(json.dumps({**current, "margins": DEFAULT_MARGINS}, indent=2) + "\n")
-    elif {k: v for k, v in stored_settings(work).items() if k != "margins"} != current:
+    elif demo.design_of(stored_settings(work)) != current:
         sys.exit(f"{work} holds a calibration of other demo settings ({stored}); use a new -o")
 
 
@@ -467,7 +462,7 @@ def report(args):
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     if args.demo_data:
-        if {k: v for k, v in stored_settings(work).items() if k != "margins"} != demo_settings():
+        if demo.design_of(stored_settings(work)) != demo.current_settings():
             sys.exit(f"--demo-data: {work} holds a calibration of other settings than this checkout's demo")
         chosen = summary["decisiveness"]["chosen_margin"]
         if stored_settings(work)["margins"]["dice"] != chosen:

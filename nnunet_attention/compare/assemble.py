@@ -118,13 +118,11 @@ def configuration_entry(results: Results, dataset: str, configuration: str, trai
 
 
 def report_header(trainers, plans, folds, results: Results, missing_datasets, note, margins: Margins) -> Report:
+    from_summary = " and ".join(m.title for m in FROM_SUMMARY.values())
+    empty = (f"{boundary.EMPTY_CONVENTION}; {from_summary}: both empty = 1 (nnU-Net's summary.json says NaN), so that "
+             f"every metric scores the same classes; voxels under nnU-Net's ignore label count for no metric")
     return Report(trainers=list(trainers), plans=plans, folds=list(folds),
-                  boundary_metrics=BoundaryMetrics(
-                      implementation=boundary.implementation(),
-                      empty_convention=boundary.EMPTY_CONVENTION + "; Dice: both empty = 1 (nnU-Net's summary.json "
-                                                                   "says NaN), so that every metric scores the same "
-                                                                   "classes; voxels under nnU-Net's ignore label count "
-                                                                   "for no metric"),
+                  boundary_metrics=BoundaryMetrics(implementation=boundary.implementation(), empty_convention=empty),
                   missing=list(missing_datasets) + list(results.missing), missing_datasets=list(missing_datasets),
                   warnings=list(results.warnings), note=note, margins=margins, verdict_rule=verdict_rule(margins))
 

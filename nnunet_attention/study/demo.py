@@ -61,6 +61,11 @@ def demo_margins() -> dict:
     return dict(load_study()["settings"]["margins"])
 
 
+def design_of(settings: dict) -> dict:
+    """A calibration's settings without its margins: what must equal current_settings() for it to describe the demo."""
+    return {k: v for k, v in settings.items() if k != "margins"}
+
+
 def current_settings() -> dict:
     """The demo's settings as the shipped study records them (its margins aside)."""
     from nnunet_attention.model.trainers import nnUNetTrainerDemo
@@ -77,7 +82,7 @@ def studied_settings(studied_task: bool, configuration: str, trainers: Sequence[
     settings = load_study()["settings"]
     return (studied_task and configuration == settings["configuration"] and list(trainers) == settings["trainers"]
             and [str(f) for f in folds] == [str(f) for f in settings["folds"]] and seed == settings["seed"]
-            and {k: v for k, v in settings.items() if k != "margins"} == current_settings())
+            and design_of(settings) == current_settings())
 
 
 def demo_note(studied_task: bool, configuration: str, trainers: Sequence[str], folds: Sequence,
