@@ -1,6 +1,7 @@
 """compare's verdict held against the truth on real nnU-Net trainings; resumable, every training kept.
 
     python scripts/real_calibration.py -o /work/real_calibration train      # background, hours; re-run resumes
+    python scripts/real_calibration.py -o WORK train --truths 0 --records docs/demo_calibration_records  # the demo's
     python scripts/real_calibration.py -o /work/real_calibration report --report-dir docs
 
 `nnunet-attention synth` is a population: each seed draws a new dataset from it. This script samples exactly the demo's
@@ -9,9 +10,10 @@ demo's trainers nnUNetTrainerDemo / nnUNetTrainerAttentionDemo, paired with the 
 a work folder keeps the settings it was started with in settings.json and refuses others) and
 runs three kinds of unit, interleaved so that a run cut short stays balanced:
 
-- **study k**: a fresh dataset (synth seed 1000 + k) through the demo's own steps (synth, nnUNetv2_convert_MSD_dataset,
-  nnUNetv2_plan_and_preprocess, `nnunet-attention train ... --seed` for both trainers on the five folds), then
-  compare's pipeline with the demo's margins: its verdict, CI and per-fold differences;
+- **study k**: a fresh dataset (synth seed 1000 + k, task id 990 - k; study 0 is the demo's own run) through the
+  demo's own steps (synth, nnUNetv2_convert_MSD_dataset, nnUNetv2_plan_and_preprocess, `nnunet-attention train ...
+  --seed` for both trainers on the five folds), then compare's pipeline with the demo's margins: its verdict, CI
+  and per-fold differences;
 - **truth pair t**: a fresh dataset of n_train = 16 cases (what a fold of a 5-fold CV of 20 trains on; synth seed
   5000 + t), both trainers trained on all of it (fold "all", paired with seed t), each model predicting one large
   common test set (60 new cases, synth seed 9999) with nnUNetv2_predict's defaults (`predict`), scored by
@@ -20,17 +22,25 @@ runs three kinds of unit, interleaved so that a run cut short stays balanced:
 - **unpaired arm of study k** (the first few studies): the same folds trained by nnUNetv2_train as is, for the
   pairing variance ratio (paired vs unpaired fold differences of the same folds).
 
+**Records** (`train --records DIR`, e.g. docs/demo_calibration_records): each finished study or truth pair is also
+packed into DIR/NAME.tar.xz, everything compare and `report` read (validation predictions and summaries, training
+logs, pairing records, the references and the dataset's JSON files) but not its checkpoints, probabilities, plots or
+images; a later run into a new work folder unpacks the records it lacks and trains only what none holds, so that a
+calibration committed as records survives the machine its trainings ran on.
+
 `report` recomputes every finished study's verdict with the compare code of the checkout and writes
 REPORT_DIR/real_calibration.json and real_calibration.md: the truth with its CI, each study, coverage with its Wilson
 interval, the outcomes' frequencies, the fold correlation rho measured against the truth (with a bootstrap CI over
 studies) and the pairing variance ratio (with an F interval).
 """
 import argparse
+import io
 import json
 import os
 import platform
 import shutil
 import sys
+import tarfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -41,10 +51,12 @@ from nnunet_attention.nnunet_api import bounded_export_workers
 from nnunet_attention.study import demo, steps
 from nnunet_attention.study.executor import LocalExecutor
 from nnunet_attention.study.steps import DONE, NEW, Folders, Step
-from nnunet_attention.study.synth import TASK_NAME
+from nnunet_attention.study.synth import DEFAULT_TASK_ID, TASK_NAME
 
-STUDY_SEED0, TRUTH_SEED0, TEST_SEED = 1000, 5000, 9999
-STUDY_ID0, TRUTH_ID0, TEST_ID = 100, 500, 999
+STUDY_SEED0, TRUTH_SEED0, TEST_SEED = demo.SYNTH_SEED, 5000, 9999
+# study k: task id 990 - k (the id names the dataset, which seeds the pairing streams: study 0 is the demo's run; the
+# executor tells the studies' steps apart by their datasets)
+STUDY_ID0, TRUTH_ID0, TEST_ID = DEFAULT_TASK_ID, 500, 999
 N_TRAIN = demo.SYNTH_CASES * 4 // 5  # what one fold of nnU-Net's 5-fold cross-validation trains on
 TEST_CASES = 60
 MARGIN_CANDIDATES = (0.05, 0.06, 0.07, 0.08, 0.09, 0.10)  # the demo's Dice margin is chosen among these
@@ -98,7 +110,7 @@ def prepared(work: Path, name: str, task_id: int, seed: int, cases: int):
 
 def study_units(work: Path, k: int, unpaired: bool):
     name = f"study_{k:03d}"
-    env, ds, prep = prepared(work, name, STUDY_ID0 + k, STUDY_SEED0 + k, demo.SYNTH_CASES)
+    env, ds, prep = prepared(work, name, STUDY_ID0 - k, STUDY_SEED0 + k, demo.SYNTH_CASES)
     plan = prep[-1].key
     train = [replace(s, after=(plan,)) for s in steps.train_steps(spec_for(ds, demo.DEMO_FOLDS, demo.DEMO_SEED), ds,
                                                                     Folders.of(env))]
@@ -166,16 +178,66 @@ def predict(args):
 
 
 def schedule(work: Path, studies: int, truths: int, unpaired_studies: int):
-    """Units in the order they run: the test set, then study k, truth pairs 2k and 2k+1, and the unpaired arm of
-    study k for the first unpaired_studies."""
-    order = test_set_units(work)
+    """Groups of units (folder name, steps) in the order they run: the test set, then study k (with its unpaired arm
+    for the first unpaired_studies), truth pairs 2k and 2k+1."""
+    order = [("testset", test_set_units(work))]
     for k in range(max(studies, (truths + 1) // 2)):
         if k < studies:
-            order += study_units(work, k, unpaired=k < unpaired_studies)
+            order.append((f"study_{k:03d}", study_units(work, k, unpaired=k < unpaired_studies)))
         for t in (2 * k, 2 * k + 1):
             if t < truths:
-                order += truth_units(work, t)
+                order.append((f"truth_{t:03d}", truth_units(work, t)))
     return order
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# records: what compare and report read of a finished unit, committed where the trainings cannot be
+
+RECORD_MARKER = "record.json"
+RECORD_LEFT_OUT = (".pth", ".npz", ".pkl", ".png", ".npy", ".b2nd")  # checkpoints, probabilities, plots, arrays
+
+
+def recorded(folder: Path, path: Path) -> bool:
+    """Whether a unit's file belongs to its record: not raw or converted images, not the preprocessed arrays (a
+    plans_configuration folder of nnUNet_preprocessed), not what RECORD_LEFT_OUT names."""
+    parts = path.relative_to(folder).parts
+    if parts[0] in ("raw", "msd") or path.suffix in RECORD_LEFT_OUT:
+        return False
+    return not (parts[0] == "preprocessed" and len(parts) > 3 and parts[2].startswith(f"{demo.PLANS}_"))
+
+
+def pack_record(work: Path, name: str, records: Path) -> Path:
+    """records/NAME.tar.xz from work/NAME (written beside, then renamed: a cut-off run leaves no half record)."""
+    folder, target = work / name, records / f"{name}.tar.xz"
+    records.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    marker = json.dumps({"record": name, "machine": machine_in_words(), "packed": time.strftime("%Y-%m-%d %H:%M:%S"),
+                         "left_out": "checkpoints, probabilities, progress plots, raw and preprocessed images"},
+                        indent=2).encode()
+    with tarfile.open(partial, "w:xz") as tar:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and recorded(folder, p)):
+            tar.add(path, arcname=str(path.relative_to(work)))
+        info = tarfile.TarInfo(f"{name}/{RECORD_MARKER}")
+        info.size, info.mtime = len(marker), int(time.time())
+        tar.addfile(info, io.BytesIO(marker))
+    os.replace(partial, target)
+    return target
+
+
+def restore_records(work: Path, records: Path) -> list:
+    """Unpacks every record whose unit work lacks; the names restored."""
+    restored = []
+    for record in sorted(records.glob("*.tar.xz")) if records.is_dir() else []:
+        name = record.name[:-len(".tar.xz")]
+        if not (work / name).exists():
+            with tarfile.open(record) as tar:
+                tar.extractall(work, filter="data")
+            restored.append(name)
+    return restored
+
+
+def from_record(work: Path, name: str) -> bool:
+    return (work / name / RECORD_MARKER).is_file()
 
 
 def stored_settings(work: Path) -> dict:
@@ -208,15 +270,32 @@ def train(args):
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
 
     check_settings(work)
-    units = schedule(work, args.studies, args.truths, args.unpaired_studies)
+    records = Path(args.records).resolve() if args.records else None
+    if records:
+        for name in restore_records(work, records):
+            say(f"restored {name} from {records}")
+    groups = [(name, units) for name, units in schedule(work, args.studies, args.truths, args.unpaired_studies)
+              if not from_record(work, name)]
+    units = [u for _, units in groups for u in units]
     todo = [u for u in units if not u.done]
     say(f"start: {len(todo)} of {len(units)} steps to run")
+
+    def pack_finished():
+        for name, group in groups:
+            if (name != "testset" and not (records / f"{name}.tar.xz").is_file()
+                    and all(u.refreshed().done for u in group)):
+                say(f"record {pack_record(work, name, records)}")
+
+    def ended(step, seconds, code):
+        say(f"{'end' if code == 0 else f'FAILED ({code})'} {step.key} {seconds:.0f} s")
+        if records and code == 0:
+            pack_finished()
     env = dict(os.environ)
     env.setdefault("nnUNet_def_n_proc", bounded_export_workers())  # as the demo sets it (demo_environment)
     executor = LocalExecutor(env, str(work / "logs"), max_parallel=2,
-                             on_start=lambda s, f: say(f"start {s.key}"),
-                             on_end=lambda s, sec, code: say(f"{'end' if code == 0 else f'FAILED ({code})'} "
-                                                             f"{s.key} {sec:.0f} s"))
+                             on_start=lambda s, f: say(f"start {s.key}"), on_end=ended)
+    if records:
+        pack_finished()  # units finished by an earlier run without --records
     failed = executor.run_steps(units)
     for step in failed:
         say(f"not done: {step.key}")
@@ -252,7 +331,7 @@ def study_verdict(work: Path, folder: Path, results: str, report_dir: Path):
     from nnunet_attention.compare.read import DatasetSource
 
     k = int(folder.name.split("_")[1])
-    ds = dataset(STUDY_ID0 + k)
+    ds = dataset(STUDY_ID0 - k)
     res = folder / results / ds
     model_folds = [res / f"{t}__{demo.PLANS}__{demo.DEMO_CONFIGURATION}" / f"fold_{f}" / "validation" / "summary.json"
                    for t in TRAINERS for f in demo.DEMO_FOLDS]
@@ -311,7 +390,7 @@ def pairing_ratio(work: Path):
     paired, unpaired = [], []
     for folder in sorted(work.glob("study_*")):
         k = int(folder.name.split("_")[1])
-        ds = dataset(STUDY_ID0 + k)
+        ds = dataset(STUDY_ID0 - k)
         for arm, into in (("results", paired), ("results_unpaired", unpaired)):
             res = folder / arm / ds
             files = [[res / f"{t}__{demo.PLANS}__{demo.DEMO_CONFIGURATION}" / f"fold_{f}" / "validation" /
@@ -394,12 +473,14 @@ def demo_markdown(result: dict, name: str) -> str:
     study = demo_study(result, f"docs/{name}.md")
     lines = [f"# The demo's design, measured on real nnU-Net trainings ({summary['studies']} studies)", "",
              f"Machine: {result['machine']}, two trainings at a time. Trainings: "
-             f"`python scripts/real_calibration.py -o WORK train --truths 0 --unpaired-studies 4` (background, "
-             f"resumable, every training kept); this page, its JSON and the demo's package data: "
+             f"`python scripts/real_calibration.py -o WORK train --truths 0 --unpaired-studies 4 --records "
+             f"docs/{name}_records` (background, resumable, every training kept in WORK; what compare reads of "
+             f"each study committed in docs/{name}_records); this page, its JSON and the demo's package data: "
              f"`{result['command']}`.", "",
              f"Settings: the generated task of {st['cases']} training cases of {'x'.join(map(str, st['shape']))} "
              f"voxels "
-             f"(synth seed 1000 + k for study k; the demo itself uses seed 0, not among them), configuration "
+             f"(synth seed 1000 + k and task id 990 - k for study k; study 0 is the demo's own run), "
+             f"configuration "
              f"{st['configuration']}, nnU-Net's folds {' '.join(map(str, st['folds']))}, {st['trainers'][0]} vs "
              f"{st['trainers'][1]} ({st['schedule'][0]} epochs of {st['schedule'][1]} iterations, "
              f"{'' if st['validation_mirroring'] else 'validation without mirroring, '}paired with seed {st['seed']}); "
@@ -483,6 +564,8 @@ def main():
     parser.add_argument("--truths", type=int, default=24, help="truth pairs")
     parser.add_argument("--unpaired-studies", type=int, default=4,
                         help="studies whose folds are also trained unpaired (4 x 5 folds = 20 fold pairs per arm)")
+    parser.add_argument("--records", help="train: pack each finished study and truth pair into RECORDS/NAME.tar.xz "
+                                          "(no checkpoints) and unpack the records the work folder lacks first")
     parser.add_argument("--report-dir", default="docs")
     parser.add_argument("--name", default="real_calibration", help="report: REPORT_DIR/NAME.json")
     parser.add_argument("--demo-data", action="store_true",

@@ -48,3 +48,36 @@ def test_no_margin_on_the_command_line_leaves_each_command_its_default():
     assert cli._margins(parser.parse_args(["demo"])) is None  # the demo then takes demo_margins()
     given = cli._margins(parser.parse_args(["demo", "--margin", "dice=0.02", "hd95=3"]))
     assert dict(given) == {**DEFAULT_MARGINS, "dice": 0.02, "hd95": 3}
+
+
+def test_a_record_keeps_what_compare_reads_and_restores_only_what_the_work_folder_lacks(tmp_path):
+    from real_calibration import from_record, pack_record, restore_records
+
+    ds = "Dataset100_AttentionSynth"
+    fold = Path("study_000/results") / ds / f"{demo.DEMO_TRAINERS[0]}__{demo.PLANS}__2d/fold_0"
+    pre = Path("study_000/preprocessed") / ds
+    kept = [fold / "validation/summary.json", fold / "validation/synth_002.nii.gz", fold / "pairing.json",
+            fold / "training_log.txt", pre / "gt_segmentations/synth_002.nii.gz", pre / "dataset.json",
+            pre / "splits_final.json", pre / f"{demo.PLANS}.json"]
+    left_out = [fold / "checkpoint_final.pth", fold / "validation/synth_002.npz", fold / "validation/synth_002.pkl",
+                fold / "progress.png", Path("study_000/raw") / ds / "imagesTr/synth_002_0000.nii.gz",
+                Path("study_000/msd/Task100/imagesTr/synth_002.nii.gz"),
+                pre / f"{demo.PLANS}_2d/synth_002.b2nd", pre / f"{demo.PLANS}_2d/synth_002.pkl"]
+    work = tmp_path / "work"
+    for i, rel in enumerate(kept + left_out):
+        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+        (work / rel).write_text(f"file {i}")
+    records = tmp_path / "records"
+    record = pack_record(work, "study_000", records)
+    assert [p.name for p in records.iterdir()] == [record.name] and not from_record(work, "study_000")
+
+    fresh = tmp_path / "fresh"
+    assert restore_records(fresh, records) == ["study_000"] and from_record(fresh, "study_000")
+    for i, rel in enumerate(kept):
+        assert (fresh / rel).read_text() == f"file {i}"
+    assert not any((fresh / rel).exists() for rel in left_out)
+    marker = json.loads((fresh / "study_000" / "record.json").read_text())
+    assert marker["record"] == "study_000" and "checkpoints" in marker["left_out"]
+
+    (fresh / kept[0]).write_text("a later training")
+    assert restore_records(fresh, records) == [] and (fresh / kept[0]).read_text() == "a later training"

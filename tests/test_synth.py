@@ -30,3 +30,29 @@ def test_synth_refuses_bad_arguments(tmp_path):
     result = subprocess.run([sys.executable, "-m", "nnunet_attention.cli", "synth", "-o", str(tmp_path),
                              "--task-id", "1000"], capture_output=True, text=True)
     assert result.returncode == 2 and "--task-id" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_study_refuses_a_generated_task_drawn_with_other_settings(tmp_path):
+    """An earlier demo's folder (another seed, or a version that did not record it) is not taken for this one's."""
+    import os
+    import subprocess
+    import sys
+
+    from nnunet_attention.study.steps import check_generated_task
+
+    work = tmp_path / "work"
+    task = write_msd_task(str(work / "msd"), cases=3, test_cases=0, seed=0, shape=(10, 16, 16))
+    check_generated_task(task, {"cases": 3, "test_cases": 0, "seed": 0, "shape": (10, 16, 16)})  # the one asked for
+    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
+    for record in ("kept", "dropped"):
+        if record == "dropped":
+            dataset = json.loads(open(f"{task}/dataset.json").read())
+            del dataset["synth"]
+            open(f"{task}/dataset.json", "w").write(json.dumps(dataset))
+        before = open(f"{task}/dataset.json").read()
+        result = subprocess.run([sys.executable, "-m", "nnunet_attention.cli", "demo", "-o", str(work)],
+                                capture_output=True, text=True, env=env, timeout=120)
+        assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+        assert "holds a generated task drawn with" in result.stderr and "use a new work folder" in result.stderr
+        assert ("does not record" in result.stderr) == (record == "dropped")
+        assert open(f"{task}/dataset.json").read() == before and not list((work / "nnUNet_raw").iterdir())

@@ -25,6 +25,10 @@ _SHOWN = re.compile(r"Epoch \d+$|train_loss|val_loss|Pseudo dice|Epoch time|Mean
                     r"Error|error:|Traceback")
 PLANS = "nnUNetPlans"
 SYNTH_CASES, SYNTH_TEST_CASES, SYNTH_SHAPE = 40, 4, (10, 48, 48)
+# The demo's dataset: the first of its calibration's studies (scripts/real_calibration.py draws study k with synth
+# seed 1000 + k; study 0 under the demo's task id), so that the demo's trainings are that study's, on record in
+# docs/demo_calibration.md (seed 0, the earlier default, drew a dataset the design could not decide on; docs/demo.md).
+SYNTH_SEED = 1000
 # The demo's settings, chosen with the study in docs/init_study.md (its figures ship in data/demo_study.json): 2d,
 # nnU-Net's five folds (the verdict's corrected t over one 5-fold cross-validation, variance x 2.25, is 0.83x as wide
 # as over folds 0-3, variance x 2: t 2.78 sqrt(2.25/5) against 3.18 sqrt(2/4); docs/demo.md), nnUNetTrainerDemo's
@@ -72,7 +76,7 @@ def current_settings() -> dict:
 
     return {"configuration": DEMO_CONFIGURATION, "trainers": list(DEMO_TRAINERS), "folds": list(DEMO_FOLDS),
             "schedule": demo_schedule(), "validation_mirroring": nnUNetTrainerDemo.validation_mirroring,
-            "cases": SYNTH_CASES, "shape": list(SYNTH_SHAPE), "seed": DEMO_SEED}
+            "cases": SYNTH_CASES, "shape": list(SYNTH_SHAPE), "task_id": DEFAULT_TASK_ID, "seed": DEMO_SEED}
 
 
 def studied_settings(studied_task: bool, configuration: str, trainers: Sequence[str], folds: Sequence,
@@ -309,7 +313,8 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
     runner.shorter = shorter_hint(folds, runner.epochs, configuration)
     folders = Folders.of(env)
     spec = replace(prepare(runner, workdir, msd_folder, dataset_id, configuration, folds, trainers, device, seed,
-                           {"cases": synth_cases, "test_cases": SYNTH_TEST_CASES, "shape": list(synth_shape)}),
+                           {"cases": synth_cases, "test_cases": SYNTH_TEST_CASES, "shape": list(synth_shape),
+                            "seed": SYNTH_SEED}),
                    trust_checkpoints=trust_checkpoints, retrain_other_seeds=retrain_other_seeds)
     dataset_name = spec.datasets[0]
     raw = os.path.join(folders.raw, dataset_name)

@@ -195,6 +195,23 @@ def converted_name(msd_folder: str) -> str:
     return f"Dataset{int(task[len('Task'):]):03d}_{name}"
 
 
+def check_generated_task(msd_folder: str, synth: dict) -> None:
+    """A generated task already written must be the one asked for (its dataset.json's synth record): else its
+    trainings would be taken for another dataset's."""
+    from nnunet_attention.study.synth import synth_record
+
+    dataset_json = os.path.join(msd_folder, "dataset.json")
+    if not os.path.isfile(dataset_json):
+        return
+    with open(dataset_json) as f:
+        stored = json.load(f).get("synth")
+    wanted = synth_record(synth["cases"], synth["test_cases"], synth.get("seed", 0), synth["shape"])
+    if stored != wanted:
+        drawn = stored or "settings it does not record (an earlier version)"
+        raise NnUNetAttentionError(f"{msd_folder} holds a generated task drawn with {drawn}, not {wanted}: its "
+                                   f"trainings would not be this study's; use a new work folder or delete that one")
+
+
 def prepare_steps(msd_folder: str, spec: StudySpec, folders: Folders, synth: Optional[dict] = None) -> List[Step]:
     """A task from the MSD layout to nnU-Net's preprocessed data: with synth (write_msd_task's cases, test_cases,
     seed, shape) first nnunet-attention synth writes msd_folder; then nnUNetv2_convert_MSD_dataset into
@@ -214,6 +231,7 @@ def prepare_steps(msd_folder: str, spec: StudySpec, folders: Folders, synth: Opt
     task_id = dataset_id(dataset)
     prepared = []
     if synth is not None:
+        check_generated_task(msd_folder, synth)
         prepared.append(Step("synth", dataset, (
             "nnunet-attention", "synth", "-o", os.path.dirname(os.path.abspath(msd_folder)), "--task-id", task_id,
             "--cases", str(synth["cases"]), "--test-cases", str(synth["test_cases"]), "--seed",

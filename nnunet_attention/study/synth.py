@@ -88,6 +88,12 @@ def _write(array: np.ndarray, spacing, path: str):
     sitk.WriteImage(image, path, useCompression=True)
 
 
+def synth_record(cases: int, test_cases: int, seed: int, shape) -> dict:
+    """What drew a generated task, kept in its dataset.json: a study finding a task written with other settings
+    knows that its trainings would not be the ones it describes."""
+    return {"cases": int(cases), "test_cases": int(test_cases), "seed": int(seed), "shape": [int(x) for x in shape]}
+
+
 def write_msd_task(output_dir: str, task_id: int = DEFAULT_TASK_ID, cases: int = 24, test_cases: int = 4,
                    seed: int = 0, shape: Tuple[int, int, int] = (24, 64, 64), progress=None,
                    overwrite: bool = False) -> str:
@@ -137,6 +143,7 @@ def write_msd_task(output_dir: str, task_id: int = DEFAULT_TASK_ID, cases: int =
         "labels": LABELS,
         "numTraining": cases,
         "numTest": test_cases,
+        "synth": synth_record(cases, test_cases, seed, shape),
         "training": training,
         "test": test,
     }
