@@ -454,7 +454,9 @@ def demo_study(result: dict, source: str) -> dict:
         trainers.append({"trainer": t, "mean": float(np.mean(values)), "sd": float(np.std(values, ddof=1)),
                          "trainings": len(values), "lost": lost})
     d = np.array([s["per_fold_difference"] for s in studies])
+    first = next(s for s in studies if s["dataset_seed"] == demo.SYNTH_SEED)  # the demo's own run
     return {"source": source, "settings": result["settings"], "studies": len(studies), "trainers": trainers,
+            "first_study": {k: first[k] for k in ("dataset_seed", "per_fold_difference", "ci95", "outcome")},
             "difference": {"n": int(d.size), "min": float(d.min()), "max": float(d.max()),
                            "sd": result["summary"]["decisiveness"]["fold_difference_sd"]},
             "outcomes": result["summary"]["outcomes"], "decisiveness": result["summary"]["decisiveness"]}

@@ -41,6 +41,19 @@ def test_the_demo_note_quotes_the_calibration_only_at_its_settings():
     assert "not part of the calibration" in demo.demo_note(False, demo.DEMO_CONFIGURATION, trainers, folds)
 
 
+def test_the_demo_is_its_calibrations_study_0_and_says_whether_it_repeated_it():
+    import real_calibration
+
+    assert real_calibration.STUDY_SEED0 == demo.SYNTH_SEED and real_calibration.STUDY_ID0 == demo.DEFAULT_TASK_ID
+    first = CALIBRATION["studies"][0]
+    assert first["dataset_seed"] == demo.SYNTH_SEED
+    assert demo.load_study()["first_study"]["per_fold_difference"] == first["per_fold_difference"]
+    same = {str(f): v for f, v in zip(demo.DEMO_FOLDS, first["per_fold_difference"])}
+    assert demo.reproduction_line(same).startswith("Reproduced")
+    other = dict(same, **{"3": same["3"] + 0.002})
+    assert demo.reproduction_line(other).startswith("Not the record") and "0.0020" in demo.reproduction_line(other)
+
+
 def test_no_margin_on_the_command_line_leaves_each_command_its_default():
     from nnunet_attention import cli
 

@@ -110,6 +110,20 @@ def demo_note(studied_task: bool, configuration: str, trainers: Sequence[str], f
             f"{100 * margin['resampled_rate']:.0f}%).")
 
 
+def reproduction_line(per_fold_difference: Mapping[str, float]) -> str:
+    """Whether this run's per-fold Dice differences are the calibration's study 0's (the demo's dataset and pairing
+    streams): on the machine kind it ran on they repeat to the last digit; elsewhere floating point differs."""
+    study = load_study()
+    recorded = study["first_study"]["per_fold_difference"]
+    gap = max(abs(per_fold_difference[str(f)] - v) for f, v in zip(study["settings"]["folds"], recorded))
+    if gap < 1e-9:
+        return (f"Reproduced: these trainings' per-fold differences B - A are the calibration's study 0 "
+                f"({study['source']}) to the last digit.")
+    return (f"Not the record: these per-fold differences differ from the calibration's study 0 ({study['source']}) "
+            f"by up to {gap:.4f} (another CPU kind or library version trains other numbers); the calibration's rates "
+            f"describe such runs, its study 0 is not this one.")
+
+
 def matched_trainers(epochs: Optional[int], device: str, trainers: Optional[Sequence[str]] = None) -> List[str]:
     """The trainer pair: the demo's own on the CPU by default, else nnUNetTrainer and nnUNetTrainerAttention (or the
     pair given); with epochs (100 on cuda by default), each one's version on nnU-Net's schedule of that length."""
@@ -296,7 +310,8 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
     if msd_folder is not None:
         _task_id(msd_folder)  # a one-line error before anything runs
     note = demo_note(studied, configuration, trainers, folds, seed)
-    if margins is None and studied_settings(studied, configuration, trainers, folds, seed):
+    calibrated = studied_settings(studied, configuration, trainers, folds, seed)
+    if margins is None and calibrated:
         margins = Margins(demo_margins())
         print("Equivalence margins: " + ", ".join(f"{k} +-{v:g}" for k, v in margins.items()) +
               " (the demo's, chosen on its calibration by a rule fixed beforehand: docs/demo.md; --margin sets "
@@ -332,6 +347,8 @@ def run_demo(workdir: str = "nnunet_attention_demo", msd_folder: Optional[str] =
     report = compare([DatasetSource(dataset_name, results, preprocessed)], [configuration], trainers, PLANS, folds,
                      report_dir, num_processes=spec.processes, note=note, margins=margins)
     print_summary(report, report_dir)
+    if calibrated:
+        print(reproduction_line(report.verdict[0].metrics["dice"].per_fold_difference), flush=True)
     print(f"\nReport: {os.path.join(report_dir, 'report.md')}", flush=True)
     if test_output:
         print(f"Test predictions: {test_output}", flush=True)
