@@ -56,7 +56,8 @@ def test_demo_runs_every_step_stops_its_trainings_on_sigterm_and_resumes(tmp_pat
     assert _trainings_of(workdir / "nnUNet_results") == []  # it stopped the trainings it had started
     assert (gated_fold / "checkpoint_latest.pth").is_file()
 
-    report_dir = run_demo(str(workdir), device="cpu", trainers=TRAINERS, synth_cases=6, synth_shape=TINY_SHAPE, **SETTINGS)
+    report_dir = run_demo(str(workdir), device="cpu", trainers=TRAINERS, synth_cases=6, synth_shape=TINY_SHAPE,
+                          **SETTINGS)
     resumed = capsys.readouterr().out
     assert f"[5/8] train {TRAINERS[1]} fold 0 (resuming)" in resumed and "--c" in resumed
     assert resumed.count("done before, skipped") == 4  # synth, convert, plan, the finished ungated training
