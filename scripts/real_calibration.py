@@ -80,6 +80,15 @@ def dataset(task_id: int) -> str:
     return f"Dataset{task_id:03d}_{TASK_NAME}"
 
 
+def study_task_id(k: int) -> int:
+    """Study k's task id, 990 - k: study 0 is the demo's own run (the id names the dataset, which seeds pairing)."""
+    return STUDY_ID0 - k
+
+
+def study_dataset(k: int) -> str:
+    return dataset(study_task_id(k))
+
+
 def roots(work: Path, name: str) -> dict:
     base = work / name
     env = dict(os.environ, nnUNet_raw=str(base / "raw"), nnUNet_preprocessed=str(base / "preprocessed"),
@@ -110,7 +119,7 @@ def prepared(work: Path, name: str, task_id: int, seed: int, cases: int):
 
 def study_units(work: Path, k: int, unpaired: bool):
     name = f"study_{k:03d}"
-    env, ds, prep = prepared(work, name, STUDY_ID0 - k, STUDY_SEED0 + k, demo.SYNTH_CASES)
+    env, ds, prep = prepared(work, name, study_task_id(k), STUDY_SEED0 + k, demo.SYNTH_CASES)
     plan = prep[-1].key
     train = [replace(s, after=(plan,)) for s in steps.train_steps(spec_for(ds, demo.DEMO_FOLDS, demo.DEMO_SEED), ds,
                                                                     Folders.of(env))]
@@ -331,7 +340,7 @@ def study_verdict(work: Path, folder: Path, results: str, report_dir: Path):
     from nnunet_attention.compare.read import DatasetSource
 
     k = int(folder.name.split("_")[1])
-    ds = dataset(STUDY_ID0 - k)
+    ds = study_dataset(k)
     res = folder / results / ds
     model_folds = [res / f"{t}__{demo.PLANS}__{demo.DEMO_CONFIGURATION}" / f"fold_{f}" / "validation" / "summary.json"
                    for t in TRAINERS for f in demo.DEMO_FOLDS]
@@ -390,7 +399,7 @@ def pairing_ratio(work: Path):
     paired, unpaired = [], []
     for folder in sorted(work.glob("study_*")):
         k = int(folder.name.split("_")[1])
-        ds = dataset(STUDY_ID0 - k)
+        ds = study_dataset(k)
         for arm, into in (("results", paired), ("results_unpaired", unpaired)):
             res = folder / arm / ds
             files = [[res / f"{t}__{demo.PLANS}__{demo.DEMO_CONFIGURATION}" / f"fold_{f}" / "validation" /
@@ -481,7 +490,7 @@ def demo_markdown(result: dict, name: str) -> str:
              f"`{result['command']}`.", "",
              f"Settings: the generated task of {st['cases']} training cases of {'x'.join(map(str, st['shape']))} "
              f"voxels "
-             f"(synth seed 1000 + k and task id 990 - k for study k; study 0 is the demo's own run), "
+             f"(synth seed {STUDY_SEED0} + k and task id {STUDY_ID0} - k for study k; study 0 is the demo's own run), "
              f"configuration "
              f"{st['configuration']}, nnU-Net's folds {' '.join(map(str, st['folds']))}, {st['trainers'][0]} vs "
              f"{st['trainers'][1]} ({st['schedule'][0]} epochs of {st['schedule'][1]} iterations, "
