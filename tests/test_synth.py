@@ -38,17 +38,26 @@ def test_a_study_refuses_a_generated_task_drawn_with_other_settings(tmp_path):
     import subprocess
     import sys
 
+    import pytest
+
+    from nnunet_attention.errors import NnUNetAttentionError
+    from nnunet_attention.nnunet_api import trainers_found_through_ext_folder
     from nnunet_attention.study.steps import check_generated_task
 
     work = tmp_path / "work"
     task = write_msd_task(str(work / "msd"), cases=3, test_cases=0, seed=0, shape=(10, 16, 16))
-    check_generated_task(task, {"cases": 3, "test_cases": 0, "seed": 0, "shape": (10, 16, 16)})  # the one asked for
+    asked = {"cases": 3, "test_cases": 0, "seed": 0, "shape": (10, 16, 16)}
+    check_generated_task(task, asked)
     env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
     for record in ("kept", "dropped"):
         if record == "dropped":
             dataset = json.loads(open(f"{task}/dataset.json").read())
             del dataset["synth"]
             open(f"{task}/dataset.json", "w").write(json.dumps(dataset))
+        with pytest.raises(NnUNetAttentionError, match="holds a generated task drawn with"):
+            check_generated_task(task, {**asked, "seed": 1000})
+        if not trainers_found_through_ext_folder():
+            continue  # nnU-Net before 2.8: the demo looks its trainer up first (trainers --install), then the task
         before = open(f"{task}/dataset.json").read()
         result = subprocess.run([sys.executable, "-m", "nnunet_attention.cli", "demo", "-o", str(work)],
                                 capture_output=True, text=True, env=env, timeout=120)
