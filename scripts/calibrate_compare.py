@@ -101,7 +101,7 @@ def _write_section(page_file: Path, markers: tuple, text: str):
 
 def _run_extra(args, cells: list, table_of, json_name: str, markers: tuple):
     """A study beside the main table: its cells, printed, and with --docs its JSON and its section of compare.md."""
-    rows = run_cells(run_cell, cells, args.studies, args.seed, args.np)
+    rows = run_cells(run_cell, cells, args.studies, args.seed, args.np, args.kept)
     print(table_of(rows))
     if args.docs:
         command, machine = provenance("calibrate_compare.py")
@@ -118,6 +118,8 @@ def main():
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulation (default 0)")
     parser.add_argument("-np", type=int, default=os.cpu_count() or 1, help="processes (default: the CPU count)")
     parser.add_argument("--docs", help="docs folder: write compare_calibration.json and the table in compare.md")
+    parser.add_argument("--kept", help="a JSON-lines file that keeps each finished cell: a re-run with the same "
+                                       "arguments runs only the cells it lacks")
     parser.add_argument("--coupling", action="store_true",
                         help="only the coupling cells (simulation.coupling_cells): compare_coupling.json and its "
                              "section of compare.md")
@@ -134,7 +136,7 @@ def main():
         return _run_extra(args, dataset_cells(), datasets_table, "compare_datasets.json", DATASETS_MARKERS)
     if args.coupling:
         return _run_extra(args, coupling_cells(), coupling_table, "compare_coupling.json", COUPLING_MARKERS)
-    rows = run_cells(_with_old_bootstrap, list(standard_cells()), args.studies, args.seed, args.np)
+    rows = run_cells(_with_old_bootstrap, list(standard_cells()), args.studies, args.seed, args.np, args.kept)
     text = table(rows)
     print(text)
     print(summary_text(rows))

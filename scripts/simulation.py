@@ -11,12 +11,13 @@ depends on its training set (trainings that share training cases agree: the fold
 persistent part across repeats, case noise is skewed with rare catastrophic failures, folds may be unequal.
 ``Datasets``: several such tasks whose true differences scatter around a shared mean, judged by across_datasets.
 """
+import json
 import os
 import platform
 import sys
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
-from typing import Callable, Dict, Iterable, List, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -433,16 +434,27 @@ def _run_one(job):
     return run(cell, studies, seed + index)
 
 
-def run_cells(run: Callable, cells: Sequence, studies: int, seed: int, processes: int) -> List[dict]:
+def run_cells(run: Callable, cells: Sequence, studies: int, seed: int, processes: int,
+              kept: Optional[str] = None) -> List[dict]:
     """run(cell, studies, seed) for every cell (cell i with seed + i) in processes worker processes, in order, with
-    a progress line on stderr."""
-    rows = []
+    a progress line on stderr. With kept (a JSON-lines file), each finished cell is appended there as it ends and a
+    cell already there under the same run, index, cell, studies and seed is not run again: a study of hours resumes."""
+    keys = [json.dumps([run.__name__, i, repr(cell), studies, seed]) for i, cell in enumerate(cells)]
+    done = {}
+    if kept and os.path.isfile(kept):
+        with open(kept) as f:
+            done = {entry["key"]: entry["row"] for entry in map(json.loads, f) if entry["key"] in keys}
     with ProcessPoolExecutor(processes) as pool:
-        for row in pool.map(_run_one, [(run, i, cell, studies, seed) for i, cell in enumerate(cells)]):
-            rows.append(row)
-            print(f"\r{len(rows)}/{len(cells)} cells", end="", file=sys.stderr, flush=True)
+        futures = {pool.submit(_run_one, (run, i, cell, studies, seed)): keys[i]
+                   for i, cell in enumerate(cells) if keys[i] not in done}
+        for future in as_completed(futures):
+            done[futures[future]] = future.result()
+            if kept:
+                with open(kept, "a") as f:
+                    f.write(json.dumps({"key": futures[future], "row": done[futures[future]]}) + "\n")
+            print(f"\r{len(done)}/{len(cells)} cells", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
-    return rows
+    return [done[key] for key in keys]
 
 
 def provenance(script: str) -> Tuple[str, str]:

@@ -286,6 +286,26 @@ def test_calibration_at_three_folds_keeps_its_error_rates():
     assert result["coverage"] >= 0.93, result
 
 
+def test_a_kept_calibration_resumes_and_gives_the_rows_of_a_full_run(tmp_path):
+    """run_cells with kept: a run cut short leaves its finished cells there, the re-run runs only the others, and
+    the rows equal those of one uninterrupted run; a cell asked with other studies is not taken from the file."""
+    import json
+
+    from simulation import run_cells
+
+    cells = [Cell(folds=3, cases=4, true_difference=0.0, margin=0.05),
+             Cell(folds=3, cases=4, true_difference=0.05, margin=0.05)]
+    kept = tmp_path / "kept.jsonl"
+    whole = run_cells(run_cell, cells, 20, 3, 1)
+    assert run_cells(run_cell, cells[:1], 20, 3, 1, str(kept)) == whole[:1]
+    assert run_cells(run_cell, cells, 20, 3, 1, str(kept)) == whole
+    assert len(kept.read_text().splitlines()) == 2  # the first cell was not run twice
+    kept.write_text("\n".join(json.dumps({**json.loads(line), "row": {"coverage": -1.0}})
+                              for line in kept.read_text().splitlines()) + "\n")
+    assert run_cells(run_cell, cells, 20, 3, 1, str(kept))[0] == {"coverage": -1.0}  # taken from the file
+    assert run_cells(run_cell, cells, 21, 3, 1, str(kept))[0] != {"coverage": -1.0}  # other studies: run again
+
+
 def test_calibration_under_correlated_repeated_cross_validation():
     """Cross-validation as it is: two repeats of 5-fold on 40 cases whose trainings correlate by 0.2 through shared
     training cases, training effects dominating, skewed case noise with 2% failures (200 studies, seeded): the
